@@ -1,0 +1,136 @@
+// Package create makes new images: the protocol file first (created, not
+// truncated, and locked), then the format on it.
+package create
+
+import (
+	"fmt"
+	"strings"
+
+	"qimg/image"
+)
+
+// Request is a create operation, as qemu-img create's flags give it.
+type Request struct {
+	Filename      string
+	Format        string
+	Size          int64 // -1: not given
+	Options       image.Options
+	BackingFile   string
+	BackingFormat string
+	NoOpenBacking bool // -u: do not open the backing file
+}
+
+// Prepared is a validated request, ready to run; Summary is qemu-img's
+// "fmt=… size=…" text for the "Formatting" line.
+type Prepared struct {
+	req     Request
+	format  *image.Format
+	Summary string
+}
+
+// OptionSpecs lists the -o options of a format (including those of its
+// protocol), for -o help.
+func OptionSpecs(format string) ([]image.OptionSpec, error) {
+	f, err := creator(format)
+	if err != nil {
+		return nil, err
+	}
+	return f.CreateOptions, nil
+}
+
+func creator(format string) (*image.Format, error) {
+	f, err := image.LookupFormat(format)
+	if err != nil {
+		return nil, err
+	}
+	if f.Create == nil {
+		return nil, image.Errorf(image.ErrUnsupported, "Format driver '%s' does not support image creation", format)
+	}
+	return f, nil
+}
+
+// Prepare validates everything that can be validated without touching the
+// target: format, options, size, backing file.
+func Prepare(r Request) (*Prepared, error) {
+	f, err := creator(r.Format)
+	if err != nil {
+		return nil, err
+	}
+	o := r.Options
+	if r.BackingFile != "" {
+		o.Set("backing_file", r.BackingFile)
+	}
+	if r.BackingFormat != "" {
+		o.Set("backing_fmt", r.BackingFormat)
+	}
+	if err := o.Validate(f.CreateOptions); err != nil {
+		return nil, err
+	}
+	size := r.Size
+	if s, ok := o.Get("size"); ok {
+		n, err := image.ParseSize(s)
+		if err != nil {
+			return nil, image.Errorf(err, "Parameter 'size' expects a non-negative number below 2^64")
+		}
+		size = n
+	}
+	backing, _ := o.Get("backing_file")
+	backingFmt, _ := o.Get("backing_fmt")
+	if backing != "" && backingFmt == "" {
+		return nil, image.Errorf(nil, "Backing file specified without backing format")
+	}
+	if backing != "" && !r.NoOpenBacking {
+		full := image.ResolveBacking(r.Filename, backing)
+		bn, err := image.Open(full, image.OpenOptions{Format: backingFmt, Claim: image.ClaimRead, ForceShare: true, User: "create backing check", NoBacking: true})
+		if err != nil {
+			return nil, image.Errorf(err, "%s; Could not open backing image.", err)
+		}
+		if size < 0 {
+			size = bn.Size()
+		}
+		bn.Close()
+	}
+	if size < 0 {
+		return nil, image.Errorf(nil, "Image creation needs a size parameter")
+	}
+	o.Set("size", fmt.Sprint(size))
+	r.Size = size
+	r.Options = o
+	return &Prepared{req: r, format: f, Summary: summary(r.Format, o)}, nil
+}
+
+// summary lists the options as qemu-img's "Formatting" line does.
+func summary(format string, o image.Options) string {
+	var b strings.Builder
+	b.WriteString("fmt=" + format)
+	for _, k := range o.Keys() {
+		v, _ := o.Get(k)
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	return b.String()
+}
+
+// Run creates the image: the protocol file is created without truncation
+// and locked for write and resize before it is truncated and formatted.
+func (p *Prepared) Run() error {
+	r := p.req
+	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
+	if err != nil {
+		return err
+	}
+	if err := file.Truncate(0, image.PreallocOff); err != nil {
+		file.Close()
+		return err
+	}
+	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options}
+	if !r.NoOpenBacking {
+		ctx.OpenBacking = func(name, format string) (*image.Node, error) {
+			return image.Open(image.ResolveBacking(r.Filename, name), image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, User: "create", NoBacking: true})
+		}
+	}
+	err = p.format.Create(ctx)
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}

@@ -1,0 +1,138 @@
+package image
+
+// Driver is one open image of one format or protocol: the small core every
+// driver implements. Offsets and lengths are guest bytes of this node.
+//
+// ReadAt follows io.ReaderAt but never returns a short read without an
+// error; the caller keeps reads within Size (Node checks it).
+type Driver interface {
+	ReadAt(p []byte, off int64) (int, error)
+	Size() int64
+	// BlockStatus describes the run starting at off, at most length bytes
+	// long and never zero-length for off < Size().
+	BlockStatus(off, length int64) (Extent, error)
+	Close() error
+}
+
+// The capabilities below are implemented by drivers that can.
+
+// Writer writes guest data.
+type Writer interface {
+	WriteAt(p []byte, off int64) (int, error)
+}
+
+// ZeroWriter makes a range read as zeroes without transferring a buffer.
+// With unmap the driver may deallocate the range (punch a hole).
+type ZeroWriter interface {
+	WriteZeroes(off, length int64, unmap bool) error
+}
+
+// Discarder drops a range; its content afterwards is unspecified (for
+// formats with a backing file it may read from the backing file again).
+type Discarder interface {
+	Discard(off, length int64) error
+}
+
+// Flusher makes completed writes durable.
+type Flusher interface {
+	Flush() error
+}
+
+// Truncater changes the size. prealloc applies to the added part.
+type Truncater interface {
+	Truncate(size int64, prealloc Prealloc) error
+}
+
+// Locker is implemented by protocol drivers that mirror permissions in locks
+// shared with other processes. SetPerm tests for conflicts and takes the new
+// locks, all or nothing: on error the previous locks are kept.
+type Locker interface {
+	SetPerm(perm, shared Perm) error
+}
+
+// Reopener switches a protocol driver between read-only and read/write
+// (dynamic read-only: backing files are writable only while committed into).
+type Reopener interface {
+	Reopen(writable bool) error
+}
+
+// Identifier names the underlying object so that opening it twice in one
+// process yields one node (and one set of locks): a file's device and inode,
+// an NBD server's address and export.
+type Identifier interface {
+	Identity() string
+}
+
+// AllocatedSizer reports the bytes the image occupies on its storage
+// (`disk size`, `actual-size`); -1 when unknown.
+type AllocatedSizer interface {
+	AllocatedSize() int64
+}
+
+// BackingReferrer is implemented by formats with a backing file reference.
+type BackingReferrer interface {
+	// BackingFile returns the name as stored in the image (may be relative
+	// to the image's directory) and the stored format, "" if none.
+	BackingFile() (name, format string)
+	// SetBacking attaches the opened backing node; nil means none (reads of
+	// unallocated areas return zeroes).
+	SetBacking(n *Node)
+}
+
+// DataFileReferrer is implemented by formats that keep guest data in an
+// external file (qcow2 data_file).
+type DataFileReferrer interface {
+	DataFile() string
+	SetDataFile(n *Node)
+}
+
+// Informer fills the format-specific part of info and the cluster size.
+type Informer interface {
+	Info(info *Info) error
+}
+
+// Extent is the answer of BlockStatus: the status of a run of guest bytes.
+type Extent struct {
+	Offset int64
+	Length int64
+	// Allocated: this layer decides the content of the run. When false the
+	// content comes from the backing file (or reads as zero without one).
+	Allocated bool
+	// Zero: the run reads as zeroes.
+	Zero bool
+	// Data: the run is backed by data on the protocol layer (it may still
+	// read as zero if Zero is set too, e.g. preallocated space).
+	Data bool
+	// HostOffset is where the data lives in the protocol file, -1 if it
+	// has no fixed place (compressed, unallocated, zero).
+	HostOffset int64
+	// Depth is the chain layer that decided the run (0 = this node); set
+	// by Node.BlockStatusChain.
+	Depth int
+	// Host is the node that holds the bytes at HostOffset, set by
+	// Node.BlockStatusChain for qemu-img map's "filename".
+	Host *Node
+}
+
+// End is the first byte after the extent.
+func (e Extent) End() int64 { return e.Offset + e.Length }
+
+// Prealloc is a preallocation mode.
+type Prealloc string
+
+const (
+	PreallocOff      Prealloc = "off"
+	PreallocMetadata Prealloc = "metadata"
+	PreallocFalloc   Prealloc = "falloc"
+	PreallocFull     Prealloc = "full"
+)
+
+// ParsePrealloc checks a preallocation mode against the allowed ones.
+func ParsePrealloc(s string, allowed ...Prealloc) (Prealloc, error) {
+	for _, a := range allowed {
+		if Prealloc(s) == a {
+			return a, nil
+		}
+	}
+	return "", Errorf(ErrUnsupported, "Unsupported preallocation mode '%s'", s)
+}

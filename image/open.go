@@ -1,0 +1,357 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+)
+
+// MaxChainDepth bounds backing chains; deeper chains are refused as qemu
+// has no practical use for them and a crafted loop must stop somewhere.
+const MaxChainDepth = 1000
+
+// OpenOptions say how to open an image and what its user claims.
+type OpenOptions struct {
+	Format    string // "" probes
+	Writable  bool
+	Claim     Claim     // the operation's claim on the top node
+	User      string    // the operation, for conflict messages ("convert target")
+	Cache     CacheMode // for the top image
+	// BackingCache is the cache mode of backing files (-T in some commands);
+	// zero value means Cache.
+	BackingCache *CacheMode
+	// NoBacking leaves backing files closed (info without --backing-chain).
+	NoBacking bool
+	// Untrusted refuses format probing, backing files and external files.
+	Untrusted bool
+	// ForceShare (-U) shares every permission at every level of the graph;
+	// only read-only opens may use it.
+	ForceShare bool
+}
+
+// protocols by the prefix of a filename; plain paths use "file".
+var protocolPrefixes = []struct{ prefix, driver string }{
+	{"nbd+unix://", "nbd"},
+	{"nbd://", "nbd"},
+	{"nbd:", "nbd"},
+	{"file:", "file"},
+}
+
+// protocolFor picks the protocol driver for a filename and strips a
+// "file:" prefix.
+func protocolFor(filename string) (driver, name string) {
+	for _, p := range protocolPrefixes {
+		if strings.HasPrefix(filename, p.prefix) {
+			if p.driver == "file" {
+				return "file", strings.TrimPrefix(filename, p.prefix)
+			}
+			return p.driver, filename
+		}
+	}
+	return "file", filename
+}
+
+// identities maps protocol identities to their open node, so that a file
+// opened twice in one process is one node and its users meet there.
+var (
+	identityMu sync.Mutex
+	identities = map[string]*Node{}
+)
+
+func forgetIdentity(n *Node) {
+	identityMu.Lock()
+	defer identityMu.Unlock()
+	for k, v := range identities {
+		if v == n {
+			delete(identities, k)
+		}
+	}
+}
+
+// openProtocol opens (or finds already open) the protocol node for filename.
+func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error) {
+	name, path := protocolFor(filename)
+	f, err := LookupFormat(name)
+	if err != nil || f.OpenProtocol == nil {
+		return nil, fmt.Errorf("Unknown protocol '%s'", name)
+	}
+	drv, err := f.OpenProtocol(path, ProtocolOptions{Writable: writable, Cache: cache})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Filename: filename, Format: name, drv: drv, writable: writable}
+	id, ok := drv.(Identifier)
+	if !ok {
+		return n, nil
+	}
+	identityMu.Lock()
+	defer identityMu.Unlock()
+	key := name + ":" + id.Identity()
+	if old, ok := identities[key]; ok && !old.closed {
+		drv.Close()
+		if writable && !old.writable {
+			r, ok := old.drv.(Reopener)
+			if !ok {
+				return nil, NotSupported("reopening '%s' read/write", filename)
+			}
+			if err := r.Reopen(true); err != nil {
+				return nil, err
+			}
+			old.writable = true
+		}
+		return old, nil
+	}
+	identities[key] = n
+	return n, nil
+}
+
+// Open opens an image and, unless o.NoBacking, its backing chain, and
+// grants o.Claim on the top node. Nothing is written before every claim of
+// the chain has been granted (and locked on disk).
+func Open(filename string, o OpenOptions) (*Node, error) {
+	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
+	if user.Name == "" {
+		user.Name = "qimg"
+	}
+	if o.Cache.Name == "" {
+		o.Cache = CacheWriteback
+	}
+	if o.ForceShare {
+		if o.Writable {
+			return nil, Errorf(ErrPermission, "force-share=on can only be used with read-only images")
+		}
+		user.Claim = ClaimForceShare
+	}
+	n, err := openChain(user, filename, o.Format, o, o.Writable, nil)
+	if err != nil {
+		return nil, err
+	}
+	return n, nil
+}
+
+// Close releases the user edges of n; when none is left the node is
+// flushed and closed, and so are its children.
+func (n *Node) Close() error {
+	graphMu.Lock()
+	defer graphMu.Unlock()
+	var first error
+	for _, e := range append([]*Edge(nil), n.parents...) {
+		if e.Role != RoleUser {
+			continue
+		}
+		if err := releaseLocked(e); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+// openChain opens one format node under the edge parent (whose Claim is
+// set, Child not yet) and then its backing chain. seen holds the
+// identities of the nodes above, to refuse loops.
+func openChain(parent *Edge, filename, format string, o OpenOptions, writable bool, seen []string) (*Node, error) {
+	if len(seen) >= MaxChainDepth {
+		return nil, Errorf(ErrCorrupt, "%s: backing chain is deeper than %d images", filename, MaxChainDepth)
+	}
+	cache := o.Cache
+	if len(seen) > 0 && o.BackingCache != nil {
+		cache = *o.BackingCache
+	}
+	file, err := openProtocol(filename, writable, cache)
+	if err != nil {
+		return nil, err
+	}
+	closeFile := func() {
+		if len(file.parents) == 0 {
+			graphMu.Lock()
+			file.closeLocked()
+			graphMu.Unlock()
+		}
+	}
+	if id, ok := file.drv.(Identifier); ok {
+		key := id.Identity()
+		for _, s := range seen {
+			if s == key {
+				closeFile()
+				return nil, Errorf(ErrCorrupt, "Backing file '%s' creates an infinite loop.", filename)
+			}
+		}
+		seen = append(seen, key)
+	}
+
+	probed := false
+	if format == "" {
+		if o.Untrusted {
+			closeFile()
+			return nil, Errorf(ErrPermission, "%s: the image format must be given (-f) for untrusted images", filename)
+		}
+		head := make([]byte, min(ProbeSize, file.Size()))
+		if _, err := file.drv.ReadAt(head, 0); err != nil {
+			closeFile()
+			return nil, fmt.Errorf("Could not read image for determining its format: %w", err)
+		}
+		if format, err = Probe(head, filename); err != nil {
+			closeFile()
+			return nil, err
+		}
+		probed = true
+	}
+	fmtDrv, err := LookupFormat(format)
+	if err != nil {
+		closeFile()
+		return nil, err
+	}
+	if fmtDrv.Protocol {
+		// "-f file": the protocol node is the image.
+		parent.Child = file
+		if err := attach(parent); err != nil {
+			closeFile()
+			return nil, lockError(filename, err)
+		}
+		return file, nil
+	}
+
+	n := &Node{Filename: filename, Format: format, Probed: probed, writable: writable, fmt: fmtDrv, forceShare: o.ForceShare}
+	parent.Child = n
+	if err := attach(parent); err != nil {
+		closeFile()
+		return nil, lockError(filename, err)
+	}
+	fileEdge := &Edge{Name: string(RoleFile), Role: RoleFile, Parent: n, Child: file}
+	fileEdge.Claim = n.childClaim(fileEdge)
+	if err := attach(fileEdge); err != nil {
+		releaseEdge(parent)
+		closeFile()
+		return nil, lockError(filename, err)
+	}
+	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted})
+	if err != nil {
+		releaseEdge(parent)
+		return nil, err
+	}
+	n.drv = drv
+
+	if err := openReferences(n, o, seen); err != nil {
+		releaseEdge(parent)
+		return nil, err
+	}
+	return n, nil
+}
+
+// openReferences opens the data file and backing chain a format names.
+func openReferences(n *Node, o OpenOptions, seen []string) error {
+	if d, ok := n.drv.(DataFileReferrer); ok && d.DataFile() != "" {
+		if o.Untrusted {
+			return Errorf(ErrPermission, "%s: external data file refused for an untrusted image", n.Filename)
+		}
+		name := ResolveBacking(n.Filename, d.DataFile())
+		e := &Edge{Name: string(RoleDataFile), Role: RoleDataFile, Parent: n}
+		file, err := openProtocol(name, n.writable, o.Cache)
+		if err != nil {
+			return fmt.Errorf("Could not open data file '%s': %w", name, err)
+		}
+		e.Child = file
+		e.Claim = n.childClaim(e)
+		if err := attach(e); err != nil {
+			return lockError(name, err)
+		}
+		d.SetDataFile(file)
+	}
+	b, ok := n.drv.(BackingReferrer)
+	if !ok || o.NoBacking {
+		return nil
+	}
+	name, format := b.BackingFile()
+	if name == "" {
+		return nil
+	}
+	if o.Untrusted {
+		return Errorf(ErrPermission, "%s: backing file refused for an untrusted image", n.Filename)
+	}
+	full := ResolveBacking(n.Filename, name)
+	e := &Edge{Name: string(RoleBacking), Role: RoleBacking, Parent: n}
+	e.Claim = n.childClaim(e)
+	bn, err := openChain(e, full, format, o, false, seen)
+	if err != nil {
+		if errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), "infinite loop") {
+			return err
+		}
+		return fmt.Errorf("Could not open backing file: %w", err)
+	}
+	b.SetBacking(bn)
+	return nil
+}
+
+func releaseEdge(e *Edge) {
+	graphMu.Lock()
+	defer graphMu.Unlock()
+	releaseLocked(e)
+}
+
+// ResolveBacking resolves a backing (or data file) name stored in an image
+// against the image's directory, as QEMU's path_combine does: absolute
+// names and protocol names stay as they are.
+func ResolveBacking(overlay, name string) string {
+	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "nbd:") {
+		return name
+	}
+	if _, path := protocolFor(overlay); path != overlay || strings.Contains(overlay, "://") {
+		return name
+	}
+	dir := filepath.Dir(overlay)
+	if dir == "." && !strings.HasPrefix(overlay, "./") {
+		return name
+	}
+	return dir + "/" + name
+}
+
+// lockError words a refused claim as qemu does when the refusal came from
+// another process's lock, and passes other errors through.
+func lockError(filename string, err error) error {
+	var le *LockError
+	if errors.As(err, &le) {
+		le.Filename = filename
+	}
+	return err
+}
+
+// LockError is returned by Locker implementations when another process
+// holds a conflicting lock byte.
+type LockError struct {
+	Filename string
+	Perm     Perm
+	Shared   bool // true: we refuse to share Perm but someone holds it
+}
+
+func (e *LockError) Error() string {
+	kind := ""
+	if e.Shared {
+		kind = "shared "
+	}
+	return fmt.Sprintf("Failed to get %s\"%s\" lock. Is another process using the image [%s]?", kind, e.Perm.Name(), e.Filename)
+}
+
+func (e *LockError) Unwrap() error { return ErrLocked }
+
+// CreateProtocol creates the protocol object behind filename (a file is
+// created if missing but not truncated), opens it read/write and grants
+// claim on it, so a file in use elsewhere is refused before it changes.
+func CreateProtocol(filename, user string, c Claim) (*Node, error) {
+	name, path := protocolFor(filename)
+	f, err := LookupFormat(name)
+	if err != nil || f.CreateProtocol == nil {
+		return nil, Errorf(ErrUnsupported, "Protocol driver '%s' does not support image creation", name)
+	}
+	drv, err := f.CreateProtocol(path, ProtocolOptions{Writable: true, Cache: CacheWriteback})
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{Filename: filename, Format: name, drv: drv, writable: true, fmt: f}
+	if _, err := n.Claim(user, c); err != nil {
+		drv.Close()
+		return nil, lockError(filename, err)
+	}
+	return n, nil
+}

@@ -1,0 +1,224 @@
+package image
+
+import (
+	"errors"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// OptionType is the type of a -o option, as -o help prints it.
+type OptionType string
+
+const (
+	OptString OptionType = "str"
+	OptBool   OptionType = "bool (on/off)"
+	OptNumber OptionType = "num"
+	OptSize   OptionType = "size"
+)
+
+// OptionSpec declares one -o option of a driver.
+type OptionSpec struct {
+	Name    string
+	Type    OptionType
+	Help    string
+	Default string // "" when there is none
+}
+
+// Options are parsed -o values, in the order given; a later value of a
+// name overrides an earlier one.
+type Options struct {
+	keys   []string
+	values map[string]string
+}
+
+// IsHelpOptions reports whether an -o list asks for the option list
+// ("help" or "?" as one of its items).
+func IsHelpOptions(s string) bool {
+	items, err := splitOptions(s)
+	if err != nil {
+		return false
+	}
+	for _, it := range items {
+		if it == "help" || it == "?" {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseOptions parses "a=b,c=d" with ",," standing for a literal comma.
+// Several -o flags are joined with "," before parsing, as qemu-img does.
+func ParseOptions(s string) (Options, error) {
+	o := Options{values: map[string]string{}}
+	if s == "" {
+		return o, nil
+	}
+	items, err := splitOptions(s)
+	if err != nil {
+		return o, err
+	}
+	for _, it := range items {
+		k, v, ok := strings.Cut(it, "=")
+		if !ok {
+			return o, Errorf(nil, "Invalid option list: %s", s)
+		}
+		o.Set(k, v)
+	}
+	return o, nil
+}
+
+func splitOptions(s string) ([]string, error) {
+	var items []string
+	var cur strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == ',' {
+			if i+1 < len(s) && s[i+1] == ',' {
+				cur.WriteByte(',')
+				i++
+				continue
+			}
+			if cur.Len() == 0 {
+				return nil, Errorf(nil, "Invalid option list: %s", s)
+			}
+			items = append(items, cur.String())
+			cur.Reset()
+			continue
+		}
+		cur.WriteByte(s[i])
+	}
+	if cur.Len() == 0 {
+		return nil, Errorf(nil, "Invalid option list: %s", s)
+	}
+	return append(items, cur.String()), nil
+}
+
+// Set sets a value, keeping the first position of the name.
+func (o *Options) Set(k, v string) {
+	if o.values == nil {
+		o.values = map[string]string{}
+	}
+	if _, ok := o.values[k]; !ok {
+		o.keys = append(o.keys, k)
+	}
+	o.values[k] = v
+}
+
+// Get returns a raw value.
+func (o Options) Get(k string) (string, bool) {
+	v, ok := o.values[k]
+	return v, ok
+}
+
+// Keys lists the names given, in order.
+func (o Options) Keys() []string { return append([]string(nil), o.keys...) }
+
+// Validate refuses names no spec declares and values that do not parse as
+// the declared type, with qemu-img's wording.
+func (o Options) Validate(specs []OptionSpec) error {
+	byName := map[string]OptionSpec{}
+	for _, s := range specs {
+		byName[s.Name] = s
+	}
+	for _, k := range o.keys {
+		s, ok := byName[k]
+		if !ok {
+			return Errorf(nil, "Invalid parameter '%s'", k)
+		}
+		if err := checkOptionValue(s, o.values[k]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkOptionValue(s OptionSpec, v string) error {
+	switch s.Type {
+	case OptBool:
+		if _, err := parseBool(v); err != nil {
+			return Errorf(nil, "Parameter '%s' expects 'on' or 'off'", s.Name)
+		}
+	case OptNumber:
+		if _, err := strconv.ParseUint(v, 0, 64); err != nil {
+			return Errorf(nil, "Parameter '%s' expects a number", s.Name)
+		}
+	case OptSize:
+		if _, err := ParseSize(v); err != nil {
+			return Errorf(nil, "Parameter '%s' expects a non-negative number below 2^64; optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- and exabytes, respectively.", s.Name)
+		}
+	}
+	return nil
+}
+
+func parseBool(v string) (bool, error) {
+	switch v {
+	case "on", "yes", "true", "y":
+		return true, nil
+	case "off", "no", "false", "n":
+		return false, nil
+	}
+	return false, errors.New("not a bool")
+}
+
+// String returns the value of k, or def when unset.
+func (o Options) String(k, def string) string {
+	if v, ok := o.values[k]; ok {
+		return v
+	}
+	return def
+}
+
+// Bool returns the value of k, or def when unset. Validate has checked it.
+func (o Options) Bool(k string, def bool) bool {
+	if v, ok := o.values[k]; ok {
+		b, err := parseBool(v)
+		if err == nil {
+			return b
+		}
+	}
+	return def
+}
+
+// Size returns the value of k parsed as a size, or def when unset.
+func (o Options) Size(k string, def int64) (int64, error) {
+	v, ok := o.values[k]
+	if !ok {
+		return def, nil
+	}
+	n, err := ParseSize(v)
+	if err != nil {
+		return 0, Errorf(err, "Parameter '%s' expects a non-negative number below 2^64", k)
+	}
+	return n, nil
+}
+
+// Number returns the value of k parsed as an unsigned number.
+func (o Options) Number(k string, def uint64) (uint64, error) {
+	v, ok := o.values[k]
+	if !ok {
+		return def, nil
+	}
+	n, err := strconv.ParseUint(v, 0, 64)
+	if err != nil {
+		return 0, Errorf(err, "Parameter '%s' expects a number", k)
+	}
+	return n, nil
+}
+
+// HelpText lists option specs as qemu-img's -o help does.
+func HelpText(specs []OptionSpec) string {
+	sorted := append([]OptionSpec(nil), specs...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	var b strings.Builder
+	b.WriteString("Supported options:\n")
+	for _, s := range sorted {
+		left := fmt.Sprintf("%s=<%s>", s.Name, s.Type)
+		help := s.Help
+		if s.Default != "" {
+			help += " (default: " + s.Default + ")"
+		}
+		fmt.Fprintf(&b, "  %-22s - %s\n", left, help)
+	}
+	return b.String()
+}

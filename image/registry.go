@@ -1,0 +1,132 @@
+package image
+
+import (
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// ProbeSize is how many bytes of a file's head probing looks at (QEMU's
+// BLOCK_PROBE_BUF_SIZE).
+const ProbeSize = 512
+
+// Format describes one driver. Format drivers set Open; protocol drivers set
+// Protocol and OpenProtocol. A driver registers itself from its package's
+// init with Register.
+type Format struct {
+	Name     string
+	Protocol bool
+
+	// Probe scores how well head (the first ProbeSize bytes, fewer for a
+	// short file) matches, 0 (no) to 100 (certain). Raw answers 1.
+	Probe func(head []byte, filename string) int
+
+	// Open opens a format node over its protocol child (o.File).
+	Open func(o *OpenContext) (Driver, error)
+	// OpenProtocol opens a protocol node.
+	OpenProtocol func(filename string, o ProtocolOptions) (Driver, error)
+
+	// FileClaim derives the claim the format makes on its protocol child
+	// from its users' cumulative claim; nil means DefaultFileClaim.
+	FileClaim func(parent Claim, writable bool) Claim
+
+	// CreateOptions are the -o options create accepts for this driver.
+	CreateOptions []OptionSpec
+	// CreateProtocol creates (without truncating) the protocol object and
+	// opens it read/write; protocol drivers only.
+	CreateProtocol func(filename string, o ProtocolOptions) (Driver, error)
+	// Create formats a protocol node that create/ has opened, locked and
+	// truncated to zero; format drivers only.
+	Create func(c *CreateContext) error
+}
+
+// OpenContext is what a format driver's Open gets.
+type OpenContext struct {
+	File     *Node // the protocol child, already claimed and locked
+	Filename string
+	Writable bool
+	Probed   bool // the format was guessed (raw then protects block 0)
+	// Untrusted asks drivers to refuse references to other files.
+	Untrusted bool
+}
+
+// ProtocolOptions are what a protocol driver's open gets.
+type ProtocolOptions struct {
+	Writable bool
+	Cache    CacheMode
+}
+
+// CreateContext is what a format driver's Create gets.
+type CreateContext struct {
+	File     *Node // protocol node: empty, writable, locked
+	Filename string
+	Size     int64
+	Options  Options // validated against CreateOptions
+	// OpenBacking opens the backing file named by the options, when the
+	// format needs its size or checks it exists; nil with -u.
+	OpenBacking func(name, format string) (*Node, error)
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]*Format{}
+)
+
+// Register adds a driver; a later registration of a name replaces an
+// earlier one (real drivers replace the placeholders of known formats).
+func Register(f *Format) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	registry[f.Name] = f
+}
+
+// Lookup finds a driver by name.
+func Lookup(name string) (*Format, bool) {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	f, ok := registry[name]
+	return f, ok
+}
+
+// LookupFormat finds a format driver that can open images, with the
+// errors qemu-img gives for unknown and unimplemented names.
+func LookupFormat(name string) (*Format, error) {
+	f, ok := Lookup(name)
+	if !ok || f.Protocol && f.OpenProtocol == nil {
+		return nil, Errorf(ErrUnsupported, "Unknown file format '%s'", name)
+	}
+	if f.Open == nil && f.OpenProtocol == nil {
+		return nil, Errorf(ErrUnsupported, "format '%s' is not supported yet", name)
+	}
+	return f, nil
+}
+
+// Formats lists the registered drivers by name.
+func Formats() []*Format {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	var fs []*Format
+	for _, f := range registry {
+		fs = append(fs, f)
+	}
+	sort.Slice(fs, func(i, j int) bool { return fs[i].Name < fs[j].Name })
+	return fs
+}
+
+// Probe picks the format whose Probe scores highest on head; raw wins
+// when nothing else matches.
+func Probe(head []byte, filename string) (string, error) {
+	best, bestScore := "", 0
+	for _, f := range Formats() {
+		if f.Probe == nil || f.Protocol {
+			continue
+		}
+		if s := f.Probe(head, filename); s > bestScore {
+			best, bestScore = f.Name, s
+		}
+	}
+	if best == "" {
+		return "", fmt.Errorf("could not determine the image format")
+	}
+	return best, nil
+}

@@ -1,0 +1,151 @@
+// Package lock implements QEMU's image locking protocol with Linux
+// open-file-description (OFD) byte-range locks.
+//
+// For each permission bit i (0 consistent-read, 1 write, 2 write-unchanged,
+// 3 resize), a process holds a shared lock on byte 100+i while it holds
+// permission i, and on byte 200+i while it does not let others take it.
+// Before claiming bit i it tests byte 200+i for a lock of another file
+// description; before refusing bit i it tests byte 100+i. Byte 0 belongs to
+// libvirt and bytes 104/204 (QEMU's old graph-mod bit) are never touched.
+package lock
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Bits is the number of permission bits mirrored in locks.
+const Bits = 4
+
+const (
+	permBase   = 100 // byte 100+i: holding permission i
+	sharedBase = 200 // byte 200+i: not sharing permission i
+)
+
+// Conflict says which lock another process holds.
+type Conflict struct {
+	Bit    uint // permission bit
+	Shared bool // true: we wanted to refuse Bit but someone holds it
+}
+
+func (c *Conflict) Error() string {
+	if c.Shared {
+		return fmt.Sprintf("lock conflict: permission bit %d is held by another process", c.Bit)
+	}
+	return fmt.Sprintf("lock conflict: another process refuses to share permission bit %d", c.Bit)
+}
+
+// File holds the lock state of one open file description.
+type File struct {
+	fd     int
+	perm   uint8 // bits whose 100+i byte we hold
+	unshar uint8 // bits whose 200+i byte we hold
+}
+
+// New starts lock bookkeeping for fd; no lock is taken.
+func New(fd int) *File { return &File{fd: fd} }
+
+// Set takes exactly the locks for holding perm and refusing to share
+// everything not in shared. New locks are taken first and the opposite
+// bytes tested afterwards, so two processes racing for the same image
+// cannot both succeed; on a conflict the previous locks are restored.
+func (f *File) Set(perm, shared uint8) error {
+	const all = 1<<Bits - 1
+	perm &= all
+	unshared := ^shared & all
+	oldPerm, oldUnshar := f.perm, f.unshar
+	if err := f.take(perm|oldPerm, unshared|oldUnshar); err != nil {
+		f.drop(oldPerm, oldUnshar)
+		return err
+	}
+	if err := f.testConflicts(perm&^oldPerm, unshared&^oldUnshar); err != nil {
+		f.drop(oldPerm, oldUnshar)
+		return err
+	}
+	return f.drop(perm, unshared)
+}
+
+// take adds locks so that at least perm and unshared are held.
+func (f *File) take(perm, unshared uint8) error {
+	for i := uint(0); i < Bits; i++ {
+		if perm&(1<<i) != 0 && f.perm&(1<<i) == 0 {
+			if err := f.lock(permBase+int64(i), unix.F_RDLCK); err != nil {
+				return err
+			}
+			f.perm |= 1 << i
+		}
+		if unshared&(1<<i) != 0 && f.unshar&(1<<i) == 0 {
+			if err := f.lock(sharedBase+int64(i), unix.F_RDLCK); err != nil {
+				return err
+			}
+			f.unshar |= 1 << i
+		}
+	}
+	return nil
+}
+
+// drop releases every lock not in perm and unshared.
+func (f *File) drop(perm, unshared uint8) error {
+	var first error
+	for i := uint(0); i < Bits; i++ {
+		if perm&(1<<i) == 0 && f.perm&(1<<i) != 0 {
+			if err := f.lock(permBase+int64(i), unix.F_UNLCK); err != nil && first == nil {
+				first = err
+			}
+			f.perm &^= 1 << i
+		}
+		if unshared&(1<<i) == 0 && f.unshar&(1<<i) != 0 {
+			if err := f.lock(sharedBase+int64(i), unix.F_UNLCK); err != nil && first == nil {
+				first = err
+			}
+			f.unshar &^= 1 << i
+		}
+	}
+	return first
+}
+
+// testConflicts checks the newly claimed bits against other processes.
+func (f *File) testConflicts(perm, unshared uint8) error {
+	for i := uint(0); i < Bits; i++ {
+		if perm&(1<<i) != 0 {
+			if locked, err := f.test(sharedBase + int64(i)); err != nil {
+				return err
+			} else if locked {
+				return &Conflict{Bit: i}
+			}
+		}
+		if unshared&(1<<i) != 0 {
+			if locked, err := f.test(permBase + int64(i)); err != nil {
+				return err
+			} else if locked {
+				return &Conflict{Bit: i, Shared: true}
+			}
+		}
+	}
+	return nil
+}
+
+// Release drops every lock.
+func (f *File) Release() error { return f.Set(0, 1<<Bits-1) }
+
+// Held returns the bits currently held and refused.
+func (f *File) Held() (perm, unshared uint8) { return f.perm, f.unshar }
+
+// test reports whether another file description holds a lock on byte off
+// that would conflict with an exclusive lock.
+func (f *File) test(off int64) (bool, error) {
+	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
+	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &lk); err != nil {
+		return false, fmt.Errorf("testing lock byte %d: %w", off, err)
+	}
+	return lk.Type != unix.F_UNLCK, nil
+}
+
+func (f *File) lock(off int64, typ int16) error {
+	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
+	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_SETLK, &lk); err != nil {
+		return fmt.Errorf("setting lock byte %d: %w", off, err)
+	}
+	return nil
+}
