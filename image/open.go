@@ -14,11 +14,11 @@ const MaxChainDepth = 1000
 
 // OpenOptions say how to open an image and what its user claims.
 type OpenOptions struct {
-	Format    string // "" probes
-	Writable  bool
-	Claim     Claim     // the operation's claim on the top node
-	User      string    // the operation, for conflict messages ("convert target")
-	Cache     CacheMode // for the top image
+	Format   string // "" probes
+	Writable bool
+	Claim    Claim     // the operation's claim on the top node
+	User     string    // the operation, for conflict messages ("convert target")
+	Cache    CacheMode // for the top image
 	// BackingCache is the cache mode of backing files (-T in some commands);
 	// zero value means Cache.
 	BackingCache *CacheMode
