@@ -11,10 +11,6 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
-
-	// every driver registers itself with image
-	_ "qimg/formats/file"
-	_ "qimg/formats/raw"
 )
 
 // Version is the release, set at build time with -ldflags.

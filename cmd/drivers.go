@@ -1,0 +1,7 @@
+package cmd
+
+// Every driver registers itself with image from its init.
+import (
+	_ "qimg/formats/file"
+	_ "qimg/formats/raw"
+)
