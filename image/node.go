@@ -236,12 +236,14 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 	}
 	b := n.Backing()
 	if b == nil || off >= b.Size() {
+		// Nothing below decides: reads see zeroes. Depth names the bottom
+		// layer, as qemu-img map reports it.
 		e.Zero = true
 		e.Data = false
 		e.HostOffset = -1
-		e.Depth = 1
+		e.Depth = 0
 		if b != nil {
-			e.Depth = 1 + len(b.Chain())
+			e.Depth = len(b.Chain())
 		}
 		return e, nil
 	}

@@ -1,0 +1,117 @@
+package cmd
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"qimg/image"
+)
+
+func init() { register(newMapCmd) }
+
+type mapOptions struct {
+	format      string
+	output      string
+	startOffset string
+	maxLength   string
+	forceShare  bool
+}
+
+func newMapCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &mapOptions{}
+	c := &cobra.Command{
+		Use:   "map [-f fmt] [--start-offset=offset] [--max-length=len] [--output=human|json] [-U] filename",
+		Short: "show where the data of an image lives",
+		Long: `Dump the metadata of image filename and its backing file chain: for each
+run of guest bytes, whether it is allocated, reads as zeroes, holds data,
+which layer of the chain decides it and where in which file it is stored.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runMap(o, args[0], stdout)
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
+	f.StringVar(&o.output, "output", "human", "output format: human or json")
+	f.StringVarP(&o.startOffset, "start-offset", "s", "0", "first guest byte to map")
+	f.StringVarP(&o.maxLength, "max-length", "l", "", "number of guest bytes to map")
+	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
+	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runMap(o *mapOptions, filename string, stdout io.Writer) error {
+	if o.output != "human" && o.output != "json" {
+		return fmt.Errorf("--output must be used with human or json as argument.")
+	}
+	start, err := image.ParseSize(o.startOffset)
+	if err != nil {
+		return fmt.Errorf("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+	}
+	length := int64(-1)
+	if o.maxLength != "" {
+		if length, err = image.ParseSize(o.maxLength); err != nil {
+			return fmt.Errorf("Invalid length specified! You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+	}
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
+	}
+	defer n.Close()
+	if length < 0 || length > n.Size() {
+		length = n.Size()
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if o.output == "human" {
+		fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", "Offset", "Length", "Mapped to", "File")
+	}
+	first := true
+	err = image.Map(n, start, length, func(e image.MapEntry) error {
+		if o.output == "json" {
+			sep := ",\n"
+			if first {
+				sep = "["
+			}
+			first = false
+			fmt.Fprintf(w, `%s{ "start": %d, "length": %d, "depth": %d, "present": %t, "zero": %t, "data": %t`,
+				sep, e.Start, e.Length, e.Depth, e.Present, e.Zero, e.Data)
+			if e.HasOffset {
+				fmt.Fprintf(w, `, "offset": %d`, e.Offset)
+			}
+			fmt.Fprint(w, "}")
+			return nil
+		}
+		if !e.Data {
+			return nil
+		}
+		if !e.HasOffset {
+			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+		}
+		name := filename
+		if e.Host != nil {
+			name = e.Host.Filename
+		}
+		fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", cHex(e.Start), cHex(e.Length), cHex(e.Offset), name)
+		return nil
+	})
+	if o.output == "json" {
+		if first {
+			fmt.Fprint(w, "[")
+		}
+		fmt.Fprintln(w, "]")
+	}
+	return err
+}
+
+// cHex prints like C's %#x: "0x" before non-zero values, a bare "0".
+func cHex(v int64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
