@@ -1,0 +1,117 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"qimg/image"
+)
+
+// ReadAt reads guest data: mapped runs from the image (or data) file,
+// zero runs as zeroes, unallocated runs from the backing node or as
+// zeroes. It is safe for concurrent use.
+func (q *Image) ReadAt(p []byte, off int64) (int, error) {
+	done := 0
+	for done < len(p) {
+		q.meta.RLock()
+		m, err := q.lookup(off+int64(done), int64(len(p)-done))
+		q.meta.RUnlock()
+		if err != nil {
+			return done, err
+		}
+		buf := p[done : done+int(m.length)]
+		if err := q.readRun(m, buf, off+int64(done)); err != nil {
+			return done, err
+		}
+		done += len(buf)
+	}
+	return done, nil
+}
+
+func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
+	switch m.typ {
+	case ctNormal:
+		return q.readHost(buf, m.host)
+	case ctZero, ctZeroAlloc:
+		clear(buf)
+		return nil
+	case ctUnallocated, ctUnallocAlloc:
+		if q.backing != nil {
+			return q.backing.ReadPadded(buf, guest)
+		}
+		clear(buf)
+		return nil
+	case ctCompressed:
+		cluster, err := q.readCompressed(m.entry)
+		if err != nil {
+			return err
+		}
+		copy(buf, cluster[guest&(q.clusterSize-1):])
+		return nil
+	}
+	return fmt.Errorf("qcow2: unknown cluster type %d", m.typ)
+}
+
+// readHost reads guest data at host offset off of the data file. Data in
+// the image file must start within it; bytes past its end read as zeroes
+// (the last cluster of an image may be short). An external data file may
+// be shorter than the image.
+func (q *Image) readHost(buf []byte, off int64) error {
+	if q.data != nil {
+		return q.data.ReadPadded(buf, off)
+	}
+	size := q.file.Size()
+	if off >= size {
+		return image.Corrupt("%s: data cluster at %#x lies beyond the end of the file (size %d)", q.filename, off, size)
+	}
+	return q.file.ReadPadded(buf, off)
+}
+
+// readCompressed reads and inflates the compressed cluster of entry e.
+func (q *Image) readCompressed(e l2Entry) ([]byte, error) {
+	off, length := compressedDescriptor(e, q.clusterBits)
+	size := q.file.Size()
+	if off >= size || off < q.clusterSize {
+		return nil, image.Corrupt("%s: compressed cluster at %#x lies outside the image file (size %d)", q.filename, off, size)
+	}
+	// the sector count may run past the end of the file: read what exists
+	length = min(length, size-off)
+	in := make([]byte, length)
+	if _, err := q.file.ReadAt(in, off); err != nil {
+		return nil, err
+	}
+	out := make([]byte, q.clusterSize)
+	if err := decompress(q.h.compressionType, in, out); err != nil {
+		return nil, fmt.Errorf("%s: cluster at %#x: %w", q.filename, off, err)
+	}
+	return out, nil
+}
+
+// BlockStatus describes the run at off: allocated runs (data, zero or
+// compressed), and unallocated ones, merged over adjacent entries.
+func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
+	q.meta.RLock()
+	m, err := q.lookup(off, length)
+	q.meta.RUnlock()
+	if err != nil {
+		return image.Extent{}, err
+	}
+	e := image.Extent{Offset: off, Length: m.length, HostOffset: -1}
+	switch m.typ {
+	case ctNormal:
+		e.Allocated, e.Data, e.HostOffset = true, true, m.host
+	case ctZero:
+		e.Allocated, e.Zero = true, true
+	case ctZeroAlloc:
+		e.Allocated, e.Zero = true, true
+		if m.host >= 0 {
+			e.HostOffset = m.host
+		}
+	case ctCompressed:
+		e.Allocated, e.Data = true, true
+	case ctUnallocated, ctUnallocAlloc:
+		if q.backing == nil {
+			e.Zero = true
+		}
+	}
+	return e, nil
+}

@@ -1,0 +1,3 @@
+package qcow2
+
+type refcounts struct{}
