@@ -3,6 +3,7 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -27,14 +28,33 @@ func newCreateCmd(stdout, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "create [-q] [-f fmt] [-b backing_file [-F backing_fmt]] [-u] [-o options] filename [size]",
 		Short: "create a new disk image",
-		Long: `Create the new disk image filename of size size and format fmt.
+		Long: `Create the new disk image filename of size size and format fmt (raw when
+-f is not given).
 
 If -b backing_file is given, the image records only the differences from
 backing_file, whose format -F must name. Its size defaults to the backing
 file's. -u skips opening the backing file (the size must then be given).
-The size may carry a suffix k, M, G, T, P or E (powers of 1024).
-"-o help" lists the options of the format.`,
-		Args: cobra.RangeArgs(0, 2),
+
+The size is in bytes, or carries a suffix k, M, G, T, P or E (powers of 1024;
+1.5G is allowed); 0x introduces a hexadecimal number.
+
+-o takes name=value pairs separated by commas (a literal comma is written
+",,"); it may be repeated. "-o help" lists the options of the format with
+their types and defaults; with a filename it adds the options of the file
+protocol.
+
+The protocol file is created without truncation and locked for write and
+resize (QEMU's lock bytes) before it is truncated and formatted: creating over
+an image that a running QEMU uses fails and leaves it intact.`,
+		Example: `  qimg create -f raw disk.img 10G
+  qimg create -f raw -o preallocation=full disk.img 1G
+  qimg create -f raw -o help`,
+		Args: func(c *cobra.Command, args []string) error {
+			if len(args) > 2 {
+				return fmt.Errorf("Unexpected argument: %s. %s", args[2], tryHelp())
+			}
+			return nil
+		},
 		RunE: func(c *cobra.Command, args []string) error {
 			return runCreate(o, args, stdout)
 		},
@@ -42,12 +62,12 @@ The size may carry a suffix k, M, G, T, P or E (powers of 1024).
 	f := c.Flags()
 	f.SortFlags = false
 	f.StringVarP(&o.format, "format", "f", "raw", "image format")
-	f.StringArrayVarP(&o.options, "options", "o", nil, "format options, name=value[,name=value…] (\"help\" lists them)")
+	f.StringArrayVarP(&o.options, "options", "o", nil, "format options, name=value[,name=value...] (\"help\" lists them)")
 	f.StringVarP(&o.backing, "backing", "b", "", "backing file")
 	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the backing file")
 	f.BoolVarP(&o.noOpenBacking, "unsafe", "u", false, "do not open the backing file")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 
@@ -58,11 +78,11 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		fmt.Fprint(stdout, image.HelpText(specs))
+		printOptionHelp(stdout, o.format, specs, len(args) > 0)
 		return nil
 	}
 	if len(args) < 1 {
-		return fmt.Errorf("Expecting image file name")
+		return fmt.Errorf("Expecting image file name. %s", tryHelp())
 	}
 	filename := args[0]
 	req := create.Request{Filename: filename, Format: o.format, Size: -1,
@@ -90,4 +110,59 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%s: %w", filename, err)
 	}
 	return nil
+}
+
+// printOptionHelp lists create options as qemu-img's "-o help" does
+// (qemu_opts_print_help): sorted by name, "name=<type>" padded to 24
+// columns, then the help text. Without a filename only the format's own
+// options are listed, with qemu-img's note about the protocol's. Called
+// as qimg, each line also names the default where there is one.
+func printOptionHelp(w io.Writer, format string, specs []image.OptionSpec, withProtocol bool) {
+	var list []image.OptionSpec
+	seen := map[string]bool{}
+	for _, s := range specs {
+		if seen[s.Name] || !withProtocol && !formatLevel(format, s) {
+			continue
+		}
+		seen[s.Name] = true
+		list = append(list, s)
+	}
+	sort.SliceStable(list, func(i, j int) bool { return list[i].Name < list[j].Name })
+	if withProtocol {
+		fmt.Fprintln(w, "Supported options:")
+	} else {
+		fmt.Fprintf(w, "Supported %s options:\n", format)
+	}
+	for _, s := range list {
+		line := fmt.Sprintf("  %s=<%s>", s.Name, s.Type)
+		if s.Help != "" {
+			if len(line) < 24 {
+				line += strings.Repeat(" ", 24-len(line))
+			}
+			line += " - " + s.Help
+		}
+		if progName != "qemu-img" && s.Default != "" {
+			line += fmt.Sprintf(" (default: %s)", s.Default)
+		}
+		fmt.Fprintln(w, line)
+	}
+	if !withProtocol {
+		fmt.Fprint(w, "\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n")
+	}
+}
+
+// formatLevel tells the format's own options from those it takes over
+// from the file protocol: "size" always belongs to the format, and an
+// option the file protocol declares identically is the protocol's.
+func formatLevel(format string, s image.OptionSpec) bool {
+	proto, ok := image.Lookup("file")
+	if s.Name == "size" || !ok || format == proto.Name {
+		return true
+	}
+	for _, p := range proto.CreateOptions {
+		if p == s {
+			return false
+		}
+	}
+	return true
 }

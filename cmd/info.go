@@ -1,8 +1,10 @@
 package cmd
 
 import (
+	"bytes"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +18,7 @@ type infoOptions struct {
 	output       string
 	backingChain bool
 	forceShare   bool
+	imageOpts    bool
 }
 
 func newInfoCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -23,7 +26,20 @@ func newInfoCmd(stdout, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "info [-f fmt] [--output=human|json] [--backing-chain] [-U] filename",
 		Short: "show information about a disk image",
-		Args:  cobra.ExactArgs(1),
+		Long: `Give information about the disk image filename: its format, virtual size,
+the space it takes on disk, its backing file, internal snapshots and the
+details of its format.
+
+--output=json prints the same JSON object as qemu-img info, with the same
+keys in the same order. --backing-chain shows every image of the backing
+chain: in human output separated by a blank line, in JSON as an array.
+
+The image is opened read-only, and info refuses to read an image another
+process is writing (QEMU's locks); -U (--force-share) reads it anyway.`,
+		Example: `  qimg info disk.qcow2
+  qimg info --output=json --backing-chain overlay.qcow2
+  qimg info -U running-vm-disk.qcow2`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runInfo(o, args[0], stdout)
 		},
@@ -33,13 +49,22 @@ func newInfoCmd(stdout, stderr io.Writer) *cobra.Command {
 	f.StringVar(&o.output, "output", "human", "output format: human or json")
 	f.BoolVar(&o.backingChain, "backing-chain", false, "show every image of the backing chain")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
-	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "treat filename as option string (not supported)")
 	return c
 }
 
 func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
+	}
+	if o.imageOpts {
+		return fmt.Errorf("--image-opts is not supported")
+	}
+	if o.format != "" {
+		if _, ok := image.Lookup(o.format); !ok {
+			return fmt.Errorf("Could not open '%s': Unknown driver '%s'", filename, o.format)
+		}
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "info", NoBacking: !o.backingChain})
 	if err != nil {
@@ -60,17 +85,20 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 		}
 		return image.WriteQJSON(stdout, infos[0])
 	}
+	var b bytes.Buffer
 	for i, in := range infos {
 		if i > 0 {
-			fmt.Fprintln(stdout)
+			b.WriteString("\n")
 		}
-		if err := printInfoHuman(stdout, in); err != nil {
+		if err := printInfoHuman(&b, in); err != nil {
 			return err
 		}
 	}
-	return nil
+	_, err = stdout.Write(b.Bytes())
+	return err
 }
 
+// printInfoHuman prints one image as qemu-img 7.2's bdrv_image_info_dump.
 func printInfoHuman(w io.Writer, in *image.Info) error {
 	fmt.Fprintf(w, "image: %s\n", in.Filename)
 	fmt.Fprintf(w, "file format: %s\n", in.Format)
@@ -91,13 +119,19 @@ func printInfoHuman(w io.Writer, in *image.Info) error {
 	}
 	if in.BackingFilename != "" {
 		fmt.Fprintf(w, "backing file: %s", in.BackingFilename)
-		if in.FullBackingFilename != "" && in.FullBackingFilename != in.BackingFilename {
+		if in.FullBackingFilename == "" {
+			fmt.Fprint(w, " (cannot determine actual path)")
+		} else if in.FullBackingFilename != in.BackingFilename {
 			fmt.Fprintf(w, " (actual path: %s)", in.FullBackingFilename)
 		}
 		fmt.Fprintln(w)
-		if in.BackingFilenameFormat != "" {
-			fmt.Fprintf(w, "backing file format: %s\n", in.BackingFilenameFormat)
-		}
+	}
+	if in.BackingFilenameFormat != "" {
+		fmt.Fprintf(w, "backing file format: %s\n", in.BackingFilenameFormat)
+	}
+	if len(in.Snapshots) > 0 {
+		fmt.Fprintln(w, "Snapshot list:")
+		printSnapshotTable(w, in.Snapshots)
 	}
 	if in.FormatSpecific != nil {
 		q, err := image.ToQValue(in.FormatSpecific.Data)
@@ -108,4 +142,23 @@ func printInfoHuman(w io.Writer, in *image.Info) error {
 		q.WriteHuman(w, 1)
 	}
 	return nil
+}
+
+// printSnapshotTable prints internal snapshots as qemu-img's
+// bdrv_snapshot_dump does: a header and one line per snapshot, the date in
+// local time, the VM clock as hours:minutes:seconds.milliseconds, the
+// instruction count empty when the snapshot has none.
+func printSnapshotTable(w io.Writer, snaps []image.SnapshotInfo) {
+	fmt.Fprintf(w, "%-10s%-17s%8s%20s%13s%11s\n", "ID", "TAG", "VM SIZE", "DATE", "VM CLOCK", "ICOUNT")
+	for _, sn := range snaps {
+		date := time.Unix(sn.DateSec, 0).Local().Format("2006-01-02 15:04:05")
+		clockNs := uint64(sn.VMClockSec)*1000000000 + uint64(sn.VMClockNsec)
+		secs := clockNs / 1000000000
+		clock := fmt.Sprintf("%02d:%02d:%02d.%03d", secs/3600, secs/60%60, secs%60, clockNs/1000000%1000)
+		icount := ""
+		if sn.ICount != nil {
+			icount = fmt.Sprint(*sn.ICount)
+		}
+		fmt.Fprintf(w, "%-9s %-16s %8s%20s%13s%11s\n", sn.ID, sn.Name, image.HumanSize(sn.VMStateSize), date, clock, icount)
+	}
 }

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+
+	"qimg/image"
 )
 
 // Version is the release, set at build time with -ldflags.
@@ -79,23 +81,108 @@ func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `qimg creates, inspects, converts and modifies disk images.
 It accepts qemu-img's command lines and prints qemu-img's output, human and
 JSON; an image qimg writes passes qemu-img check, and it reads what qemu-img
-writes.`,
-		Version:       fmt.Sprintf("%s (compatible with qemu-img version %s)", Version, qemuCompatVersion),
+writes. Installed or linked under the name qemu-img, it answers as qemu-img.`,
+		Version:       Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		// qemu-img's words for a missing or unknown command.
+		Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("Not enough arguments. " + tryHelp())
+			}
+			return fmt.Errorf("Command not found: %s. %s", args[0], tryHelp())
+		},
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.SetVersionTemplate("qimg version {{.Version}}\n")
+	root.SetVersionTemplate(versionText())
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%v; Try '%s --help' for more information", err, c.CommandPath())
+		return fmt.Errorf("%s. %s", flagError(err), tryHelp())
 	})
 	root.Flags().BoolP("version", "V", false, "print the version and exit")
+	root.DisableFlagsInUseLine = true
+	defaultHelp := root.HelpFunc()
+	root.SetHelpFunc(func(c *cobra.Command, args []string) {
+		defaultHelp(c, args)
+		if !c.HasParent() {
+			fmt.Fprintf(c.OutOrStdout(), "\nSupported formats: %s\n", strings.Join(supportedFormats(), " "))
+		}
+	})
 	for _, sub := range subcommands {
-		root.AddCommand(sub(stdout, stderr))
+		c := sub(stdout, stderr)
+		c.DisableFlagsInUseLine = true
+		if c.Args != nil {
+			c.Args = qemuArgs(c.Args)
+		}
+		root.AddCommand(c)
 	}
 	return root
+}
+
+// versionText is what --version and -V print: qemu-img's first line when
+// qimg answers as qemu-img (tools read the version from it), qimg's own
+// release otherwise.
+func versionText() string {
+	if progName == "qemu-img" {
+		return fmt.Sprintf("qemu-img version %s (qimg %s)\n", qemuCompatVersion, Version)
+	}
+	return fmt.Sprintf("qimg version %s (compatible with qemu-img version %s)\n", Version, qemuCompatVersion)
+}
+
+// tryHelp is qemu-img's hint after a command line it cannot parse.
+func tryHelp() string {
+	return fmt.Sprintf("Try '%s --help' for more information", progName)
+}
+
+// flagError words a pflag parse error as qemu-img's getopt does.
+func flagError(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.HasPrefix(msg, "unknown shorthand flag: "):
+		// "unknown shorthand flag: 'z' in -zq"
+		if i := strings.LastIndex(msg, " in "); i >= 0 {
+			return fmt.Sprintf("unrecognized option '%s'", msg[i+len(" in "):])
+		}
+	case strings.HasPrefix(msg, "unknown flag: "):
+		return fmt.Sprintf("unrecognized option '%s'", strings.TrimPrefix(msg, "unknown flag: "))
+	case strings.HasPrefix(msg, "flag needs an argument: "):
+		// "flag needs an argument: 'f' in -f" or "flag needs an argument: --output"
+		rest := strings.TrimPrefix(msg, "flag needs an argument: ")
+		if i := strings.LastIndex(rest, " in "); i >= 0 {
+			rest = rest[i+len(" in "):]
+		}
+		return fmt.Sprintf("missing argument for option '%s'", rest)
+	}
+	return msg
+}
+
+// qemuArgs wraps a command's argument check so that cobra's wording
+// becomes qemu-img's.
+func qemuArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		err := check(c, args)
+		if err == nil {
+			return nil
+		}
+		if strings.HasPrefix(err.Error(), "accepts 1 arg(s)") {
+			return fmt.Errorf("Expecting one image file name. %s", tryHelp())
+		}
+		return err
+	}
+}
+
+// supportedFormats lists the drivers that open images, as the last line of
+// qemu-img --help does.
+func supportedFormats() []string {
+	var names []string
+	for _, f := range image.Formats() {
+		if f.Open != nil || f.OpenProtocol != nil {
+			names = append(names, f.Name)
+		}
+	}
+	return names
 }
 
 // subcommands are registered by each command's file.

@@ -4,6 +4,7 @@ package create
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 
 	"qimg/image"
@@ -57,14 +58,25 @@ func Prepare(r Request) (*Prepared, error) {
 		return nil, err
 	}
 	o := r.Options
+	// qemu-img's order of checks: -o names and values, size given twice,
+	// -b/-F on a format without backing files.
+	if err := o.Validate(f.CreateOptions); err != nil {
+		return nil, err
+	}
+	if _, ok := o.Get("size"); ok && r.Size >= 0 {
+		return nil, image.Errorf(nil, "The image size must be specified only once")
+	}
 	if r.BackingFile != "" {
+		if !declares(f.CreateOptions, "backing_file") {
+			return nil, image.Errorf(image.ErrUnsupported, "Backing file not supported for file format '%s'", r.Format)
+		}
 		o.Set("backing_file", r.BackingFile)
 	}
 	if r.BackingFormat != "" {
+		if !declares(f.CreateOptions, "backing_fmt") {
+			return nil, image.Errorf(image.ErrUnsupported, "Backing file format not supported for file format '%s'", r.Format)
+		}
 		o.Set("backing_fmt", r.BackingFormat)
-	}
-	if err := o.Validate(f.CreateOptions); err != nil {
-		return nil, err
 	}
 	size := r.Size
 	if s, ok := o.Get("size"); ok {
@@ -96,16 +108,57 @@ func Prepare(r Request) (*Prepared, error) {
 	o.Set("size", fmt.Sprint(size))
 	r.Size = size
 	r.Options = o
-	return &Prepared{req: r, format: f, Summary: summary(r.Format, o)}, nil
+	return &Prepared{req: r, format: f, Summary: summary(r.Format, f.CreateOptions, o)}, nil
 }
 
-// summary lists the options as qemu-img's "Formatting" line does.
-func summary(format string, o image.Options) string {
+func declares(specs []image.OptionSpec, name string) bool {
+	for _, s := range specs {
+		if s.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// summary lists the options as qemu-img's "Formatting" line does
+// (qemu_opts_print): in the order the driver declares them, each given
+// value or else its default, sizes and numbers given as plain integers,
+// commas in strings doubled.
+func summary(format string, specs []image.OptionSpec, o image.Options) string {
 	var b strings.Builder
 	b.WriteString("fmt=" + format)
+	seen := map[string]bool{}
+	for _, s := range specs {
+		if seen[s.Name] {
+			continue
+		}
+		seen[s.Name] = true
+		v, set := o.Get(s.Name)
+		if !set {
+			if s.Default == "" {
+				continue
+			}
+			v = s.Default
+		}
+		switch {
+		case set && s.Type == image.OptSize:
+			if n, err := image.ParseSize(v); err == nil {
+				v = fmt.Sprint(n)
+			}
+		case set && s.Type == image.OptNumber:
+			if n, err := strconv.ParseUint(v, 0, 64); err == nil {
+				v = fmt.Sprint(n)
+			}
+		case s.Type == image.OptString:
+			v = strings.ReplaceAll(v, ",", ",,")
+		}
+		fmt.Fprintf(&b, " %s=%s", s.Name, v)
+	}
 	for _, k := range o.Keys() {
-		v, _ := o.Get(k)
-		fmt.Fprintf(&b, " %s=%s", k, v)
+		if !seen[k] {
+			v, _ := o.Get(k)
+			fmt.Fprintf(&b, " %s=%s", k, v)
+		}
 	}
 	return b.String()
 }
