@@ -76,12 +76,20 @@ func oneLine(s string) string {
 // NewRootCmd builds the command tree writing to stdout and stderr.
 func NewRootCmd(stdout, stderr io.Writer) *cobra.Command {
 	root := &cobra.Command{
-		Use:   "qimg",
+		Use:   "qimg command [command options]",
 		Short: "qemu-img compatible disk image tool",
 		Long: `qimg creates, inspects, converts and modifies disk images.
 It accepts qemu-img's command lines and prints qemu-img's output, human and
 JSON; an image qimg writes passes qemu-img check, and it reads what qemu-img
-writes. Installed or linked under the name qemu-img, it answers as qemu-img.`,
+writes. Installed or linked under the name qemu-img, it answers as qemu-img.
+
+Every error is one line on standard error, starting with the name qimg was
+called by, and the exit status is 1 ("check" has its own statuses: 2 for
+corruptions, 3 for leaks only, 63 when the format has no check).
+
+Images are opened read-only unless the command writes them, and qimg takes
+QEMU's image locks: an image that a running QEMU has open for writing is
+neither read (unless -U is given) nor written.`,
 		Version:       Version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
