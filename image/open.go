@@ -3,7 +3,6 @@ package image
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"strings"
 	"sync"
 )
@@ -90,21 +89,31 @@ func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error
 	defer identityMu.Unlock()
 	key := name + ":" + id.Identity()
 	if old, ok := identities[key]; ok && !old.closed {
+		// A read-only node asked for writing is reopened by the caller
+		// once its claims are granted (makeWritable), so that a refused
+		// open leaves it as it was.
 		drv.Close()
-		if writable && !old.writable {
-			r, ok := old.drv.(Reopener)
-			if !ok {
-				return nil, NotSupported("reopening '%s' read/write", filename)
-			}
-			if err := r.Reopen(true); err != nil {
-				return nil, err
-			}
-			old.writable = true
-		}
 		return old, nil
 	}
 	identities[key] = n
 	return n, nil
+}
+
+// makeWritable reopens a protocol node that was open read-only for a new
+// user that writes; called after that user's claims are granted.
+func (n *Node) makeWritable() error {
+	if n.writable {
+		return nil
+	}
+	r, ok := n.drv.(Reopener)
+	if !ok {
+		return NotSupported("reopening '%s' read/write", n.Filename)
+	}
+	if err := r.Reopen(true); err != nil {
+		return err
+	}
+	n.writable = true
+	return nil
 }
 
 // Open opens an image and, unless o.NoBacking, its backing chain, and
@@ -153,7 +162,7 @@ func (n *Node) Close() error {
 // identities of the nodes above, to refuse loops.
 func openChain(parent *Edge, filename, format string, o OpenOptions, writable bool, seen []string) (*Node, error) {
 	if len(seen) >= MaxChainDepth {
-		return nil, Errorf(ErrCorrupt, "%s: backing chain is deeper than %d images", filename, MaxChainDepth)
+		return nil, Errorf(errChain, "%s: backing chain is deeper than %d images", filename, MaxChainDepth)
 	}
 	cache := o.Cache
 	if len(seen) > 0 && o.BackingCache != nil {
@@ -175,7 +184,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		for _, s := range seen {
 			if s == key {
 				closeFile()
-				return nil, Errorf(ErrCorrupt, "Backing file '%s' creates an infinite loop.", filename)
+				return nil, Errorf(errChain, "Backing file '%s' creates an infinite loop.", filename)
 			}
 		}
 		seen = append(seen, key)
@@ -187,14 +196,19 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 			closeFile()
 			return nil, Errorf(ErrPermission, "%s: the image format must be given (-f) for untrusted images", filename)
 		}
-		head := make([]byte, min(ProbeSize, file.Size()))
-		if _, err := file.drv.ReadAt(head, 0); err != nil {
-			closeFile()
-			return nil, fmt.Errorf("Could not read image for determining its format: %w", err)
-		}
-		if format, err = Probe(head, filename); err != nil {
-			closeFile()
-			return nil, err
+		// An empty file is raw without probing, as in QEMU (whose cloop
+		// probe would match an empty buffer).
+		format = "raw"
+		if file.Size() > 0 {
+			head := make([]byte, min(ProbeSize, file.Size()))
+			if _, err := file.drv.ReadAt(head, 0); err != nil {
+				closeFile()
+				return nil, fmt.Errorf("Could not read image for determining its format: %w", err)
+			}
+			if format, err = Probe(head, filename); err != nil {
+				closeFile()
+				return nil, err
+			}
 		}
 		probed = true
 	}
@@ -209,6 +223,12 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		if err := attach(parent); err != nil {
 			closeFile()
 			return nil, lockError(filename, err)
+		}
+		if writable {
+			if err := file.makeWritable(); err != nil {
+				releaseEdge(parent)
+				return nil, err
+			}
 		}
 		return file, nil
 	}
@@ -225,6 +245,12 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		releaseEdge(parent)
 		closeFile()
 		return nil, lockError(filename, err)
+	}
+	if writable {
+		if err := file.makeWritable(); err != nil {
+			releaseEdge(parent)
+			return nil, err
+		}
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted})
 	if err != nil {
@@ -255,7 +281,17 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		e.Child = file
 		e.Claim = n.childClaim(e)
 		if err := attach(e); err != nil {
+			graphMu.Lock()
+			if len(file.parents) == 0 {
+				file.closeLocked()
+			}
+			graphMu.Unlock()
 			return lockError(name, err)
+		}
+		if n.writable {
+			if err := file.makeWritable(); err != nil {
+				return err
+			}
 		}
 		d.SetDataFile(file)
 	}
@@ -275,8 +311,8 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 	e.Claim = n.childClaim(e)
 	bn, err := openChain(e, full, format, o, false, seen)
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) && strings.Contains(err.Error(), "infinite loop") {
-			return err
+		if errors.Is(err, errChain) {
+			return err // said once, not once per layer
 		}
 		return fmt.Errorf("Could not open backing file: %w", err)
 	}
@@ -291,21 +327,32 @@ func releaseEdge(e *Edge) {
 }
 
 // ResolveBacking resolves a backing (or data file) name stored in an image
-// against the image's directory, as QEMU's path_combine does: absolute
-// names and protocol names stay as they are.
+// against the image's directory, as QEMU's path_combine does: the name is
+// appended to the overlay's name up to its last '/', without cleaning the
+// path ("d/e/../top" and "../base" give "d/e/../../base"). Absolute names
+// and names with a protocol prefix stay as they are.
 func ResolveBacking(overlay, name string) string {
-	if filepath.IsAbs(name) || strings.Contains(name, "://") || strings.HasPrefix(name, "nbd:") {
+	if name == "" || strings.HasPrefix(name, "/") || hasProtocol(name) {
 		return name
 	}
-	if _, path := protocolFor(overlay); path != overlay || strings.Contains(overlay, "://") {
+	if strings.HasPrefix(overlay, "file:") {
+		overlay = strings.TrimPrefix(overlay, "file:")
+	} else if hasProtocol(overlay) {
 		return name
 	}
-	dir := filepath.Dir(overlay)
-	if dir == "." && !strings.HasPrefix(overlay, "./") {
-		return name
-	}
-	return dir + "/" + name
+	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name
 }
+
+// hasProtocol reports whether a name starts with "proto:", a colon before
+// any slash, as QEMU's path_has_protocol.
+func hasProtocol(name string) bool {
+	i := strings.IndexAny(name, ":/")
+	return i >= 0 && name[i] == ':'
+}
+
+// errChain marks a loop or a chain too deep: reported as it is rather than
+// wrapped in "Could not open backing file" by every layer above.
+var errChain = &corruptError{msg: "backing chain refused"}
 
 // lockError words a refused claim as qemu does when the refusal came from
 // another process's lock, and passes other errors through.
