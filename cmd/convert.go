@@ -1,0 +1,326 @@
+package cmd
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"qimg/convert"
+	"qimg/create"
+	"qimg/image"
+)
+
+func init() { register(newConvertCmd) }
+
+type convertOptions struct {
+	sourceFormat  string
+	targetFormat  string
+	options       []string
+	backing       string
+	backingFormat string
+	cache         string
+	sourceCache   string
+	snapshot      string
+	sparse        string
+	rate          string
+	workers       string
+	progress      string
+	compress      bool
+	copyOffload   bool
+	quiet         bool
+	noCreate      bool
+	outOfOrder    bool
+	forceShare    bool
+	targetIsZero  bool
+	salvage       bool
+	bitmaps       bool
+	skipBroken    bool
+	imageOpts     bool
+	targetOpts    bool
+}
+
+func newConvertCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &convertOptions{}
+	c := &cobra.Command{
+		Use: "convert [--object objectdef] [--target-is-zero] [--bitmaps [--skip-broken-bitmaps]] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename",
+		Short: "convert or copy a disk image to another format",
+		Long: `Convert the disk image filename (or the concatenation of several) to disk
+image output_filename of format output_fmt (raw when -O is not given).
+
+The whole backing chain of the source is read and flattened, unless -B names
+a backing file for the target: then the target records only what differs
+from it. Runs of zeroes (at least sparse_size bytes, 4k by default, aligned
+to it; 0 turns detection off) are left unallocated. -c compresses the
+target's clusters (qcow2), in parallel. -n writes into an existing target
+instead of creating one; --target-is-zero says it already reads as zeroes.
+
+Up to num_coroutines workers (8 by default, 1 to 16) read, detect zeroes and
+compress in parallel; writes go out in order unless -W is given. Raw images
+on one file system are copied with copy_file_range; -C asks for copy offload
+and refuses -S and -c as qemu-img does.
+
+-p shows progress: a bar on a terminal, qemu-img's "    (NN.NN/100%)" lines
+on standard output otherwise; --progress=json writes one JSON object per
+update to standard error. SIGUSR1 prints the progress to standard error.
+
+-t is the target's cache mode (unsafe by default: flushed at the end only
+with writeback or stricter), -T the sources' (writeback by default).
+--salvage turns read errors into zeroes with a warning; -r limits the write
+rate in bytes per second; -U reads sources that another process uses.`,
+		Example: `  qimg convert -O qcow2 disk.raw disk.qcow2
+  qimg convert -p -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2
+  qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2`,
+		Args: cobra.ArbitraryArgs,
+		RunE: func(c *cobra.Command, args []string) error {
+			return runConvert(o, args, stdout, stderr)
+		},
+	}
+	f := c.Flags()
+	f.SortFlags = false
+	f.StringVarP(&o.sourceFormat, "format", "f", "", "source image format (probed when not given)")
+	f.StringVarP(&o.targetFormat, "output-format", "O", "raw", "target image format")
+	f.StringArrayVarP(&o.options, "options", "o", nil, "target format options, name=value[,name=value...] (\"help\" lists them)")
+	f.StringVarP(&o.backing, "backing", "B", "", "backing file of the target")
+	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the target's backing file")
+	f.BoolVarP(&o.compress, "compress", "c", false, "compress the target's clusters")
+	f.BoolVarP(&o.copyOffload, "copy-range-offloading", "C", false, "copy with offload (copy_file_range)")
+	f.StringVarP(&o.progress, "progress", "p", "", "show progress (--progress=json: JSON lines on stderr)")
+	f.Lookup("progress").NoOptDefVal = "on"
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	f.BoolVarP(&o.noCreate, "no-create", "n", false, "write into an existing target")
+	f.StringVarP(&o.cache, "cache", "t", "unsafe", "target cache mode")
+	f.StringVarP(&o.sourceCache, "source-cache", "T", "writeback", "source cache mode")
+	f.StringVarP(&o.snapshot, "snapshot", "l", "", "source snapshot (not supported yet)")
+	f.StringVarP(&o.sparse, "sparse-size", "S", "", "zero run size that stays unallocated (0: none)")
+	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
+	f.StringVarP(&o.workers, "parallel", "m", "", "number of workers (1..16)")
+	f.BoolVarP(&o.outOfOrder, "out-of-order", "W", false, "write out of order")
+	f.BoolVarP(&o.forceShare, "force-share", "U", false, "read sources that another process uses")
+	f.BoolVar(&o.targetIsZero, "target-is-zero", false, "the existing target reads as zeroes (with -n)")
+	f.BoolVar(&o.salvage, "salvage", false, "turn read errors into zeroes")
+	f.BoolVar(&o.bitmaps, "bitmaps", false, "copy persistent bitmaps (not supported yet)")
+	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
+	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) error {
+	optString := strings.Join(o.options, ",")
+	if image.IsHelpOptions(optString) {
+		specs, err := create.OptionSpecs(o.targetFormat)
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(stdout, image.HelpText(specs))
+		return nil
+	}
+	if o.imageOpts || o.targetOpts {
+		return fmt.Errorf("--image-opts and --target-image-opts are not supported")
+	}
+	req := convert.Request{
+		SourceFormat: o.sourceFormat, ForceShare: o.forceShare, Snapshot: o.snapshot,
+		TargetFormat: o.targetFormat, BackingFile: o.backing, BackingFormat: o.backingFormat,
+		NoCreate: o.noCreate, TargetIsZero: o.targetIsZero,
+		Bitmaps: o.bitmaps, SkipBrokenBitmaps: o.skipBroken,
+	}
+	opt := &req.Options
+	opt.Compress, opt.CopyOffload, opt.OutOfOrder, opt.Salvage = o.compress, o.copyOffload, o.outOfOrder, o.salvage
+	opt.SparseSize = -1
+	if o.workers != "" {
+		n, err := strconv.ParseInt(o.workers, 10, 32)
+		if err != nil || n < 1 || n > convert.MaxWorkers {
+			return fmt.Errorf("Invalid number of coroutines. Allowed number of coroutines is between 1 and %d", convert.MaxWorkers)
+		}
+		opt.Workers = int(n)
+	}
+	if o.sparse != "" {
+		n, err := image.ParseSize(o.sparse)
+		if err != nil {
+			return fmt.Errorf("Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+		opt.SparseSize, opt.SparseSizeGiven = n, true
+	}
+	if o.rate != "" {
+		n, err := image.ParseSize(o.rate)
+		if err != nil {
+			return fmt.Errorf("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+		opt.RateLimit = n
+	}
+	if len(args) >= 1 {
+		req.Target = args[len(args)-1]
+		req.Sources = args[:len(args)-1]
+	}
+	opts, err := image.ParseOptions(optString)
+	if err != nil {
+		return err
+	}
+	req.TargetOptions = opts
+	if err := req.Options.Validate(); err != nil {
+		return err
+	}
+	switch o.progress {
+	case "", "on", "json":
+	default:
+		return fmt.Errorf("--progress must be used with json as argument, or alone")
+	}
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	tc, err := image.ParseCacheMode(o.cache)
+	if err != nil {
+		return err
+	}
+	req.TargetCache = tc
+	sc, err := image.ParseCacheMode(o.sourceCache)
+	if err != nil {
+		return fmt.Errorf("Invalid source cache option: %s", o.sourceCache)
+	}
+	req.SourceCache = sc
+
+	p := newProgress(o.progress, o.quiet, stdout, stderr)
+	defer p.stop()
+	req.Progress = p.update
+	if !o.quiet {
+		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
+	}
+	p.print(0)
+	if err := req.Run(context.Background()); err != nil {
+		p.end()
+		return err
+	}
+	p.print(100)
+	p.end()
+	return nil
+}
+
+// progress prints qemu-img's progress: a start at 0, an update whenever the
+// value moved by more than one point, and 100 at the end. Without -p (or
+// with -q) nothing is drawn, but SIGUSR1 prints the value to stderr.
+type progress struct {
+	mode   string // "", "qemu" (stdout is not a terminal), "bar", "json"
+	stdout io.Writer
+	stderr io.Writer
+
+	mu        sync.Mutex
+	current   float32
+	lastPrint float32
+	done      int64
+	total     int64
+	bar       *progressbar.ProgressBar
+	sig       chan os.Signal
+	quit      chan struct{}
+}
+
+// progressSkip is qemu-img's min_skip: a new line every percent.
+const progressSkip = 1.0
+
+func newProgress(flag string, quiet bool, stdout, stderr io.Writer) *progress {
+	p := &progress{stdout: stdout, stderr: stderr, quit: make(chan struct{})}
+	switch {
+	case quiet || flag == "":
+	case flag == "json":
+		p.mode = "json"
+	case isTerminal(stdout):
+		p.mode = "bar"
+		p.bar = progressbar.NewOptions(10000,
+			progressbar.OptionSetWriter(stdout),
+			progressbar.OptionSetDescription("converting"),
+			progressbar.OptionSetWidth(40),
+			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+	default:
+		p.mode = "qemu"
+	}
+	p.sig = make(chan os.Signal, 1)
+	signal.Notify(p.sig, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-p.sig:
+				p.mu.Lock()
+				fmt.Fprintf(p.stderr, "    (%3.2f/100%%)\n", p.current)
+				p.mu.Unlock()
+			case <-p.quit:
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// update is the engine's callback: bytes done of the bytes that count.
+func (p *progress) update(done, total int64) {
+	p.mu.Lock()
+	p.done, p.total = done, total
+	p.mu.Unlock()
+	if total > 0 {
+		p.print(float32(100 * float64(done) / float64(total)))
+	}
+}
+
+// print is qemu_progress_print with an absolute value.
+func (p *progress) print(v float32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v = min(v, 100)
+	p.current = v
+	if !(v > p.lastPrint+progressSkip || v < p.lastPrint-progressSkip || v == 0 || v == 100) {
+		return
+	}
+	p.lastPrint = v
+	switch p.mode {
+	case "qemu":
+		fmt.Fprintf(p.stdout, "    (%3.2f/100%%)\r", v)
+	case "bar":
+		p.bar.Set(int(v * 100))
+	case "json":
+		b, _ := json.Marshal(struct {
+			Type    string  `json:"type"`
+			Done    int64   `json:"done"`
+			Total   int64   `json:"total"`
+			Percent float64 `json:"percent"`
+		}{"progress", p.done, p.total, math.Round(float64(v)*100) / 100})
+		fmt.Fprintf(p.stderr, "%s\n", b)
+	}
+}
+
+// end finishes the output as qemu_progress_end does.
+func (p *progress) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.mode {
+	case "qemu":
+		fmt.Fprint(p.stdout, "\n")
+	case "bar":
+		p.bar.Finish()
+	}
+	p.mode = ""
+}
+
+func (p *progress) stop() {
+	signal.Stop(p.sig)
+	close(p.quit)
+}

@@ -1,0 +1,867 @@
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"golang.org/x/sync/errgroup"
+
+	"qimg/image"
+)
+
+// Copy is one run of the engine: the Sources, concatenated, are copied to
+// the Target from offset 0.
+type Copy struct {
+	Sources []*image.Node
+	Target  *image.Node
+	// TargetZero says the target reads as zeroes everywhere (a new image
+	// without backing file, --target-is-zero): zero runs are not written.
+	// Otherwise a zero run is written where the target (through its
+	// backing chain) does not already read as zeroes.
+	TargetZero bool
+	Options
+}
+
+// kind is what a piece of the source is, for the target.
+type kind uint8
+
+const (
+	kData kind = iota // bytes to read from the source
+	kZero             // reads as zeroes
+	kKeep             // the target's backing file shows these very bytes
+)
+
+// piece is a run of one source with one status, in target offsets.
+type piece struct {
+	off, n  int64
+	kind    kind
+	src     int   // index in Sources
+	srcOff  int64 // offset in that source
+	host    *image.Node
+	hostOff int64 // where the bytes live in host (raw data), for offload
+	cmpBase bool  // data to compare with the target's backing (-B)
+}
+
+func (p piece) end() int64 { return p.off + p.n }
+
+// job is a window of the target: data jobs are at most a chunk long and
+// hold a pool buffer; bulk jobs carry only zero and keep pieces, of any
+// length.
+type job struct {
+	seq     uint64
+	off, n  int64
+	pieces  []piece
+	buf     *buffer
+	counted int64 // bytes that count for progress
+	ops     []op
+}
+
+type opKind uint8
+
+const (
+	opData       opKind = iota // write data
+	opZero                     // make the range read as zeroes
+	opCopy                     // copy from host with offload
+	opCompressed               // write one compressed cluster
+)
+
+// op is one write; opData takes its bytes from the job's buffer at the
+// same place, opCompressed from data.
+type op struct {
+	kind    opKind
+	off, n  int64
+	data    []byte
+	host    *image.Node
+	hostOff int64
+}
+
+// engine is the state of one Copy run.
+type engine struct {
+	*Copy
+	ctx   context.Context
+	size  int64 // bytes to copy: the sources' sizes added
+	total int64 // bytes progress counts
+	sizes []int64
+
+	grain      int64 // zero detection granularity, a multiple of the target cluster
+	chunk      int64
+	detect     bool // find zero runs in data
+	zeroAsData bool // -S 0: zeroes are written as data
+	cluster    int64
+	compress   image.CompressedWriter
+	tfile      *image.Node // the target's file node, when offload may work
+	offload    atomic.Bool // offload still worth trying
+	base       *image.Node // the target's backing node
+	keepDepth  []int       // per source: chain depth of base in it, -1 if absent
+	chains     [][]*image.Node
+	limit      *limiter
+	pool       *pool
+
+	progressMu sync.Mutex
+	done       int64
+}
+
+// Run copies. The first error stops every worker and is returned; the
+// target is left as far as it got (its caller closes it).
+func Run(ctx context.Context, c *Copy) error {
+	if err := c.Options.Validate(); err != nil {
+		return err
+	}
+	e := &engine{Copy: c, ctx: ctx}
+	for _, s := range c.Sources {
+		e.sizes = append(e.sizes, s.Size())
+		e.size += s.Size()
+	}
+	if e.size > c.Target.Size() {
+		return image.Errorf(nil, "output file is smaller than input file")
+	}
+	if err := e.setup(); err != nil {
+		return err
+	}
+	if c.Progress != nil {
+		total, err := e.countProgress()
+		if err != nil {
+			return err
+		}
+		e.total = total
+	}
+	return e.run()
+}
+
+// setup derives granularity, chunk size, offload and compression from the
+// target.
+func (e *engine) setup() error {
+	t := e.Target
+	if info, err := image.CollectInfo(t); err == nil {
+		e.cluster = info.ClusterSize
+	}
+	if e.Compress {
+		w, ok := t.CompressedWriter()
+		if !ok {
+			return image.Errorf(image.ErrUnsupported, "Compression not supported for this file format")
+		}
+		e.compress = w
+		e.cluster = w.CompressedClusterSize()
+	}
+	e.detect = e.SparseSize > 0 && !e.CopyOffload
+	e.zeroAsData = e.SparseSize == 0
+	e.grain = max(e.SparseSize, sectorSize)
+	if e.cluster > e.grain {
+		e.grain = e.cluster
+	}
+	e.chunk = (max(e.ChunkSize, e.grain) + e.grain - 1) / e.grain * e.grain
+	if e.RateLimit > 0 {
+		e.limit = &limiter{rate: e.RateLimit}
+	}
+	// Offload: a raw target over a protocol that copies ranges itself.
+	if t.Format == "raw" && !e.Compress {
+		if f := t.File(); f != nil {
+			if _, ok := f.Driver().(image.RangeCopier); ok {
+				e.tfile = f
+				e.offload.Store(true)
+			}
+		}
+	}
+	// With a backing file, what the source takes from that very file
+	// (same protocol node) is left to show through; anything else is
+	// compared with it.
+	e.base = t.Backing()
+	e.keepDepth = make([]int, len(e.Sources))
+	for i, s := range e.Sources {
+		e.keepDepth[i] = -1
+		e.chains = append(e.chains, s.Chain())
+		if e.base == nil {
+			continue
+		}
+		for d, n := range e.chains[i] {
+			if sameImage(n, e.base) {
+				e.keepDepth[i] = d
+				break
+			}
+		}
+	}
+	e.pool = newPool(e.Workers + 2)
+	return nil
+}
+
+// sameImage reports whether two format nodes read the same file.
+func sameImage(a, b *image.Node) bool {
+	if a == b {
+		return true
+	}
+	fa, fb := a.File(), b.File()
+	return a.Format == b.Format && fa != nil && fa == fb
+}
+
+// walker yields the pieces of the concatenated sources in order.
+type walker struct {
+	e      *engine
+	quiet  bool // no warnings (the counting pass)
+	src    int
+	srcOff int64
+	ext    piece // rest of the current extent, starting at srcOff; n == 0: none
+}
+
+// peek returns the current extent from target offset pos on, querying
+// block status when needed; ok is false at the end.
+func (w *walker) peek(pos int64) (piece, bool, error) {
+	e := w.e
+	for w.src < len(e.Sources) && w.srcOff >= e.sizes[w.src] {
+		w.src++
+		w.srcOff = 0
+		w.ext.n = 0
+	}
+	if w.src >= len(e.Sources) {
+		return piece{}, false, nil
+	}
+	if w.ext.n == 0 {
+		p, err := e.status(w.src, w.srcOff, pos, w.quiet)
+		if err != nil {
+			return piece{}, false, err
+		}
+		w.ext = p
+	}
+	p := w.ext
+	p.off = pos
+	return p, true, nil
+}
+
+// take consumes n bytes of the current extent (n ≤ its length).
+func (w *walker) take(pos, n int64) piece {
+	p := w.ext
+	p.off, p.n = pos, n
+	w.ext.n -= n
+	w.ext.srcOff += n
+	if w.ext.host != nil {
+		w.ext.hostOff += n
+	}
+	w.srcOff += n
+	return p
+}
+
+// status classifies the extent of source i at off.
+func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
+	s := e.Sources[i]
+	ext, err := s.BlockStatusChain(off, e.sizes[i]-off)
+	if err != nil {
+		if !e.Salvage {
+			return piece{}, fmt.Errorf("error while reading block status at offset %d: %w", pos, err)
+		}
+		if !quiet {
+			e.warn(fmt.Sprintf("error while reading block status at offset %d: %v", pos, err))
+		}
+		// read it instead; unreadable bytes become zeroes
+		return piece{n: min(e.sizes[i]-off, 64<<10), kind: kData, src: i, srcOff: off}, nil
+	}
+	p := piece{n: ext.Length, src: i, srcOff: off}
+	switch {
+	case e.keepDepth[i] >= 0 && ext.Depth >= e.keepDepth[i]:
+		p.kind = kKeep
+	case ext.Zero:
+		p.kind = kZero
+	default:
+		p.kind = kData
+		// Offload copies host bytes: only where they are the guest's
+		// bytes, in a raw layer.
+		if ext.HostOffset >= 0 && ext.Host != nil && ext.Depth < len(e.chains[i]) &&
+			e.chains[i][ext.Depth].Format == "raw" {
+			p.host, p.hostOff = ext.Host, ext.HostOffset
+		}
+		p.cmpBase = e.base != nil && e.keepDepth[i] < 0
+	}
+	return p, nil
+}
+
+// isData says whether a piece needs a buffer.
+func (e *engine) isData(k kind) bool {
+	return k == kData || k == kZero && e.zeroAsData
+}
+
+// countProgress walks block status once, as qemu-img does, to learn how
+// many bytes progress counts.
+func (e *engine) countProgress() (int64, error) {
+	w := &walker{e: e, quiet: true}
+	var total, pos int64
+	for {
+		p, ok, err := w.peek(pos)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			return total, nil
+		}
+		w.take(pos, p.n)
+		if e.isData(p.kind) {
+			total += p.n
+		}
+		pos += p.n
+	}
+}
+
+// maxBulkPieces bounds the pieces one bulk job carries.
+const maxBulkPieces = 256
+
+// produce cuts the source into jobs and hands them to the workers.
+func (e *engine) produce(jobs chan<- *job) error {
+	defer close(jobs)
+	w := &walker{e: e}
+	var seq uint64
+	var bulk *job
+	send := func(j *job) error {
+		j.seq = seq
+		seq++
+		select {
+		case jobs <- j:
+			return nil
+		case <-e.ctx.Done():
+			e.pool.put(j.buf)
+			return e.ctx.Err()
+		}
+	}
+	addBulk := func(p piece) error {
+		if bulk == nil {
+			bulk = &job{off: p.off}
+		}
+		if k := len(bulk.pieces); k > 0 && bulk.pieces[k-1].kind == p.kind {
+			bulk.pieces[k-1].n += p.n
+		} else {
+			bulk.pieces = append(bulk.pieces, p)
+		}
+		bulk.n += p.n
+		if len(bulk.pieces) >= maxBulkPieces {
+			j := bulk
+			bulk = nil
+			return send(j)
+		}
+		return nil
+	}
+	var pos int64
+	for {
+		p, ok, err := w.peek(pos)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		wEnd := min(pos/e.chunk*e.chunk+e.chunk, e.size)
+		if !e.isData(p.kind) && pos+p.n > wEnd {
+			// A long run without data: whole windows at once.
+			end := (pos + p.n) / e.chunk * e.chunk
+			if pos+p.n >= e.size {
+				end = e.size
+			}
+			if end > pos {
+				if err := addBulk(w.take(pos, end-pos)); err != nil {
+					return err
+				}
+				pos = end
+				continue
+			}
+		}
+		// One window: collect its pieces.
+		var ps []piece
+		hasData := false
+		for pos < wEnd {
+			p, ok, err := w.peek(pos)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			q := w.take(pos, min(p.n, wEnd-pos))
+			ps = append(ps, q)
+			hasData = hasData || e.isData(q.kind)
+			pos += q.n
+		}
+		if !hasData {
+			for _, q := range ps {
+				if err := addBulk(q); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if bulk != nil {
+			j := bulk
+			bulk = nil
+			if err := send(j); err != nil {
+				return err
+			}
+		}
+		j := &job{off: ps[0].off, pieces: ps}
+		for _, q := range ps {
+			j.n += q.n
+			if e.isData(q.kind) {
+				j.counted += q.n
+			}
+		}
+		if j.buf, err = e.pool.get(e.ctx); err != nil {
+			return err
+		}
+		if err := send(j); err != nil {
+			return err
+		}
+	}
+	if bulk != nil {
+		return send(bulk)
+	}
+	return nil
+}
+
+func (e *engine) run() error {
+	g, ctx := errgroup.WithContext(e.ctx)
+	e.ctx = ctx
+	jobs := make(chan *job, e.Workers)
+	done := make(chan *job, e.Workers)
+	g.Go(func() error { return e.produce(jobs) })
+	var wg sync.WaitGroup
+	for range e.Workers {
+		wg.Add(1)
+		g.Go(func() error {
+			defer wg.Done()
+			return e.worker(jobs, done)
+		})
+	}
+	if !e.OutOfOrder {
+		g.Go(func() error { return e.writer(done) })
+		go func() {
+			wg.Wait()
+			close(done)
+		}()
+	}
+	return g.Wait()
+}
+
+func (e *engine) worker(jobs <-chan *job, done chan<- *job) error {
+	for {
+		var j *job
+		var ok bool
+		select {
+		case j, ok = <-jobs:
+			if !ok {
+				return nil
+			}
+		case <-e.ctx.Done():
+			return e.ctx.Err()
+		}
+		if err := e.prepare(j); err != nil {
+			e.pool.put(j.buf)
+			return err
+		}
+		if e.OutOfOrder {
+			if err := e.finish(j); err != nil {
+				return err
+			}
+			continue
+		}
+		select {
+		case done <- j:
+		case <-e.ctx.Done():
+			e.pool.put(j.buf)
+			return e.ctx.Err()
+		}
+	}
+}
+
+// writer runs the jobs' writes in job order.
+func (e *engine) writer(done <-chan *job) error {
+	var next uint64
+	pending := map[uint64]*job{}
+	var failed error
+	for j := range done {
+		if failed != nil {
+			e.pool.put(j.buf)
+			continue
+		}
+		pending[j.seq] = j
+		for {
+			j, ok := pending[next]
+			if !ok {
+				break
+			}
+			delete(pending, next)
+			next++
+			if err := e.finish(j); err != nil {
+				failed = err
+				break
+			}
+		}
+		if failed != nil {
+			for _, j := range pending {
+				e.pool.put(j.buf)
+			}
+			pending = nil
+			return failed
+		}
+	}
+	return nil
+}
+
+// finish writes a prepared job, returns its buffer and reports progress.
+func (e *engine) finish(j *job) error {
+	err := e.ctx.Err()
+	if err == nil {
+		err = e.execute(j)
+	}
+	e.pool.put(j.buf)
+	j.buf = nil
+	if err != nil {
+		return err
+	}
+	if e.Progress != nil && j.counted > 0 {
+		e.progressMu.Lock()
+		e.done += j.counted
+		e.Progress(min(e.done, e.total), e.total)
+		e.progressMu.Unlock()
+	}
+	return nil
+}
+
+func (e *engine) warn(msg string) {
+	if e.Warn != nil {
+		e.Warn(msg)
+	}
+}
+
+// offloadable says whether a data piece can be copied by the protocol.
+func (e *engine) offloadable(p piece) bool {
+	return p.kind == kData && p.host != nil && e.tfile != nil && !p.cmpBase &&
+		p.host.Format == e.tfile.Format && e.offload.Load()
+}
+
+// readsData says whether the worker reads a data piece (offloaded copies
+// without zero detection are not read).
+func (e *engine) readsData(p piece) bool {
+	return e.detect || !e.offloadable(p)
+}
+
+// prepare reads a job's data and turns it into write operations.
+func (e *engine) prepare(j *job) error {
+	if j.buf == nil {
+		for _, p := range j.pieces {
+			if p.kind == kZero {
+				j.ops = append(j.ops, op{kind: opZero, off: p.off, n: p.n})
+			}
+		}
+		return nil
+	}
+	var buf []byte
+	for _, p := range j.pieces {
+		switch {
+		case p.kind == kData && e.readsData(p):
+			if buf == nil {
+				buf = j.buf.bytes(j.n, e.chunk)
+			}
+			if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
+				return err
+			}
+		case p.kind == kZero && (e.detect || e.zeroAsData):
+			if buf == nil {
+				buf = j.buf.bytes(j.n, e.chunk)
+			}
+			clear(buf[p.off-j.off:][:p.n])
+		}
+	}
+	// Spans of pieces to write, split by kept pieces.
+	for i := 0; i < len(j.pieces); {
+		if j.pieces[i].kind == kKeep {
+			i++
+			continue
+		}
+		k := i
+		for k < len(j.pieces) && j.pieces[k].kind != kKeep {
+			k++
+		}
+		if err := e.plan(j, buf, j.pieces[i:k]); err != nil {
+			return err
+		}
+		i = k
+	}
+	return nil
+}
+
+// plan adds the operations for a span of data and zero pieces.
+func (e *engine) plan(j *job, buf []byte, span []piece) error {
+	if !e.detect {
+		for _, p := range span {
+			if p.kind == kZero && !e.zeroAsData {
+				j.addOp(op{kind: opZero, off: p.off, n: p.n})
+				continue
+			}
+			e.addData(j, buf, span, p.off, p.n)
+		}
+		return nil
+	}
+	start, end := span[0].off, span[len(span)-1].end()
+	// Blocks of grain bytes, aligned to target offsets.
+	runStart, runZero := start, false
+	var flush func(at int64) error
+	flush = func(at int64) error {
+		if at <= runStart {
+			return nil
+		}
+		if runZero {
+			j.addOp(op{kind: opZero, off: runStart, n: at - runStart})
+		} else if err := e.addDataChecked(j, buf, span, runStart, at-runStart); err != nil {
+			return err
+		}
+		runStart = at
+		return nil
+	}
+	pi := 0
+	for b := start; b < end; {
+		bEnd := min((b/e.grain+1)*e.grain, end)
+		for pi < len(span) && span[pi].end() <= b {
+			pi++
+		}
+		zero := span[pi].kind == kZero && span[pi].end() >= bEnd ||
+			isZero(buf[b-j.off:bEnd-j.off])
+		if b == start {
+			runZero = zero
+		} else if zero != runZero {
+			if err := flush(b); err != nil {
+				return err
+			}
+			runZero = zero
+		}
+		b = bEnd
+	}
+	return flush(end)
+}
+
+// addDataChecked adds a detected data run: compared with the backing
+// file first when the source does not share it, compressed with -c.
+func (e *engine) addDataChecked(j *job, buf []byte, span []piece, off, n int64) error {
+	if e.base != nil && spanCompares(span, off, off+n) {
+		return e.addDiffering(j, buf, span, off, n)
+	}
+	if e.compress != nil {
+		return e.addCompressed(j, buf, span, off, n)
+	}
+	e.addData(j, buf, span, off, n)
+	return nil
+}
+
+func spanCompares(span []piece, off, end int64) bool {
+	for _, p := range span {
+		if p.cmpBase && p.off < end && p.end() > off {
+			return true
+		}
+	}
+	return false
+}
+
+// addDiffering writes only the grains of a data run whose bytes differ
+// from the target's backing file.
+func (e *engine) addDiffering(j *job, buf []byte, span []piece, off, n int64) error {
+	if int64(cap(j.buf.cmp)) < e.chunk {
+		j.buf.cmp = alignedBytes(e.chunk)
+	}
+	cmp := j.buf.cmp[:n]
+	if err := e.base.ReadPadded(cmp, off); err != nil {
+		return fmt.Errorf("error while reading from the backing file at byte %d: %w", off, err)
+	}
+	runStart, inRun := int64(0), false
+	emit := func(at int64) error {
+		if !inRun {
+			return nil
+		}
+		inRun = false
+		if e.compress != nil {
+			return e.addCompressed(j, buf, span, runStart, at-runStart)
+		}
+		e.addData(j, buf, span, runStart, at-runStart)
+		return nil
+	}
+	for b := off; b < off+n; {
+		bEnd := min((b/e.grain+1)*e.grain, off+n)
+		same := string(buf[b-j.off:bEnd-j.off]) == string(cmp[b-off:bEnd-off])
+		if same {
+			if err := emit(b); err != nil {
+				return err
+			}
+		} else if !inRun {
+			runStart, inRun = b, true
+		}
+		b = bEnd
+	}
+	return emit(off + n)
+}
+
+// addCompressed compresses the whole clusters of a data run; partial
+// clusters (and those that do not shrink) are written as they are.
+func (e *engine) addCompressed(j *job, buf []byte, span []piece, off, n int64) error {
+	c := e.cluster
+	for b := off; b < off+n; {
+		cEnd := min((b/c+1)*c, off+n)
+		whole := b%c == 0 && (cEnd-b == c || cEnd == e.size && e.size == e.Target.Size())
+		if whole {
+			out, err := e.compress.CompressCluster(nil, buf[b-j.off:cEnd-j.off])
+			if err != nil {
+				return fmt.Errorf("error while compressing at byte %d: %w", b, err)
+			}
+			if out != nil {
+				j.addOp(op{kind: opCompressed, off: b, n: cEnd - b, data: out})
+				b = cEnd
+				continue
+			}
+		}
+		j.addOp(op{kind: opData, off: b, n: cEnd - b})
+		b = cEnd
+	}
+	return nil
+}
+
+// addData adds writes for [off, off+n): offloaded copies for the parts of
+// raw data pieces where offload works, buffer writes for the rest.
+func (e *engine) addData(j *job, buf []byte, span []piece, off, n int64) {
+	end := off + n
+	for _, p := range span {
+		s, t := max(off, p.off), min(end, p.end())
+		if s >= t {
+			continue
+		}
+		if e.offloadable(p) {
+			j.addOp(op{kind: opCopy, off: s, n: t - s, host: p.host, hostOff: p.hostOff + (s - p.off)})
+			continue
+		}
+		j.addOp(op{kind: opData, off: s, n: t - s})
+	}
+}
+
+// addOp appends an operation, merging it with the previous one when both
+// are contiguous writes of the same kind.
+func (j *job) addOp(o op) {
+	if k := len(j.ops); k > 0 {
+		last := &j.ops[k-1]
+		if last.off+last.n == o.off && last.kind == o.kind {
+			switch o.kind {
+			case opZero:
+				last.n += o.n
+				return
+			case opData:
+				last.n += o.n
+				return
+			case opCopy:
+				if last.host == o.host && last.hostOff+last.n == o.hostOff {
+					last.n += o.n
+					return
+				}
+			}
+		}
+	}
+	j.ops = append(j.ops, o)
+}
+
+// read fills b with the piece's bytes; with Salvage, unreadable sectors
+// become zeroes and a warning.
+func (e *engine) read(p piece, b []byte) error {
+	s := e.Sources[p.src]
+	_, err := s.ReadAt(b, p.srcOff)
+	if err == nil {
+		return nil
+	}
+	if !e.Salvage {
+		return fmt.Errorf("error while reading at byte %d: %w", p.off, err)
+	}
+	badStart, bad := int64(-1), error(nil)
+	report := func() {
+		if badStart >= 0 {
+			e.warn(fmt.Sprintf("error while reading offset %d: %v", badStart, bad))
+			badStart = -1
+		}
+	}
+	for o := int64(0); o < int64(len(b)); o += sectorSize {
+		k := min(sectorSize, int64(len(b))-o)
+		if _, err := s.ReadAt(b[o:o+k], p.srcOff+o); err != nil {
+			clear(b[o : o+k])
+			if badStart < 0 {
+				badStart, bad = p.off+o, err
+			}
+			continue
+		}
+		report()
+	}
+	report()
+	return nil
+}
+
+// execute performs a job's writes.
+func (e *engine) execute(j *job) error {
+	for _, o := range j.ops {
+		if err := e.ctx.Err(); err != nil {
+			return err
+		}
+		var err error
+		switch o.kind {
+		case opData:
+			if err = e.limit.wait(e.ctx, o.n); err == nil {
+				_, err = e.Target.WriteAt(j.buf.data[o.off-j.off:][:o.n], o.off)
+			}
+		case opCompressed:
+			if err = e.limit.wait(e.ctx, int64(len(o.data))); err == nil {
+				err = e.Target.WriteCompressed(o.off, o.data)
+			}
+		case opCopy:
+			if err = e.limit.wait(e.ctx, o.n); err == nil {
+				err = e.copyRange(j, o)
+			}
+		case opZero:
+			err = e.writeZeroes(o.off, o.n)
+		}
+		if err != nil {
+			if errors.Is(err, context.Canceled) {
+				return err
+			}
+			return fmt.Errorf("error while writing at byte %d: %w", o.off, err)
+		}
+	}
+	return nil
+}
+
+// copyRange offloads a copy, falling back to reading and writing when the
+// protocol cannot (another file system), as qemu-img does.
+func (e *engine) copyRange(j *job, o op) error {
+	if e.offload.Load() {
+		err := o.host.CopyRange(e.tfile, o.hostOff, o.off, o.n)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, image.ErrUnsupported) {
+			return err
+		}
+		e.offload.Store(false)
+	}
+	buf := j.buf.bytes(j.n, e.chunk)[o.off-j.off:][:o.n]
+	if _, err := o.host.ReadAt(buf, o.hostOff); err != nil {
+		return err
+	}
+	_, err := e.Target.WriteAt(buf, o.off)
+	return err
+}
+
+// writeZeroes makes a range of the target read as zeroes, writing only
+// where it does not already (through its backing chain).
+func (e *engine) writeZeroes(off, n int64) error {
+	if e.TargetZero {
+		return nil
+	}
+	for end := off + n; off < end; {
+		ext, err := e.Target.BlockStatusChain(off, end-off)
+		if err != nil {
+			return err
+		}
+		if !ext.Zero {
+			if err := e.Target.WriteZeroes(off, ext.Length, true); err != nil {
+				return err
+			}
+		}
+		off += ext.Length
+	}
+	return nil
+}

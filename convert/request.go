@@ -1,0 +1,263 @@
+package convert
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	"qimg/create"
+	"qimg/image"
+)
+
+// Request is a convert operation, as qemu-img convert's flags give it.
+type Request struct {
+	Sources      []string
+	SourceFormat string          // -f; "" probes each source
+	SourceCache  image.CacheMode // -T; zero value: writeback
+	ForceShare   bool            // -U
+	Snapshot     string          // -l
+
+	Target        string
+	TargetFormat  string          // -O; "" means raw
+	TargetOptions image.Options   // -o
+	TargetCache   image.CacheMode // -t; zero value: unsafe, as qemu-img convert
+	BackingFile   string          // -B
+	BackingFormat string          // -F
+	NoCreate      bool            // -n: the target exists
+	TargetIsZero  bool            // --target-is-zero (with -n)
+
+	Bitmaps           bool // --bitmaps
+	SkipBrokenBitmaps bool // --skip-broken-bitmaps
+
+	Options
+}
+
+// Claims of convert: sources are read and others may only read them (and
+// write what does not change them); the target is written, read and
+// resized by convert alone.
+var (
+	SourceClaim = image.Claim{Perm: image.PermConsistentRead, Shared: image.PermConsistentRead | image.PermWriteUnchanged}
+	TargetClaim = image.ClaimWrite
+)
+
+// CacheUnsafe is the default cache mode of convert's target.
+var CacheUnsafe = image.CacheMode{Name: "unsafe", NoFlush: true}
+
+// formatsWithCompression are the formats qemu-img can write compressed
+// clusters to; the capability itself is checked on the open target.
+var formatsWithCompression = map[string]bool{"qcow2": true, "qcow": true, "vmdk": true}
+
+// Validate checks the request before anything is opened, with qemu-img's
+// wording, and fills defaults.
+func (r *Request) Validate() error {
+	if err := r.Options.Validate(); err != nil {
+		return err
+	}
+	if r.TargetIsZero && !r.NoCreate {
+		return image.Errorf(nil, "--target-is-zero requires use of -n flag")
+	}
+	if r.SkipBrokenBitmaps && !r.Bitmaps {
+		return image.Errorf(nil, "Use of --skip-broken-bitmaps requires --bitmaps")
+	}
+	if r.NoCreate && len(r.TargetOptions.Keys()) > 0 {
+		return image.Errorf(nil, "-o has no effect when skipping image creation")
+	}
+	if len(r.Sources) == 0 || r.Target == "" {
+		return image.Errorf(nil, "Must specify image file name")
+	}
+	if r.TargetFormat == "" {
+		r.TargetFormat = "raw"
+	}
+	if r.TargetCache.Name == "" {
+		r.TargetCache = CacheUnsafe
+	}
+	if r.SourceCache.Name == "" {
+		r.SourceCache = image.CacheWriteback
+	}
+	return nil
+}
+
+// Run converts: opens the sources, creates (or with -n opens) the target,
+// copies, and closes everything, flushing the target.
+func (r *Request) Run(ctx context.Context) (err error) {
+	if err := r.Validate(); err != nil {
+		return err
+	}
+	var target *image.Node
+	if r.NoCreate {
+		// The target first: were it one of the sources, the sources'
+		// claim then meets the target's in this process and is refused.
+		if target, err = r.openTarget(); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := target.Close(); err == nil && cerr != nil {
+				err = cerr
+			}
+		}()
+	}
+	var sources []*image.Node
+	defer func() {
+		for _, s := range sources {
+			s.Close()
+		}
+	}()
+	var total int64
+	for _, name := range r.Sources {
+		s, err := image.Open(name, image.OpenOptions{Format: r.SourceFormat, Claim: SourceClaim, ForceShare: r.ForceShare,
+			Cache: r.SourceCache, User: "convert source"})
+		if err != nil {
+			return fmt.Errorf("Could not open '%s': %w", name, err)
+		}
+		sources = append(sources, s)
+		total += s.Size()
+	}
+	if r.Snapshot != "" {
+		return image.Errorf(image.ErrUnsupported, "Failed to load snapshot: internal snapshots are not supported yet")
+	}
+	if r.Bitmaps {
+		return image.Errorf(image.ErrUnsupported, "--bitmaps is not supported yet")
+	}
+	created := false
+	if !r.NoCreate {
+		if err := r.createTarget(total); err != nil {
+			return err
+		}
+		created = true
+		if target, err = r.openTarget(); err != nil {
+			return err
+		}
+		defer func() {
+			if cerr := target.Close(); err == nil && cerr != nil {
+				err = cerr
+			}
+		}()
+	}
+	if r.NoCreate {
+		if target.Size() < total {
+			return image.Errorf(nil, "output file is smaller than input file")
+		}
+		if r.TargetIsZero && target.Backing() != nil {
+			return image.Errorf(nil, "Cannot use --target-is-zero when the destination image has a backing file")
+		}
+	}
+	if r.Compress {
+		if _, ok := target.CompressedWriter(); !ok {
+			return image.Errorf(image.ErrUnsupported, "Compression not supported for this file format")
+		}
+	}
+	c := &Copy{Sources: sources, Target: target, Options: r.Options,
+		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !isDevice(r.Target)}
+	if err := Run(ctx, c); err != nil {
+		return err
+	}
+	if err := target.Flush(); err != nil {
+		return fmt.Errorf("error while flushing the target: %w", err)
+	}
+	return nil
+}
+
+func (r *Request) openTarget() (*image.Node, error) {
+	t, err := image.Open(r.Target, image.OpenOptions{Format: r.TargetFormat, Writable: true, Claim: TargetClaim,
+		Cache: r.TargetCache, BackingCache: &r.SourceCache, User: "convert target"})
+	if err != nil {
+		return nil, fmt.Errorf("Could not open '%s': %w", r.Target, err)
+	}
+	return t, nil
+}
+
+// createTarget creates the target of size bytes with the -o options and
+// the -B backing file, after the checks qemu-img makes.
+func (r *Request) createTarget(size int64) error {
+	f, err := image.LookupFormat(r.TargetFormat)
+	if err != nil {
+		return err
+	}
+	specs, err := create.OptionSpecs(r.TargetFormat)
+	if err != nil {
+		return err
+	}
+	has := func(name string) bool {
+		for _, s := range specs {
+			if s.Name == name {
+				return true
+			}
+		}
+		return false
+	}
+	opts := r.TargetOptions
+	if r.BackingFile != "" && !has("backing_file") {
+		return image.Errorf(nil, "Backing file not supported for file format '%s'", f.Name)
+	}
+	if r.BackingFormat != "" && !has("backing_fmt") {
+		return image.Errorf(nil, "Backing file format not supported for file format '%s'", f.Name)
+	}
+	backing, _ := opts.Get("backing_file")
+	backingFmt, _ := opts.Get("backing_fmt")
+	if r.BackingFile != "" {
+		backing = r.BackingFile
+	}
+	if r.BackingFormat != "" {
+		backingFmt = r.BackingFormat
+	}
+	if backing != "" && backingFmt == "" {
+		return image.Errorf(nil, "Use of backing file requires explicit backing format")
+	}
+	if r.Compress {
+		if !formatsWithCompression[f.Name] {
+			return image.Errorf(image.ErrUnsupported, "Compression not supported for this file format")
+		}
+		if p, ok := opts.Get("preallocation"); ok && p != "off" {
+			return image.Errorf(nil, "Compression and preallocation not supported at the same time")
+		}
+	}
+	// qemu-img sizes the target after its sources, whatever -o size says.
+	var without image.Options
+	for _, k := range opts.Keys() {
+		if v, _ := opts.Get(k); k != "size" {
+			without.Set(k, v)
+		}
+	}
+	opts = without
+	p, err := create.Prepare(create.Request{Filename: r.Target, Format: r.TargetFormat, Size: size, Options: opts,
+		BackingFile: backing, BackingFormat: backingFmt})
+	if err != nil {
+		return err
+	}
+	if err := r.checkTargetFree(); err != nil {
+		return err
+	}
+	if err := p.Run(); err != nil {
+		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	return nil
+}
+
+// checkTargetFree refuses, before create truncates it, an existing target
+// that another process writes or resizes (qemu-io, a VM): create's own
+// claim lets others write, convert's does not. A target that is one of
+// the sources passes here and is refused by create's claim, which the
+// sources do not share.
+func (r *Request) checkTargetFree() error {
+	if _, err := os.Stat(r.Target); err != nil {
+		return nil
+	}
+	n, err := image.Open(r.Target, image.OpenOptions{Format: "file", Claim: image.Claim{Perm: image.PermConsistentRead,
+		Shared: image.PermConsistentRead | image.PermWriteUnchanged}, User: "convert target"})
+	if err != nil {
+		var le *image.LockError
+		if errors.As(err, &le) || errors.Is(err, image.ErrPermission) {
+			return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+		}
+		return nil // create reports what is wrong with it
+	}
+	return n.Close()
+}
+
+// isDevice reports whether name is a block or character device, which
+// does not read as zeroes after creation.
+func isDevice(name string) bool {
+	st, err := os.Stat(name)
+	return err == nil && st.Mode()&os.ModeDevice != 0
+}
