@@ -55,7 +55,7 @@ type convertOptions struct {
 func newConvertCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &convertOptions{}
 	c := &cobra.Command{
-		Use: "convert [--object objectdef] [--target-is-zero] [--bitmaps [--skip-broken-bitmaps]] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename",
+		Use:   "convert [--object objectdef] [--target-is-zero] [--bitmaps [--skip-broken-bitmaps]] [-U] [-C] [-c] [-p] [-q] [-n] [-f fmt] [-t cache] [-T src_cache] [-O output_fmt] [-B backing_file [-F backing_fmt]] [-o options] [-l snapshot_param] [-S sparse_size] [-r rate_limit] [-m num_coroutines] [-W] [--salvage] filename [filename2 [...]] output_filename",
 		Short: "convert or copy a disk image to another format",
 		Long: `Convert the disk image filename (or the concatenation of several) to disk
 image output_filename of format output_fmt (raw when -O is not given).
