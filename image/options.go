@@ -24,6 +24,15 @@ type OptionSpec struct {
 	Type    OptionType
 	Help    string
 	Default string // "" when there is none
+	// Check, when set, validates a value beyond its type (an enumeration's
+	// words) with the driver's own wording, before anything is touched.
+	Check ValueChecker
+}
+
+// ValueChecker validates an option value. Implementations are comparable
+// values (an empty struct type), so that OptionSpecs compare with ==.
+type ValueChecker interface {
+	CheckValue(value string) error
 }
 
 // Options are parsed -o values, in the order given; a later value of a
@@ -128,6 +137,11 @@ func (o Options) Validate(specs []OptionSpec) error {
 		}
 		if err := checkOptionValue(s, o.values[k]); err != nil {
 			return err
+		}
+		if s.Check != nil {
+			if err := s.Check.CheckValue(o.values[k]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

@@ -126,6 +126,19 @@ func (f *File) testConflicts(perm, unshared uint8) error {
 	return nil
 }
 
+// Inherit takes on f the locks old holds, without testing for conflicts:
+// old's locks keep conflicting claims out until old's descriptor closes.
+// This moves locks to a descriptor reopened with another mode, as QEMU's
+// file-posix does; the caller then closes old's descriptor. On an error f
+// holds nothing.
+func (f *File) Inherit(old *File) error {
+	if err := f.take(old.perm, old.unshar); err != nil {
+		f.drop(0, 0)
+		return err
+	}
+	return nil
+}
+
 // Release drops every lock.
 func (f *File) Release() error { return f.Set(0, 1<<Bits-1) }
 

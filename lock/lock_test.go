@@ -300,3 +300,39 @@ func TestConflictText(t *testing.T) {
 		}
 	}
 }
+
+// TestInherit moves the locks to a second description of the same file,
+// as a reopen does, without the first one's locks conflicting with it.
+func TestInherit(t *testing.T) {
+	path, _, other := twoFiles(t)
+	f, err := os.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := New(int(f.Fd()))
+	if err := old.Set(bRead|bWrite|bSize, bRead|bWU); err != nil {
+		t.Fatal(err)
+	}
+	nw := openLock(t, path)
+	if err := nw.Inherit(old); err != nil {
+		t.Fatal(err)
+	}
+	if p, u := nw.Held(); p != bRead|bWrite|bSize || u != bWrite|bSize {
+		t.Fatalf("inherited %04b/%04b", p, u)
+	}
+	f.Close()
+	want := []int64{100, 101, 103, 201, 203}
+	if got := lockedBytes(t, path); !slices.Equal(got, want) {
+		t.Fatalf("locked bytes %v, want %v", got, want)
+	}
+	if err := other.Set(bWrite, bAll); !isConflict(err, 1, false) {
+		t.Fatalf("claim against the inherited locks: %v", err)
+	}
+	// and the new description changes them as its own
+	if err := nw.Set(bRead, bAll); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Set(bWrite, bAll); err != nil {
+		t.Fatal(err)
+	}
+}

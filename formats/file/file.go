@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -29,10 +30,31 @@ func init() {
 // format drivers' -o help as qemu-img does.
 var CreateOptions = []image.OptionSpec{
 	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, falloc, full)"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, falloc, full)", Check: preallocCheck{}},
 	{Name: "nocow", Type: image.OptBool, Help: "Turn off copy-on-write (valid only on btrfs)"},
 	{Name: "extent_size_hint", Type: image.OptSize, Help: "Extent size hint for the image file, 0 to disable"},
 }
+
+type preallocCheck struct{}
+
+func (preallocCheck) CheckValue(v string) error { return CheckPrealloc(v) }
+
+// CheckPrealloc validates a preallocation mode for files with qemu-img's
+// words: a mode QEMU knows but files lack (metadata) is unsupported, any
+// other word is an invalid value.
+func CheckPrealloc(v string) error {
+	switch image.Prealloc(v) {
+	case image.PreallocOff, image.PreallocFalloc, image.PreallocFull:
+		return nil
+	case image.PreallocMetadata:
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode: %s", v)
+	}
+	return image.Errorf(image.ErrUnsupported, "invalid parameter value: %s", v)
+}
+
+// maxBounce bounds the aligned buffer used for one step of an unaligned
+// request under O_DIRECT.
+const maxBounce = 1 << 20
 
 // File is an open local file or block device.
 type File struct {
@@ -43,9 +65,15 @@ type File struct {
 	cache    image.CacheMode
 	blockDev bool
 	locks    *lock.File
+	// align is the offset, length and memory alignment O_DIRECT needs;
+	// 0 when the page cache is used.
+	align int64
 
 	mu   sync.RWMutex // guards size against concurrent Truncate
 	size int64
+	// rmw serialises read-modify-write cycles of unaligned O_DIRECT
+	// writes, which may share an aligned block.
+	rmw sync.Mutex
 
 	dev, ino uint64
 }
@@ -62,18 +90,22 @@ func Create(path string, o image.ProtocolOptions) (image.Driver, error) {
 	return open(path, o, os.O_CREATE)
 }
 
-func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
-	flags := os.O_RDONLY | extra
-	if o.Writable {
-		flags = os.O_RDWR | extra
+func openFlags(writable bool, cache image.CacheMode) int {
+	flags := os.O_RDONLY
+	if writable {
+		flags = os.O_RDWR
 	}
-	if o.Cache.Direct {
+	if cache.Direct {
 		flags |= syscall.O_DIRECT
 	}
-	if o.Cache.WriteSync {
+	if cache.WriteSync {
 		flags |= syscall.O_DSYNC
 	}
-	f, err := os.OpenFile(path, flags|syscall.O_CLOEXEC, 0o644)
+	return flags | syscall.O_CLOEXEC
+}
+
+func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
+	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
 		return nil, openError(path, err)
 	}
@@ -96,11 +128,26 @@ func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
 		d.size = n
 	default:
 		f.Close()
-		return nil, image.Errorf(nil, "Could not open '%s': 'file' driver requires '%s' to be a regular file", path, path)
+		return nil, image.Errorf(nil, "'file' driver requires '%s' to be a regular file", path)
+	}
+	if o.Cache.Direct {
+		d.align = directAlign(d)
 	}
 	d.dev, d.ino = uint64(st.Dev), st.Ino
 	d.locks = lock.New(d.fd)
 	return d, nil
+}
+
+// directAlign is the alignment O_DIRECT needs: a block device's logical
+// block size, or 4096 for a regular file (the largest logical block size
+// of the devices file systems sit on; memory is aligned to it as well).
+func directAlign(d *File) int64 {
+	if d.blockDev {
+		if n, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET); err == nil && n >= 512 && n&(n-1) == 0 {
+			return int64(max(n, 4096))
+		}
+	}
+	return 4096
 }
 
 func openError(path string, err error) error {
@@ -117,9 +164,10 @@ func errnoText(err error) string {
 	var en syscall.Errno
 	if errors.As(err, &en) {
 		s := en.Error()
-		if s != "" {
+		if s != "" && s[0] >= 'a' && s[0] <= 'z' {
 			return string(s[0]-'a'+'A') + s[1:]
 		}
+		return s
 	}
 	return err.Error()
 }
@@ -134,8 +182,31 @@ func (d *File) Size() int64 {
 	return d.size
 }
 
+// alignedBuf returns a zeroed buffer of n bytes whose address is a
+// multiple of align.
+func alignedBuf(n, align int64) []byte {
+	b := make([]byte, n+align)
+	skip := 0
+	if r := int64(uintptrOf(b)) % align; r != 0 {
+		skip = int(align - r)
+	}
+	return b[skip : int64(skip)+n : int64(skip)+n]
+}
+
+func (d *File) isAligned(p []byte, off int64) bool {
+	a := d.align
+	return a == 0 || off%a == 0 && int64(len(p))%a == 0 && (len(p) == 0 || int64(uintptrOf(p))%a == 0)
+}
+
 // ReadAt reads exactly len(p) bytes.
 func (d *File) ReadAt(p []byte, off int64) (int, error) {
+	if !d.isAligned(p, off) {
+		return d.readBounced(p, off)
+	}
+	return d.pread(p, off)
+}
+
+func (d *File) pread(p []byte, off int64) (int, error) {
 	n, err := d.f.ReadAt(p, off)
 	if err == io.EOF && n < len(p) {
 		// a file shrunk under us, or a read past a block device's end
@@ -147,9 +218,40 @@ func (d *File) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
+// readBounced reads through aligned buffers (O_DIRECT).
+func (d *File) readBounced(p []byte, off int64) (int, error) {
+	a := d.align
+	buf := alignedBuf(min(maxBounce, roundUp(int64(len(p))+off%a, a)), a)
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		start := pos &^ (a - 1)
+		end := min(roundUp(off+int64(len(p)), a), start+int64(len(buf)))
+		win := buf[:end-start]
+		n, err := d.f.ReadAt(win, start)
+		if err != nil && err != io.EOF {
+			return done, err
+		}
+		// the window may reach past the end of the file: only the bytes
+		// asked for must have been read
+		k := copy(p[done:], win[pos-start:max(int64(n), pos-start)])
+		if k == 0 {
+			return done, fmt.Errorf("%s: short read at %d: %w", d.path, pos, io.ErrUnexpectedEOF)
+		}
+		done += k
+	}
+	return done, nil
+}
+
 // WriteAt writes p, growing the recorded size of a regular file.
 func (d *File) WriteAt(p []byte, off int64) (int, error) {
-	n, err := d.f.WriteAt(p, off)
+	var n int
+	var err error
+	if d.isAligned(p, off) {
+		n, err = d.f.WriteAt(p, off)
+	} else {
+		n, err = d.writeBounced(p, off)
+	}
 	if err != nil {
 		return n, err
 	}
@@ -163,7 +265,50 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// WriteZeroes punches a hole (unmap) or allocates zeroes in place.
+// writeBounced writes through aligned buffers (O_DIRECT): the partial
+// blocks at either end are read, patched and written back. A window that
+// reaches past the end of a regular file would grow it to the block's end,
+// so the file is cut back to where the write ends.
+func (d *File) writeBounced(p []byte, off int64) (int, error) {
+	d.rmw.Lock()
+	defer d.rmw.Unlock()
+	a := d.align
+	size := d.Size()
+	buf := alignedBuf(min(maxBounce, roundUp(int64(len(p))+off%a, a)), a)
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		start := pos &^ (a - 1)
+		end := min(roundUp(off+int64(len(p)), a), start+int64(len(buf)))
+		win := buf[:end-start]
+		k := min(int64(len(p)-done), end-pos)
+		if pos != start || pos+k != end {
+			// partial block(s): fetch what is there (zeroes past the end)
+			clear(win)
+			if _, err := d.f.ReadAt(win, start); err != nil && err != io.EOF {
+				return done, err
+			}
+		}
+		copy(win[pos-start:], p[done:done+int(k)])
+		if _, err := d.f.WriteAt(win, start); err != nil {
+			return done, err
+		}
+		done += int(k)
+	}
+	if !d.blockDev {
+		if want := max(size, off+int64(len(p))); roundUp(off+int64(len(p)), a) > want {
+			if err := d.f.Truncate(want); err != nil {
+				return done, err
+			}
+		}
+	}
+	return done, nil
+}
+
+func roundUp(n, a int64) int64 { return (n + a - 1) &^ (a - 1) }
+
+// WriteZeroes punches a hole (unmap) or allocates zeroes in place; where
+// the file system or device cannot, it writes zero buffers.
 func (d *File) WriteZeroes(off, length int64, unmap bool) error {
 	if length == 0 {
 		return nil
@@ -172,13 +317,15 @@ func (d *File) WriteZeroes(off, length int64, unmap bool) error {
 	if unmap {
 		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
 	}
-	if !d.blockDev {
-		if err := unix.Fallocate(d.fd, mode, off, length); err == nil {
-			if end := off + length; end > d.Size() {
-				return d.growTo(end)
-			}
-			return nil
+	if d.blockDev {
+		// block devices take both modes only with KEEP_SIZE
+		mode |= unix.FALLOC_FL_KEEP_SIZE
+	}
+	if err := unix.Fallocate(d.fd, mode, off, length); err == nil {
+		if end := off + length; end > d.Size() && !d.blockDev {
+			return d.growTo(end)
 		}
+		return nil
 	}
 	return writeZeroBuffers(d, off, length)
 }
@@ -196,8 +343,9 @@ func (d *File) growTo(size int64) error {
 	return nil
 }
 
+// writeZeroBuffers writes zeroes through WriteAt, in aligned buffers.
 func writeZeroBuffers(d *File, off, length int64) error {
-	buf := make([]byte, min(length, 1<<20))
+	buf := alignedBuf(min(roundUp(length, 4096), maxBounce), 4096)
 	for length > 0 {
 		k := min(length, int64(len(buf)))
 		if _, err := d.WriteAt(buf[:k], off); err != nil {
@@ -209,9 +357,10 @@ func writeZeroBuffers(d *File, off, length int64) error {
 	return nil
 }
 
-// Discard punches a hole; where the file system cannot, nothing happens.
+// Discard punches a hole; where the file system or device cannot, nothing
+// happens, which is a valid discard.
 func (d *File) Discard(off, length int64) error {
-	if d.blockDev || length == 0 {
+	if length == 0 {
 		return nil
 	}
 	_ = unix.Fallocate(d.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
@@ -226,8 +375,14 @@ func (d *File) Flush() error {
 	return unix.Fdatasync(d.fd)
 }
 
-// Truncate sets the file size; growth is preallocated as asked.
+// Truncate sets the file size; growth is preallocated as asked. Growing
+// an empty file writes zeroes to its first block (off and falloc), as
+// QEMU does so that O_DIRECT alignment probing finds an allocated block:
+// `disk size` of a new raw image is then the same as qemu-img's.
 func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
+	if err := CheckPrealloc(string(prealloc)); prealloc != "" && err != nil {
+		return err
+	}
 	if d.blockDev {
 		if size > d.Size() {
 			return image.Errorf(image.ErrUnsupported, "Cannot grow device files")
@@ -235,57 +390,62 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 		return nil
 	}
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	old := d.size
+	var err error
 	switch prealloc {
-	case image.PreallocOff, image.PreallocMetadata, "":
-		if err := d.f.Truncate(size); err != nil {
-			return fmt.Errorf("Could not resize file: %w", err)
+	case image.PreallocOff, "":
+		if err = d.f.Truncate(size); err != nil {
+			err = image.Errorf(err, "Could not resize file: %s", errnoText(err))
 		}
 	case image.PreallocFalloc:
 		if size > old {
-			if err := unix.Fallocate(d.fd, 0, old, size-old); err != nil {
-				return fmt.Errorf("Could not preallocate new data: %s", errnoText(err))
+			if e := unix.Fallocate(d.fd, 0, old, size-old); e != nil {
+				err = image.Errorf(e, "Could not preallocate new data: %s", errnoText(e))
 			}
-		} else if err := d.f.Truncate(size); err != nil {
-			return fmt.Errorf("Could not resize file: %w", err)
+		} else if e := d.f.Truncate(size); e != nil {
+			err = image.Errorf(e, "Could not resize file: %s", errnoText(e))
 		}
 	case image.PreallocFull:
-		if err := d.f.Truncate(size); err != nil {
-			return fmt.Errorf("Could not resize file: %w", err)
+		if e := d.f.Truncate(size); e != nil {
+			err = image.Errorf(e, "Could not resize file: %s", errnoText(e))
 		}
-		if size > old {
-			d.size = size
-			d.mu.Unlock()
-			err := writeFull(d, old, size-old)
-			d.mu.Lock()
-			if err != nil {
-				return fmt.Errorf("Could not write zeros for preallocation: %w", err)
-			}
-		}
-	default:
-		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
 	}
-	d.size = size
+	if err == nil {
+		d.size = size
+	}
+	d.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	switch {
+	case prealloc == image.PreallocFull && size > old:
+		if err := writeZeroBuffers(d, old, size-old); err != nil {
+			return fmt.Errorf("Could not write zeros for preallocation: %w", err)
+		}
+		return d.Flush()
+	case old == 0 && size > 0:
+		d.allocateFirstBlock(size)
+	}
 	return nil
 }
 
-// writeFull writes zero buffers so that the range is allocated on disk.
-func writeFull(d *File, off, length int64) error {
-	buf := make([]byte, min(length, 1<<20))
-	for length > 0 {
-		k := min(length, int64(len(buf)))
-		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
-			return err
-		}
-		off += k
-		length -= k
+// allocateFirstBlock writes zeroes to the first 4 KiB (512 bytes of files
+// smaller than that), ignoring failures, as QEMU's allocate_first_block.
+func (d *File) allocateFirstBlock(size int64) {
+	n := int64(4096)
+	if size < n {
+		n = min(512, size)
 	}
-	return nil
+	if d.align > n {
+		n = min(d.align, size) // O_DIRECT: WriteAt bounces what is unaligned
+	}
+	_, _ = d.WriteAt(alignedBuf(max(n, 1), 4096)[:n], 0)
 }
 
 // BlockStatus reports data and holes from SEEK_DATA/SEEK_HOLE. Holes read
-// as zero; every byte of a file is "allocated" at this layer.
+// as zero; every byte of a file is "allocated" at this layer and has a
+// host offset, as QEMU's file-posix reports it (qemu-img map prints the
+// offset of holes in raw images too).
 func (d *File) BlockStatus(off, length int64) (image.Extent, error) {
 	e := image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}
 	if d.blockDev {
@@ -295,13 +455,13 @@ func (d *File) BlockStatus(off, length int64) (image.Extent, error) {
 	if err != nil {
 		if errors.Is(err, syscall.ENXIO) {
 			// no data after off: a hole up to the end
-			e.Data, e.Zero, e.HostOffset = false, true, -1
+			e.Data, e.Zero = false, true
 			return e, nil
 		}
 		return e, nil // no SEEK_DATA support: all data
 	}
 	if data > off {
-		e.Data, e.Zero, e.HostOffset = false, true, -1
+		e.Data, e.Zero = false, true
 		e.Length = min(length, data-off)
 		return e, nil
 	}
@@ -332,16 +492,39 @@ func (d *File) SetPerm(perm, shared image.Perm) error {
 	return err
 }
 
-// Reopen switches between read-only and read/write, keeping the locks'
-// file description semantics by moving them to the new descriptor.
+// Reopen switches between read-only and read/write (dynamic read-only):
+// the path is opened again with the new mode, must still be the same file,
+// takes over the locks of the old descriptor, and only then is the old
+// descriptor closed, so that the locks never lapse.
 func (d *File) Reopen(writable bool) error {
 	if writable == d.writable {
 		return nil
 	}
-	return image.NotSupported("reopening '%s' read/write", d.path)
+	f, err := os.OpenFile(d.path, openFlags(writable, d.cache), 0)
+	if err != nil {
+		return openError(d.path, err)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint64(st.Dev) != d.dev || st.Ino != d.ino {
+		f.Close()
+		return image.Errorf(nil, "Could not reopen '%s': the file was replaced", d.path)
+	}
+	locks := lock.New(int(f.Fd()))
+	if err := locks.Inherit(d.locks); err != nil {
+		f.Close()
+		return fmt.Errorf("Could not reopen '%s': %w", d.path, err)
+	}
+	old := d.f
+	d.f, d.fd, d.locks, d.writable = f, int(f.Fd()), locks, writable
+	if err := old.Close(); err != nil {
+		return fmt.Errorf("Could not reopen '%s': %w", d.path, err)
+	}
+	return nil
 }
 
 // Close drops the locks (closing the descriptor does) and closes the file.
 func (d *File) Close() error {
 	return d.f.Close()
 }
+
+func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }

@@ -2,6 +2,10 @@
 package raw
 
 import (
+	"errors"
+	"sync"
+	"syscall"
+
 	"qimg/formats/file"
 	"qimg/image"
 )
@@ -21,6 +25,9 @@ func init() {
 type Raw struct {
 	file   *image.Node
 	probed bool
+	// head serialises writes that touch the probed first sector, so that
+	// the check and the write cannot interleave with another such write.
+	head sync.Mutex
 }
 
 // Open opens a raw image over its protocol node.
@@ -28,14 +35,19 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	return &Raw{file: o.File, probed: o.Probed}, nil
 }
 
-// Create sizes the protocol file, preallocating as asked.
+// Create sizes the protocol file, preallocating as asked. Like QEMU's
+// file protocol, the size is rounded up to whole 512-byte sectors.
 func Create(c *image.CreateContext) error {
-	mode, err := image.ParsePrealloc(c.Options.String("preallocation", "off"),
-		image.PreallocOff, image.PreallocFalloc, image.PreallocFull)
-	if err != nil {
-		return image.Errorf(err, "invalid parameter value: %s", c.Options.String("preallocation", ""))
+	mode := c.Options.String("preallocation", "off")
+	if err := file.CheckPrealloc(mode); err != nil {
+		return err
 	}
-	return c.File.Truncate(c.Size, mode)
+	size := (c.Size + 511) &^ 511
+	err := c.File.Truncate(size, image.Prealloc(mode))
+	if errors.Is(err, syscall.EFBIG) {
+		return image.Errorf(err, "The image size is too large for file format 'raw'")
+	}
+	return err
 }
 
 func (r *Raw) Size() int64 { return r.file.Size() }
@@ -43,17 +55,39 @@ func (r *Raw) Size() int64 { return r.file.Size() }
 func (r *Raw) ReadAt(p []byte, off int64) (int, error) { return r.file.ReadAt(p, off) }
 
 func (r *Raw) WriteAt(p []byte, off int64) (int, error) {
-	if err := r.checkHead(p, off); err != nil {
-		return 0, err
+	if r.touchesHead(off, int64(len(p))) {
+		r.head.Lock()
+		defer r.head.Unlock()
+		if err := r.checkHead(p, off); err != nil {
+			return 0, err
+		}
 	}
 	return r.file.WriteAt(p, off)
 }
 
 func (r *Raw) WriteZeroes(off, length int64, unmap bool) error {
+	if r.touchesHead(off, length) {
+		r.head.Lock()
+		defer r.head.Unlock()
+		if err := r.checkHead(make([]byte, min(length, image.ProbeSize)), off); err != nil {
+			return err
+		}
+	}
 	return r.file.WriteZeroes(off, length, unmap)
 }
 
-func (r *Raw) Discard(off, length int64) error { return r.file.Discard(off, length) }
+// Discard drops a range; the file reads as zeroes there afterwards, so
+// block 0 of a probed image is checked as for zeroes.
+func (r *Raw) Discard(off, length int64) error {
+	if r.touchesHead(off, length) {
+		r.head.Lock()
+		defer r.head.Unlock()
+		if err := r.checkHead(make([]byte, min(length, image.ProbeSize)), off); err != nil {
+			return err
+		}
+	}
+	return r.file.Discard(off, length)
+}
 
 func (r *Raw) Truncate(size int64, prealloc image.Prealloc) error {
 	return r.file.Truncate(size, prealloc)
@@ -65,21 +99,24 @@ func (r *Raw) BlockStatus(off, length int64) (image.Extent, error) {
 
 func (r *Raw) Close() error { return nil }
 
+func (r *Raw) touchesHead(off, length int64) bool {
+	return r.probed && off < image.ProbeSize && length > 0
+}
+
 // checkHead refuses, on an image whose format was probed, a write that
 // would make the first sector probe as another format: the next open would
-// then interpret guest data as image metadata (QEMU restricts block 0 of
-// probed raw images the same way).
+// then interpret guest data as image metadata. QEMU restricts block 0 of
+// probed raw images the same way and fails such writes with EPERM.
 func (r *Raw) checkHead(p []byte, off int64) error {
-	if !r.probed || off >= image.ProbeSize || len(p) == 0 {
-		return nil
-	}
-	head := make([]byte, min(image.ProbeSize, r.Size()))
-	if _, err := r.file.ReadAt(head, 0); err != nil {
+	head := make([]byte, min(image.ProbeSize, max(r.Size(), off+int64(len(p)))))
+	have := min(int64(len(head)), r.Size())
+	if _, err := r.file.ReadAt(head[:have], 0); err != nil {
 		return err
 	}
 	copy(head[off:], p)
+	// no file name: dmg's probe by name must not count
 	if name, err := image.Probe(head, ""); err == nil && name != "raw" {
-		return image.Errorf(image.ErrPermission, "Operation not permitted: writing a '%s' header into block 0 of an image probed as raw; specify -f raw", name)
+		return image.Errorf(syscall.EPERM, "Operation not permitted")
 	}
 	return nil
 }
