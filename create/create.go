@@ -86,8 +86,14 @@ func Prepare(r Request) (*Prepared, error) {
 		}
 		size = n
 	}
-	backing, _ := o.Get("backing_file")
+	backing, hasBacking := o.Get("backing_file")
 	backingFmt, _ := o.Get("backing_fmt")
+	if hasBacking && backing == r.Filename {
+		return nil, image.Errorf(nil, "Error: Trying to create an image with the same filename as the backing file")
+	}
+	if hasBacking && backing == "" {
+		return nil, image.Errorf(nil, "Expected backing file name, got empty string")
+	}
 	if backing != "" && backingFmt == "" {
 		return nil, image.Errorf(nil, "Backing file specified without backing format")
 	}
