@@ -25,12 +25,12 @@ func (e l2Entry) hostOffset() int64 { return int64(uint64(e) & l2OffsetMask) }
 type clusterType uint8
 
 const (
-	ctUnallocated clusterType = iota // read from the backing file
-	ctZero                           // reads as zeroes, no host cluster
-	ctZeroAlloc                      // reads as zeroes, host cluster kept
-	ctNormal                         // data at the host offset
-	ctCompressed                     // compressed data
-	ctUnallocAlloc                   // subcluster not allocated in an allocated cluster
+	ctUnallocated  clusterType = iota // read from the backing file
+	ctZero                            // reads as zeroes, no host cluster
+	ctZeroAlloc                       // reads as zeroes, host cluster kept
+	ctNormal                          // data at the host offset
+	ctCompressed                      // compressed data
+	ctUnallocAlloc                    // subcluster not allocated in an allocated cluster
 )
 
 // readsFromBacking reports whether the guest data of a run of this type
