@@ -175,8 +175,15 @@ func errnoText(err error) string {
 // Identity is the device and inode, so one file opened twice is one node.
 func (d *File) Identity() string { return fmt.Sprintf("%d:%d", d.dev, d.ino) }
 
-// Size of the file or device.
+// Size of the file or device, rounded up to whole 512-byte sectors as
+// QEMU's block layer counts it: a file of 300000 bytes is an image of
+// 300032 bytes whose last 32 read as zeroes.
 func (d *File) Size() int64 {
+	return roundUp(d.fileSize(), 512)
+}
+
+// fileSize is the size in bytes, unrounded.
+func (d *File) fileSize() int64 {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.size
@@ -198,8 +205,20 @@ func (d *File) isAligned(p []byte, off int64) bool {
 	return a == 0 || off%a == 0 && int64(len(p))%a == 0 && (len(p) == 0 || int64(uintptrOf(p))%a == 0)
 }
 
-// ReadAt reads exactly len(p) bytes.
+// ReadAt reads exactly len(p) bytes. The sector tail past the end of a
+// file reads as zeroes.
 func (d *File) ReadAt(p []byte, off int64) (int, error) {
+	if end := off + int64(len(p)); !d.blockDev && end > d.fileSize() && end <= d.Size() {
+		k := max(0, min(int64(len(p)), d.fileSize()-off))
+		clear(p[k:])
+		if k == 0 {
+			return len(p), nil
+		}
+		if _, err := d.ReadAt(p[:k], off); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if !d.isAligned(p, off) {
 		return d.readBounced(p, off)
 	}
@@ -255,7 +274,7 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return n, err
 	}
-	if end := off + int64(n); end > d.Size() && !d.blockDev {
+	if end := off + int64(n); end > d.fileSize() && !d.blockDev {
 		d.mu.Lock()
 		if end > d.size {
 			d.size = end
@@ -273,7 +292,7 @@ func (d *File) writeBounced(p []byte, off int64) (int, error) {
 	d.rmw.Lock()
 	defer d.rmw.Unlock()
 	a := d.align
-	size := d.Size()
+	size := d.fileSize()
 	buf := alignedBuf(min(maxBounce, roundUp(int64(len(p))+off%a, a)), a)
 	done := 0
 	for done < len(p) {
@@ -322,7 +341,7 @@ func (d *File) WriteZeroes(off, length int64, unmap bool) error {
 		mode |= unix.FALLOC_FL_KEEP_SIZE
 	}
 	if err := unix.Fallocate(d.fd, mode, off, length); err == nil {
-		if end := off + length; end > d.Size() && !d.blockDev {
+		if end := off + length; end > d.fileSize() && !d.blockDev {
 			return d.growTo(end)
 		}
 		return nil
