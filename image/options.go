@@ -71,7 +71,12 @@ func ParseOptions(s string) (Options, error) {
 	for _, it := range items {
 		k, v, ok := strings.Cut(it, "=")
 		if !ok {
-			return o, Errorf(nil, "Invalid option list: %s", s)
+			// QemuOpts' short booleans: "name" is name=on, "noname"
+			// is name=off.
+			k, v = it, "on"
+			if strings.HasPrefix(it, "no") {
+				k, v = it[2:], "off"
+			}
 		}
 		o.Set(k, v)
 	}
