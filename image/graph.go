@@ -59,9 +59,10 @@ func (n *Node) childClaimDefault(e *Edge) Claim {
 	parent := n.cumulative()
 	switch e.Role {
 	case RoleBacking:
-		// Backing files are only read; others may write them if our users
-		// let others write us (QEMU's default for COW children).
-		c := Claim{Perm: PermConsistentRead, Shared: PermConsistentRead | PermWriteUnchanged | PermGraphMod}
+		// Backing files are only read, and consistently only if our users
+		// read; others may write them if our users let others write us
+		// (QEMU's bdrv_default_perms_for_cow).
+		c := Claim{Perm: parent.Perm & PermConsistentRead, Shared: PermConsistentRead | PermWriteUnchanged | PermGraphMod}
 		if parent.Shared&PermWrite != 0 {
 			c.Shared |= PermWrite | PermResize
 		}
@@ -82,10 +83,14 @@ func (n *Node) childClaimDefault(e *Edge) Claim {
 }
 
 // DefaultFileClaim is the claim a format with metadata makes on its
-// protocol file: it always reads (metadata must be consistent), writes and
+// protocol file: it reads consistently (metadata must be) unless its users
+// need no permission at all (ClaimInfo, QEMU's BDRV_O_NO_IO), writes and
 // resizes when writable, and never lets anyone else write or resize.
 func DefaultFileClaim(parent Claim, writable bool) Claim {
-	c := Claim{Perm: PermConsistentRead, Shared: parent.Shared &^ (PermWrite | PermResize)}
+	c := Claim{Shared: parent.Shared &^ (PermWrite | PermResize)}
+	if parent.Perm != 0 || writable {
+		c.Perm |= PermConsistentRead
+	}
 	if writable {
 		c.Perm |= PermWrite | PermResize
 	}

@@ -463,3 +463,35 @@ func TestBlockStatusChain(t *testing.T) {
 		t.Error("block status beyond the end succeeded")
 	}
 }
+
+// TestInfoClaim: a user that needs nothing (info) makes a format with
+// metadata refuse writers and resizers of its file without reading it, as
+// QEMU's BDRV_O_NO_IO; down a backing chain likewise.
+func TestInfoClaim(t *testing.T) {
+	memPut("info-top", testImage("mem:info-base", 512))
+	memPut("info-base", testImage("", 512))
+	for _, forceShare := range []bool{false, true} {
+		n, err := Open("mem:info-top", OpenOptions{Format: "testfmt", Claim: ClaimInfo, ForceShare: forceShare})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := PermLockable &^ (PermWrite | PermResize)
+		if forceShare {
+			want = PermLockable
+		}
+		checkLocks(t, "info-top", 0, want)
+		checkLocks(t, "info-base", 0, want)
+		mustClose(t, n)
+	}
+	// reading users read their backing files consistently
+	n := mustOpen(t, "info-top", "testfmt", false, ClaimRead, "reader")
+	checkLocks(t, "info-base", PermConsistentRead, PermLockable&^(PermWrite|PermResize))
+	mustClose(t, n)
+	// -U keeps a reader's need for consistent read
+	n, err := Open("mem:info-top", OpenOptions{Format: "testfmt", Claim: ClaimRead, ForceShare: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkLocks(t, "info-top", PermConsistentRead, PermLockable)
+	mustClose(t, n)
+}

@@ -131,7 +131,8 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 		if o.Writable {
 			return nil, Errorf(ErrPermission, "force-share=on can only be used with read-only images")
 		}
-		user.Claim = ClaimForceShare
+		// share everything; need at most consistent read (none for info)
+		user.Claim = Claim{Perm: o.Claim.Perm & ClaimForceShare.Perm, Shared: PermAll}
 	}
 	n, err := openChain(user, filename, o.Format, o, o.Writable, nil)
 	if err != nil {

@@ -71,7 +71,12 @@ type Claim struct {
 // of their files (DefaultFileClaim), which is what makes `info` of a qcow2
 // image that a VM writes fail while `info` of a raw one works.
 var (
-	// ClaimRead reads (info, map, compare, a convert source).
+	// ClaimInfo looks at an image without reading its guest data (info),
+	// QEMU's BDRV_O_NO_IO: no permission at all, so qemu-img info of a raw
+	// image takes no lock byte, and that of a qcow2 image only refuses
+	// writers and resizers of its file (bytes 201 and 203).
+	ClaimInfo = Claim{Perm: 0, Shared: PermAll}
+	// ClaimRead reads (map, compare, a convert source).
 	ClaimRead = Claim{Perm: PermConsistentRead, Shared: PermAll}
 	// ClaimForceShare is -U: read, share everything down the whole graph.
 	ClaimForceShare = Claim{Perm: PermConsistentRead, Shared: PermAll}
