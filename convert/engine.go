@@ -43,6 +43,9 @@ type piece struct {
 	host    *image.Node
 	hostOff int64 // where the bytes live in host (raw data), for offload
 	cmpBase bool  // data to compare with the target's backing (-B)
+	// extOff and extEnd delimit the block status extent the piece
+	// comes from, in target offsets: progress counts in its steps.
+	extOff, extEnd int64
 }
 
 func (p piece) end() int64 { return p.off + p.n }
@@ -55,9 +58,24 @@ type job struct {
 	off, n  int64
 	pieces  []piece
 	buf     *buffer
-	counted int64 // bytes that count for progress
+	counted int64  // bytes that count for progress
+	marks   []mark // progress steps that end in this job
 	ops     []op
 }
+
+// mark is one progress step of qemu-img: it reads a block status extent
+// in steps of at most progressStep bytes and updates its progress after
+// each, so qimg reports the same steps to print the same lines.
+type mark struct {
+	add int64
+}
+
+// progressStep is qemu-img's convert buffer size (IO_BUF_SIZE).
+const progressStep = 2 << 20
+
+// maxStatusQuery is the longest block status request qemu makes
+// (BDRV_REQUEST_MAX_SECTORS sectors).
+const maxStatusQuery = (1<<31 - 1) >> 9 << 9
 
 type opKind uint8
 
@@ -88,7 +106,7 @@ type engine struct {
 
 	grain      int64 // zero detection granularity, a multiple of the target cluster
 	chunk      int64
-	detect     bool // find zero runs in data
+	detecting  bool // find zero runs in data
 	zeroAsData bool // -S 0: zeroes are written as data
 	cluster    int64
 	compress   image.CompressedWriter
@@ -146,7 +164,7 @@ func (e *engine) setup() error {
 		e.compress = w
 		e.cluster = w.CompressedClusterSize()
 	}
-	e.detect = e.SparseSize > 0 && !e.CopyOffload
+	e.detecting = e.SparseSize > 0 && !e.CopyOffload
 	e.zeroAsData = e.SparseSize == 0
 	e.grain = max(e.SparseSize, sectorSize)
 	if e.cluster > e.grain {
@@ -222,6 +240,7 @@ func (w *walker) peek(pos int64) (piece, bool, error) {
 		if err != nil {
 			return piece{}, false, err
 		}
+		p.extOff, p.extEnd = pos, pos+p.n
 		w.ext = p
 	}
 	p := w.ext
@@ -245,7 +264,7 @@ func (w *walker) take(pos, n int64) piece {
 // status classifies the extent of source i at off.
 func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 	s := e.Sources[i]
-	ext, err := s.BlockStatusChain(off, e.sizes[i]-off)
+	ext, err := s.BlockStatusChain(off, min(e.sizes[i]-off, maxStatusQuery))
 	if err != nil {
 		if !e.Salvage {
 			return piece{}, fmt.Errorf("error while reading block status at offset %d: %w", pos, err)
@@ -299,6 +318,20 @@ func (e *engine) countProgress() (int64, error) {
 		}
 		pos += p.n
 	}
+}
+
+// appendMarks adds the progress steps of qemu-img that end inside p: every
+// progressStep bytes from the start of p's extent, and the extent's end.
+func appendMarks(marks []mark, p piece) []mark {
+	k := (p.off-p.extOff)/progressStep + 1
+	for m := p.extOff + k*progressStep; m <= p.end() && m < p.extEnd; m += progressStep {
+		marks = append(marks, mark{add: progressStep})
+	}
+	if p.extEnd > p.off && p.extEnd <= p.end() {
+		last := p.extOff + (p.extEnd-p.extOff-1)/progressStep*progressStep
+		marks = append(marks, mark{add: p.extEnd - last})
+	}
+	return marks
 }
 
 // maxBulkPieces bounds the pieces one bulk job carries.
@@ -398,6 +431,7 @@ func (e *engine) produce(jobs chan<- *job) error {
 			j.n += q.n
 			if e.isData(q.kind) {
 				j.counted += q.n
+				j.marks = appendMarks(j.marks, q)
 			}
 		}
 		if j.buf, err = e.pool.get(e.ctx); err != nil {
@@ -513,10 +547,12 @@ func (e *engine) finish(j *job) error {
 	if err != nil {
 		return err
 	}
-	if e.Progress != nil && j.counted > 0 {
+	if e.Progress != nil && len(j.marks) > 0 {
 		e.progressMu.Lock()
-		e.done += j.counted
-		e.Progress(min(e.done, e.total), e.total)
+		for _, m := range j.marks {
+			e.done += m.add
+			e.Progress(min(e.done, e.total), e.total)
+		}
 		e.progressMu.Unlock()
 	}
 	return nil
@@ -537,7 +573,7 @@ func (e *engine) offloadable(p piece) bool {
 // readsData says whether the worker reads a data piece (offloaded copies
 // without zero detection are not read).
 func (e *engine) readsData(p piece) bool {
-	return e.detect || !e.offloadable(p)
+	return e.detecting || !e.offloadable(p)
 }
 
 // prepare reads a job's data and turns it into write operations.
@@ -560,7 +596,7 @@ func (e *engine) prepare(j *job) error {
 			if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
 				return err
 			}
-		case p.kind == kZero && (e.detect || e.zeroAsData):
+		case p.kind == kZero && (e.detecting || e.zeroAsData):
 			if buf == nil {
 				buf = j.buf.bytes(j.n, e.chunk)
 			}
@@ -587,7 +623,7 @@ func (e *engine) prepare(j *job) error {
 
 // plan adds the operations for a span of data and zero pieces.
 func (e *engine) plan(j *job, buf []byte, span []piece) error {
-	if !e.detect {
+	if !e.detecting {
 		for _, p := range span {
 			if p.kind == kZero && !e.zeroAsData {
 				j.addOp(op{kind: opZero, off: p.off, n: p.n})
@@ -597,11 +633,30 @@ func (e *engine) plan(j *job, buf []byte, span []piece) error {
 		}
 		return nil
 	}
-	start, end := span[0].off, span[len(span)-1].end()
-	// Blocks of grain bytes, aligned to target offsets.
+	if e.cluster == 0 {
+		// Without clusters, holes of the source stay holes whatever
+		// their size and data is cut at the edges of its extents, as
+		// qemu-img does.
+		for _, p := range span {
+			if p.kind == kZero {
+				j.addOp(op{kind: opZero, off: p.off, n: p.n})
+				continue
+			}
+			if err := e.detect(j, buf, span, p.off, p.end()); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	// A cluster is written whole or not at all.
+	return e.detect(j, buf, span, span[0].off, span[len(span)-1].end())
+}
+
+// detect splits [start, end) into zero and data runs of whole grains
+// (aligned to target offsets, cut at start and end).
+func (e *engine) detect(j *job, buf []byte, span []piece, start, end int64) error {
 	runStart, runZero := start, false
-	var flush func(at int64) error
-	flush = func(at int64) error {
+	flush := func(at int64) error {
 		if at <= runStart {
 			return nil
 		}

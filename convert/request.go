@@ -220,10 +220,20 @@ func (r *Request) createTarget(size int64) error {
 		}
 	}
 	opts = without
+	// Names and types of -o are refused as they are; what create finds
+	// wrong with the values is "error while converting", as qemu-img says.
+	typesOnly := make([]image.OptionSpec, len(specs))
+	for i, s := range specs {
+		s.Check = nil
+		typesOnly[i] = s
+	}
+	if err := opts.Validate(typesOnly); err != nil {
+		return err
+	}
 	p, err := create.Prepare(create.Request{Filename: r.Target, Format: r.TargetFormat, Size: size, Options: opts,
 		BackingFile: backing, BackingFormat: backingFmt})
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
 	}
 	if err := r.checkTargetFree(); err != nil {
 		return err

@@ -1,0 +1,357 @@
+package convert
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	_ "qimg/formats/file"
+	_ "qimg/formats/raw"
+	"qimg/image"
+)
+
+// faulty is a raw-like test format whose reads fail in one range and may
+// stall, to test error propagation and salvage.
+type faulty struct {
+	file     *image.Node
+	badStart int64
+	badEnd   int64
+	reads    *atomic.Int64
+}
+
+var faultyRange struct {
+	sync.Mutex
+	start, end int64
+	reads      atomic.Int64
+}
+
+func init() {
+	image.Register(&image.Format{
+		Name:      "convtest-faulty",
+		FileClaim: image.PassThroughClaim,
+		Open: func(o *image.OpenContext) (image.Driver, error) {
+			faultyRange.Lock()
+			defer faultyRange.Unlock()
+			return &faulty{file: o.File, badStart: faultyRange.start, badEnd: faultyRange.end, reads: &faultyRange.reads}, nil
+		},
+	})
+}
+
+func (f *faulty) Size() int64 { return f.file.Size() }
+func (f *faulty) Close() error { return nil }
+func (f *faulty) BlockStatus(off, n int64) (image.Extent, error) {
+	return image.Extent{Offset: off, Length: n, Allocated: true, Data: true, HostOffset: -1}, nil
+}
+func (f *faulty) ReadAt(p []byte, off int64) (int, error) {
+	f.reads.Add(1)
+	if off < f.badEnd && off+int64(len(p)) > f.badStart {
+		return 0, syscall.EIO
+	}
+	return f.file.ReadAt(p, off)
+}
+
+// sparseSource writes a raw file of size bytes: random data, runs of
+// written zeroes and holes, with unaligned edges.
+func sparseSource(t *testing.T, path string, size int64, seed int64) []byte {
+	t.Helper()
+	rng := rand.New(rand.NewSource(seed))
+	want := make([]byte, size)
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	for off := int64(0); off < size; {
+		n := min(size-off, int64(rng.Intn(300<<10)+1))
+		switch rng.Intn(4) {
+		case 0: // random data
+			rng.Read(want[off : off+n])
+			if _, err := f.WriteAt(want[off:off+n], off); err != nil {
+				t.Fatal(err)
+			}
+		case 1: // zeroes written as data
+			if _, err := f.WriteAt(make([]byte, n), off); err != nil {
+				t.Fatal(err)
+			}
+		case 2: // a little data in a zero block
+			want[off] = 0xaa
+			if _, err := f.WriteAt(want[off:off+1], off); err != nil {
+				t.Fatal(err)
+			}
+		default: // hole
+		}
+		off += n
+	}
+	return want
+}
+
+func readFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func allocated(t *testing.T, path string) int64 {
+	t.Helper()
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	return st.Blocks * 512
+}
+
+func TestRoundTripRaw(t *testing.T) {
+	dir := t.TempDir()
+	if d := os.Getenv("KEEP"); d != "" {
+		dir = d
+	}
+	src := filepath.Join(dir, "src.raw")
+	want := sparseSource(t, src, 6<<20+4096+512, 1)
+	type cfg struct {
+		workers int
+		w       bool
+		sparse  int64
+		offload bool
+	}
+	var cfgs []cfg
+	for _, workers := range []int{1, 3, 16} {
+		for _, w := range []bool{false, true} {
+			for _, sparse := range []int64{-1, 0, 512, 64 << 10} {
+				cfgs = append(cfgs, cfg{workers, w, sparse, false})
+			}
+			cfgs = append(cfgs, cfg{workers, w, -1, true})
+		}
+	}
+	for i, c := range cfgs {
+		name := fmt.Sprintf("m%d-W%v-S%d-C%v", c.workers, c.w, c.sparse, c.offload)
+		t.Run(name, func(t *testing.T) {
+			dst := filepath.Join(dir, fmt.Sprintf("dst%d.raw", i))
+			var calls int
+			var last int64
+			r := &Request{Sources: []string{src}, Target: dst, SourceFormat: "raw",
+				Options: Options{Workers: c.workers, OutOfOrder: c.w, SparseSize: c.sparse, CopyOffload: c.offload,
+					ChunkSize: 256 << 10,
+					Progress: func(done, total int64) {
+						calls++
+						if done < last || done > total {
+							t.Errorf("progress %d of %d after %d", done, total, last)
+						}
+						last = done
+					}}}
+			if err := r.Run(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			got := readFile(t, dst)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("content differs")
+			}
+			if calls == 0 {
+				t.Errorf("no progress reported")
+			}
+			// a new file gets its first block allocated, as qemu-img's do
+			if c.sparse != 0 && allocated(t, dst) > allocated(t, src)+4096 {
+				t.Errorf("target allocates %d bytes, source %d", allocated(t, dst), allocated(t, src))
+			}
+			if c.sparse == 0 && allocated(t, dst) < int64(len(want)) {
+				t.Errorf("-S 0: target allocates %d bytes of %d", allocated(t, dst), len(want))
+			}
+			if os.Getenv("KEEP") == "" {
+				os.Remove(dst)
+			}
+		})
+	}
+}
+
+func TestSeveralSources(t *testing.T) {
+	dir := t.TempDir()
+	var names []string
+	var want []byte
+	for i, size := range []int64{1<<20 + 512, 4096, 3<<20 - 512, 0, 777 * 512} {
+		name := filepath.Join(dir, fmt.Sprintf("s%d.raw", i))
+		want = append(want, sparseSource(t, name, size, int64(i+10))...)
+		names = append(names, name)
+	}
+	for _, w := range []bool{false, true} {
+		dst := filepath.Join(dir, fmt.Sprintf("dst-%v.raw", w))
+		r := &Request{Sources: names, Target: dst, SourceFormat: "raw", Options: Options{OutOfOrder: w, ChunkSize: 64 << 10}}
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if got := readFile(t, dst); !bytes.Equal(got, want) {
+			t.Fatalf("-W %v: concatenation differs (%d bytes, want %d)", w, len(got), len(want))
+		}
+	}
+}
+
+func TestNoCreateOverData(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	want := sparseSource(t, src, 3<<20, 7)
+	dst := filepath.Join(dir, "dst.raw")
+	old := bytes.Repeat([]byte{0xff}, 4<<20)
+	if err := os.WriteFile(dst, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := &Request{Sources: []string{src}, Target: dst, SourceFormat: "raw", NoCreate: true}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := readFile(t, dst)
+	if !bytes.Equal(got[:len(want)], want) {
+		t.Fatal("-n: converted part differs")
+	}
+	if !bytes.Equal(got[len(want):], old[len(want):]) {
+		t.Fatal("-n: bytes beyond the source changed")
+	}
+	// --target-is-zero trusts the target: zero runs are not written
+	if err := os.WriteFile(dst, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = &Request{Sources: []string{src}, Target: dst, SourceFormat: "raw", NoCreate: true, TargetIsZero: true}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// a target smaller than the source is refused
+	small := filepath.Join(dir, "small.raw")
+	if err := os.WriteFile(small, make([]byte, 4096), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r = &Request{Sources: []string{src}, Target: small, SourceFormat: "raw", NoCreate: true}
+	if err := r.Run(context.Background()); err == nil || err.Error() != "output file is smaller than input file" {
+		t.Fatalf("small target: %v", err)
+	}
+}
+
+func setFaulty(start, end int64) {
+	faultyRange.Lock()
+	faultyRange.start, faultyRange.end = start, end
+	faultyRange.Unlock()
+	faultyRange.reads.Store(0)
+}
+
+func TestReadErrorStopsEverything(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	data := bytes.Repeat([]byte{1}, 64<<20)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := readFile(t, src)
+	for _, w := range []bool{false, true} {
+		setFaulty(2<<20, 2<<20+4096)
+		dst := filepath.Join(dir, fmt.Sprintf("dst-%v.raw", w))
+		r := &Request{Sources: []string{src}, Target: dst, SourceFormat: "convtest-faulty",
+			Options: Options{Workers: 4, OutOfOrder: w, ChunkSize: 1 << 20}}
+		err := r.Run(context.Background())
+		if err == nil || !strings.HasPrefix(err.Error(), "error while reading at byte 2097152: ") || !errors.Is(err, syscall.EIO) {
+			t.Fatalf("-W %v: got %v", w, err)
+		}
+		// the first error cancels the rest: far fewer than 64 reads
+		if n := faultyRange.reads.Load(); n > 20 {
+			t.Errorf("-W %v: %d reads after the error", w, n)
+		}
+	}
+	if !bytes.Equal(readFile(t, src), before) {
+		t.Fatal("source changed")
+	}
+}
+
+func TestSalvage(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	data := bytes.Repeat([]byte{1}, 4<<20)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	setFaulty(1<<20+512, 1<<20+1536)
+	dst := filepath.Join(dir, "dst.raw")
+	var warnings []string
+	r := &Request{Sources: []string{src}, Target: dst, SourceFormat: "convtest-faulty",
+		Options: Options{Salvage: true, Warn: func(m string) { warnings = append(warnings, m) }}}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := bytes.Clone(data)
+	clear(want[1<<20+512 : 1<<20+1536])
+	if !bytes.Equal(readFile(t, dst), want) {
+		t.Fatal("salvaged content differs")
+	}
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "error while reading offset 1049088: ") {
+		t.Fatalf("warnings: %q", warnings)
+	}
+}
+
+func TestValidate(t *testing.T) {
+	for _, c := range []struct {
+		o    Options
+		want string
+	}{
+		{Options{Workers: -1}, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16"},
+		{Options{Workers: 17}, "Invalid number of coroutines. Allowed number of coroutines is between 1 and 16"},
+		{Options{SparseSize: 100}, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output)."},
+		{Options{SparseSize: 32 << 20}, "Invalid buffer size for sparse output specified. Valid sizes are multiples of 512 up to 16777216. Select 0 to disable sparse detection (fully allocates output)."},
+		{Options{CopyOffload: true, Compress: true}, "Cannot enable copy offloading when -c is used"},
+		{Options{CopyOffload: true, SparseSizeGiven: true, SparseSize: 4096}, "Cannot enable copy offloading when -S is used"},
+		{Options{CopyOffload: true, Salvage: true, SparseSize: -1}, "Cannot use copy offloading in salvaging mode"},
+	} {
+		err := c.o.Validate()
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%+v: got %v, want %q", c.o, err, c.want)
+		}
+	}
+	o := Options{SparseSize: -1}
+	if err := o.Validate(); err != nil || o.Workers != 8 || o.SparseSize != 4096 || o.ChunkSize != DefaultChunk {
+		t.Fatalf("defaults: %+v %v", o, err)
+	}
+}
+
+func TestIsZero(t *testing.T) {
+	b := make([]byte, 100000)
+	if !isZero(b) || !isZero(nil) {
+		t.Fatal("zeroes not seen")
+	}
+	for _, i := range []int{0, 1, 16383, 16384, 99999} {
+		b[i] = 1
+		if isZero(b) {
+			t.Fatalf("byte %d missed", i)
+		}
+		b[i] = 0
+	}
+}
+
+func TestMarks(t *testing.T) {
+	// an extent of 5 MiB + 1 read in pieces: steps of 2 MiB from its start
+	ext := piece{kind: kData, extOff: 1000, extEnd: 1000 + 5<<20 + 1}
+	var marks []mark
+	for off := int64(1000); off < ext.extEnd; {
+		p := ext
+		p.off = off
+		p.n = min(1<<20-(off%(1<<20)), ext.extEnd-off)
+		marks = appendMarks(marks, p)
+		off += p.n
+	}
+	want := []int64{2 << 20, 2 << 20, 1<<20 + 1}
+	if len(marks) != len(want) {
+		t.Fatalf("marks %v", marks)
+	}
+	for i, m := range marks {
+		if m.add != want[i] {
+			t.Fatalf("marks %v", marks)
+		}
+	}
+}
