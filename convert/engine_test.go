@@ -46,7 +46,7 @@ func init() {
 	})
 }
 
-func (f *faulty) Size() int64 { return f.file.Size() }
+func (f *faulty) Size() int64  { return f.file.Size() }
 func (f *faulty) Close() error { return nil }
 func (f *faulty) BlockStatus(off, n int64) (image.Extent, error) {
 	return image.Extent{Offset: off, Length: n, Allocated: true, Data: true, HostOffset: -1}, nil
