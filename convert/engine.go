@@ -773,7 +773,9 @@ func (e *engine) addCompressed(j *job, buf []byte, span []piece, off, n int64) e
 }
 
 // addData adds writes for [off, off+n): offloaded copies for the parts of
-// raw data pieces where offload works, buffer writes for the rest.
+// raw data pieces where offload works and nothing was read (-C, -S 0),
+// buffer writes for the rest: once the bytes are in memory, writing them
+// costs less than a copy_file_range on file systems that copy anyway.
 func (e *engine) addData(j *job, buf []byte, span []piece, off, n int64) {
 	end := off + n
 	for _, p := range span {
@@ -781,7 +783,7 @@ func (e *engine) addData(j *job, buf []byte, span []piece, off, n int64) {
 		if s >= t {
 			continue
 		}
-		if e.offloadable(p) {
+		if e.offloadable(p) && !e.detecting {
 			j.addOp(op{kind: opCopy, off: s, n: t - s, host: p.host, hostOff: p.hostOff + (s - p.off)})
 			continue
 		}
