@@ -13,6 +13,8 @@ package main
 //	replace OLD NEW FILE…   replace every OLD by NEW in each FILE, in place
 //	waitlock FILE           wait (up to 30 s) until another process holds a QEMU lock byte on FILE
 //	truncate FILE SIZE      set FILE's length in bytes (creating it)
+//	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
+//	                        with "format 'X' is not supported yet" for qemu-img's X
 //
 // Conditions:
 //
@@ -26,11 +28,13 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
 	"regexp"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +93,7 @@ func TestScripts(t *testing.T) {
 			"replace":  cmdReplace,
 			"waitlock": cmdWaitlock,
 			"truncate": cmdTruncate,
+			"probes":   cmdProbes,
 		},
 	})
 }
@@ -185,4 +190,35 @@ func cmdTruncate(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Check(err)
 	ts.Check(f.Truncate(n))
 	ts.Check(f.Close())
+}
+
+// cmdProbes checks that qimg recognises FILE's format as qemu-img does:
+// either qimg info reports the same format, or it refuses with
+// "format 'X' is not supported yet" for that very X; never another guess.
+func cmdProbes(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: probes FILE")
+	}
+	format := func(out string) string {
+		var v struct {
+			Format string `json:"format"`
+		}
+		ts.Check(json.Unmarshal([]byte(out), &v))
+		return v.Format
+	}
+	ts.Check(ts.Exec("qemu-img", "info", "--output=json", args[0]))
+	want := format(ts.ReadFile("stdout"))
+	if err := ts.Exec("qimg", "info", "--output=json", args[0]); err != nil {
+		stderr := ts.ReadFile("stderr")
+		if !strings.Contains(stderr, "format '"+want+"' is not supported yet") {
+			ts.Fatalf("%s: qemu-img says %s, qimg fails with: %s", args[0], want, stderr)
+		}
+		if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "qimg: ") {
+			ts.Fatalf("%s: not one line starting \"qimg: \": %q", args[0], stderr)
+		}
+		return
+	}
+	if got := format(ts.ReadFile("stdout")); got != want {
+		ts.Fatalf("%s: qemu-img says %s, qimg says %s", args[0], want, got)
+	}
 }
