@@ -72,6 +72,11 @@ an image that a running QEMU uses fails and leaves it intact.`,
 }
 
 func runCreate(o *createOptions, args []string, stdout io.Writer) error {
+	for _, opt := range o.options {
+		if !validOptionList(opt) {
+			return fmt.Errorf("Invalid option list: %s", opt)
+		}
+	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
 		specs, err := create.OptionSpecs(o.format)
@@ -165,4 +170,15 @@ func formatLevel(format string, s image.OptionSpec) bool {
 		}
 	}
 	return true
+}
+
+// validOptionList is qemu-img's check of each -o argument before it joins
+// them: not empty, not starting with a comma, not ending in an odd number
+// of commas (one would be a separator with nothing after it).
+func validOptionList(s string) bool {
+	if s == "" || s[0] == ',' {
+		return false
+	}
+	n := len(s) - len(strings.TrimRight(s, ","))
+	return n%2 == 0
 }

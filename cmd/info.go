@@ -19,6 +19,7 @@ type infoOptions struct {
 	backingChain bool
 	forceShare   bool
 	imageOpts    bool
+	formatGiven  bool // -f given, even empty
 }
 
 func newInfoCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -41,6 +42,7 @@ process is writing (QEMU's locks); -U (--force-share) reads it anyway.`,
   qimg info -U running-vm-disk.qcow2`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
+			o.formatGiven = c.Flags().Changed("format")
 			return runInfo(o, args[0], stdout)
 		},
 	}
@@ -61,7 +63,7 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 	if o.imageOpts {
 		return fmt.Errorf("--image-opts is not supported")
 	}
-	if o.format != "" {
+	if o.format != "" || o.formatGiven {
 		if _, ok := image.Lookup(o.format); !ok {
 			return fmt.Errorf("Could not open '%s': Unknown driver '%s'", filename, o.format)
 		}
