@@ -16,6 +16,14 @@ package main
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
+// An image held open by QEMU, as a running VM would hold it:
+//
+//	! exec qemu-io -c 'sleep 100000' img.qcow2 &qio&   (the "!": it ends killed)
+//	waitlock img.qcow2
+//	...                                                 (qemu-io holds its locks here)
+//	kill qio
+//	wait
+//
 // Conditions:
 //
 //	[qemu]  qemu-img and qemu-io are on PATH (QIMG_REQUIRE_QEMU=1 makes their absence a failure)
