@@ -199,7 +199,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if !o.quiet {
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
-	p.print(0)
+	p.start()
 	if err := req.Run(context.Background()); err != nil {
 		p.end()
 		return err
@@ -276,8 +276,23 @@ func (p *progress) update(done, total int64) {
 	p.mu.Lock()
 	p.done, p.total = done, total
 	p.mu.Unlock()
+	if done == 0 {
+		// the engine's start, once the total is known: news for tools
+		// only, qemu-img's lines began with 0 already
+		if p.mode == "json" {
+			p.print(0)
+		}
+		return
+	}
 	if total > 0 {
 		p.print(float32(100 * float64(done) / float64(total)))
+	}
+}
+
+// start prints the first value, before anything is opened, as qemu-img.
+func (p *progress) start() {
+	if p.mode != "json" {
+		p.print(0)
 	}
 }
 
@@ -289,6 +304,9 @@ func (p *progress) print(v float32) {
 	p.current = v
 	if !(v > p.lastPrint+progressSkip || v < p.lastPrint-progressSkip || v == 0 || v == 100) {
 		return
+	}
+	if p.mode == "json" && v == 100 && p.lastPrint == 100 {
+		return // qemu-img's repeated last line is no news
 	}
 	p.lastPrint = v
 	switch p.mode {

@@ -145,6 +145,7 @@ func Run(ctx context.Context, c *Copy) error {
 			return err
 		}
 		e.total = total
+		c.Progress(0, e.total)
 	}
 	return e.run()
 }
