@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -155,7 +156,7 @@ func Run(ctx context.Context, c *Copy) error {
 func (e *engine) setup() error {
 	t := e.Target
 	if info, err := image.CollectInfo(t); err == nil {
-		e.cluster = info.ClusterSize
+		e.cluster = allocationUnit(info)
 	}
 	if e.Compress {
 		w, ok := t.CompressedWriter()
@@ -204,6 +205,22 @@ func (e *engine) setup() error {
 	}
 	e.pool = newPool(e.Workers + 2)
 	return nil
+}
+
+// allocationUnit is the granularity at which the target allocates: the
+// cluster, or the subcluster of qcow2 images with extended L2 entries.
+func allocationUnit(info *image.Info) int64 {
+	unit := info.ClusterSize
+	if info.FormatSpecific == nil || unit == 0 {
+		return unit
+	}
+	var f struct {
+		ExtendedL2 bool `json:"extended-l2"`
+	}
+	if b, err := json.Marshal(info.FormatSpecific.Data); err == nil && json.Unmarshal(b, &f) == nil && f.ExtendedL2 {
+		unit /= 32
+	}
+	return unit
 }
 
 // sameImage reports whether two format nodes read the same file.
@@ -634,60 +651,87 @@ func (e *engine) plan(j *job, buf []byte, span []piece) error {
 		}
 		return nil
 	}
-	if e.cluster == 0 {
-		// Without clusters, holes of the source stay holes whatever
-		// their size and data is cut at the edges of its extents, as
-		// qemu-img does.
-		for _, p := range span {
-			if p.kind == kZero {
-				j.addOp(op{kind: opZero, off: p.off, n: p.n})
-				continue
-			}
-			if err := e.detect(j, buf, span, p.off, p.end()); err != nil {
-				return err
-			}
+	// Holes of the source stay holes whatever their size, and data is
+	// cut at the edges of its extents, as qemu-img does; inside data,
+	// zero runs count from whole grains.
+	var runs []run
+	for _, p := range span {
+		if p.kind == kZero {
+			runs = appendRun(runs, run{p.off, p.end(), true})
+			continue
 		}
-		return nil
+		runs = e.detect(runs, j, buf, span, p.off, p.end())
 	}
-	// A cluster is written whole or not at all.
-	return e.detect(j, buf, span, span[0].off, span[len(span)-1].end())
-}
-
-// detect splits [start, end) into zero and data runs of whole grains
-// (aligned to target offsets, cut at start and end).
-func (e *engine) detect(j *job, buf []byte, span []piece, start, end int64) error {
-	runStart, runZero := start, false
-	flush := func(at int64) error {
-		if at <= runStart {
-			return nil
-		}
-		if runZero {
-			j.addOp(op{kind: opZero, off: runStart, n: at - runStart})
-		} else if err := e.addDataChecked(j, buf, span, runStart, at-runStart); err != nil {
+	if e.cluster > 0 {
+		// A cluster the data touches is allocated anyway: write it whole
+		// rather than make the driver fill the rest.
+		runs = extendRuns(runs, e.cluster, span[0].off, span[len(span)-1].end())
+	}
+	for _, r := range runs {
+		if r.zero {
+			j.addOp(op{kind: opZero, off: r.off, n: r.end - r.off})
+		} else if err := e.addDataChecked(j, buf, span, r.off, r.end-r.off); err != nil {
 			return err
 		}
-		runStart = at
-		return nil
 	}
-	pi := 0
+	return nil
+}
+
+// run is a stretch of a span that is all zeroes or holds data.
+type run struct {
+	off, end int64
+	zero     bool
+}
+
+func appendRun(runs []run, r run) []run {
+	if r.end <= r.off {
+		return runs
+	}
+	if k := len(runs); k > 0 && runs[k-1].zero == r.zero && runs[k-1].end == r.off {
+		runs[k-1].end = r.end
+		return runs
+	}
+	return append(runs, r)
+}
+
+// extendRuns widens data runs to whole units (within [lo, hi)), taking the
+// room from the zero runs around them.
+func extendRuns(runs []run, unit, lo, hi int64) []run {
+	var out []run
+	for _, r := range runs {
+		if r.zero {
+			if k := len(out); k > 0 && out[k-1].end > r.off {
+				r.off = out[k-1].end
+			}
+			out = appendRun(out, r)
+			continue
+		}
+		r.off = max(r.off/unit*unit, lo)
+		r.end = min((r.end+unit-1)/unit*unit, hi)
+		for len(out) > 0 && out[len(out)-1].zero && out[len(out)-1].off >= r.off {
+			out = out[:len(out)-1]
+		}
+		if k := len(out); k > 0 && out[k-1].end > r.off {
+			if out[k-1].zero {
+				out[k-1].end = r.off
+			} else {
+				r.off = out[k-1].end
+			}
+		}
+		out = appendRun(out, r)
+	}
+	return out
+}
+
+// detect appends the zero and data runs of [start, end), in whole grains
+// aligned to target offsets (cut at start and end).
+func (e *engine) detect(runs []run, j *job, buf []byte, span []piece, start, end int64) []run {
 	for b := start; b < end; {
 		bEnd := min((b/e.grain+1)*e.grain, end)
-		for pi < len(span) && span[pi].end() <= b {
-			pi++
-		}
-		zero := span[pi].kind == kZero && span[pi].end() >= bEnd ||
-			isZero(buf[b-j.off:bEnd-j.off])
-		if b == start {
-			runZero = zero
-		} else if zero != runZero {
-			if err := flush(b); err != nil {
-				return err
-			}
-			runZero = zero
-		}
+		runs = appendRun(runs, run{b, bEnd, isZero(buf[b-j.off : bEnd-j.off])})
 		b = bEnd
 	}
-	return flush(end)
+	return runs
 }
 
 // addDataChecked adds a detected data run: compared with the backing

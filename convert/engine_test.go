@@ -355,3 +355,29 @@ func TestMarks(t *testing.T) {
 		}
 	}
 }
+
+func TestExtendRuns(t *testing.T) {
+	const u = 100
+	for _, c := range []struct {
+		in, want []run
+	}{
+		// data inside one unit takes the whole unit
+		{[]run{{0, 130, true}, {130, 150, false}, {150, 400, true}},
+			[]run{{0, 100, true}, {100, 200, false}, {200, 400, true}}},
+		// two data runs in one unit merge
+		{[]run{{0, 10, false}, {10, 50, true}, {50, 60, false}, {60, 300, true}},
+			[]run{{0, 100, false}, {100, 300, true}}},
+		// the span's edges bound the extension
+		{[]run{{50, 60, false}, {60, 70, true}},
+			[]run{{50, 70, false}}},
+		// a zero run swallowed whole
+		{[]run{{0, 90, false}, {90, 95, true}, {95, 120, false}, {120, 400, true}},
+			[]run{{0, 200, false}, {200, 400, true}}},
+	} {
+		lo, hi := c.in[0].off, c.in[len(c.in)-1].end
+		got := extendRuns(c.in, u, lo, hi)
+		if fmt.Sprint(got) != fmt.Sprint(c.want) {
+			t.Errorf("extendRuns(%v) = %v, want %v", c.in, got, c.want)
+		}
+	}
+}
