@@ -381,3 +381,120 @@ func TestExtendRuns(t *testing.T) {
 		}
 	}
 }
+
+// packed is a raw-like test format with compressed clusters: a cluster of
+// one repeated byte "compresses" to that byte.
+type packed struct {
+	file       *image.Node
+	compressed atomic.Int64
+	plain      atomic.Int64
+}
+
+const packedCluster = 64 << 10
+
+var lastPacked atomic.Pointer[packed]
+
+func init() {
+	image.Register(&image.Format{
+		Name:      "convtest-packed",
+		FileClaim: image.PassThroughClaim,
+		Open: func(o *image.OpenContext) (image.Driver, error) {
+			p := &packed{file: o.File}
+			lastPacked.Store(p)
+			return p, nil
+		},
+	})
+}
+
+func (p *packed) Size() int64  { return p.file.Size() }
+func (p *packed) Close() error { return nil }
+func (p *packed) BlockStatus(off, n int64) (image.Extent, error) {
+	return p.file.BlockStatus(off, n)
+}
+func (p *packed) ReadAt(b []byte, off int64) (int, error) { return p.file.ReadAt(b, off) }
+func (p *packed) WriteAt(b []byte, off int64) (int, error) {
+	p.plain.Add(1)
+	return p.file.WriteAt(b, off)
+}
+func (p *packed) CompressedClusterSize() int64 { return packedCluster }
+func (p *packed) CompressCluster(dst, src []byte) ([]byte, error) {
+	if len(src) == 0 || bytes.Count(src, src[:1]) != len(src) {
+		return nil, nil
+	}
+	return append(dst[:0], src[0], byte(len(src)>>16), byte(len(src)>>8), byte(len(src))), nil
+}
+func (p *packed) WriteCompressed(off int64, c []byte) error {
+	if off%packedCluster != 0 || len(c) != 4 {
+		return fmt.Errorf("bad compressed write at %d", off)
+	}
+	p.compressed.Add(1)
+	n := int(c[1])<<16 | int(c[2])<<8 | int(c[3])
+	_, err := p.file.WriteAt(bytes.Repeat(c[:1], n), off)
+	return err
+}
+
+func TestCompressedClusters(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	size := int64(40*packedCluster + 5120)
+	want := make([]byte, size)
+	for c := int64(0); c*packedCluster < size; c++ {
+		b := want[c*packedCluster : min((c+1)*packedCluster, size)]
+		switch c % 4 {
+		case 0: // compressible
+			for i := range b {
+				b[i] = byte(c + 1)
+			}
+		case 1: // not compressible
+			for i := range b {
+				b[i] = byte(i)
+			}
+		case 2: // zero
+		case 3: // one byte of data in the middle of a cluster
+			b[len(b)/2] = 9
+		}
+	}
+	if err := os.WriteFile(src, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []bool{false, true} {
+		dst := filepath.Join(dir, fmt.Sprintf("dst-%v.img", w))
+		if err := os.WriteFile(dst, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(dst, size); err != nil {
+			t.Fatal(err)
+		}
+		s, err := image.Open(src, image.OpenOptions{Format: "raw", Claim: SourceClaim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d, err := image.Open(dst, image.OpenOptions{Format: "convtest-packed", Writable: true, Claim: TargetClaim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := lastPacked.Load()
+		err = Run(context.Background(), &Copy{Sources: []*image.Node{s}, Target: d, TargetZero: true,
+			Options: Options{Compress: true, OutOfOrder: w, Workers: 4, SparseSize: -1}})
+		s.Close()
+		d.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := readFile(t, dst); !bytes.Equal(got, want) {
+			i := 0
+			for i < len(got) && i < len(want) && got[i] == want[i] {
+				i++
+			}
+			t.Fatalf("-W %v: content differs at %d (cluster %d), %d bytes, want %d", w, i, i/packedCluster, len(got), len(want))
+		}
+		// 10 compressible clusters, and the short last one (cluster 40 is
+		// case 0, compressible, at the image's end)
+		if got := p.compressed.Load(); got != 11 {
+			t.Errorf("-W %v: %d compressed writes, want 11", w, got)
+		}
+		if p.plain.Load() == 0 {
+			t.Errorf("-W %v: no plain writes", w)
+		}
+	}
+}
