@@ -120,13 +120,18 @@ rate in bytes per second; -U reads sources that another process uses.`,
 }
 
 func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) error {
+	for _, opt := range o.options {
+		if !validOptionList(opt) {
+			return fmt.Errorf("Invalid option list: %s", opt)
+		}
+	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
 		specs, err := create.OptionSpecs(o.targetFormat)
 		if err != nil {
 			return err
 		}
-		fmt.Fprint(stdout, image.HelpText(specs))
+		printOptionHelp(stdout, o.targetFormat, specs, len(args) > 0)
 		return nil
 	}
 	if o.imageOpts || o.targetOpts {
