@@ -55,13 +55,12 @@ func (p piece) end() int64 { return p.off + p.n }
 // hold a pool buffer; bulk jobs carry only zero and keep pieces, of any
 // length.
 type job struct {
-	seq     uint64
-	off, n  int64
-	pieces  []piece
-	buf     *buffer
-	counted int64  // bytes that count for progress
-	marks   []mark // progress steps that end in this job
-	ops     []op
+	seq    uint64
+	off, n int64
+	pieces []piece
+	buf    *buffer
+	marks  []mark // progress steps that end in this job
+	ops    []op
 }
 
 // mark is one progress step of qemu-img: it reads a block status extent
@@ -448,7 +447,6 @@ func (e *engine) produce(jobs chan<- *job) error {
 		for _, q := range ps {
 			j.n += q.n
 			if e.isData(q.kind) {
-				j.counted += q.n
 				j.marks = appendMarks(j.marks, q)
 			}
 		}
