@@ -204,6 +204,9 @@ func (r *Request) createTarget(size int64) error {
 	if backing != "" && backingFmt == "" {
 		return image.Errorf(nil, "Use of backing file requires explicit backing format")
 	}
+	if backing == "" && backingFmt != "" {
+		return image.Errorf(nil, "%s: error while converting %s: Backing format cannot be used without backing file", r.Target, f.Name)
+	}
 	if r.Compress {
 		if !formatsWithCompression[f.Name] {
 			return image.Errorf(image.ErrUnsupported, "Compression not supported for this file format")
