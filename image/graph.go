@@ -1,6 +1,7 @@
 package image
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 )
@@ -77,8 +78,18 @@ func (n *Node) childClaimDefault(e *Edge) Claim {
 			return n.fmt.FileClaim(parent, n.writable)
 		}
 		return DefaultFileClaim(parent, n.writable)
-	default: // data-file: like a raw file child
-		return Claim{Perm: parent.Perm | PermConsistentRead, Shared: parent.Shared}
+	default:
+		// data-file: the guest data, QEMU's BDRV_CHILD_DATA: its users'
+		// needs, never letting others resize it; writes that leave the
+		// data unchanged may still copy clusters, and writes may grow it.
+		c := Claim{Perm: parent.Perm, Shared: parent.Shared &^ PermResize}
+		if c.Perm&PermWriteUnchanged != 0 {
+			c.Perm |= PermWrite
+		}
+		if c.Perm&PermWrite != 0 {
+			c.Perm |= PermResize
+		}
+		return c
 	}
 }
 
@@ -126,7 +137,8 @@ func (n *Node) refreshInto(undo *[]func()) error {
 		if err := l.SetPerm(c.Perm&PermLockable, c.Shared&PermLockable); err != nil {
 			return err
 		}
-		*undo = append(*undo, func() { n.relock() })
+		// relocks run last, once every claim below is restored
+		*undo = append([]func(){func() { n.relock() }}, *undo...)
 	}
 	for _, e := range n.children {
 		c := n.childClaim(e)
@@ -267,4 +279,107 @@ func (n *Node) closeLocked() error {
 		}
 	}
 	return first
+}
+
+// Reopen switches a format node between read-only and read/write (dynamic
+// read-only: commit and rebase write into a backing file only while they
+// need to). The claims that change with it (a backing edge claims write
+// and resize on a writable backing node; the node claims write and resize
+// on its file) are checked inside the process and against other
+// processes' locks first; only then are the protocol files reopened and
+// the driver told (if it implements Reopener). All or nothing.
+func (n *Node) Reopen(writable bool) error {
+	graphMu.Lock()
+	defer graphMu.Unlock()
+	if n.closed {
+		return errors.New("reopening a closed node")
+	}
+	if n.writable == writable {
+		return nil
+	}
+	if writable && n.forceShare {
+		return Errorf(ErrPermission, "force-share=on can only be used with read-only images")
+	}
+	if !writable {
+		if err := n.Flush(); err != nil {
+			return err
+		}
+	}
+	old := n.writable
+	n.writable = writable
+	var undo []func()
+	fail := func(err error) error {
+		n.writable = old
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+		return err
+	}
+	for _, e := range n.parents {
+		if e.Parent == nil {
+			continue
+		}
+		c := e.Parent.childClaim(e)
+		if c == e.Claim {
+			continue
+		}
+		if err := n.conflict(c, e.describe(), e); err != nil {
+			return fail(err)
+		}
+		oldClaim, edge := e.Claim, e
+		e.Claim = c
+		undo = append(undo, func() { edge.Claim = oldClaim })
+	}
+	if err := n.refreshInto(&undo); err != nil {
+		return fail(err)
+	}
+	for _, e := range n.children {
+		if e.Role != RoleFile && e.Role != RoleDataFile || e.Child.fmt != nil && !e.Child.fmt.Protocol {
+			continue
+		}
+		var err error
+		if writable {
+			err = e.Child.makeWritable()
+		} else if !e.Child.hasWriter() {
+			err = e.Child.makeReadOnly()
+		}
+		if err != nil {
+			return fail(err)
+		}
+	}
+	if r, ok := n.drv.(Reopener); ok {
+		if err := r.Reopen(writable); err != nil {
+			return fail(err)
+		}
+	}
+	return nil
+}
+
+// hasWriter reports whether a writable node uses n.
+func (n *Node) hasWriter() bool {
+	for _, e := range n.parents {
+		if e.Parent != nil && e.Parent.writable {
+			return true
+		}
+	}
+	return false
+}
+
+// makeReadOnly reopens a protocol node read-only after a flush.
+func (n *Node) makeReadOnly() error {
+	if !n.writable {
+		return nil
+	}
+	if err := n.Flush(); err != nil {
+		return err
+	}
+	r, ok := n.drv.(Reopener)
+	if !ok {
+		return NotSupported("reopening '%s' read-only", n.Filename)
+	}
+	if err := r.Reopen(false); err != nil {
+		return err
+	}
+	n.writable = false
+	return nil
 }

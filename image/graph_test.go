@@ -495,3 +495,99 @@ func TestInfoClaim(t *testing.T) {
 	checkLocks(t, "info-top", PermConsistentRead, PermLockable)
 	mustClose(t, n)
 }
+
+// TestNodeReopen: a backing node reopened read/write for a commit, then
+// read-only again; the claims on it and on its file follow.
+func TestNodeReopen(t *testing.T) {
+	memPut("ro-top", testImage("mem:ro-base", 512))
+	base := memPut("ro-base", testImage("", 512))
+	top := mustOpen(t, "ro-top", "testfmt", false, ClaimRead, "commit")
+	b := top.Backing()
+	roLocks := func() { checkLocks(t, "ro-base", PermConsistentRead, PermLockable&^(PermWrite|PermResize)) }
+	roLocks()
+	// another reader of the base that refuses writers keeps it read-only
+	other, err := Open("mem:ro-base", OpenOptions{Format: "testfmt", Claim: claimReadNoWrite, User: "strict"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Reopen(true); !errors.Is(err, ErrPermission) {
+		t.Fatalf("reopen against a reader refusing writes: %v", err)
+	}
+	if b.Writable() || b.File().Writable() || base.reopens != 0 {
+		t.Fatal("refused reopen changed the node")
+	}
+	roLocks()
+	mustClose(t, other)
+
+	if err := b.Reopen(true); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Writable() || !b.File().Writable() || !b.drv.(*testFmt).writable {
+		t.Fatal("reopened node, file or driver not writable")
+	}
+	checkLocks(t, "ro-base", PermConsistentRead|PermWrite|PermResize, PermLockable&^(PermWrite|PermResize))
+	if _, err := b.WriteAt([]byte{1}, 0); err != nil {
+		t.Fatal(err)
+	}
+	// the overlay's edge now claims write on its backing file
+	if e := b.parents[0]; e.Claim.Perm&PermWrite == 0 {
+		t.Fatalf("backing edge claim %+v", e.Claim)
+	}
+	// a second opener of the base for reading is refused while it is written
+	if _, err := Open("mem:ro-base", OpenOptions{Format: "testfmt", Claim: ClaimRead}); !errors.Is(err, ErrPermission) {
+		t.Fatalf("reader of a base being committed into: %v", err)
+	}
+	if err := b.Reopen(false); err != nil {
+		t.Fatal(err)
+	}
+	if b.Writable() || b.File().Writable() || b.drv.(*testFmt).writable {
+		t.Fatal("node, file or driver still writable")
+	}
+	roLocks()
+	if _, err := b.WriteAt([]byte{1}, 0); !errors.Is(err, ErrReadOnly) {
+		t.Fatalf("write after reopening read-only: %v", err)
+	}
+	if base.reopens != 2 {
+		t.Fatalf("%d file reopens, want 2", base.reopens)
+	}
+	mustClose(t, top)
+	if base.opens != 0 {
+		t.Fatal("base left open")
+	}
+}
+
+// TestNodeReopenRollsBack: the data file refuses the write lock after
+// the file took it; the file's locks go back to what they were (the
+// relocks of an undo run after every claim is restored).
+func TestNodeReopenRollsBack(t *testing.T) {
+	memPut("rb-top", testImage("mem:rb-base", 512))
+	memPut("rb-base", testImageDF("", "mem:rb-data", 512))
+	data := memPut("rb-data", make([]byte, 4096))
+	top := mustOpen(t, "rb-top", "testfmt", false, ClaimRead, "commit")
+	b := top.Backing()
+	if b.Child(RoleDataFile) == nil {
+		t.Fatal("no data file")
+	}
+	fileLocks := func() {
+		checkLocks(t, "rb-base", PermConsistentRead, PermLockable&^(PermWrite|PermResize))
+		// the data file lets others write it while the overlay's users do
+		// (as for backing files), never resize it
+		checkLocks(t, "rb-data", PermConsistentRead, PermLockable&^PermResize)
+	}
+	fileLocks()
+	data.refuse = PermWrite
+	err := b.Reopen(true)
+	var le *LockError
+	if !errors.As(err, &le) {
+		t.Fatalf("got %v, want a lock error from the data file", err)
+	}
+	fileLocks()
+	if b.Writable() || b.File().Writable() || b.parents[0].Claim.Perm&PermWrite != 0 {
+		t.Fatal("refused reopen left something writable")
+	}
+	data.refuse = 0
+	if err := b.Reopen(true); err != nil {
+		t.Fatal(err)
+	}
+	checkLocks(t, "rb-data", PermConsistentRead|PermWrite|PermResize, PermConsistentRead|PermWriteUnchanged)
+}

@@ -76,8 +76,13 @@ func memGet(name string) *memData {
 // testImage builds a testfmt image naming backing ("" for none) with size
 // bytes of guest data.
 func testImage(backing string, size int) []byte {
+	return testImageDF(backing, "", size)
+}
+
+// testImageDF is testImage with an external data file named too.
+func testImageDF(backing, dataFile string, size int) []byte {
 	b := make([]byte, testHdrSize+size)
-	copy(b, testMagic+backing+"\n")
+	copy(b, testMagic+backing+"\n"+dataFile+"\n")
 	return b
 }
 
@@ -157,9 +162,13 @@ func (f *memFile) Reopen(writable bool) error {
 
 // testfmt: guest data after a header naming the backing file.
 type testFmt struct {
-	file    *Node
-	backing string
-	bnode   *Node
+	file     *Node
+	backing  string
+	bnode    *Node
+	dataFile string
+	dnode    *Node
+	writable bool // told by OpenContext and Reopen
+	reopens  int
 }
 
 func testfmtOpen(o *OpenContext) (Driver, error) {
@@ -174,8 +183,9 @@ func testfmtOpen(o *OpenContext) (Driver, error) {
 		return nil, Errorf(ErrWrongFormat, "%s: not a testfmt image", o.Filename)
 	}
 	rest := h[len(testMagic):]
-	name, _, _ := bytes.Cut(rest, []byte("\n"))
-	return &testFmt{file: o.File, backing: string(name)}, nil
+	name, rest, _ := bytes.Cut(rest, []byte("\n"))
+	df, _, _ := bytes.Cut(rest, []byte("\n"))
+	return &testFmt{file: o.File, backing: string(name), dataFile: string(df), writable: o.Writable}, nil
 }
 
 func (t *testFmt) Size() int64 { return t.file.Size() - testHdrSize }
@@ -196,6 +206,13 @@ func (t *testFmt) BlockStatus(off, length int64) (Extent, error) {
 func (t *testFmt) Close() error                  { return nil }
 func (t *testFmt) BackingFile() (string, string) { return t.backing, "" }
 func (t *testFmt) SetBacking(n *Node)            { t.bnode = n }
+func (t *testFmt) DataFile() string              { return t.dataFile }
+func (t *testFmt) SetDataFile(n *Node)           { t.dnode = n }
+func (t *testFmt) Reopen(writable bool) error {
+	t.writable = writable
+	t.reopens++
+	return nil
+}
 
 // testraw: guest bytes are the file's bytes.
 type testRaw struct{ file *Node }
