@@ -107,6 +107,9 @@ func openFlags(writable bool, cache image.CacheMode) int {
 func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
 	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
+		if extra&os.O_CREATE != 0 {
+			return nil, image.Errorf(err, "Could not create '%s': %s", path, errnoText(err))
+		}
 		return nil, openError(path, err)
 	}
 	d := &File{path: path, f: f, fd: int(f.Fd()), writable: o.Writable, cache: o.Cache}

@@ -444,3 +444,46 @@ func TestCheckPrealloc(t *testing.T) {
 		}
 	}
 }
+
+// TestCreate: an existing file is opened without truncation (the caller
+// locks it before changing it); failures use qemu-img's words.
+func TestCreate(t *testing.T) {
+	path := writeFile(t, []byte("keep me"))
+	drv, err := Create(path, image.ProtocolOptions{Cache: image.CacheWriteback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := drv.(*File)
+	if !d.writable || d.fileSize() != 7 {
+		t.Fatalf("writable %v size %d", d.writable, d.fileSize())
+	}
+	d.Close()
+	if b, _ := os.ReadFile(path); string(b) != "keep me" {
+		t.Fatalf("create changed the file: %q", b)
+	}
+	dir := t.TempDir()
+	for name, want := range map[string]string{
+		filepath.Join(dir, "nodir", "x.raw"): "No such file or directory",
+		dir:                                  "Is a directory",
+	} {
+		_, err := Create(name, image.ProtocolOptions{Cache: image.CacheWriteback})
+		if w := fmt.Sprintf("Could not create '%s': %s", name, want); err == nil || err.Error() != w {
+			t.Errorf("create %s: got %v, want %q", name, err, w)
+		}
+	}
+	fresh := filepath.Join(dir, "fresh")
+	drv, err = Create(fresh, image.ProtocolOptions{Cache: image.CacheWriteback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drv.Close()
+	if st, err := os.Stat(fresh); err != nil || st.Size() != 0 || st.Mode().Perm() != 0o644&^umask() {
+		t.Fatalf("new file: %v %v", st, err)
+	}
+}
+
+func umask() os.FileMode {
+	m := syscall.Umask(0)
+	syscall.Umask(m)
+	return os.FileMode(m)
+}

@@ -139,3 +139,41 @@ func TestPreallocMatchesQemu(t *testing.T) {
 		}
 	}
 }
+
+// TestResizeMatchesQemu: growing a file with data by each preallocation
+// mode takes the same room as qemu-img resize --preallocation.
+func TestResizeMatchesQemu(t *testing.T) {
+	qemuImg := needQemu(t, "qemu-img")
+	r := rand.New(rand.NewPCG(8, 9))
+	head := randBytes(r, 100000)
+	for _, mode := range []image.Prealloc{image.PreallocOff, image.PreallocFalloc, image.PreallocFull} {
+		for _, size := range []int64{3 << 20, 3<<20 + 512} {
+			ref := writeFile(t, head)
+			if out, err := exec.Command(qemuImg, "resize", "-q", "-f", "raw", "--preallocation="+string(mode), ref, fmt.Sprint(size)).CombinedOutput(); err != nil {
+				t.Fatalf("qemu-img resize: %v: %s", err, out)
+			}
+			path := writeFile(t, head)
+			d := openT(t, path, true, "writeback")
+			if err := d.Truncate(size, mode); err != nil {
+				t.Fatal(err)
+			}
+			d.Close()
+			rs, _ := os.Stat(ref)
+			qs, _ := os.Stat(path)
+			if rs.Size() != qs.Size() || allocated(t, ref) != allocated(t, path) {
+				t.Errorf("%s %d: qemu-img %d bytes, %d allocated; qimg %d bytes, %d allocated",
+					mode, size, rs.Size(), allocated(t, ref), qs.Size(), allocated(t, path))
+			}
+		}
+	}
+	// metadata is not a mode files have
+	ref := writeFile(t, head)
+	out, err := exec.Command(qemuImg, "resize", "-f", "raw", "--preallocation=metadata", ref, "1M").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "Unsupported preallocation mode: metadata") {
+		t.Fatalf("qemu-img resize metadata: %v: %s", err, out)
+	}
+	d := openT(t, writeFile(t, head), true, "writeback")
+	if err := d.Truncate(1<<20, image.PreallocMetadata); err == nil || err.Error() != "Unsupported preallocation mode: metadata" {
+		t.Fatalf("metadata: %v", err)
+	}
+}
