@@ -69,6 +69,15 @@ func forgetIdentity(n *Node) {
 	}
 }
 
+// nodeName is the name a node shows (info's "filename"): QEMU drops the
+// "file:" prefix of a local path.
+func nodeName(filename string) string {
+	if name, path := protocolFor(filename); name == "file" {
+		return path
+	}
+	return filename
+}
+
 // openProtocol opens (or finds already open) the protocol node for filename.
 func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error) {
 	name, path := protocolFor(filename)
@@ -80,7 +89,7 @@ func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: filename, Format: name, drv: drv, writable: writable}
+	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: writable}
 	id, ok := drv.(Identifier)
 	if !ok {
 		return n, nil
@@ -234,7 +243,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		return file, nil
 	}
 
-	n := &Node{Filename: filename, Format: format, Probed: probed, writable: writable, fmt: fmtDrv, forceShare: o.ForceShare}
+	n := &Node{Filename: nodeName(filename), Format: format, Probed: probed, writable: writable, fmt: fmtDrv, forceShare: o.ForceShare}
 	parent.Child = n
 	if err := attach(parent); err != nil {
 		closeFile()
@@ -396,7 +405,7 @@ func CreateProtocol(filename, user string, c Claim) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: filename, Format: name, drv: drv, writable: true, fmt: f}
+	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: true, fmt: f}
 	if _, err := n.Claim(user, c); err != nil {
 		drv.Close()
 		return nil, lockError(filename, err)
