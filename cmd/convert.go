@@ -68,9 +68,10 @@ target's clusters (qcow2), in parallel. -n writes into an existing target
 instead of creating one; --target-is-zero says it already reads as zeroes.
 
 Up to num_coroutines workers (8 by default, 1 to 16) read, detect zeroes and
-compress in parallel; writes go out in order unless -W is given. Raw images
-on one file system are copied with copy_file_range; -C asks for copy offload
-and refuses -S and -c as qemu-img does.
+compress in parallel; writes go out in order unless -W is given. Data that
+need not be read (-C, or -S 0) goes from raw to raw with copy_file_range, a
+reflink where the file system shares blocks; -C refuses -S and -c as
+qemu-img does.
 
 -p shows progress: a bar on a terminal, qemu-img's "    (NN.NN/100%)" lines
 on standard output otherwise; --progress=json writes one JSON object per
