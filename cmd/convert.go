@@ -244,11 +244,12 @@ func newProgress(flag string, quiet bool, stdout, stderr io.Writer) *progress {
 		p.mode = "json"
 	case isTerminal(stdout):
 		p.mode = "bar"
-		p.bar = progressbar.NewOptions(10000,
+		// bytes that count (data), once the engine knows them
+		p.bar = progressbar.NewOptions64(1,
 			progressbar.OptionSetWriter(stdout),
 			progressbar.OptionSetDescription("converting"),
 			progressbar.OptionSetWidth(40),
-			progressbar.OptionShowElapsedTimeOnFinish(),
+			progressbar.OptionShowBytes(true),
 			progressbar.OptionSetPredictTime(true),
 			progressbar.OptionThrottle(100*time.Millisecond),
 			progressbar.OptionClearOnFinish())
@@ -285,8 +286,13 @@ func (p *progress) update(done, total int64) {
 	if done == 0 {
 		// the engine's start, once the total is known: news for tools
 		// only, qemu-img's lines began with 0 already
-		if p.mode == "json" {
+		switch p.mode {
+		case "json":
 			p.print(0)
+		case "bar":
+			p.mu.Lock()
+			p.bar.ChangeMax64(max(total, 1))
+			p.mu.Unlock()
 		}
 		return
 	}
@@ -319,7 +325,11 @@ func (p *progress) print(v float32) {
 	case "qemu":
 		fmt.Fprintf(p.stdout, "    (%3.2f/100%%)\r", v)
 	case "bar":
-		p.bar.Set(int(v * 100))
+		if v == 100 {
+			p.bar.Set64(p.bar.GetMax64())
+		} else {
+			p.bar.Set64(p.done)
+		}
 	case "json":
 		b, _ := json.Marshal(struct {
 			Type    string  `json:"type"`
