@@ -61,6 +61,7 @@ type job struct {
 	buf    *buffer
 	marks  []mark // progress steps that end in this job
 	ops    []op
+	arena  []byte // compressed clusters of the job, in buf.out
 }
 
 // mark is one progress step of qemu-img: it reads a block status extent
@@ -799,11 +800,24 @@ func (e *engine) addCompressed(j *job, buf []byte, span []piece, off, n int64) e
 		cEnd := min((b/c+1)*c, off+n)
 		whole := b%c == 0 && (cEnd-b == c || cEnd == e.size && e.size == e.Target.Size())
 		if whole {
-			out, err := e.compress.CompressCluster(nil, buf[b-j.off:cEnd-j.off])
+			// Results go one after the other into the buffer's arena
+			// (room for a chunk of clusters), so that compressing
+			// allocates nothing.
+			if j.arena == nil {
+				if int64(cap(j.buf.out)) < e.chunk+c {
+					j.buf.out = make([]byte, 0, e.chunk+c)
+				}
+				j.arena = j.buf.out[:0]
+			}
+			out, err := e.compress.CompressCluster(j.arena[len(j.arena):], buf[b-j.off:cEnd-j.off])
 			if err != nil {
 				return fmt.Errorf("error while compressing at byte %d: %w", b, err)
 			}
 			if out != nil {
+				if len(out) > 0 && cap(j.arena)-len(j.arena) >= len(out) &&
+					&j.arena[:len(j.arena)+1][len(j.arena)] == &out[0] {
+					j.arena = j.arena[:len(j.arena)+len(out)]
+				}
 				j.addOp(op{kind: opCompressed, off: b, n: cEnd - b, data: out})
 				b = cEnd
 				continue

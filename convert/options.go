@@ -21,7 +21,7 @@ const (
 	sectorSize    = 512
 	// DefaultChunk is the largest piece of data one worker handles at a
 	// time; the pool holds a few of them per worker.
-	DefaultChunk = 1 << 20
+	DefaultChunk = 2 << 20
 )
 
 // Options are the engine's knobs: what qemu-img convert's -m, -W, -S, -c,
@@ -48,7 +48,7 @@ type Options struct {
 	RateLimit int64
 	// Salvage turns read errors into zeroes, with a warning each.
 	Salvage bool
-	// ChunkSize is the largest extent one worker handles; 0: 1 MiB. It is
+	// ChunkSize is the largest extent one worker handles; 0: 2 MiB. It is
 	// rounded up to the target's cluster size.
 	ChunkSize int64
 
