@@ -64,8 +64,8 @@ func TestBlockDevice(t *testing.T) {
 				if !d.blockDev || d.Size() != size {
 					t.Fatalf("%s: block device %v size %d", cache, d.blockDev, d.Size())
 				}
-				if d.align != 0 && d.align < int64(sector) {
-					t.Fatalf("%s: alignment %d below the sector size %d", cache, d.align, sector)
+				if d.align != 0 && d.align != int64(sector) {
+					t.Fatalf("%s: alignment %d, want the sector size %d", cache, d.align, sector)
 				}
 				for i := 0; i < 40; i++ {
 					off := r.Int64N(size - 70000)

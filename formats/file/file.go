@@ -141,13 +141,13 @@ func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
 	return d, nil
 }
 
-// directAlign is the alignment O_DIRECT needs: a block device's logical
-// block size, or 4096 for a regular file (the largest logical block size
-// of the devices file systems sit on; memory is aligned to it as well).
+// directAlign is the alignment O_DIRECT needs, for offsets, lengths and
+// memory: a block device's logical block size, or 4096 for a regular file
+// (the largest logical block size of the devices file systems sit on).
 func directAlign(d *File) int64 {
 	if d.blockDev {
-		if n, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET); err == nil && n >= 512 && n&(n-1) == 0 {
-			return int64(max(n, 4096))
+		if n, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET); err == nil && n >= 512 && n <= 1<<16 && n&(n-1) == 0 {
+			return int64(n)
 		}
 	}
 	return 4096
