@@ -201,8 +201,9 @@ func TestEdgeUpdate(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkLocks(t, "update", PermConsistentRead|PermWrite, PermConsistentRead|PermWriteUnchanged)
-	if _, err := n.Claim("writer", claimWriteShare); !errors.Is(err, ErrPermission) {
-		t.Fatalf("writer against the job: %v", err)
+	_, err = n.Claim("writer", claimWriteShare)
+	if want := "mem:update: Conflicts with use by job, which does not allow 'write' on mem:update"; err == nil || err.Error() != want || !errors.Is(err, ErrPermission) {
+		t.Fatalf("writer against the job: got %v, want %q", err, want)
 	}
 	// an update that conflicts with another user is refused, all or nothing
 	if err := other.Update(Claim{Perm: PermConsistentRead, Shared: PermConsistentRead}); !errors.Is(err, ErrPermission) {
