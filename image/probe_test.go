@@ -170,3 +170,26 @@ func TestProbeFormatsKnown(t *testing.T) {
 		}
 	}
 }
+
+// FuzzProbe: any head probes as some registered format, without a panic.
+// Seeded from testdata/probe; `go test` runs the seeds.
+func FuzzProbe(f *testing.F) {
+	dir := filepath.Join("..", "testdata", "probe")
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err == nil {
+			f.Add(b[:min(len(b), image.ProbeSize)], e.Name())
+		}
+	}
+	f.Add([]byte("# Disk DescriptorFile\n  \r\n"), "x")
+	f.Fuzz(func(t *testing.T, head []byte, name string) {
+		got, err := image.Probe(head, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := image.Lookup(got); !ok {
+			t.Fatalf("probed as unregistered %q", got)
+		}
+	})
+}

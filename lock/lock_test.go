@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -334,5 +335,51 @@ func TestInherit(t *testing.T) {
 	}
 	if err := other.Set(bWrite, bAll); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRandomTransitions drives two descriptions through random Set calls
+// and checks each outcome against a model of QEMU's rules: a Set succeeds
+// unless it holds a bit the other refuses or refuses a bit the other
+// holds; a refused Set changes nothing. A third description checks every
+// byte after each step.
+func TestRandomTransitions(t *testing.T) {
+	path, a, b := twoFiles(t)
+	probe := openLock(t, path)
+	type state struct{ perm, unshar uint8 }
+	files := []*File{a, b}
+	model := []state{{}, {}}
+	r := rand.New(rand.NewPCG(11, 12))
+	for step := 0; step < 300; step++ {
+		i := r.IntN(2)
+		perm, shared := uint8(r.IntN(16)), uint8(r.IntN(16))
+		other := model[1-i]
+		ok := perm&other.unshar == 0 && ^shared&bAll&other.perm == 0
+		err := files[i].Set(perm, shared)
+		if ok != (err == nil) {
+			t.Fatalf("step %d: Set(%04b, %04b) on %d against %+v: %v", step, perm, shared, i, other, err)
+		}
+		if ok {
+			model[i] = state{perm, ^shared & bAll}
+		}
+		for j, f := range files {
+			if p, u := f.Held(); p != model[j].perm || u != model[j].unshar {
+				t.Fatalf("step %d: description %d holds %04b/%04b, model %+v", step, j, p, u, model[j])
+			}
+		}
+		for bit := uint(0); bit < Bits; bit++ {
+			m := uint8(1) << bit
+			held, err := probe.test(permBase + int64(bit))
+			if err != nil {
+				t.Fatal(err)
+			}
+			refused, err := probe.test(sharedBase + int64(bit))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if held != ((model[0].perm|model[1].perm)&m != 0) || refused != ((model[0].unshar|model[1].unshar)&m != 0) {
+				t.Fatalf("step %d: bit %d held %v refused %v, model %+v", step, bit, held, refused, model)
+			}
+		}
 	}
 }
