@@ -495,6 +495,21 @@ func (d *File) BlockStatus(off, length int64) (image.Extent, error) {
 	return e, nil
 }
 
+// fsNoCOW is FS_NOCOW_FL, the inode flag chattr +C sets.
+const fsNoCOW = 0x00800000
+
+// SetNoCOW turns off copy-on-write for the file (nocow=on, for btrfs),
+// best effort as QEMU does: file systems without the flag ignore it and a
+// failure does not stop the creation.
+func (d *File) SetNoCOW() {
+	if d.blockDev {
+		return
+	}
+	if flags, err := unix.IoctlGetUint32(d.fd, unix.FS_IOC_GETFLAGS); err == nil {
+		_ = unix.IoctlSetPointerInt(d.fd, unix.FS_IOC_SETFLAGS, int(flags|fsNoCOW))
+	}
+}
+
 // AllocatedSize is the file's st_blocks in bytes.
 func (d *File) AllocatedSize() int64 {
 	var st unix.Stat_t

@@ -42,6 +42,9 @@ func Create(c *image.CreateContext) error {
 	if err := file.CheckPrealloc(mode); err != nil {
 		return err
 	}
+	if f, ok := c.File.Driver().(*file.File); ok && c.Options.Bool("nocow", false) {
+		f.SetNoCOW() // before any data is written, as the flag requires
+	}
 	size := (c.Size + 511) &^ 511
 	err := c.File.Truncate(size, image.Prealloc(mode))
 	if errors.Is(err, syscall.EFBIG) {
