@@ -72,8 +72,9 @@ type File struct {
 	mu   sync.RWMutex // guards size against concurrent Truncate
 	size int64
 	// rmw serialises read-modify-write cycles of unaligned O_DIRECT
-	// writes, which may share an aligned block.
-	rmw sync.Mutex
+	// writes, which may share an aligned block, and keeps aligned writes
+	// out of a block while a cycle has it read.
+	rmw sync.RWMutex
 
 	dev, ino uint64
 }
@@ -270,6 +271,10 @@ func (d *File) WriteAt(p []byte, off int64) (int, error) {
 	var n int
 	var err error
 	if d.isAligned(p, off) {
+		if d.align != 0 {
+			d.rmw.RLock()
+			defer d.rmw.RUnlock()
+		}
 		n, err = d.f.WriteAt(p, off)
 	} else {
 		n, err = d.writeBounced(p, off)
