@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,7 +69,7 @@ func lockedBytes(t *testing.T, path string) []int64 {
 func holdWithQemuIO(t *testing.T, path string, args ...string) []int64 {
 	t.Helper()
 	cmd := exec.Command(needQemu(t, "qemu-io"), append(args, path)...)
-	var out bytes.Buffer
+	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -232,4 +233,23 @@ func TestQimgHoldsQemuRefused(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "wrote 512/512") {
 		t.Fatalf("qemu-io write after close: %v: %s", err, out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a running process writes while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

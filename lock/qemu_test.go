@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,7 +33,7 @@ func needQemu(t *testing.T, tool string) string {
 type qemuIO struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   bytes.Buffer
+	out   syncBuffer
 }
 
 func startQemuIO(t *testing.T, path string, want []int64, args ...string) *qemuIO {
@@ -162,4 +163,23 @@ func TestQemuIORefused(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "wrote 512/512") {
 		t.Fatalf("qemu-io write after release: %v: %s", err, out)
 	}
+}
+
+// syncBuffer is a bytes.Buffer that a running process writes while the
+// test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
