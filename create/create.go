@@ -101,7 +101,7 @@ func Prepare(r Request) (*Prepared, error) {
 		full := image.ResolveBacking(r.Filename, backing)
 		bn, err := image.Open(full, image.OpenOptions{Format: backingFmt, Claim: image.ClaimRead, ForceShare: true, User: "create backing check", NoBacking: true})
 		if err != nil {
-			return nil, image.Errorf(err, "%s; Could not open backing image.", err)
+			return nil, image.Errorf(err, "%s. Could not open backing image.", err)
 		}
 		if size < 0 {
 			size = bn.Size()
