@@ -77,8 +77,10 @@ func TestBadInput(t *testing.T) {
 		mutate func(b []byte) []byte
 		want   string
 	}{
-		{"truncated to 50 bytes", func(b []byte) []byte { return b[:50] }, "not in qcow2 format"},
-		{"truncated header", func(b []byte) []byte { return b[:90] }, "truncated"},
+		{"truncated to 3 bytes", func(b []byte) []byte { return b[:3] }, "not in qcow2 format"},
+		// files read as whole sectors: the missing bytes are zeroes
+		{"truncated to 50 bytes", func(b []byte) []byte { return b[:50] }, "header too short"},
+		{"truncated header", func(b []byte) []byte { return b[:90] }, "header too short"},
 		{"truncated after the header", func(b []byte) []byte { return b[:4096] }, "beyond the end of the file"},
 		{"cluster_bits 8", func(b []byte) []byte { put32(b, offClusterBits, 8); return b }, "Unsupported cluster size: 2^8"},
 		{"cluster_bits 30", func(b []byte) []byte { put32(b, offClusterBits, 30); return b }, "Unsupported cluster size: 2^30"},

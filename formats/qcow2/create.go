@@ -1,10 +1,327 @@
 package qcow2
 
-import "qimg/image"
+import (
+	"fmt"
+	"math/bits"
+	"strings"
 
-var createOptions = []image.OptionSpec{}
+	"qimg/formats/file"
+	"qimg/image"
+)
 
-// Create formats a new qcow2 image.
+// createOptions are qemu-img's -o options for qcow2 (with the file
+// protocol's), as `-o help` lists them.
+var createOptions = append([]image.OptionSpec{
+	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
+	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
+	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size"},
+	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression"},
+	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
+	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
+	{Name: "encrypt.cipher-alg", Type: image.OptString, Help: "Name of encryption cipher algorithm"},
+	{Name: "encrypt.cipher-mode", Type: image.OptString, Help: "Name of encryption cipher mode"},
+	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
+	{Name: "encrypt.hash-alg", Type: image.OptString, Help: "Name of encryption hash algorithm"},
+	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
+	{Name: "encrypt.ivgen-alg", Type: image.OptString, Help: "Name of IV generator algorithm"},
+	{Name: "encrypt.ivgen-hash-alg", Type: image.OptString, Help: "Name of IV generator hash algorithm"},
+	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
+	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
+	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables"},
+	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits"},
+}, fileOptions()...)
+
+// fileOptions are the file protocol's options that qcow2 passes on.
+func fileOptions() []image.OptionSpec {
+	var out []image.OptionSpec
+	for _, o := range file.CreateOptions {
+		if o.Name != "preallocation" {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// createParams are validated creation options.
+type createParams struct {
+	version       uint32
+	clusterBits   uint32
+	refcountOrder uint32
+	extendedL2    bool
+	lazyRefcounts bool
+	compression   uint8
+	prealloc      image.Prealloc
+	dataFile      string
+	dataFileRaw   bool
+	backingFile   string
+	backingFormat string
+}
+
+// parseCreateOptions checks the options as qemu-img does, with its
+// wording, before anything is written.
+func parseCreateOptions(o image.Options) (*createParams, error) {
+	p := &createParams{version: 3, clusterBits: defaultClusterBits, refcountOrder: defaultRefcountOrder}
+	if v, ok := o.Get("encrypt.format"); ok || o.Bool("encryption", false) {
+		if v == "" {
+			v = "aes"
+		}
+		return nil, image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=%s) is not supported yet", v)
+	}
+	switch v := o.String("compat", "1.1"); v {
+	case "0.10", "v2":
+		p.version = 2
+	case "1.1", "v3":
+	default:
+		return nil, image.Errorf(nil, "Parameter 'version' does not accept value '%s'", v)
+	}
+	cs, err := o.Size("cluster_size", 1<<defaultClusterBits)
+	if err != nil {
+		return nil, err
+	}
+	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
+		return nil, image.Errorf(nil, "Cluster size must be a power of two between 512 and 2048k")
+	}
+	p.clusterBits = uint32(bits.TrailingZeros64(uint64(cs)))
+	rb, err := o.Number("refcount_bits", 16)
+	if err != nil {
+		return nil, err
+	}
+	if rb == 0 || rb > 64 || rb&(rb-1) != 0 {
+		return nil, image.Errorf(nil, "Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	p.refcountOrder = uint32(bits.TrailingZeros64(rb))
+	p.extendedL2 = o.Bool("extended_l2", false)
+	p.lazyRefcounts = o.Bool("lazy_refcounts", false)
+	switch v := o.String("compression_type", "zlib"); v {
+	case "zlib":
+	case "zstd":
+		p.compression = compressionZstd
+	default:
+		return nil, image.Errorf(nil, "Parameter 'compression-type' does not accept value '%s'", v)
+	}
+	switch v := o.String("preallocation", "off"); v {
+	case "off", "metadata", "falloc", "full":
+		p.prealloc = image.Prealloc(v)
+	default:
+		return nil, image.Errorf(nil, "Parameter 'preallocation' does not accept value '%s'", v)
+	}
+	p.dataFile = o.String("data_file", "")
+	p.dataFileRaw = o.Bool("data_file_raw", false)
+	p.backingFile = o.String("backing_file", "")
+	p.backingFormat = o.String("backing_fmt", "")
+	v3 := " only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+	switch {
+	case p.version < 3 && p.lazyRefcounts:
+		return nil, image.Errorf(nil, "Lazy refcounts%s", v3)
+	case p.version < 3 && p.refcountOrder != defaultRefcountOrder:
+		return nil, image.Errorf(nil, "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	case p.version < 3 && p.extendedL2:
+		return nil, image.Errorf(nil, "Extended L2 entries are%s", v3)
+	case p.version < 3 && p.compression != compressionZlib:
+		return nil, image.Errorf(nil, "Non-zlib compression type is%s", v3)
+	case p.version < 3 && p.dataFile != "":
+		return nil, image.Errorf(nil, "External data files are%s", v3)
+	case p.extendedL2 && p.clusterBits < minExtendedL2ClusterBits:
+		return nil, image.Errorf(nil, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	case p.dataFileRaw && p.dataFile == "":
+		return nil, image.Errorf(nil, "data-file-raw requires data-file")
+	case p.dataFileRaw && p.backingFile != "":
+		return nil, image.Errorf(nil, "Backing file and data-file-raw cannot be used at the same time")
+	case p.backingFile != "" && p.prealloc != image.PreallocOff && !p.extendedL2:
+		// preallocated clusters would hide the backing file; with
+		// subclusters they stay unallocated and keep reading it
+		return nil, image.Errorf(nil, "Backing file and preallocation can only be used at the same time if extended_l2 is on")
+	}
+	if len(p.backingFile) > maxBackingNameSize {
+		return nil, image.Errorf(nil, "Backing file name too long")
+	}
+	if p.dataFileRaw && p.prealloc == image.PreallocOff {
+		// a raw data file needs every guest cluster mapped at its own offset
+		p.prealloc = image.PreallocMetadata
+	}
+	return p, nil
+}
+
+// l1Entries is the L1 size a virtual size needs.
+func l1Entries(size int64, clusterBits, l2Bits uint32) int64 {
+	span := int64(1) << (clusterBits + l2Bits)
+	return (size + span - 1) / span
+}
+
+// Create formats an empty protocol node as a qcow2 image with qemu-img's
+// layout: header, refcount table and one refcount block in the first
+// three clusters, then the L1 table, then preallocated tables and data.
+// The header is written last, after everything it points to is on disk,
+// so that a create interrupted midway leaves no file that looks valid.
 func Create(c *image.CreateContext) error {
-	return image.NotSupported("creating qcow2 images")
+	p, err := parseCreateOptions(c.Options)
+	if err != nil {
+		return err
+	}
+	// qemu-img creates images of whole sectors
+	size := (c.Size + 511) &^ 511
+	h := &header{
+		version:         p.version,
+		clusterBits:     p.clusterBits,
+		refcountOrder:   p.refcountOrder,
+		headerLength:    headerV2Length,
+		compressionType: p.compression,
+		backingFile:     p.backingFile,
+		backingFormat:   p.backingFormat,
+		dataFile:        p.dataFile,
+	}
+	if p.version >= 3 {
+		h.headerLength = headerV3Length
+		if p.extendedL2 {
+			h.incompatible |= incompatExtendedL2
+		}
+		if p.compression != compressionZlib {
+			h.incompatible |= incompatCompression
+		}
+		if p.dataFile != "" {
+			h.incompatible |= incompatDataFile
+		}
+		if p.dataFileRaw {
+			h.autoclear |= autoclearDataFileRaw
+		}
+		if p.lazyRefcounts {
+			h.compatible |= compatLazyRefcounts
+		}
+	}
+	if p.backingFormat != "" && p.backingFile != "" {
+		h.extensions = append(h.extensions, extension{typ: extBackingFormat, data: []byte(p.backingFormat)})
+	}
+	if p.dataFile != "" {
+		h.extensions = append(h.extensions, extension{typ: extDataFile, data: []byte(p.dataFile)})
+	}
+	if p.version >= 3 && h.clusterSize() >= 8192 {
+		// qemu leaves the feature name table out of small first clusters
+		h.extensions = append(h.extensions, extension{typ: extFeatureTable, data: featureTable()})
+	}
+	if _, err := h.encode(); err != nil {
+		return err
+	}
+	// the L1 table must fit qemu's limit
+	if l1Entries(size, h.clusterBits, h.l2Bits())*8 > maxL1Bytes || size > 1<<62 {
+		return image.Errorf(nil, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+	}
+	var dataNode *image.Node
+	if p.dataFile != "" {
+		dataNode, err = image.CreateProtocol(p.dataFile, "create data file", image.ClaimCreate)
+		if err != nil {
+			return fmt.Errorf("Could not create data file: %w", err)
+		}
+		defer dataNode.Close()
+		if err := dataNode.Truncate(size, image.PreallocOff); err != nil {
+			return err
+		}
+	}
+	q, err := newImageForCreate(c, h)
+	if err != nil {
+		return err
+	}
+	q.data = dataNode
+	if err := q.grow(size, p.prealloc); err != nil {
+		return err
+	}
+	return q.finishCreate()
+}
+
+// newImageForCreate writes the refcount table and first refcount block
+// (clusters 1 and 2; cluster 0 is the header, written last) and returns
+// the image in creation mode.
+func newImageForCreate(c *image.CreateContext, h *header) (*Image, error) {
+	cs := h.clusterSize()
+	h.refcountTableOffset = uint64(cs)
+	h.refcountTableClusters = 1
+	q := &Image{filename: c.Filename, file: c.File, writable: true, creating: true}
+	q.h = h
+	q.clusterBits = h.clusterBits
+	q.clusterSize = cs
+	q.l2Bits = h.l2Bits()
+	q.extendedL2 = h.extendedL2()
+	q.cls = classifier{version: h.version, clusterBits: h.clusterBits, extendedL2: q.extendedL2, dataFile: h.dataFile != ""}
+	q.l2cache = newLRU[*l2Table](l2CacheTables(c.Size, q.clusterBits, q.l2Bits))
+	q.rc = newRefcounts(q)
+	q.rc.tableOffset, q.rc.tableClusters = cs, 1
+	q.rc.table = make([]uint64, cs/8)
+	q.rc.table[0] = uint64(2 * cs)
+	block := &refBlock{offset: 2 * cs, buf: make([]byte, cs)}
+	for i := int64(0); i < 3; i++ {
+		q.rc.set1(block.buf, i, 1)
+	}
+	tbl := make([]byte, cs)
+	be.PutUint64(tbl, uint64(2*cs))
+	// cluster 0 stays a hole until the header is written
+	if err := q.writeMeta(append(tbl, block.buf...), cs); err != nil {
+		return nil, err
+	}
+	q.rc.blocks.put(block.offset, block)
+	return q, nil
+}
+
+// finishCreate makes everything durable, then writes the header and makes
+// it durable.
+func (q *Image) finishCreate() error {
+	if err := q.rc.writeDirty(); err != nil {
+		return err
+	}
+	if len(q.l1) > 0 {
+		buf := make([]byte, len(q.l1)*8)
+		for i, e := range q.l1 {
+			be.PutUint64(buf[i*8:], e)
+		}
+		if err := q.writeMeta(buf, int64(q.h.l1TableOffset)); err != nil {
+			return err
+		}
+	}
+	if err := q.file.Flush(); err != nil {
+		return err
+	}
+	if q.data != nil {
+		if err := q.data.Flush(); err != nil {
+			return err
+		}
+	}
+	q.creating = false
+	if err := q.writeHeader(); err != nil {
+		return err
+	}
+	return q.file.Flush()
+}
+
+// describeOrder is the order in which qemu-img's "Formatting" line lists
+// qcow2 options; defaults are filled in for those it always shows.
+var describeOrder = []string{"cluster_size", "extended_l2", "preallocation", "compression_type", "size",
+	"compat", "backing_file", "backing_fmt", "encryption", "encrypt.format", "data_file", "data_file_raw",
+	"lazy_refcounts", "refcount_bits", "nocow", "extent_size_hint"}
+
+var describeDefaults = map[string]string{
+	"cluster_size": "65536", "extended_l2": "off", "compression_type": "zlib",
+	"lazy_refcounts": "off", "refcount_bits": "16",
+}
+
+// Describe is qemu-img's "fmt=qcow2 …" summary of creation options.
+func Describe(o image.Options) string {
+	var b strings.Builder
+	b.WriteString("fmt=qcow2")
+	for _, k := range describeOrder {
+		v, ok := o.Get(k)
+		if !ok {
+			v, ok = describeDefaults[k]
+		}
+		if !ok {
+			continue
+		}
+		if k == "cluster_size" {
+			if n, err := image.ParseSize(v); err == nil {
+				v = fmt.Sprint(n)
+			}
+		}
+		fmt.Fprintf(&b, " %s=%s", k, v)
+	}
+	return b.String()
 }

@@ -46,6 +46,9 @@ type Image struct {
 	// corrupt is set when a metadata inconsistency was found while
 	// writing: the header's corrupt bit is set and writes stop.
 	corrupt bool
+	// creating defers header updates to the single header write that
+	// completes a new image.
+	creating bool
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of

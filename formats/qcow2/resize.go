@@ -1,0 +1,242 @@
+package qcow2
+
+import "qimg/image"
+
+// Truncate grows the image; the added part is preallocated as asked.
+// Shrinking is not supported yet.
+func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.checkWritable(); err != nil {
+		return err
+	}
+	switch {
+	case size == q.size:
+		return nil
+	case size < q.size:
+		return image.NotSupported("shrinking qcow2 images")
+	}
+	if q.h.nbSnapshots > 0 {
+		return image.NotSupported("resizing qcow2 images with internal snapshots")
+	}
+	return q.grow(size, prealloc)
+}
+
+// grow enlarges the L1 table when the new size needs it, preallocates,
+// and then records the new size in the header (qemu's qcow2_co_truncate
+// order). The caller holds the metadata lock.
+func (q *Image) grow(size int64, prealloc image.Prealloc) error {
+	if size > 1<<62 || l1Entries(size, q.clusterBits, q.l2Bits)*8 > maxL1Bytes {
+		return image.Errorf(image.ErrUnsupported, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+	}
+	old := q.size
+	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
+		if err := q.growL1(need); err != nil {
+			return err
+		}
+	}
+	q.size = size
+	switch prealloc {
+	case image.PreallocOff, "":
+	case image.PreallocMetadata:
+		if err := q.preallocate(old, size, prealloc); err != nil {
+			return err
+		}
+	case image.PreallocFalloc, image.PreallocFull:
+		if q.data != nil {
+			if err := q.preallocate(old, size, prealloc); err != nil {
+				return err
+			}
+			break
+		}
+		if err := q.preallocateFile(old, size, prealloc); err != nil {
+			return err
+		}
+	default:
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
+	}
+	q.h.size = uint64(size)
+	var b [8]byte
+	be.PutUint64(b[:], uint64(size))
+	return q.writeHeaderBytes(b[:], offSize)
+}
+
+// growL1 moves the L1 table to n entries: the new table is written, then
+// the header points at it, then the old one is freed.
+func (q *Image) growL1(n int64) error {
+	newOff, err := q.rc.alloc((n*8 + q.clusterSize - 1) >> q.clusterBits)
+	if err != nil {
+		return err
+	}
+	l1 := make([]uint64, n)
+	copy(l1, q.l1)
+	buf := make([]byte, n*8)
+	for i, e := range l1 {
+		be.PutUint64(buf[i*8:], e)
+	}
+	if err := q.writeMeta(buf, newOff); err != nil {
+		return err
+	}
+	oldOff, oldSize := int64(q.h.l1TableOffset), int64(q.h.l1Size)
+	q.h.l1TableOffset, q.h.l1Size = uint64(newOff), uint32(n)
+	var hdr [12]byte
+	be.PutUint32(hdr[:], uint32(n))
+	be.PutUint64(hdr[4:], uint64(newOff))
+	if err := q.writeHeaderBytes(hdr[:], offL1Size); err != nil {
+		return err
+	}
+	if !q.creating {
+		if err := q.file.Flush(); err != nil {
+			return err
+		}
+	}
+	q.l1 = l1
+	if oldSize > 0 {
+		return q.rc.release(oldOff, oldSize*8)
+	}
+	return nil
+}
+
+// preallocate allocates L2 tables and data clusters for guest bytes
+// [from, to), table by table (each table before its data clusters, as
+// qemu allocates them), then extends the data file to the last cluster.
+// With extended L2 entries the subclusters stay unallocated, so a backing
+// file still shows through.
+func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
+	cs := q.clusterSize
+	l2Span := cs << q.l2Bits
+	hostEnd := int64(-1)
+	for off := from &^ (cs - 1); off < to; {
+		l1i := off / l2Span
+		end := min(to, (l1i+1)*l2Span)
+		c0 := off >> q.clusterBits
+		cEnd := (end + cs - 1) >> q.clusterBits
+		var t *l2Table
+		fresh := l1Entry(q.l1[l1i]).l2Offset() == 0
+		if fresh {
+			// allocate the table, then its data, then write it once
+			l2off, err := q.rc.alloc(1)
+			if err != nil {
+				return err
+			}
+			n := 1 << q.l2Bits
+			t = &l2Table{offset: l2off, entries: make([]uint64, n)}
+			if q.extendedL2 {
+				t.bitmaps = make([]uint64, n)
+			}
+		} else {
+			var err error
+			if t, err = q.l2ForWrite(l1i); err != nil {
+				return err
+			}
+		}
+		idx0 := int(c0 & (1<<q.l2Bits - 1))
+		for c := c0; c < cEnd; {
+			i := idx0 + int(c-c0)
+			if l2Entry(t.entries[i]).hostOffset() != 0 || l2Entry(t.entries[i]).compressed() {
+				c++
+				continue
+			}
+			k := int64(1)
+			for c+k < cEnd && t.entries[i+int(k)] == 0 {
+				k++
+			}
+			host, err := q.allocData(c, k)
+			if err != nil {
+				return err
+			}
+			for j := int64(0); j < k; j++ {
+				t.entries[i+int(j)] = uint64(host+j*cs) | oflagCopied
+			}
+			hostEnd = max(hostEnd, host+k*cs)
+			c += k
+		}
+		if fresh {
+			if err := q.writeMeta(t.encode(q.extendedL2), t.offset); err != nil {
+				return err
+			}
+			if err := q.setL1(l1i, uint64(t.offset)|oflagCopied); err != nil {
+				return err
+			}
+			q.l2cache.put(t.offset, t)
+		} else if err := q.writeL2(t, idx0, idx0+int(cEnd-c0)); err != nil {
+			return err
+		}
+		off = end
+	}
+	if hostEnd < 0 {
+		return nil
+	}
+	data := q.dataNode()
+	if hostEnd <= data.Size() {
+		return nil
+	}
+	if mode == image.PreallocMetadata {
+		mode = image.PreallocOff
+	}
+	return data.Truncate(hostEnd, mode)
+}
+
+// preallocateFile preallocates [from, to) in the image file itself as
+// qemu does for falloc and full: refcount structures sized for all the new
+// clusters are placed after the last used cluster, the data clusters
+// follow them in one run (allocated on the file system as asked), and the
+// L2 tables are allocated last, wherever there is room.
+func (q *Image) preallocateFile(from, to int64, mode image.Prealloc) error {
+	cs := q.clusterSize
+	r := q.rc
+	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
+	last, err := r.lastUsed(fileClusters)
+	if err != nil {
+		return err
+	}
+	oldEnd := (last + 1) * cs
+	nData := ((to+cs-1)&^(cs-1) - from&^(cs-1)) >> q.clusterBits
+	if nData <= 0 {
+		return nil
+	}
+	perTable := int64(1) << q.l2Bits
+	nL2 := (nData+perTable-1)/perTable + 1
+	start, err := r.area(oldEnd, nData+nL2, true, 0, 0)
+	if err != nil {
+		return err
+	}
+	if err := r.update(start>>q.clusterBits, nData, 1); err != nil {
+		return err
+	}
+	if err := q.file.Truncate(start+nData*cs, mode); err != nil {
+		return err
+	}
+	host := start
+	l2Span := cs << q.l2Bits
+	for off := from &^ (cs - 1); off < to; {
+		l1i := off / l2Span
+		end := min(to, (l1i+1)*l2Span)
+		t, err := q.l2ForWrite(l1i)
+		if err != nil {
+			return err
+		}
+		c0 := off >> q.clusterBits
+		cEnd := (end + cs - 1) >> q.clusterBits
+		idx0 := int(c0 & (perTable - 1))
+		var old []l2Entry
+		for c := c0; c < cEnd; c++ {
+			i := idx0 + int(c-c0)
+			old = append(old, l2Entry(t.entries[i]))
+			// with extended L2 entries qemu leaves the subclusters
+			// unallocated: they read as zero or from the backing file
+			t.entries[i] = uint64(host) | oflagCopied
+			host += cs
+		}
+		if err := q.writeL2(t, idx0, idx0+int(cEnd-c0)); err != nil {
+			return err
+		}
+		for _, e := range old {
+			if err := q.releaseEntry(e); err != nil {
+				return err
+			}
+		}
+		off = end
+	}
+	return nil
+}
