@@ -150,7 +150,7 @@ func (f *File) Held() (perm, unshared uint8) { return f.perm, f.unshar }
 func (f *File) test(off int64) (bool, error) {
 	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
 	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &lk); err != nil {
-		return false, fmt.Errorf("testing lock byte %d: %w", off, err)
+		return false, &byteError{what: "Failed to test byte", off: off, err: err}
 	}
 	return lk.Type != unix.F_UNLCK, nil
 }
@@ -158,7 +158,30 @@ func (f *File) test(off int64) (bool, error) {
 func (f *File) lock(off int64, typ int16) error {
 	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
 	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_SETLK, &lk); err != nil {
-		return fmt.Errorf("setting lock byte %d: %w", off, err)
+		what := "Failed to lock byte"
+		if typ == unix.F_UNLCK {
+			what = "Failed to unlock byte"
+		}
+		return &byteError{what: what, off: off, err: err}
 	}
 	return nil
 }
+
+// byteError is a failed fcntl on one lock byte (a file system without OFD
+// locks, say), worded as QEMU's: "Failed to lock byte 100: No locks
+// available".
+type byteError struct {
+	what string
+	off  int64
+	err  error
+}
+
+func (e *byteError) Error() string {
+	s := e.err.Error()
+	if s != "" && s[0] >= 'a' && s[0] <= 'z' {
+		s = string(s[0]-'a'+'A') + s[1:]
+	}
+	return fmt.Sprintf("%s %d: %s", e.what, e.off, s)
+}
+
+func (e *byteError) Unwrap() error { return e.err }

@@ -289,8 +289,9 @@ func TestCloseDropsLocks(t *testing.T) {
 
 // TestBadDescriptor: errors from fcntl come back as errors.
 func TestBadDescriptor(t *testing.T) {
-	if err := New(-1).Set(bRead, bAll); err == nil {
-		t.Fatal("Set on fd -1 succeeded")
+	err := New(-1).Set(bRead, bAll)
+	if err == nil || err.Error() != "Failed to lock byte 100: Bad file descriptor" || !errors.Is(err, unix.EBADF) {
+		t.Fatalf("Set on fd -1: %v", err)
 	}
 }
 
