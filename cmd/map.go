@@ -49,12 +49,12 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 	}
 	start, err := image.ParseSize(o.startOffset)
 	if err != nil {
-		return fmt.Errorf("Invalid start offset specified! You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		return fmt.Errorf("Invalid start offset specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 	}
 	length := int64(-1)
 	if o.maxLength != "" {
 		if length, err = image.ParseSize(o.maxLength); err != nil {
-			return fmt.Errorf("Invalid length specified! You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return fmt.Errorf("Invalid length specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 		}
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})
@@ -101,7 +101,8 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 	})
 	if o.output == "json" {
 		if first {
-			fmt.Fprint(w, "[")
+			// qemu-img reports an empty range as one empty run
+			fmt.Fprint(w, `[{ "start": 0, "length": 0, "depth": 0, "present": false, "zero": false, "data": false}`)
 		}
 		fmt.Fprintln(w, "]")
 	}
