@@ -54,7 +54,7 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 	length := int64(-1)
 	if o.maxLength != "" {
 		if length, err = image.ParseSize(o.maxLength); err != nil {
-			return fmt.Errorf("Invalid length specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return fmt.Errorf("Invalid max length specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
 		}
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})
