@@ -125,3 +125,124 @@ func compress(ctype uint8, in []byte) ([]byte, error) {
 	}
 	return out, nil
 }
+
+// CompressedClusterSize is the unit of compressed writes: one cluster.
+func (q *Image) CompressedClusterSize() int64 { return q.clusterSize }
+
+// CompressCluster compresses one cluster of guest data (the last cluster
+// of the image may be shorter; it is padded with zeroes) with the image's
+// compression type. It returns nil when compression does not save space.
+func (q *Image) CompressCluster(dst, src []byte) ([]byte, error) {
+	if int64(len(src)) > q.clusterSize {
+		return nil, image.Errorf(image.ErrUnsupported, "compressed writes are one cluster (%d bytes) at most", q.clusterSize)
+	}
+	if int64(len(src)) < q.clusterSize {
+		full := make([]byte, q.clusterSize)
+		copy(full, src)
+		src = full
+	}
+	out, err := compress(q.h.compressionType, src)
+	if err == errIncompressible {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return append(dst[:0], out...), nil
+}
+
+// WriteCompressed stores compressed data as the cluster at guest offset
+// off. Compressed clusters are packed one after another in the file, a
+// host cluster shared by several holding one reference for each (qemu's
+// qcow2_alloc_bytes).
+func (q *Image) WriteCompressed(off int64, compressed []byte) error {
+	cs := q.clusterSize
+	if off&(cs-1) != 0 {
+		return image.Errorf(image.ErrUnsupported, "compressed writes must be cluster aligned")
+	}
+	if int64(len(compressed)) >= cs || len(compressed) == 0 {
+		return image.Errorf(image.ErrUnsupported, "compressed cluster of %d bytes for %d-byte clusters", len(compressed), cs)
+	}
+	if q.data != nil {
+		return image.Errorf(image.ErrUnsupported, "Compression not supported with an external data file")
+	}
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.checkWritable(); err != nil {
+		return err
+	}
+	l2Span := cs << q.l2Bits
+	t, err := q.l2ForWrite(off / l2Span)
+	if err != nil {
+		return err
+	}
+	host, err := q.allocBytes(int64(len(compressed)))
+	if err != nil {
+		return err
+	}
+	if err := q.writeData(compressed, host, true); err != nil {
+		return err
+	}
+	idx := int((off >> q.clusterBits) & (1<<q.l2Bits - 1))
+	old := l2Entry(t.entries[idx])
+	nsect := (host+int64(len(compressed))-1)/compressedSectorSize - host/compressedSectorSize
+	shift := 62 - (q.clusterBits - 8)
+	t.entries[idx] = uint64(host) | uint64(nsect)<<shift | oflagCompressed
+	if q.extendedL2 {
+		t.bitmaps[idx] = 0
+	}
+	if err := q.writeL2(t, idx, idx+1); err != nil {
+		return err
+	}
+	return q.releaseEntry(old)
+}
+
+// allocBytes allocates size bytes (less than a cluster) for compressed
+// data right after the previous compressed cluster when they fit, taking
+// a reference on every cluster they touch. The caller holds the metadata
+// lock.
+func (q *Image) allocBytes(size int64) (int64, error) {
+	cs := q.clusterSize
+	r := q.rc
+	off := q.freeByte
+	if off != 0 {
+		v, err := r.get(off >> q.clusterBits)
+		if err != nil {
+			return 0, err
+		}
+		if v == r.max {
+			off = 0
+		}
+	}
+	free := cs - off&(cs-1)
+	for {
+		if off == 0 || free < size {
+			ci, err := r.allocNoRef(1)
+			if err != nil {
+				return 0, err
+			}
+			nc := ci << q.clusterBits
+			if off == 0 || (off+cs-1)&^(cs-1) != nc {
+				off, free = nc, cs
+			} else {
+				free += cs
+			}
+		}
+		first := off >> q.clusterBits
+		last := (off + size - 1) >> q.clusterBits
+		err := r.update(first, last-first+1, 1)
+		if err == errAgain {
+			off = 0
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		break
+	}
+	q.freeByte = off + size
+	if q.freeByte&(cs-1) == 0 {
+		q.freeByte = 0
+	}
+	return off, nil
+}

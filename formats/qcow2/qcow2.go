@@ -46,6 +46,9 @@ type Image struct {
 	// corrupt is set when a metadata inconsistency was found while
 	// writing: the header's corrupt bit is set and writes stop.
 	corrupt bool
+	// freeByte is where the next compressed cluster may start, 0 when a
+	// new host cluster is needed.
+	freeByte int64
 	// creating defers header updates to the single header write that
 	// completes a new image.
 	creating bool

@@ -273,6 +273,11 @@ func (r *refcounts) update(start, n, delta int64) error {
 			if nv == 0 && ci-lo+i < r.free {
 				r.free = ci - lo + i
 			}
+			if nv == 0 && r.q.freeByte != 0 && r.q.freeByte>>r.q.clusterBits == ci-lo+i {
+				// the cluster holding the tail of the last compressed
+				// cluster was freed: it may be reused for anything
+				r.q.freeByte = 0
+			}
 		}
 		if err := r.writeBlock(b, lo, hi); err != nil {
 			return err
