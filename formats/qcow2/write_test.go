@@ -27,7 +27,7 @@ func openWritable(t testing.TB, path string) *image.Node {
 // qemuCheck runs qemu-img check and fails on corruptions or leaks.
 func qemuCheck(t testing.TB, path string) {
 	t.Helper()
-	out, _ := exec.Command("qemu-img", "check", "--output=json", path).CombinedOutput()
+	out, _ := exec.Command("qemu-img", "check", "--output=json", path).Output()
 	var r struct {
 		CheckErrors int64 `json:"check-errors"`
 		Corruptions int64 `json:"corruptions"`

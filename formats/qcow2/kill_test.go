@@ -1,0 +1,120 @@
+package qcow2
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"qimg/image"
+)
+
+// TestKillHelper is the writing process of TestKillWhileWriting: it runs
+// only when started by it (QIMG_QCOW2_KILL_IMAGE set), writes into the
+// image until it is killed, and prints "writing" once it has begun.
+func TestKillHelper(t *testing.T) {
+	img := os.Getenv("QIMG_QCOW2_KILL_IMAGE")
+	if img == "" {
+		t.Skip("helper process of TestKillWhileWriting")
+	}
+	seed, _ := strconv.ParseInt(os.Getenv("QIMG_QCOW2_KILL_SEED"), 10, 64)
+	n, err := image.Open(img, image.OpenOptions{Format: "qcow2", Writable: true, Claim: image.ClaimWrite})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	q := n.Driver().(*Image)
+	cs := q.clusterSize
+	size := n.Size()
+	rng := rand.New(rand.NewSource(seed))
+	buf := make([]byte, 4*cs+10000)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	fmt.Println("writing")
+	for i := 0; ; i++ {
+		off := rng.Int63n(size)
+		length := min(size-off, 1+rng.Int63n(int64(len(buf))))
+		switch rng.Intn(8) {
+		case 0:
+			err = n.WriteZeroes(off, length, rng.Intn(2) == 0)
+		case 1:
+			err = n.Discard(off, length)
+		case 2:
+			off &^= cs - 1
+			z, cerr := q.CompressCluster(nil, buf[:min(cs, size-off)])
+			if cerr == nil && z != nil && q.data == nil {
+				err = n.WriteCompressed(off, z)
+			}
+		default:
+			_, err = n.WriteAt(buf[:length], off)
+		}
+		if err != nil {
+			fmt.Println("write:", err)
+			os.Exit(3)
+		}
+	}
+}
+
+// TestKillWhileWriting kills a process writing an image (SIGKILL) at
+// random moments; qemu-img check must then find no corruption (leaked
+// clusters are allowed).
+func TestKillWhileWriting(t *testing.T) {
+	needQemu(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	cases := []struct{ opts string }{
+		{"cluster_size=4096"},
+		{"cluster_size=512,refcount_bits=2"},
+		{"extended_l2=on,cluster_size=16k"},
+		{"compat=0.10,cluster_size=4096"},
+	}
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	for i := 0; i < 12; i++ {
+		c := cases[i%len(cases)]
+		dir := t.TempDir()
+		img := filepath.Join(dir, "img.qcow2")
+		createImage(t, img, c.opts, 8<<20)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "QIMG_QCOW2_KILL_IMAGE="+img, fmt.Sprintf("QIMG_QCOW2_KILL_SEED=%d", i))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		line, _ := bufio.NewReader(out).ReadString('\n')
+		if line != "writing\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper: %q", line)
+		}
+		delay := time.Duration(5+rng.Intn(150)) * time.Millisecond
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGKILL)
+		cmd.Wait()
+		res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
+		var r struct {
+			CheckErrors int64 `json:"check-errors"`
+			Corruptions int64 `json:"corruptions"`
+			Leaks       int64 `json:"leaks"`
+		}
+		if err := json.Unmarshal(res, &r); err != nil {
+			t.Fatalf("%s after %v: qemu-img check: %v\n%s", c.opts, delay, err, res)
+		}
+		if r.Corruptions != 0 || r.CheckErrors != 0 {
+			human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
+			t.Fatalf("%s killed after %v: %d corruptions\n%s", c.opts, delay, r.Corruptions, human)
+		}
+		t.Logf("%s killed after %v: %d leaked clusters", c.opts, delay, r.Leaks)
+	}
+}
