@@ -21,6 +21,7 @@ type createOptions struct {
 	backingFormat string
 	noOpenBacking bool
 	quiet         bool
+	backingGiven  bool // -b given, even empty
 }
 
 func newCreateCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -56,6 +57,7 @@ an image that a running QEMU uses fails and leaves it intact.`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			o.backingGiven = c.Flags().Changed("backing")
 			return runCreate(o, args, stdout)
 		},
 	}
@@ -102,6 +104,19 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	opts, err := image.ParseOptions(optString)
 	if err != nil {
 		return err
+	}
+	if o.backingGiven && o.backing == "" {
+		// qemu-img takes -b '' as a backing file with an empty name.
+		specs, err := create.OptionSpecs(o.format)
+		if err != nil {
+			return fmt.Errorf("%s: %w", filename, err)
+		}
+		for _, s := range specs {
+			if s.Name == "backing_file" {
+				return fmt.Errorf("%s: Expected backing file name, got empty string", filename)
+			}
+		}
+		return fmt.Errorf("%s: Backing file not supported for file format '%s'", filename, o.format)
 	}
 	req.Options = opts
 	p, err := create.Prepare(req)
