@@ -26,12 +26,14 @@ func (q *Image) openWritable() error {
 	if h.autoclear&autoclearBitmaps != 0 && h.bitmaps != nil && h.bitmaps.nbBitmaps > 0 {
 		return image.NotSupported("%s: writing to qcow2 images with persistent bitmaps", q.filename)
 	}
-	if h.incompatible&incompatDirty != 0 {
-		return image.NotSupported("%s: repairing the refcounts of a dirty qcow2 image (lazy_refcounts); run 'qemu-img check -r all' first", q.filename)
-	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
 		return fmt.Errorf("Could not read refcount table: %w", err)
+	}
+	if h.incompatible&incompatDirty != 0 {
+		if err := q.repairDirty(); err != nil {
+			return err
+		}
 	}
 	if unknown := h.autoclear &^ autoclearKnown; unknown != 0 {
 		// bits of features qimg does not maintain: clearing them tells
