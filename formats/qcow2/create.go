@@ -3,42 +3,44 @@ package qcow2
 import (
 	"fmt"
 	"math/bits"
-	"strings"
 
 	"qimg/formats/file"
 	"qimg/image"
 )
 
 // createOptions are qemu-img's -o options for qcow2 (with the file
-// protocol's), as `-o help` lists them.
+// protocol's). They are declared in the order in which qemu-img's
+// "Formatting" line lists them, with the defaults it shows; -o help sorts
+// them by name.
 var createOptions = append([]image.OptionSpec{
+	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
+	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression", Default: "zlib"},
+	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
+	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
 	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
 	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
-	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size"},
-	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
-	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression"},
-	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
-	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
+	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
+	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
+	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
 	{Name: "encrypt.cipher-alg", Type: image.OptString, Help: "Name of encryption cipher algorithm"},
 	{Name: "encrypt.cipher-mode", Type: image.OptString, Help: "Name of encryption cipher mode"},
-	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
-	{Name: "encrypt.hash-alg", Type: image.OptString, Help: "Name of encryption hash algorithm"},
-	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
 	{Name: "encrypt.ivgen-alg", Type: image.OptString, Help: "Name of IV generator algorithm"},
 	{Name: "encrypt.ivgen-hash-alg", Type: image.OptString, Help: "Name of IV generator hash algorithm"},
-	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
-	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
-	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables"},
-	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
-	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits"},
+	{Name: "encrypt.hash-alg", Type: image.OptString, Help: "Name of encryption hash algorithm"},
+	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
+	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
+	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
+	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates", Default: "off"},
+	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits", Default: "16"},
 }, fileOptions()...)
 
 // fileOptions are the file protocol's options that qcow2 passes on.
 func fileOptions() []image.OptionSpec {
 	var out []image.OptionSpec
 	for _, o := range file.CreateOptions {
-		if o.Name != "preallocation" {
+		if o.Name != "preallocation" && o.Name != "size" {
 			out = append(out, o)
 		}
 	}
@@ -291,37 +293,4 @@ func (q *Image) finishCreate() error {
 		return err
 	}
 	return q.file.Flush()
-}
-
-// describeOrder is the order in which qemu-img's "Formatting" line lists
-// qcow2 options; defaults are filled in for those it always shows.
-var describeOrder = []string{"cluster_size", "extended_l2", "preallocation", "compression_type", "size",
-	"compat", "backing_file", "backing_fmt", "encryption", "encrypt.format", "data_file", "data_file_raw",
-	"lazy_refcounts", "refcount_bits", "nocow", "extent_size_hint"}
-
-var describeDefaults = map[string]string{
-	"cluster_size": "65536", "extended_l2": "off", "compression_type": "zlib",
-	"lazy_refcounts": "off", "refcount_bits": "16",
-}
-
-// Describe is qemu-img's "fmt=qcow2 …" summary of creation options.
-func Describe(o image.Options) string {
-	var b strings.Builder
-	b.WriteString("fmt=qcow2")
-	for _, k := range describeOrder {
-		v, ok := o.Get(k)
-		if !ok {
-			v, ok = describeDefaults[k]
-		}
-		if !ok {
-			continue
-		}
-		if k == "cluster_size" {
-			if n, err := image.ParseSize(v); err == nil {
-				v = fmt.Sprint(n)
-			}
-		}
-		fmt.Fprintf(&b, " %s=%s", k, v)
-	}
-	return b.String()
 }

@@ -134,10 +134,22 @@ func TestCreateErrors(t *testing.T) {
 	}
 }
 
-func TestDescribe(t *testing.T) {
-	o, _ := image.ParseOptions("preallocation=off,compat=1.1,data_file=e.data,size=10485760,backing_file=a.qcow2,backing_fmt=qcow2")
-	want := "fmt=qcow2 cluster_size=65536 extended_l2=off preallocation=off compression_type=zlib size=10485760 compat=1.1 backing_file=a.qcow2 backing_fmt=qcow2 data_file=e.data lazy_refcounts=off refcount_bits=16"
-	if got := Describe(o); got != want {
-		t.Fatalf("got  %s\nwant %s", got, want)
+func TestFormattingLine(t *testing.T) {
+	cases := map[string]string{
+		"": "fmt=qcow2 cluster_size=65536 extended_l2=off compression_type=zlib size=10485760 lazy_refcounts=off refcount_bits=16",
+		"preallocation=off,compat=1.1,data_file=e.data,backing_file=a.qcow2,backing_fmt=qcow2,cluster_size=4k": "fmt=qcow2 cluster_size=4096 extended_l2=off preallocation=off compression_type=zlib size=10485760 compat=1.1 backing_file=a.qcow2 backing_fmt=qcow2 data_file=e.data lazy_refcounts=off refcount_bits=16",
+	}
+	for opts, want := range cases {
+		o, err := image.ParseOptions(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := create.Prepare(create.Request{Filename: filepath.Join(t.TempDir(), "x.qcow2"), Format: "qcow2", Size: 10 << 20, Options: o, NoOpenBacking: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Summary != want {
+			t.Errorf("got  %s\nwant %s", p.Summary, want)
+		}
 	}
 }
