@@ -175,12 +175,9 @@ func (r *refcounts) allocNoRef(n int64) (int64, error) {
 				return 0, err
 			}
 			if b != nil {
-				for i := ci; i < end; i++ {
-					if r.get1(b.buf, i&(r.perBlock-1)) != 0 {
-						ok = false
-						ci = i
-						break
-					}
+				if i := r.firstUsed(b.buf, ci&(r.perBlock-1), end-ti<<r.blockBits); i >= 0 {
+					ok = false
+					ci = ti<<r.blockBits + i
 				}
 			}
 			if !ok {
@@ -252,6 +249,13 @@ func (r *refcounts) update(start, n, delta int64) error {
 		}
 		lo := ci & (r.perBlock - 1)
 		hi := min(lo+(start+n-ci), r.perBlock)
+		if r.bits == 16 && delta == 1 && r.addOne16(b.buf, lo, hi) {
+			if err := r.writeBlock(b, lo, hi); err != nil {
+				return err
+			}
+			ci += hi - lo
+			continue
+		}
 		for i := lo; i < hi; i++ {
 			v := r.get1(b.buf, i)
 			switch {
@@ -491,4 +495,47 @@ func (r *refcounts) writeDirty() error {
 	}
 	r.dirty = nil
 	return nil
+}
+
+// firstUsed returns the index of the first non-zero refcount among
+// entries [lo, hi) of a block, -1 if all are zero. Whole bytes are
+// scanned eight at a time.
+func (r *refcounts) firstUsed(buf []byte, lo, hi int64) int64 {
+	if r.bits < 8 {
+		for i := lo; i < hi; i++ {
+			if r.get1(buf, i) != 0 {
+				return i
+			}
+		}
+		return -1
+	}
+	w := int64(r.bits / 8)
+	b := buf[lo*w : hi*w]
+	i := 0
+	for ; i+8 <= len(b); i += 8 {
+		if be.Uint64(b[i:]) != 0 {
+			break
+		}
+	}
+	for ; i < len(b); i++ {
+		if b[i] != 0 {
+			return lo + int64(i)/w
+		}
+	}
+	return -1
+}
+
+// addOne16 adds one to 16-bit refcounts [lo, hi), the common case of
+// allocation. It changes nothing and returns false if one would overflow.
+func (r *refcounts) addOne16(buf []byte, lo, hi int64) bool {
+	for i := lo; i < hi; i++ {
+		if be.Uint16(buf[i*2:]) == 0xffff {
+			return false
+		}
+	}
+	for i := lo; i < hi; i++ {
+		p := buf[i*2:]
+		be.PutUint16(p, be.Uint16(p)+1)
+	}
+	return true
 }
