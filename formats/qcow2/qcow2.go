@@ -46,6 +46,10 @@ type Image struct {
 	// corrupt is set when a metadata inconsistency was found while
 	// writing: the header's corrupt bit is set and writes stop.
 	corrupt bool
+	// metaClusters names the host clusters holding L2 tables, refcount
+	// blocks and snapshot L1 tables, for the overlap check of writable
+	// images; a cluster leaves it when its refcount drops to zero.
+	metaClusters map[int64]string
 	// freeByte is where the next compressed cluster may start, 0 when a
 	// new host cluster is needed.
 	freeByte int64

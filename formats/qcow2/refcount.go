@@ -277,6 +277,9 @@ func (r *refcounts) update(start, n, delta int64) error {
 			if nv == 0 && ci-lo+i < r.free {
 				r.free = ci - lo + i
 			}
+			if nv == 0 && r.q.metaClusters != nil {
+				delete(r.q.metaClusters, ci-lo+i)
+			}
 			if nv == 0 && r.q.freeByte != 0 && r.q.freeByte>>r.q.clusterBits == ci-lo+i {
 				// the cluster holding the tail of the last compressed
 				// cluster was freed: it may be reused for anything
@@ -337,6 +340,7 @@ func (r *refcounts) allocBlock(ci int64) error {
 		}
 		r.table[ti] = uint64(b.offset)
 		r.blocks.put(b.offset, b)
+		q.addMeta(b.offset, "refcount block")
 		return errAgain
 	}
 	blocksUsed := (max(ci+1, nb+1) + r.perBlock - 1) / r.perBlock
@@ -344,6 +348,7 @@ func (r *refcounts) allocBlock(ci int64) error {
 		return err
 	}
 	r.blocks.put(b.offset, b)
+	q.addMeta(b.offset, "refcount block")
 	return errAgain
 }
 
@@ -436,6 +441,7 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 				return 0, err
 			}
 			r.blocks.put(b.offset, b)
+			q.addMeta(b.offset, "refcount block")
 		} else if hi > lo {
 			if err := r.writeBlock(b, lo, hi); err != nil {
 				return 0, err

@@ -159,6 +159,7 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 				return err
 			}
 			q.l2cache.put(t.offset, t)
+			q.addMeta(t.offset, "active L2 table")
 		} else if err := q.writeL2(t, idx0, idx0+int(cEnd-c0)); err != nil {
 			return err
 		}

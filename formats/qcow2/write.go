@@ -35,6 +35,9 @@ func (q *Image) openWritable() error {
 			return err
 		}
 	}
+	if err := q.loadMetaClusters(); err != nil {
+		return err
+	}
 	if unknown := h.autoclear &^ autoclearKnown; unknown != 0 {
 		// bits of features qimg does not maintain: clearing them tells
 		// their users the data is no longer in sync
@@ -172,41 +175,6 @@ func (q *Image) writeData(p []byte, host int64, locked bool) error {
 		return image.Errorf(image.ErrCorrupt, "%s: Preventing invalid write on metadata (overlaps with %s); image marked as corrupt", q.filename, what)
 	}
 	return writeFile(q.file, p, host)
-}
-
-// overlaps names the metadata structure that [off, off+n) of the image
-// file would overwrite, "" if none (qemu's metadata overlap check). The
-// caller holds the metadata lock.
-func (q *Image) overlaps(off, n int64) string {
-	cs := q.clusterSize
-	in := func(start, length int64) bool {
-		return length > 0 && off < start+length && start < off+n
-	}
-	h := q.h
-	switch {
-	case in(0, cs):
-		return "qcow2_header"
-	case in(int64(h.l1TableOffset), int64(h.l1Size)*8):
-		return "active L1 table"
-	case q.rc != nil && in(q.rc.tableOffset, q.rc.tableClusters*cs):
-		return "refcount table"
-	case h.nbSnapshots > 0 && in(int64(h.snapshotsOffset), cs):
-		return "snapshot table"
-	}
-	first, last := off>>q.clusterBits, (off+n-1)>>q.clusterBits
-	for _, e := range q.l1 {
-		if l2 := l1Entry(e).l2Offset(); l2 != 0 && l2>>q.clusterBits >= first && l2>>q.clusterBits <= last {
-			return "active L2 table"
-		}
-	}
-	if q.rc != nil {
-		for _, e := range q.rc.table {
-			if b := int64(e & refcountTableOffsetMask); b != 0 && b>>q.clusterBits >= first && b>>q.clusterBits <= last {
-				return "refcount block"
-			}
-		}
-	}
-	return ""
 }
 
 // readGuestLocked reads guest data while the caller holds the metadata
@@ -508,6 +476,7 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		return nil, err
 	}
 	q.l2cache.put(off, t)
+	q.addMeta(off, "active L2 table")
 	if old != 0 {
 		q.l2cache.drop(old)
 		if err := q.rc.release(old, q.clusterSize); err != nil {

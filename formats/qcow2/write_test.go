@@ -284,23 +284,26 @@ func TestConcurrentWriters(t *testing.T) {
 // metadata is refused and the image marked corrupt.
 func TestOverlapRefused(t *testing.T) {
 	needQemu(t)
-	img := filepath.Join(t.TempDir(), "img.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
-	qemuIO(t, img, "write -P 1 0 64k")
-	// point guest cluster 0 at the refcount table (cluster 1)
-	b := readFile(t, img)
-	l2 := firstL2(b)
-	put64(b, l2, 0x10000|oflagCopied)
-	writeTestFile(t, img, b)
-	n := openWritable(t, img)
-	_, err := n.WriteAt([]byte{1, 2, 3}, 0)
-	n.Close()
-	if err == nil || !strings.Contains(err.Error(), "Preventing invalid write on metadata (overlaps with refcount table)") {
-		t.Fatalf("write over metadata: %v", err)
-	}
-	out, _ := exec.Command("qemu-img", "info", img).CombinedOutput()
-	if !strings.Contains(string(out), "corrupt: true") {
-		t.Fatalf("image not marked corrupt:\n%s", out)
+	for _, target := range []string{"refcount table", "active L2 table", "refcount block"} {
+		img := filepath.Join(t.TempDir(), "img.qcow2")
+		run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+		qemuIO(t, img, "write -P 1 0 64k")
+		// point guest cluster 0 at metadata
+		b := readFile(t, img)
+		l2 := firstL2(b)
+		host := map[string]uint64{"refcount table": 0x10000, "refcount block": 0x20000, "active L2 table": uint64(l2)}[target]
+		put64(b, l2, host|oflagCopied)
+		writeTestFile(t, img, b)
+		n := openWritable(t, img)
+		_, err := n.WriteAt([]byte{1, 2, 3}, 0)
+		n.Close()
+		if err == nil || !strings.Contains(err.Error(), "Preventing invalid write on metadata (overlaps with "+target+")") {
+			t.Fatalf("write over %s: %v", target, err)
+		}
+		out, _ := exec.Command("qemu-img", "info", img).CombinedOutput()
+		if !strings.Contains(string(out), "corrupt: true") {
+			t.Fatalf("image not marked corrupt:\n%s", out)
+		}
 	}
 }
 
