@@ -105,19 +105,20 @@ type engine struct {
 	total int64 // bytes progress counts
 	sizes []int64
 
-	grain      int64 // zero detection granularity, a multiple of the target cluster
-	chunk      int64
-	detecting  bool // find zero runs in data
-	zeroAsData bool // -S 0: zeroes are written as data
-	cluster    int64
-	compress   image.CompressedWriter
-	tfile      *image.Node // the target's file node, when offload may work
-	offload    atomic.Bool // offload still worth trying
-	base       *image.Node // the target's backing node
-	keepDepth  []int       // per source: chain depth of base in it, -1 if absent
-	chains     [][]*image.Node
-	limit      *limiter
-	pool       *pool
+	grain       int64 // zero detection granularity, a multiple of the target cluster
+	chunk       int64
+	detecting   bool  // find zero runs in data
+	zeroAsData  bool  // -S 0: zeroes are written as data
+	cluster     int64 // allocation unit of the target (cluster or subcluster)
+	fullCluster int64 // the target's cluster: no two jobs share one
+	compress    image.CompressedWriter
+	tfile       *image.Node // the target's file node, when offload may work
+	offload     atomic.Bool // offload still worth trying
+	base        *image.Node // the target's backing node
+	keepDepth   []int       // per source: chain depth of base in it, -1 if absent
+	chains      [][]*image.Node
+	limit       *limiter
+	pool        *pool
 
 	progressMu sync.Mutex
 	done       int64
@@ -157,6 +158,7 @@ func (e *engine) setup() error {
 	t := e.Target
 	if info, err := image.CollectInfo(t); err == nil {
 		e.cluster = allocationUnit(info)
+		e.fullCluster = info.ClusterSize
 	}
 	if e.Compress {
 		w, ok := t.CompressedWriter()
@@ -172,7 +174,12 @@ func (e *engine) setup() error {
 	if e.cluster > e.grain {
 		e.grain = e.cluster
 	}
-	e.chunk = (max(e.ChunkSize, e.grain) + e.grain - 1) / e.grain * e.grain
+	e.chunk = roundUp(max(e.ChunkSize, e.grain), e.grain)
+	// Jobs never share a cluster, so that out-of-order writers never
+	// allocate the same one.
+	if c := max(e.fullCluster, e.cluster); c > 0 && e.chunk%c != 0 {
+		e.chunk = roundUp(e.chunk, c)
+	}
 	if e.RateLimit > 0 {
 		e.limit = &limiter{rate: e.RateLimit}
 	}
@@ -206,6 +213,8 @@ func (e *engine) setup() error {
 	e.pool = newPool(e.Workers + 2)
 	return nil
 }
+
+func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
 
 // allocationUnit is the granularity at which the target allocates: the
 // cluster, or the subcluster of qcow2 images with extended L2 entries.
