@@ -613,15 +613,24 @@ func (e *engine) prepare(j *job) error {
 		return nil
 	}
 	var buf []byte
-	for _, p := range j.pieces {
+	for i := 0; i < len(j.pieces); i++ {
+		p := j.pieces[i]
 		switch {
 		case p.kind == kData && e.readsData(p):
 			if buf == nil {
 				buf = j.buf.bytes(j.n, e.chunk)
 			}
-			if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
+			// Neighbouring data of one source is read at once: the
+			// driver walks its chain for the whole range.
+			k := i + 1
+			for k < len(j.pieces) && j.pieces[k].kind == kData && e.readsData(j.pieces[k]) &&
+				j.pieces[k].src == p.src && j.pieces[k].srcOff == j.pieces[k-1].srcOff+j.pieces[k-1].n {
+				k++
+			}
+			if err := e.readPieces(j, buf, j.pieces[i:k]); err != nil {
 				return err
 			}
+			i = k - 1
 		case p.kind == kZero && (e.detecting || e.zeroAsData):
 			if buf == nil {
 				buf = j.buf.bytes(j.n, e.chunk)
@@ -879,6 +888,24 @@ func (j *job) addOp(o op) {
 		}
 	}
 	j.ops = append(j.ops, o)
+}
+
+// readPieces reads neighbouring data pieces of one source with one call;
+// on an error it reads them one by one, so that the error (or the
+// salvaged sectors) is reported where it is.
+func (e *engine) readPieces(j *job, buf []byte, ps []piece) error {
+	first, last := ps[0], ps[len(ps)-1]
+	if len(ps) > 1 {
+		if _, err := e.Sources[first.src].ReadAt(buf[first.off-j.off:last.end()-j.off], first.srcOff); err == nil {
+			return nil
+		}
+	}
+	for _, p := range ps {
+		if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // read fills b with the piece's bytes; with Salvage, unreadable sectors
