@@ -56,6 +56,10 @@ func TestKillHelper(t *testing.T) {
 		default:
 			_, err = n.WriteAt(buf[:length], off)
 		}
+		if err == nil && rng.Intn(3) == 0 {
+			// flushes write the pending tables: kills land in them too
+			err = n.Flush()
+		}
 		if err != nil {
 			fmt.Println("write:", err)
 			os.Exit(3)

@@ -50,6 +50,12 @@ type Image struct {
 	// blocks and snapshot L1 tables, for the overlap check of writable
 	// images; a cluster leaves it when its refcount drops to zero.
 	metaClusters map[int64]string
+	// Metadata waiting to be written (writeback.go): L2 tables with
+	// changed entries (kept out of the cache's eviction), L1 entries, and
+	// host ranges to release once the tables no longer point at them.
+	dirtyL2     map[int64]*l2Table
+	dirtyL1     map[int64]struct{}
+	pendingFree [][2]int64
 	// freeByte is where the next compressed cluster may start, 0 when a
 	// new host cluster is needed.
 	freeByte int64
@@ -59,11 +65,13 @@ type Image struct {
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of
-// extended entries.
+// extended entries. dirtyLo/dirtyHi are the entries changed in memory and
+// not yet written (lo >= hi: none).
 type l2Table struct {
-	offset  int64
-	entries []uint64
-	bitmaps []uint64
+	offset           int64
+	entries          []uint64
+	bitmaps          []uint64
+	dirtyLo, dirtyHi int
 }
 
 // Open opens a qcow2 image over its protocol node.
@@ -165,6 +173,9 @@ func (q *Image) readTable(off int64, n int) ([]uint64, error) {
 // l2Table returns the L2 table at host offset off, from the cache or the
 // file.
 func (q *Image) l2Table(off int64) (*l2Table, error) {
+	if t, ok := q.dirtyL2[off]; ok {
+		return t, nil
+	}
 	return q.l2cache.get(off, func() (*l2Table, error) {
 		if off&(q.clusterSize-1) != 0 {
 			return nil, image.Corrupt("%s: L2 table offset %#x unaligned", q.filename, off)

@@ -465,6 +465,13 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 		return 0, err
 	}
 	if oldClusters > 0 {
+		if !q.creating {
+			// the header must point at the new table before the old
+			// one's clusters can be reused
+			if err := q.file.Flush(); err != nil {
+				return 0, err
+			}
+		}
 		if err := r.release(oldOffset, oldClusters*cs); err != nil {
 			return 0, err
 		}

@@ -64,6 +64,9 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 // growL1 moves the L1 table to n entries: the new table is written, then
 // the header points at it, then the old one is freed.
 func (q *Image) growL1(n int64) error {
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
 	newOff, err := q.rc.alloc((n*8 + q.clusterSize - 1) >> q.clusterBits)
 	if err != nil {
 		return err

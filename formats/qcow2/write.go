@@ -6,18 +6,19 @@ import (
 	"qimg/image"
 )
 
-// Write order. Every metadata change is written to the file when it is
-// made, in dependency order:
+// Write order, in dependency order:
 //
-//  1. refcounts of new clusters (refcount blocks, refcount table),
-//  2. guest data and new tables into the new clusters,
-//  3. the L2 entries pointing at the new clusters,
-//  4. the L1 entry pointing at a new L2 table,
-//  5. refcounts of clusters no longer referenced.
+//  1. refcounts of new clusters (refcount blocks, refcount table): written
+//     at once;
+//  2. guest data and new tables into the new clusters: written at once;
+//  3. the L2 entries pointing at the new clusters and the L1 entries
+//     pointing at new L2 tables: kept in memory and written after a sync
+//     (writeback.go);
+//  4. refcounts of clusters no longer referenced: after another sync.
 //
-// A process killed between any two writes leaves an image whose tables
-// only point at clusters with a refcount: leaks at worst, never two owners
-// of one cluster. Flush makes it durable (fdatasync of the file).
+// A process killed, or a machine stopped, between any two steps leaves an
+// image whose tables only point at clusters with a refcount: leaks at
+// worst, never two owners of one cluster.
 
 // openWritable prepares an image opened read/write: it loads the refcount
 // table and refuses what qimg cannot keep consistent yet.
@@ -386,18 +387,18 @@ func (q *Image) allocData(c0, k int64) (int64, error) {
 	return q.rc.alloc(k)
 }
 
-// releaseEntry drops the reference an L2 entry held (after the entry was
-// replaced on disk).
+// releaseEntry drops the reference an L2 entry held, once the entry that
+// replaced it is on disk (see writeback.go).
 func (q *Image) releaseEntry(e l2Entry) error {
 	if q.data != nil && !e.compressed() {
 		return nil // data file clusters are not refcounted
 	}
 	if e.compressed() {
 		off, length := compressedDescriptor(e, q.clusterBits)
-		return q.rc.release(off&^(compressedSectorSize-1), length+off%compressedSectorSize)
+		return q.releaseLater(off&^(compressedSectorSize-1), length+off%compressedSectorSize)
 	}
 	if h := e.hostOffset(); h != 0 {
-		return q.rc.release(h, q.clusterSize)
+		return q.releaseLater(h, q.clusterSize)
 	}
 	return nil
 }
@@ -410,8 +411,17 @@ func (t *l2Table) bitmap(i int) uint64 {
 	return t.bitmaps[i]
 }
 
-// writeL2 writes entries [i, j) of an L2 table.
+// writeL2 schedules entries [i, j) of an L2 table for writing (written
+// at once while an image is being created).
 func (q *Image) writeL2(t *l2Table, i, j int) error {
+	if !q.creating {
+		return q.markL2Dirty(t, i, j)
+	}
+	return q.writeL2Now(t, i, j)
+}
+
+// writeL2Now writes entries [i, j) of an L2 table.
+func (q *Image) writeL2Now(t *l2Table, i, j int) error {
 	es := int(q.h.l2EntrySize())
 	buf := make([]byte, (j-i)*es)
 	for k := i; k < j; k++ {
@@ -478,8 +488,9 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 	q.l2cache.put(off, t)
 	q.addMeta(off, "active L2 table")
 	if old != 0 {
-		q.l2cache.drop(old)
-		if err := q.rc.release(old, q.clusterSize); err != nil {
+		// the snapshot keeps its copy; this reference goes once the new
+		// L1 entry is on disk
+		if err := q.releaseLater(old, q.clusterSize); err != nil {
 			return nil, err
 		}
 	}
@@ -491,11 +502,12 @@ func (q *Image) setL1(i int64, v uint64) error {
 	if q.creating {
 		return nil // the whole table is written before the header
 	}
-	var b [8]byte
-	be.PutUint64(b[:], v)
-	return q.writeMeta(b[:], int64(q.h.l1TableOffset)+i*8)
+	return q.markL1Dirty(i)
 }
 
-// Flush: metadata is written through, so only the file needs syncing,
-// which the node does after this.
-func (q *Image) Flush() error { return nil }
+// writeL1Now writes L1 entry i.
+func (q *Image) writeL1Now(i int64) error {
+	var b [8]byte
+	be.PutUint64(b[:], q.l1[i])
+	return q.writeMeta(b[:], int64(q.h.l1TableOffset)+i*8)
+}

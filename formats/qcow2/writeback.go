@@ -1,0 +1,123 @@
+package qcow2
+
+// Write-back of L2 and L1 entries. Entries changed by writes stay in
+// memory (the tables are pinned in dirtyL2, so readers see them) and are
+// written by flushMetaLocked, which orders the file as the write order
+// needs it to survive a crash of the process or of the machine:
+//
+//  1. sync: the refcounts of every cluster the new entries point at, and
+//     the data and new tables in those clusters, are on disk;
+//  2. write the changed L2 entries, then the changed L1 entries;
+//  3. sync, then drop the references of the clusters that the new entries
+//     replaced (a cluster is reused only once nothing on disk points at it).
+//
+// Flush (and Close) runs it; so does a write once too much is pending.
+
+// maxDirtyBytes bounds the L2 tables pinned in memory by pending entries.
+const maxDirtyBytes = 8 << 20
+
+// maxPending bounds the pending L1 entries and releases.
+const maxPending = 1 << 16
+
+func (q *Image) markL2Dirty(t *l2Table, i, j int) error {
+	if q.dirtyL2 == nil {
+		q.dirtyL2 = map[int64]*l2Table{}
+	}
+	if t.dirtyLo >= t.dirtyHi {
+		t.dirtyLo, t.dirtyHi = i, j
+	} else {
+		t.dirtyLo, t.dirtyHi = min(t.dirtyLo, i), max(t.dirtyHi, j)
+	}
+	q.dirtyL2[t.offset] = t
+	return q.flushIfFull()
+}
+
+func (q *Image) markL1Dirty(i int64) error {
+	if q.dirtyL1 == nil {
+		q.dirtyL1 = map[int64]struct{}{}
+	}
+	q.dirtyL1[i] = struct{}{}
+	return q.flushIfFull()
+}
+
+// releaseLater drops the references to [off, off+length) after the next
+// write of the tables (at once while an image is being created).
+func (q *Image) releaseLater(off, length int64) error {
+	if q.creating {
+		return q.rc.release(off, length)
+	}
+	q.pendingFree = append(q.pendingFree, [2]int64{off, length})
+	return q.flushIfFull()
+}
+
+func (q *Image) flushIfFull() error {
+	if int64(len(q.dirtyL2))*q.clusterSize > maxDirtyBytes && len(q.dirtyL2) > 4 ||
+		len(q.dirtyL1) > maxPending || len(q.pendingFree) > maxPending {
+		return q.flushMetaLocked()
+	}
+	return nil
+}
+
+// flushMetaLocked writes the pending entries and releases in the order
+// above. The caller holds the metadata lock for writing.
+func (q *Image) flushMetaLocked() error {
+	if len(q.dirtyL2) == 0 && len(q.dirtyL1) == 0 && len(q.pendingFree) == 0 {
+		return nil
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	for off, t := range q.dirtyL2 {
+		if t.dirtyLo < t.dirtyHi {
+			if err := q.writeL2Now(t, t.dirtyLo, t.dirtyHi); err != nil {
+				return err
+			}
+		}
+		t.dirtyLo, t.dirtyHi = 0, 0
+		q.l2cache.put(off, t)
+		delete(q.dirtyL2, off)
+	}
+	for i := range q.dirtyL1 {
+		if i < int64(len(q.l1)) {
+			if err := q.writeL1Now(i); err != nil {
+				return err
+			}
+		}
+		delete(q.dirtyL1, i)
+	}
+	if len(q.pendingFree) == 0 {
+		return nil
+	}
+	if err := q.file.Flush(); err != nil {
+		return err
+	}
+	pending := q.pendingFree
+	q.pendingFree = nil
+	for _, r := range pending {
+		if err := q.rc.release(r[0], r[1]); err != nil {
+			return err
+		}
+		q.l2cache.drop(r[0])
+	}
+	return nil
+}
+
+// syncFiles makes the data file and the image file durable.
+func (q *Image) syncFiles() error {
+	if q.data != nil {
+		if err := q.data.Flush(); err != nil {
+			return err
+		}
+	}
+	return q.file.Flush()
+}
+
+// Flush writes the pending metadata; the node then syncs the file.
+func (q *Image) Flush() error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if q.rc == nil || q.corrupt {
+		return nil
+	}
+	return q.flushMetaLocked()
+}
