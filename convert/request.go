@@ -159,6 +159,10 @@ func (r *Request) Run(ctx context.Context) (err error) {
 }
 
 func (r *Request) openTarget() (*image.Node, error) {
+	if _, ok := image.Lookup(r.TargetFormat); !ok {
+		// qemu-img's words when -n opens a target of no known format
+		return nil, image.Errorf(image.ErrUnsupported, "Could not open '%s': Unknown driver '%s'", r.Target, r.TargetFormat)
+	}
 	t, err := image.Open(r.Target, image.OpenOptions{Format: r.TargetFormat, Writable: true, Claim: TargetClaim,
 		Cache: r.TargetCache, BackingCache: &r.SourceCache, User: "convert target"})
 	if err != nil {
