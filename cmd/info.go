@@ -68,7 +68,7 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 			return fmt.Errorf("Could not open '%s': Unknown driver '%s'", filename, o.format)
 		}
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "info", NoBacking: !o.backingChain})
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimInfo, ForceShare: o.forceShare, User: "info", NoBacking: !o.backingChain})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
