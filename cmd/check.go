@@ -88,6 +88,11 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	if errors.Is(err, image.ErrNoCheck) {
 		return &exitError{code: 63, err: err}
 	}
+	var openErr interface{ CouldNotOpen() bool }
+	if errors.As(err, &openErr) && openErr.CouldNotOpen() {
+		// what qemu meets while opening the image (qcow2 bitmaps)
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
+	}
 	if err != nil {
 		return fmt.Errorf("Check failed: %w", err)
 	}
@@ -102,7 +107,7 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	}
 	switch {
 	case r.CheckErrors > 0:
-		return &exitError{code: 1}
+		return &exitError{code: 1, err: fmt.Errorf("Check failed")}
 	case r.Corruptions > 0:
 		return &exitError{code: 2}
 	case r.Leaks > 0:

@@ -1,0 +1,160 @@
+package qcow2
+
+import (
+	"fmt"
+
+	"qimg/image"
+)
+
+// Repairs of check -r: refcount entries, COPIED flags, the dirty and
+// corrupt bits. They are written straight to the image file (the check
+// holds the metadata lock and refreshes the cached tables afterwards), in
+// this order: refcounts first, then the flags of L1 and L2 entries that
+// depend on them, then, flushed, the header bits that call the image
+// clean.
+
+// writeMeta writes repaired metadata, refusing to overwrite the header or
+// the tables a repair must not touch (qemu's overlap check before every
+// metadata write).
+func (c *checker) writeMeta(p []byte, off int64) error {
+	if what := c.overlaps(off, int64(len(p))); what != "" {
+		return image.Errorf(image.ErrCorrupt, "Preventing invalid write on metadata (overlaps with %s)", what)
+	}
+	return c.q.writeMeta(p, off)
+}
+
+// overlaps names the structure [off, off+n) would overwrite among the
+// header, the active L1 table, the refcount table and its blocks.
+func (c *checker) overlaps(off, n int64) string {
+	q := c.q
+	cs := c.cs
+	in := func(start, length int64) bool {
+		return length > 0 && off < start+length && start < off+n
+	}
+	switch {
+	case off < cs:
+		return "qcow2_header"
+	case in(int64(q.h.l1TableOffset), int64(q.h.l1Size)*8):
+		return "active L1 table"
+	case in(c.stored.tableOffset, int64(len(c.stored.table))*8):
+		return "refcount table"
+	}
+	for _, e := range c.stored.table {
+		if b := int64(e & refcountTableOffsetMask); b != 0 && in(b, cs) {
+			return "refcount block"
+		}
+	}
+	return ""
+}
+
+// setStored writes the stored refcount of cluster ci, whose refcount
+// block exists.
+func (c *checker) setStored(ci int64, v uint64) error {
+	s := c.stored
+	f := s.fmt
+	if _, err := s.get(ci); err != nil {
+		return err
+	}
+	i := ci & (f.perBlock - 1)
+	f.set1(s.cacheBuf, i, v)
+	lo, hi := f.byteRange(i, i+1)
+	off := int64(s.table[ci>>f.blockBits]&refcountTableOffsetMask) + lo
+	if err := c.q.writeMeta(s.cacheBuf[lo:hi], off); err != nil {
+		s.invalidate()
+		return err
+	}
+	return nil
+}
+
+// writeL1Entry sets active L1 entry i.
+func (c *checker) writeL1Entry(i int, e uint64) error {
+	q := c.q
+	var b [8]byte
+	be.PutUint64(b[:], e)
+	off := int64(q.h.l1TableOffset) + int64(i)*8
+	if err := q.writeMeta(b[:], off); err != nil {
+		return err
+	}
+	q.l1[i] = e
+	q.l2cache.clear()
+	return nil
+}
+
+// writeL2Table writes back an active L2 table whose flags were repaired.
+func (c *checker) writeL2Table(t []byte, off int64) error {
+	if err := c.writeMeta(t, off); err != nil {
+		c.logf("ERROR: Could not write L2 table; metadata overlap check failed: %v", err)
+		return err
+	}
+	c.q.l2cache.drop(off)
+	return nil
+}
+
+// flushRepairs makes the repaired refcounts durable and drops what the
+// image had cached of them.
+func (c *checker) flushRepairs() error {
+	if err := c.q.file.Flush(); err != nil {
+		return fmt.Errorf("Could not flush: %w", err)
+	}
+	return c.refresh()
+}
+
+// refresh reloads what a writable image caches of the metadata a repair
+// changed: refcount table and blocks, L2 tables.
+func (c *checker) refresh() error {
+	q := c.q
+	q.l2cache.clear()
+	c.stored.invalidate()
+	if q.rc != nil {
+		q.rc.blocks.clear()
+		if err := q.rc.load(); err != nil {
+			return err
+		}
+		q.rc.free = 0
+	}
+	return nil
+}
+
+// markClean clears the dirty and corrupt bits after a repair left no
+// error (qemu's qcow2_mark_clean and qcow2_mark_consistent).
+func (c *checker) markClean() error {
+	q := c.q
+	if err := q.file.Flush(); err != nil {
+		return fmt.Errorf("Could not flush: %w", err)
+	}
+	if err := c.refresh(); err != nil {
+		return err
+	}
+	if q.h.version < 3 || q.h.incompatible&(incompatDirty|incompatCorrupt) == 0 {
+		return nil
+	}
+	q.h.incompatible &^= incompatDirty | incompatCorrupt
+	var b [8]byte
+	be.PutUint64(b[:], q.h.incompatible)
+	if err := q.writeMeta(b[:], offIncompatibleFeatures); err != nil {
+		return err
+	}
+	q.corrupt = false
+	return q.file.Flush()
+}
+
+// growFileFor extends the file so that the refcount block at off lies in
+// it (qemu's check_refblocks with FixErrors), and the counts with it.
+func (c *checker) growFileFor(off int64) error {
+	if off > c.fileSize && off-c.fileSize > maxHostOffset {
+		return image.Errorf(image.ErrCorrupt, "Invalid argument")
+	}
+	if err := c.q.file.Truncate(off+c.cs, image.PreallocOff); err != nil {
+		return err
+	}
+	c.fileSize = c.q.file.Size()
+	n := (c.fileSize + c.cs - 1) / c.cs
+	if n > maxCheckClusters {
+		return image.Errorf(image.ErrUnsupported, "File too large")
+	}
+	c.refs.grow(n)
+	if off>>c.q.clusterBits >= c.refs.len() {
+		return image.Errorf(image.ErrCorrupt, "Invalid argument")
+	}
+	return nil
+}
