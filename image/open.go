@@ -28,6 +28,8 @@ type OpenOptions struct {
 	// ForceShare (-U) shares every permission at every level of the graph;
 	// only read-only opens may use it.
 	ForceShare bool
+	// Check opens the top image for check (see OpenContext.Check).
+	Check bool
 }
 
 // protocols by the prefix of a filename; plain paths use "file".
@@ -262,7 +264,8 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 			return nil, err
 		}
 	}
-	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted})
+	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
+		Check: o.Check && parent.Role == RoleUser})
 	if err != nil {
 		releaseEdge(parent)
 		return nil, err

@@ -48,6 +48,10 @@ type OpenContext struct {
 	Probed   bool // the format was guessed (raw then protects block 0)
 	// Untrusted asks drivers to refuse references to other files.
 	Untrusted bool
+	// Check opens the image for qemu-img check (qemu's BDRV_O_CHECK): the
+	// driver neither refuses nor repairs on open what the check reports
+	// and repairs (dirty or corrupt images, metadata it cannot write).
+	Check bool
 }
 
 // ProtocolOptions are what a protocol driver's open gets.

@@ -98,6 +98,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
+	if o.Check {
+		return openForCheck(o, h) // check_open.go
+	}
 	q := &Image{filename: o.Filename, file: file, writable: o.Writable}
 	if err := q.init(h); err != nil {
 		return nil, err
