@@ -140,8 +140,9 @@ func (c *checker) countRefblocks(fixErrors bool) error {
 	}
 	for i := 0; i < len(c.stored.table); i++ {
 		e := c.stored.table[i]
-		off := int64(e & refcountTableOffsetMask)
-		ci := off >> c.q.clusterBits
+		uoff := e & refcountTableOffsetMask
+		off := int64(uoff) // negative when beyond 2^63: outside the image
+		ci := int64(uoff >> c.q.clusterBits)
 		if e&^refcountTableOffsetMask != 0 {
 			c.logf("ERROR refcount table entry %d has reserved bits set", i)
 			c.res.corruptions++
@@ -158,7 +159,7 @@ func (c *checker) countRefblocks(fixErrors bool) error {
 			c.res.corruptions++
 			c.logf("%s refcount block %d is outside image", verb, i)
 			if fixErrors {
-				if err := c.growFileFor(off); err != nil {
+				if err := c.growFileFor(uoff); err != nil {
 					c.rebuild = true
 					c.logf("ERROR could not resize image: %v", err)
 					continue

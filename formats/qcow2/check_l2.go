@@ -207,16 +207,16 @@ func (c *checker) countL2(t []byte, l2off int64, active bool) error {
 			continue
 		}
 		k := off >> bits
-		if off < fileSize {
-			// the common case, inline: the cluster lies in the file
+		if off < fileSize && off&(cs-1) == 0 {
+			// the common case, inline: an aligned cluster in the file
 			if v := refs.c[k]; v < refs.fast {
 				refs.c[k] = v + 1
 			} else {
 				c.inc1(k)
 			}
 		} else {
+			// beyond the end of the file, or unaligned (two clusters)
 			c.inc(off, cs)
-			// no count to compare the flag with: decided later
 			c.copiedSlow = c.copiedSlow || active
 			continue
 		}

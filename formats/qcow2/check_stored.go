@@ -4,6 +4,10 @@ import (
 	"qimg/image"
 )
 
+// maxReadOffset is qemu's BDRV_MAX_LENGTH: INT64_MAX aligned down to
+// 1 GiB; reads beyond it fail with EIO.
+const maxReadOffset = uint64(1<<63 - 1<<30)
+
 // storedRefs reads the refcounts stored on disk for a check, independently
 // of the refcount cache of writable images: the refcount table as the
 // header names it, the blocks read as qemu reads them (zeroes beyond the
@@ -52,14 +56,15 @@ func (s *storedRefs) readBlock(ti int64, buf []byte) (bool, error) {
 	if ti >= int64(len(s.table)) {
 		return false, nil
 	}
-	off := int64(s.table[ti] & refcountTableOffsetMask)
-	if off == 0 {
+	uoff := s.table[ti] & refcountTableOffsetMask
+	if uoff == 0 {
 		return false, nil
 	}
-	if off&(s.q.clusterSize-1) != 0 {
+	// unaligned, or beyond the largest offset qemu reads (BDRV_MAX_LENGTH)
+	if uoff&uint64(s.q.clusterSize-1) != 0 || uoff > maxReadOffset-uint64(len(buf)) {
 		return false, image.Errorf(image.ErrCorrupt, "Input/output error")
 	}
-	return true, s.q.file.ReadPadded(buf, off)
+	return true, s.q.file.ReadPadded(buf, int64(uoff))
 }
 
 // get returns the stored refcount of cluster ci (qemu's
@@ -161,8 +166,7 @@ func (c *checker) mismatch(ci int64, have, want uint64, fix image.CheckFix) {
 	if fixed != nil {
 		if err := c.setStored(ci, want); err == nil {
 			if want == 0 {
-				// a freed cluster is discarded, as qemu does
-				_ = c.q.file.Discard(ci*c.cs, c.cs)
+				c.discard(ci)
 			}
 			(*fixed)++
 			return

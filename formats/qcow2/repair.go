@@ -1,7 +1,11 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
+	"math"
+	"strings"
+	"syscall"
 
 	"qimg/image"
 )
@@ -64,6 +68,15 @@ func (c *checker) setStored(ci int64, v uint64) error {
 		return err
 	}
 	return nil
+}
+
+// discard drops a cluster the repair freed, as qemu does (best effort:
+// the data is garbage either way).
+func (c *checker) discard(ci int64) {
+	off := ci * c.cs
+	if size := c.q.file.Size(); off < size {
+		_ = c.q.file.Discard(off, min(c.cs, size-off))
+	}
 }
 
 // writeL1Entry sets active L1 entry i.
@@ -140,12 +153,13 @@ func (c *checker) markClean() error {
 
 // growFileFor extends the file so that the refcount block at off lies in
 // it (qemu's check_refblocks with FixErrors), and the counts with it.
-func (c *checker) growFileFor(off int64) error {
-	if off > c.fileSize && off-c.fileSize > maxHostOffset {
+func (c *checker) growFileFor(uoff uint64) error {
+	if uoff > uint64(math.MaxInt64-c.cs) {
 		return image.Errorf(image.ErrCorrupt, "Invalid argument")
 	}
+	off := int64(uoff)
 	if err := c.q.file.Truncate(off+c.cs, image.PreallocOff); err != nil {
-		return err
+		return errnoText(err)
 	}
 	c.fileSize = c.q.file.Size()
 	n := (c.fileSize + c.cs - 1) / c.cs
@@ -157,4 +171,15 @@ func (c *checker) growFileFor(off int64) error {
 		return image.Errorf(image.ErrCorrupt, "Invalid argument")
 	}
 	return nil
+}
+
+// errnoText words an operating system error as qemu's strerror does
+// ("File too large"), without what wraps it.
+func errnoText(err error) error {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		t := errno.Error()
+		return errors.New(strings.ToUpper(t[:1]) + t[1:])
+	}
+	return err
 }
