@@ -498,3 +498,70 @@ func TestCompressedClusters(t *testing.T) {
 		}
 	}
 }
+
+// TestRandomized converts random layouts with random chunk sizes, -S,
+// worker counts and orders, into raw and into the clustered test format,
+// and checks the bytes.
+func TestRandomized(t *testing.T) {
+	dir := t.TempDir()
+	rng := rand.New(rand.NewSource(42))
+	for i := range 100 {
+		var names []string
+		var want []byte
+		for k := range 1 + rng.Intn(3) {
+			size := int64(rng.Intn(2<<20)) / 512 * 512
+			name := filepath.Join(dir, fmt.Sprintf("s%d-%d.raw", i, k))
+			want = append(want, sparseSource(t, name, size, int64(i*10+k))...)
+			names = append(names, name)
+		}
+		o := Options{
+			Workers:    1 + rng.Intn(16),
+			OutOfOrder: rng.Intn(2) == 0,
+			SparseSize: []int64{-1, 0, 512, 4096, 64 << 10, 3 << 20}[rng.Intn(6)],
+			ChunkSize:  int64(1+rng.Intn(600)) * 512,
+			Compress:   rng.Intn(3) == 0,
+		}
+		name := fmt.Sprintf("%d: %d sources, %+v", i, len(names), o)
+		dst := filepath.Join(dir, fmt.Sprintf("d%d.img", i))
+		if err := os.WriteFile(dst, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(dst, int64(len(want))); err != nil {
+			t.Fatal(err)
+		}
+		format := "raw"
+		if o.Compress || rng.Intn(2) == 0 {
+			format = "convtest-packed"
+		}
+		var srcs []*image.Node
+		for _, n := range names {
+			s, err := image.Open(n, image.OpenOptions{Format: "raw", Claim: SourceClaim})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srcs = append(srcs, s)
+		}
+		d, err := image.Open(dst, image.OpenOptions{Format: format, Writable: true, Claim: TargetClaim})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		o.Progress = func(done, total int64) {
+			if done < last || done > total {
+				t.Errorf("%s: progress %d of %d after %d", name, done, total, last)
+			}
+			last = done
+		}
+		err = Run(context.Background(), &Copy{Sources: srcs, Target: d, TargetZero: true, Options: o})
+		for _, s := range srcs {
+			s.Close()
+		}
+		d.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if got := readFile(t, dst); !bytes.Equal(got, want) {
+			t.Fatalf("%s (%s): content differs", name, format)
+		}
+	}
+}
