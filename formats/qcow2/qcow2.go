@@ -56,6 +56,9 @@ type Image struct {
 	dirtyL2     map[int64]*l2Table
 	dirtyL1     map[int64]struct{}
 	pendingFree [][2]int64
+	// prealloc caches metadataPreallocated.
+	preallocOnce sync.Once
+	prealloc     bool
 	// freeByte is where the next compressed cluster may start, 0 when a
 	// new host cluster is needed.
 	freeByte int64

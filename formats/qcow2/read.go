@@ -99,6 +99,17 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 	switch m.typ {
 	case ctNormal:
 		e.Allocated, e.Data, e.HostOffset = true, true, m.host
+		// in images with preallocated metadata, ask the file whether the
+		// data is a hole there, as qemu's block layer does: such runs
+		// read as zeroes
+		host := q.dataNode()
+		if size := host.Size(); m.host < size && q.metadataPreallocated() {
+			fe, err := host.BlockStatus(m.host, min(m.length, size-m.host))
+			if err == nil && fe.Length > 0 {
+				e.Length = fe.Length
+				e.Zero = fe.Zero && !fe.Data
+			}
+		}
 	case ctZero:
 		e.Allocated, e.Zero = true, true
 	case ctZeroAlloc:
@@ -114,4 +125,45 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 		}
 	}
 	return e, nil
+}
+
+// metadataPreallocated reports, once per open image, whether more clusters
+// have a refcount than the file has blocks allocated: an image made with
+// preallocation=metadata, whose data clusters are holes in the file
+// (qemu's qcow2_detect_metadata_preallocation).
+func (q *Image) metadataPreallocated() bool {
+	q.preallocOnce.Do(func() {
+		a, ok := q.file.Driver().(image.AllocatedSizer)
+		if !ok {
+			return
+		}
+		real := a.AllocatedSize()
+		if real < 0 {
+			return
+		}
+		q.meta.RLock()
+		defer q.meta.RUnlock()
+		r := q.rc
+		if r == nil {
+			r = newRefcounts(q)
+			if r.load() != nil {
+				return
+			}
+		}
+		realClusters := real / q.clusterSize
+		threshold := max(realClusters*10/9, realClusters+2)
+		end := (q.file.Size() + q.clusterSize - 1) >> q.clusterBits
+		var count int64
+		for i := int64(0); i < end && count < threshold; i++ {
+			v, err := r.get(i)
+			if err != nil {
+				return
+			}
+			if v != 0 {
+				count++
+			}
+		}
+		q.prealloc = count >= threshold
+	})
+	return q.prealloc
 }
