@@ -94,6 +94,35 @@ func (q *Image) Check(fix image.CheckFix, log io.Writer) (*image.CheckResult, er
 	return r, nil
 }
 
+// cHex formats v as C's "%#x" does: "0" for zero, else with "0x".
+func cHex(v uint64) string {
+	if v == 0 {
+		return "0"
+	}
+	return fmt.Sprintf("%#x", v)
+}
+
+// errIO is qemu's EIO, as qemu-img check words it.
+var errIO = image.Errorf(image.ErrCorrupt, "Input/output error")
+
+// signalCorruption reports metadata found inconsistent, once per image
+// (qemu's qcow2_signal_corruption): an image open for writing is marked
+// corrupt and refuses further writes.
+func (c *checker) signalCorruption(format string, args ...any) {
+	q := c.q
+	if q.corrupt {
+		return
+	}
+	msg := fmt.Sprintf(format, args...)
+	if q.writable {
+		c.logf("qcow2: Marking image as corrupt: %s; further corruption events will be suppressed", msg)
+		q.markCorrupt()
+		return
+	}
+	c.logf("qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed", msg)
+	q.corrupt = true
+}
+
 func (c *checker) logf(format string, args ...any) {
 	fmt.Fprintf(c.log, format, args...)
 	c.log.WriteByte('\n')
@@ -115,6 +144,7 @@ func (c *checker) run() error {
 		return err
 	}
 	c.stored = stored
+	stored.c = c
 	c.refs = newRefCounts(nb, stored.max)
 	if err := c.calculate(c.fix&image.FixErrors != 0); err != nil {
 		return err
@@ -131,7 +161,7 @@ func (c *checker) run() error {
 		if c.rebuild {
 			c.logf("ERROR need to rebuild refcount structures")
 			c.res.checkErrors++
-			return image.Errorf(image.ErrCorrupt, "Input/output error")
+			return errIO
 		}
 		if c.res.leaks != 0 || c.res.corruptions != 0 {
 			c.res = pre
@@ -173,12 +203,12 @@ func (c *checker) calculate(fixErrors bool) error {
 	}
 	for _, sn := range snaps {
 		if sn.l1TableOffset%uint64(c.cs) != 0 {
-			c.logf("ERROR snapshot %s (%s) l1_offset=%#x: L1 table is not cluster aligned; snapshot table entry corrupted", sn.id, sn.name, sn.l1TableOffset)
+			c.logf("ERROR snapshot %s (%s) l1_offset=%s: L1 table is not cluster aligned; snapshot table entry corrupted", sn.id, sn.name, cHex(sn.l1TableOffset))
 			c.res.corruptions++
 			continue
 		}
 		if uint64(sn.l1Size)*8 > maxL1Bytes {
-			c.logf("ERROR snapshot %s (%s) l1_size=%#x: L1 table is too large; snapshot table entry corrupted", sn.id, sn.name, sn.l1Size)
+			c.logf("ERROR snapshot %s (%s) l1_size=%s: L1 table is too large; snapshot table entry corrupted", sn.id, sn.name, cHex(uint64(sn.l1Size)))
 			c.res.corruptions++
 			continue
 		}

@@ -90,7 +90,7 @@ func (c *checker) inc(off, size int64) {
 		return
 	}
 	if off < 0 || off > math.MaxInt64-size || off+size-c.fileSize >= c.cs {
-		c.logf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset %#x size %#x", uint64(off), uint64(size))
+		c.logf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", uint64(off), uint64(size))
 		c.res.corruptions++
 		return
 	}
@@ -111,7 +111,7 @@ func (c *checker) inc1(k int64) {
 	}
 	v := r.get(k)
 	if v >= r.max {
-		c.logf("ERROR: overflow cluster offset=%#x", k<<c.q.clusterBits)
+		c.logf("ERROR: overflow cluster offset=0x%x", k<<c.q.clusterBits)
 		c.logf("Use qemu-img amend to increase the refcount entry width or qemu-img convert to create a clean copy if the image cannot be opened for writing")
 		c.res.corruptions++
 		return

@@ -240,17 +240,17 @@ func (c *checker) countCompressed(e, bm uint64, i int, active bool) {
 	q := c.q
 	x := 62 - (q.clusterBits - 8)
 	if e&oflagCopied != 0 {
-		c.logf("ERROR: coffset=%#x: copied flag must never be set for compressed clusters", e&(1<<x-1))
+		c.logf("ERROR: coffset=0x%x: copied flag must never be set for compressed clusters", e&(1<<x-1))
 		e &^= oflagCopied
 		c.res.corruptions++
 	}
 	if q.cls.dataFile {
-		c.logf("ERROR compressed cluster %d with data file, entry=%#x", i, e)
+		c.logf("ERROR compressed cluster %d with data file, entry=0x%x", i, e)
 		c.res.corruptions++
 		return
 	}
 	if bm != 0 {
-		c.logf("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=%#x", i, e)
+		c.logf("ERROR compressed cluster %d with non-zero subcluster allocation bitmap, entry=0x%x", i, e)
 		c.res.corruptions++
 		return
 	}

@@ -14,6 +14,7 @@ const maxReadOffset = uint64(1<<63 - 1<<30)
 // end of the file).
 type storedRefs struct {
 	q           *Image
+	c           *checker   // reports corruption, nil outside a check
 	fmt         *refcounts // refcount width: get1/set1 and max only
 	tableOffset int64
 	table       []uint64
@@ -60,9 +61,15 @@ func (s *storedRefs) readBlock(ti int64, buf []byte) (bool, error) {
 	if uoff == 0 {
 		return false, nil
 	}
-	// unaligned, or beyond the largest offset qemu reads (BDRV_MAX_LENGTH)
-	if uoff&uint64(s.q.clusterSize-1) != 0 || uoff > maxReadOffset-uint64(len(buf)) {
-		return false, image.Errorf(image.ErrCorrupt, "Input/output error")
+	if uoff&uint64(s.q.clusterSize-1) != 0 {
+		if s.c != nil {
+			s.c.signalCorruption("Refblock offset %s unaligned (reftable index: %s)", cHex(uoff), cHex(uint64(ti)))
+		}
+		return false, errIO
+	}
+	if uoff > maxReadOffset-uint64(len(buf)) {
+		// beyond the largest offset qemu reads (BDRV_MAX_LENGTH)
+		return false, errIO
 	}
 	return true, s.q.file.ReadPadded(buf, int64(uoff))
 }

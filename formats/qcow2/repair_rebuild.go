@@ -91,7 +91,8 @@ func (c *checker) writeNewRefcounts() error {
 		be.PutUint64(buf[i*8:], e)
 	}
 	if err := c.writeMeta(buf, tableOffset); err != nil {
-		return fmt.Errorf("ERROR writing reftable: %w", err)
+		c.logf("ERROR writing reftable: %v", err)
+		return err
 	}
 	// the new structure is complete on disk before the header names it
 	if err := q.file.Flush(); err != nil {
@@ -158,7 +159,8 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 			}
 		}
 		if err := c.writeMeta(buf, off); err != nil {
-			return false, fmt.Errorf("ERROR writing refblock: %w", err)
+			c.logf("ERROR writing refblock: %v", err)
+			return false, err
 		}
 		ci = start + per - 1
 	}
