@@ -229,7 +229,16 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		return 0, q.corruptEntry(err, t.offset, idx0)
 	}
 	if q.ownsHost(e0) {
-		return q.writeOwned(t, idx0, p, off)
+		m, err := q.walkL2(t, off, end-off)
+		if err != nil {
+			return 0, err
+		}
+		if m.typ == ctNormal {
+			// allocated meanwhile: write in place, never read-modify-write
+			// what a writer outside the lock may be writing
+			return int(m.length), q.writeData(p[:m.length], m.host, true)
+		}
+		return q.writeOwned(t, idx0, p[:m.length], off)
 	}
 	k := int64(1)
 	for c0+k < cEnd && !q.ownsHost(l2Entry(t.entries[idx0+int(k)])) {

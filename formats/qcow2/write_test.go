@@ -392,3 +392,44 @@ func TestCheckMatchesQemu(t *testing.T) {
 	writeTestFile(t, img, b)
 	compare("damaged")
 }
+
+// TestConcurrentSameCluster writes the halves (and quarters, with
+// subclusters) of the same clusters from different goroutines: no write
+// may be lost to another's copy-on-write.
+func TestConcurrentSameCluster(t *testing.T) {
+	needQemu(t)
+	for _, opts := range []string{"cluster_size=65536", "cluster_size=65536,extended_l2=on"} {
+		img := filepath.Join(t.TempDir(), "img.qcow2")
+		createImage(t, img, opts, 8<<20)
+		n := openWritable(t, img)
+		const parts = 4
+		const piece = 65536 / parts
+		var wg sync.WaitGroup
+		for w := 0; w < parts; w++ {
+			wg.Add(1)
+			go func(w int) {
+				defer wg.Done()
+				p := bytes.Repeat([]byte{byte(w + 1)}, piece)
+				for c := int64(0); c < 128; c++ {
+					if _, err := n.WriteAt(p, c*65536+int64(w*piece)); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}(w)
+		}
+		wg.Wait()
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheck(t, img)
+		raw := rawOf(t, img)
+		for c := 0; c < 128; c++ {
+			for w := 0; w < parts; w++ {
+				if b := raw[c*65536+w*piece]; b != byte(w+1) {
+					t.Fatalf("%s: cluster %d part %d lost (%#x)", opts, c, w, b)
+				}
+			}
+		}
+	}
+}
