@@ -11,13 +11,16 @@ package qcow2
 // read/write.
 func (q *Image) loadMetaClusters() error {
 	q.metaClusters = map[int64]string{}
+	// only offsets inside the file: the set stays proportional to the
+	// file, whatever the tables say
+	size := q.file.Size()
 	for _, e := range q.l1 {
-		if off := l1Entry(e).l2Offset(); off != 0 {
+		if off := l1Entry(e).l2Offset(); off != 0 && off < size {
 			q.addMeta(off, "active L2 table")
 		}
 	}
 	for _, e := range q.rc.table {
-		if off := int64(e & refcountTableOffsetMask); off != 0 {
+		if off := int64(e & refcountTableOffsetMask); off != 0 && off < size {
 			q.addMeta(off, "refcount block")
 		}
 	}
