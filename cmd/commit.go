@@ -1,0 +1,100 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"qimg/commit"
+	"qimg/image"
+)
+
+func init() { register(newCommitCmd) }
+
+type commitOptions struct {
+	format    string
+	cache     string
+	base      string
+	rate      string
+	drop      bool
+	progress  bool
+	quiet     bool
+	imageOpts bool
+}
+
+func newCommitCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &commitOptions{}
+	c := &cobra.Command{
+		Use:   "commit [--object objectdef] [--image-opts] [-q] [-f fmt] [-t cache] [-b base] [-r rate_limit] [-d] [-p] filename",
+		Short: "commit the changes of an image into its base",
+		Long: `Commit the changes recorded in filename into its backing file, or with -b
+into base, an image further down its backing chain. Only what the layers
+above the base decide is written: their data, and zeroes (written as zeroes)
+where they hide the base. A base smaller than filename is grown to its size.
+
+The base is writable only for the time of the commit. Afterwards filename is
+emptied, once the base holds all its data on disk; -d leaves it as it is.
+As the images between filename and base no longer read as they did, -b
+implies -d.
+
+-p shows progress, -q prints nothing, -r limits the write rate in bytes per
+second, -t is the cache mode (writeback by default).`,
+		Example: `  qimg commit overlay.qcow2
+  qimg commit -b base.qcow2 top.qcow2`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runCommit(o, args[0], stdout, stderr)
+		},
+	}
+	f := c.Flags()
+	f.SortFlags = false
+	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
+	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode")
+	f.StringVarP(&o.base, "base", "b", "", "image of the backing chain to commit into (implies -d)")
+	f.BoolVarP(&o.drop, "drop", "d", false, "do not empty filename afterwards")
+	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
+	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) error {
+	if o.imageOpts {
+		return fmt.Errorf("--image-opts is not supported")
+	}
+	req := commit.Request{Filename: filename, Format: o.format, Base: o.base, Drop: o.drop}
+	if o.rate != "" {
+		n, err := image.ParseSize(o.rate)
+		if err != nil || n < 0 {
+			return fmt.Errorf("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+		req.RateLimit = n
+	}
+	cache, err := image.ParseCacheMode(o.cache)
+	if err != nil {
+		return err
+	}
+	req.Cache = cache
+	mode := ""
+	if o.progress {
+		mode = "on"
+	}
+	p := newProgress(mode, o.quiet, stdout, stderr)
+	defer p.stop()
+	req.Progress = p.update
+	p.start()
+	if err := req.Run(context.Background()); err != nil {
+		p.end()
+		return err
+	}
+	p.print(100)
+	p.end()
+	if !o.quiet {
+		fmt.Fprintln(stdout, "Image committed.")
+	}
+	return nil
+}

@@ -1,0 +1,45 @@
+package qcow2
+
+import "qimg/image"
+
+// MakeEmpty drops every cluster of the active image, so that it reads
+// from its backing file everywhere (qemu's make_empty after a commit).
+// Each L1 entry is cleared first and the L2 table and the clusters it
+// pointed at are released only after the cleared entries are on disk
+// (writeback.go), so a process killed at any point leaves leaks at worst.
+// Snapshots keep their own references.
+func (q *Image) MakeEmpty() error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.checkWritable(); err != nil {
+		return err
+	}
+	if q.data != nil && q.h.autoclear&autoclearDataFileRaw != 0 {
+		return image.NotSupported("%s: emptying a qcow2 image with a raw external data file", q.filename)
+	}
+	for i := range q.l1 {
+		off := l1Entry(q.l1[i]).l2Offset()
+		if off == 0 {
+			continue
+		}
+		t, err := q.l2Table(off)
+		if err != nil {
+			return err
+		}
+		entries := append([]uint64(nil), t.entries...)
+		// the entry goes before anything it pointed at is released
+		if err := q.setL1(int64(i), 0); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := q.releaseEntry(l2Entry(e)); err != nil {
+				return err
+			}
+		}
+		if err := q.releaseLater(off, q.clusterSize); err != nil {
+			return err
+		}
+	}
+	q.l2cache.clear()
+	return q.flushMetaLocked()
+}
