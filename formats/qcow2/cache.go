@@ -64,6 +64,18 @@ func (c *lru[T]) get(key int64, load func() (T, error)) (T, error) {
 	return v, nil
 }
 
+// peek returns the cached value of key without loading it.
+func (c *lru[T]) peek(key int64) (T, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if el, ok := c.items[key]; ok {
+		c.order.MoveToFront(el)
+		return el.Value.(*lruItem[T]).val, true
+	}
+	var zero T
+	return zero, false
+}
+
 // put stores a value (a table the caller just created or rewrote).
 func (c *lru[T]) put(key int64, v T) {
 	c.mu.Lock()

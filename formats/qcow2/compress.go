@@ -188,6 +188,8 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 	nsect := (host+int64(len(compressed))-1)/compressedSectorSize - host/compressedSectorSize
 	shift := 62 - (q.clusterBits - 8)
 	t.entries[idx] = uint64(host) | uint64(nsect)<<shift | oflagCompressed
+	// the same descriptor may have described freed data before
+	q.inflatedCache().drop(int64(t.entries[idx]))
 	if q.extendedL2 {
 		t.bitmaps[idx] = 0
 	}

@@ -56,6 +56,9 @@ type Image struct {
 	dirtyL2     map[int64]*l2Table
 	dirtyL1     map[int64]struct{}
 	pendingFree [][2]int64
+	// inflated caches decompressed clusters by their L2 entry.
+	inflatedOnce sync.Once
+	inflated     *lru[[]byte]
 	// prealloc caches metadataPreallocated.
 	preallocOnce sync.Once
 	prealloc     bool

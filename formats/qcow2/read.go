@@ -66,8 +66,36 @@ func (q *Image) readHost(buf []byte, off int64) error {
 	return q.file.ReadPadded(buf, off)
 }
 
-// readCompressed reads and inflates the compressed cluster of entry e.
+// maxInflatedBytes bounds the cache of decompressed clusters, which
+// spares small reads within one compressed cluster from inflating it again.
+const maxInflatedBytes = 4 << 20
+
+// readCompressed reads and inflates the compressed cluster of entry e. The
+// result is shared: callers only read it.
 func (q *Image) readCompressed(e l2Entry) ([]byte, error) {
+	cache := q.inflatedCache()
+	key := int64(e &^ oflagCopied)
+	if v, ok := cache.peek(key); ok {
+		return v, nil
+	}
+	// inflate outside the cache's lock: readers decompress in parallel
+	v, err := q.inflate(e)
+	if err != nil {
+		return nil, err
+	}
+	cache.put(key, v)
+	return v, nil
+}
+
+func (q *Image) inflatedCache() *lru[[]byte] {
+	q.inflatedOnce.Do(func() {
+		q.inflated = newLRU[[]byte](int(max(2, maxInflatedBytes/q.clusterSize)))
+	})
+	return q.inflated
+}
+
+// inflate reads and decompresses the compressed cluster of entry e.
+func (q *Image) inflate(e l2Entry) ([]byte, error) {
 	off, length := compressedDescriptor(e, q.clusterBits)
 	size := q.file.Size()
 	if off >= size || off < q.clusterSize {
