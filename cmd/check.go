@@ -80,11 +80,9 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	defer n.Close()
-	log := stderr
-	if o.quiet {
-		log = io.Discard
-	}
-	r, err := image.Check(n, fix, log)
+	// the messages about each problem are printed even with -q, as qemu's
+	// driver prints them
+	r, err := image.Check(n, fix, stderr)
 	if errors.Is(err, image.ErrNoCheck) {
 		return &exitError{code: 63, err: err}
 	}
