@@ -1,0 +1,109 @@
+package cmd
+
+import (
+	"context"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"qimg/image"
+	"qimg/rebase"
+)
+
+func init() { register(newRebaseCmd) }
+
+type rebaseOptions struct {
+	format        string
+	cache         string
+	sourceCache   string
+	backing       string
+	backingFormat string
+	progress      bool
+	quiet         bool
+	unsafe        bool
+	forceShare    bool
+	imageOpts     bool
+}
+
+func newRebaseCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &rebaseOptions{}
+	c := &cobra.Command{
+		Use:   "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename",
+		Short: "change the backing file of an image",
+		Long: `Change the backing file of filename to backing_file (of format backing_fmt,
+which must be given), or with -b "" make filename standalone. A relative
+backing_file is relative to the directory of filename.
+
+In safe mode (the default) the ranges filename does not allocate itself are
+compared between the old and the new backing file, and those that differ
+are copied from the old one into filename first, so that its content does
+not change. Ranges both backing chains take from the same image, or that
+read as zeroes in both, are not even read. With -u only the name in the
+header changes: the new backing file must then show the same content.
+
+-t is the cache mode of filename, -T that of the backing files (writeback
+by default), -U opens the backing files even if another process uses them,
+-p shows progress, -q prints nothing.`,
+		Example: `  qimg rebase -b new-base.qcow2 -F qcow2 overlay.qcow2
+  qimg rebase -u -b moved/base.qcow2 -F qcow2 overlay.qcow2
+  qimg rebase -b "" overlay.qcow2`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runRebase(o, c.Flags().Changed("backing"), args[0], stdout, stderr)
+		},
+	}
+	f := c.Flags()
+	f.SortFlags = false
+	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
+	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode of the image")
+	f.StringVarP(&o.sourceCache, "source-cache", "T", "writeback", "cache mode of the backing files")
+	f.StringVarP(&o.backing, "backing", "b", "", "new backing file (\"\": none)")
+	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the new backing file")
+	f.BoolVarP(&o.unsafe, "unsafe", "u", false, "only rewrite the backing file name")
+	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open backing files that another process uses")
+	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, stderr io.Writer) error {
+	if o.imageOpts {
+		return fmt.Errorf("--image-opts is not supported")
+	}
+	if !o.unsafe && !backingGiven {
+		return fmt.Errorf("Must specify backing file (-b) or use unsafe mode (-u). %s", tryHelp())
+	}
+	req := rebase.Request{Filename: filename, Format: o.format, Backing: o.backing, BackingFormat: o.backingFormat,
+		Unsafe: o.unsafe, ForceShare: o.forceShare}
+	cache, err := image.ParseCacheMode(o.cache)
+	if err != nil {
+		return err
+	}
+	req.Cache = cache
+	sc, err := image.ParseCacheMode(o.sourceCache)
+	if err != nil {
+		return fmt.Errorf("Invalid source cache option: %s", o.sourceCache)
+	}
+	req.SourceCache = sc
+	if err := req.Validate(); err != nil {
+		return err
+	}
+	mode := ""
+	if o.progress {
+		mode = "on"
+	}
+	p := newProgress(mode, o.quiet, stdout, stderr)
+	defer p.stop()
+	req.Progress = p.update
+	p.start()
+	if err := req.Run(context.Background()); err != nil {
+		p.end()
+		return err
+	}
+	p.print(100)
+	p.end()
+	return nil
+}

@@ -1,0 +1,297 @@
+package rebase
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sync"
+
+	"golang.org/x/sync/errgroup"
+
+	"qimg/image"
+)
+
+// window is the largest range one worker compares at a time (rounded up
+// to whole clusters of the image, so that no two workers write one).
+const window = 2 << 20
+
+// maxQuery bounds one block status request.
+const maxQuery = 1 << 30
+
+// comparer copies into top the ranges it does not allocate where the old
+// backing chain and the new one differ.
+type comparer struct {
+	ctx      context.Context
+	top      *image.Node
+	old, new *image.Node // either may be nil: no backing file, zeroes
+	workers  int
+	progress func(done, total int64)
+
+	size    int64
+	window  int64
+	grain   int64 // the image's cluster: the unit compared and copied
+	oldSize int64
+	newSize int64
+	pool    sync.Pool
+
+	mu   sync.Mutex
+	done int64
+}
+
+// span is a range of the image it does not allocate.
+type span struct{ off, n int64 }
+
+type job struct {
+	off, n int64
+	spans  []span
+}
+
+func (c *comparer) run() error {
+	c.size = c.top.Size()
+	c.grain = 64 << 10
+	if info, err := image.CollectInfo(c.top); err == nil && info.ClusterSize > 0 {
+		c.grain = info.ClusterSize
+	}
+	c.window = (max(window, c.grain) + c.grain - 1) / c.grain * c.grain
+	if c.old != nil {
+		c.oldSize = c.old.Size()
+	}
+	if c.new != nil {
+		c.newSize = c.new.Size()
+	}
+	c.pool.New = func() any { b := make([]byte, 2*c.window); return &b }
+	if c.progress != nil {
+		c.progress(0, c.size)
+	}
+	g, ctx := errgroup.WithContext(c.ctx)
+	c.ctx = ctx
+	jobs := make(chan *job, c.workers)
+	g.Go(func() error {
+		defer close(jobs)
+		return c.produce(jobs)
+	})
+	for range c.workers {
+		g.Go(func() error {
+			for j := range jobs {
+				if err := c.execute(j); err != nil {
+					return err
+				}
+				c.report(j.n)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func (c *comparer) report(n int64) {
+	if c.progress == nil {
+		return
+	}
+	c.mu.Lock()
+	c.done += n
+	c.progress(c.done, c.size)
+	c.mu.Unlock()
+}
+
+// produce cuts the ranges the image does not allocate into windows.
+func (c *comparer) produce(jobs chan<- *job) error {
+	var cur *job
+	send := func() error {
+		if cur == nil {
+			return nil
+		}
+		j := cur
+		cur = nil
+		select {
+		case jobs <- j:
+			return nil
+		case <-c.ctx.Done():
+			return c.ctx.Err()
+		}
+	}
+	for off := int64(0); off < c.size; {
+		e, err := c.top.BlockStatus(off, min(c.size-off, maxQuery))
+		if err != nil {
+			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
+		}
+		end := off + e.Length
+		for pos := off; pos < end; {
+			w := pos / c.window * c.window
+			wEnd := min(w+c.window, c.size)
+			if cur != nil && cur.off != w {
+				if err := send(); err != nil {
+					return err
+				}
+			}
+			if cur == nil {
+				cur = &job{off: w, n: wEnd - w}
+			}
+			k := min(end, wEnd) - pos
+			if !e.Allocated {
+				cur.spans = append(cur.spans, span{pos, k})
+			}
+			pos += k
+		}
+		off = end
+	}
+	return send()
+}
+
+// source is what one chain shows over a range: zeroes, or the bytes of
+// one image (deciding, the image of the chain that holds them).
+type source struct {
+	n        int64
+	zero     bool
+	deciding *image.Node
+}
+
+// look asks one backing chain about [off, off+n).
+func look(b *image.Node, size, off, n int64) (source, error) {
+	if b == nil || off >= size {
+		return source{n: n, zero: true}, nil
+	}
+	e, err := b.BlockStatusChain(off, min(n, size-off))
+	if err != nil {
+		return source{}, err
+	}
+	s := source{n: e.Length, zero: e.Zero}
+	if !e.Zero {
+		if chain := b.Chain(); e.Depth < len(chain) {
+			s.deciding = chain[e.Depth]
+		}
+	}
+	return s, nil
+}
+
+// sameImage reports whether two format nodes read the same file.
+func sameImage(a, b *image.Node) bool {
+	if a == nil || b == nil {
+		return false
+	}
+	if a == b {
+		return true
+	}
+	fa, fb := a.File(), b.File()
+	return a.Format == b.Format && fa != nil && fa == fb
+}
+
+// execute compares a window's spans and copies the clusters that differ.
+func (c *comparer) execute(j *job) error {
+	var bp *[]byte
+	defer func() {
+		if bp != nil {
+			c.pool.Put(bp)
+		}
+	}()
+	for _, s := range j.spans {
+		for off, end := s.off, s.off+s.n; off < end; {
+			if err := c.ctx.Err(); err != nil {
+				return err
+			}
+			o, err := look(c.old, c.oldSize, off, end-off)
+			if err != nil {
+				return fmt.Errorf("error while reading block status of the old backing file at offset %d: %w", off, err)
+			}
+			n, err := look(c.new, c.newSize, off, o.n)
+			if err != nil {
+				return fmt.Errorf("error while reading block status of the new backing file at offset %d: %w", off, err)
+			}
+			k := min(o.n, n.n)
+			if o.zero && n.zero || sameImage(o.deciding, n.deciding) {
+				off += k // the same bytes in both chains
+				continue
+			}
+			if bp == nil {
+				bp = c.pool.Get().(*[]byte)
+			}
+			if err := c.copyDiffering(*bp, off, k, o.zero, n.zero); err != nil {
+				return err
+			}
+			off += k
+		}
+	}
+	return nil
+}
+
+// copyDiffering reads [off, off+n) from both chains and writes the grains
+// that differ, as the old chain shows them, into the image.
+func (c *comparer) copyDiffering(buf []byte, off, n int64, oldZero, newZero bool) error {
+	ob, nb := buf[:n], buf[c.window:c.window+n]
+	if oldZero {
+		clear(ob)
+	} else if err := c.old.ReadPadded(ob, off); err != nil {
+		return fmt.Errorf("error while reading the old backing file at offset %d: %w", off, err)
+	}
+	if newZero {
+		clear(nb)
+	} else if err := c.new.ReadPadded(nb, off); err != nil {
+		return fmt.Errorf("error while reading the new backing file at offset %d: %w", off, err)
+	}
+	runStart, inRun := int64(0), false
+	flush := func(at int64) error {
+		if !inRun {
+			return nil
+		}
+		inRun = false
+		return c.write(ob[runStart-off:at-off], runStart)
+	}
+	for g := off; g < off+n; {
+		gEnd := min((g/c.grain+1)*c.grain, off+n)
+		if bytes.Equal(ob[g-off:gEnd-off], nb[g-off:gEnd-off]) {
+			if err := flush(g); err != nil {
+				return err
+			}
+		} else if !inRun {
+			runStart, inRun = g, true
+		}
+		g = gEnd
+	}
+	return flush(off + n)
+}
+
+// write stores the old chain's bytes p at off into the image: zeroes as
+// zeroes, whole clusters at a time.
+func (c *comparer) write(p []byte, off int64) error {
+	for len(p) > 0 {
+		gEnd := min((off/c.grain+1)*c.grain, off+int64(len(p)))
+		k := gEnd - off
+		zero := isZero(p[:k])
+		// a run of grains of one kind is written at once
+		for gEnd < off+int64(len(p)) {
+			nEnd := min(gEnd+c.grain, off+int64(len(p)))
+			if isZero(p[gEnd-off:nEnd-off]) != zero {
+				break
+			}
+			gEnd = nEnd
+		}
+		k = gEnd - off
+		var err error
+		if zero {
+			err = c.top.WriteZeroes(off, k, false)
+		} else {
+			_, err = c.top.WriteAt(p[:k], off)
+		}
+		if err != nil {
+			return fmt.Errorf("error while writing at byte %d: %w", off, err)
+		}
+		p = p[k:]
+		off += k
+	}
+	return nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
