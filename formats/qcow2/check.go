@@ -72,6 +72,11 @@ func (q *Image) Check(fix image.CheckFix, log io.Writer) (*image.CheckResult, er
 	if fix != 0 && !q.file.Writable() {
 		return nil, image.ErrReadOnly
 	}
+	if q.corrupt && q.writable {
+		// a corruption found while repairing made the image unusable, as
+		// qemu makes its node unusable: the check after a repair fails
+		return nil, image.Errorf(image.ErrCorrupt, "No medium found")
+	}
 	w := bufio.NewWriter(log)
 	defer w.Flush()
 	c := &checker{q: q, log: w, fix: fix, cs: q.clusterSize}

@@ -21,11 +21,9 @@ import (
 // the tables a repair must not touch (qemu's overlap check before every
 // metadata write).
 func (c *checker) writeMeta(p []byte, off int64) error {
-	if c.q.corrupt && c.q.writable {
-		return errIO // made unusable by a corruption found
-	}
 	if what := c.overlaps(off, int64(len(p))); what != "" {
-		return image.Errorf(image.ErrCorrupt, "Preventing invalid write on metadata (overlaps with %s)", what)
+		c.signalCorruption("Preventing invalid write on metadata (overlaps with %s)", what)
+		return errIO
 	}
 	return c.q.writeMeta(p, off)
 }
