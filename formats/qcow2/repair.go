@@ -159,6 +159,11 @@ func (c *checker) growFileFor(uoff uint64) error {
 		return image.Errorf(image.ErrCorrupt, "Invalid argument")
 	}
 	off := int64(uoff)
+	// the counts grow with the file: a block far beyond the end would
+	// make them take memory the image does not justify
+	if n := off/c.cs + 1; n > maxCheckClusters || n > max(4*c.refs.len(), 1<<24) {
+		return image.Errorf(image.ErrUnsupported, "File too large")
+	}
 	if err := c.q.file.Truncate(off+c.cs, image.PreallocOff); err != nil {
 		return errnoText(err)
 	}
