@@ -332,6 +332,9 @@ func (r *refcounts) allocBlock(ci int64) error {
 	if err := q.writeMeta(b.buf, b.offset); err != nil {
 		return err
 	}
+	if err := q.barrier(); err != nil {
+		return err
+	}
 	if ti < int64(len(r.table)) {
 		var e [8]byte
 		be.PutUint64(e[:], uint64(b.offset))
@@ -455,6 +458,10 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 	if err := q.writeMeta(buf, tableOffset); err != nil {
 		return 0, err
 	}
+	// the new blocks and table are on disk before the header names them
+	if err := q.barrier(); err != nil {
+		return 0, err
+	}
 	oldOffset, oldClusters := r.tableOffset, r.tableClusters
 	r.table, r.tableOffset, r.tableClusters = newTable, tableOffset, tableClusters
 	q.h.refcountTableOffset, q.h.refcountTableClusters = uint64(tableOffset), uint32(tableClusters)
@@ -465,12 +472,10 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 		return 0, err
 	}
 	if oldClusters > 0 {
-		if !q.creating {
-			// the header must point at the new table before the old
-			// one's clusters can be reused
-			if err := q.file.Flush(); err != nil {
-				return 0, err
-			}
+		// the header must point at the new table before the old one's
+		// clusters can be reused
+		if err := q.barrier(); err != nil {
+			return 0, err
 		}
 		if err := r.release(oldOffset, oldClusters*cs); err != nil {
 			return 0, err

@@ -80,6 +80,10 @@ func (q *Image) growL1(n int64) error {
 	if err := q.writeMeta(buf, newOff); err != nil {
 		return err
 	}
+	// the new table is on disk before the header names it
+	if err := q.barrier(); err != nil {
+		return err
+	}
 	oldOff, oldSize := int64(q.h.l1TableOffset), int64(q.h.l1Size)
 	q.h.l1TableOffset, q.h.l1Size = uint64(newOff), uint32(n)
 	var hdr [12]byte
@@ -88,10 +92,8 @@ func (q *Image) growL1(n int64) error {
 	if err := q.writeHeaderBytes(hdr[:], offL1Size); err != nil {
 		return err
 	}
-	if !q.creating {
-		if err := q.file.Flush(); err != nil {
-			return err
-		}
+	if err := q.barrier(); err != nil {
+		return err
 	}
 	q.l1 = l1
 	if oldSize > 0 {

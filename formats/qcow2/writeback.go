@@ -102,6 +102,15 @@ func (q *Image) flushMetaLocked() error {
 	return nil
 }
 
+// barrier makes what was written so far durable before what follows is
+// written; an image being created needs none (its header comes last).
+func (q *Image) barrier() error {
+	if q.creating {
+		return nil
+	}
+	return q.file.Flush()
+}
+
 // syncFiles makes the data file and the image file durable.
 func (q *Image) syncFiles() error {
 	if q.data != nil {
