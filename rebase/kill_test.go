@@ -1,0 +1,148 @@
+package rebase
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	_ "qimg/formats/file"
+	_ "qimg/formats/qcow2"
+	_ "qimg/formats/raw"
+)
+
+func needQemu(t *testing.T) {
+	t.Helper()
+	for _, p := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skip("needs qemu-img and qemu-io")
+		}
+	}
+}
+
+func run(t *testing.T, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// TestKillHelper is the rebasing process of TestKillWhileRebasing: it runs
+// only when started by it (QIMG_REBASE_KILL_IMAGE set).
+func TestKillHelper(t *testing.T) {
+	img := os.Getenv("QIMG_REBASE_KILL_IMAGE")
+	if img == "" {
+		t.Skip("helper process of TestKillWhileRebasing")
+	}
+	fmt.Println("rebasing")
+	b := os.Getenv("QIMG_REBASE_KILL_BACKING")
+	r := &Request{Filename: img, Backing: b}
+	if b != "" {
+		r.BackingFormat = "qcow2"
+	}
+	if err := r.Run(context.Background()); err != nil {
+		fmt.Println("rebase:", err)
+		os.Exit(2)
+	}
+	fmt.Println("done")
+}
+
+func checkClean(t *testing.T, img, when string) int64 {
+	t.Helper()
+	res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
+	var r struct {
+		CheckErrors int64 `json:"check-errors"`
+		Corruptions int64 `json:"corruptions"`
+		Leaks       int64 `json:"leaks"`
+	}
+	if err := json.Unmarshal(res, &r); err != nil {
+		t.Fatalf("%s: qemu-img check %s: %v\n%s", when, img, err, res)
+	}
+	if r.Corruptions != 0 || r.CheckErrors != 0 {
+		human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
+		t.Fatalf("%s: %s: %d corruptions, %d check errors\n%s", when, img, r.Corruptions, r.CheckErrors, human)
+	}
+	return r.Leaks
+}
+
+// TestKillWhileRebasing kills a safe rebase (SIGKILL) at random moments:
+// no image may be corrupt and what the image shows must not change,
+// whichever backing file its header names afterwards.
+func TestKillWhileRebasing(t *testing.T) {
+	needQemu(t)
+	if testing.Short() {
+		t.Skip("short")
+	}
+	src := t.TempDir()
+	mk := func(name string, args ...string) string {
+		p := filepath.Join(src, name)
+		run(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, args...), p)...)
+		return p
+	}
+	old := mk("old.qcow2", "-o", "size=24M")
+	run(t, "qemu-io", "-c", "write -P 1 0 24M", old)
+	other := mk("other.qcow2", "-o", "size=20M")
+	run(t, "qemu-io", "-c", "write -P 1 0 12M", "-c", "write -P 7 13M 5M", other)
+	img := mk("img.qcow2", "-o", "cluster_size=4096", "-b", "old.qcow2", "-F", "qcow2")
+	run(t, "qemu-io", "-c", "write -P 3 4M 3M", "-c", "write -z 14M 1M", "-c", "discard 2M 512k", img)
+	want := filepath.Join(src, "want.raw")
+	run(t, "qemu-img", "convert", "-O", "raw", img, want)
+
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	targets := []string{"other.qcow2", ""}
+	span := 100 * time.Millisecond
+	for i := -1; i < 10; i++ {
+		dir := t.TempDir()
+		for _, n := range []string{"old.qcow2", "other.qcow2", "img.qcow2"} {
+			run(t, "cp", filepath.Join(src, n), dir)
+		}
+		top := filepath.Join(dir, "img.qcow2")
+		target := targets[(i+2)%len(targets)]
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "QIMG_REBASE_KILL_IMAGE="+top, "QIMG_REBASE_KILL_BACKING="+target)
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		rd := bufio.NewReader(out)
+		if line, _ := rd.ReadString('\n'); line != "rebasing\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("helper: %q", line)
+		}
+		start := time.Now()
+		if i < 0 {
+			rest, _ := rd.ReadString('\n')
+			cmd.Wait()
+			if rest != "done\n" {
+				t.Fatalf("helper: %q", rest)
+			}
+			span = time.Since(start)
+			continue
+		}
+		delay := time.Duration(rng.Int63n(int64(span)))
+		time.Sleep(delay)
+		cmd.Process.Signal(syscall.SIGKILL)
+		rest, _ := rd.ReadString('\n')
+		cmd.Wait()
+		when := fmt.Sprintf("rebase -b %q killed after %v (%s)", target, delay, strings.TrimSpace(rest))
+		leaks := checkClean(t, top, when)
+		if out := run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
+			t.Fatalf("%s: the image changed: %s", when, out)
+		}
+		t.Logf("%s: %d leaked clusters", when, leaks)
+	}
+}
