@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
+	"path/filepath"
 
 	"qimg/image"
 )
@@ -55,6 +57,8 @@ type checker struct {
 	copiedSlow             bool
 
 	stored *storedRefs
+	// snapshotsSize is the byte length of the snapshot table.
+	snapshotsSize int64
 }
 
 // checkCounts are qemu's BdrvCheckResult counters.
@@ -126,6 +130,16 @@ func (c *checker) signalCorruption(format string, args ...any) {
 	}
 	c.logf("qcow2: Image is corrupt: %s; further non-fatal corruption events will be suppressed", msg)
 	q.corrupt = true
+}
+
+// progName is the name messages printed as qemu-img's error_report
+// lines start with: the name qimg was called by, as the command's own
+// errors do.
+func progName() string {
+	if len(os.Args) > 0 && filepath.Base(os.Args[0]) == "qemu-img" {
+		return "qemu-img"
+	}
+	return "qimg"
 }
 
 func (c *checker) logf(format string, args ...any) {
@@ -221,6 +235,7 @@ func (c *checker) calculate(fixErrors bool) error {
 			return err
 		}
 	}
+	c.snapshotsSize = size
 	c.inc(int64(h.snapshotsOffset), size)
 	c.inc(c.stored.tableOffset, int64(len(c.stored.table))*8)
 	if cr := h.crypto; cr != nil && cr.length != 0 {

@@ -184,7 +184,7 @@ func (c *checker) countL2(t []byte, l2off int64, active bool) error {
 			if hasData {
 				c.logf("ERROR offset=%x: Data cluster is not properly aligned; L2 entry corrupted.", off)
 			} else {
-				fixed, err := c.fixUnalignedZero(l2off, i, off)
+				fixed, err := c.fixUnalignedZero(l2off, i, off, active)
 				if err != nil {
 					return err
 				}
@@ -268,7 +268,7 @@ func (c *checker) countCompressed(e, bm uint64, i int, active bool) {
 // fixUnalignedZero handles a zero cluster whose (unused) host offset is
 // not aligned: with FixErrors the entry becomes a plain zero entry (qemu's
 // fix_l2_entry_by_zero). It reports whether the entry was fixed.
-func (c *checker) fixUnalignedZero(l2off int64, i int, off int64) (bool, error) {
+func (c *checker) fixUnalignedZero(l2off int64, i int, off int64, active bool) (bool, error) {
 	verb := "ERROR"
 	if c.fix&image.FixErrors != 0 {
 		verb = "Repairing"
@@ -285,7 +285,7 @@ func (c *checker) fixUnalignedZero(l2off int64, i int, off int64) (bool, error) 
 		be.PutUint64(e[:], oflagZero)
 	}
 	at := l2off + int64(i)*step
-	if err := c.writeMeta(e[:step], at); err != nil {
+	if err := c.writeMetaIgnoring(e[:step], at, active); err != nil {
 		c.res.checkErrors++
 		c.logf("ERROR: Failed to overwrite L2 table entry: %v", err)
 		return false, nil

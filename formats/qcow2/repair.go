@@ -21,7 +21,13 @@ import (
 // the tables a repair must not touch (qemu's overlap check before every
 // metadata write).
 func (c *checker) writeMeta(p []byte, off int64) error {
-	if what := c.overlaps(off, int64(len(p))); what != "" {
+	return c.writeMetaIgnoring(p, off, false)
+}
+
+// writeMetaIgnoring is writeMeta; ignoreL2 allows overwriting an active
+// L2 table (the one being repaired).
+func (c *checker) writeMetaIgnoring(p []byte, off int64, ignoreL2 bool) error {
+	if what := c.overlaps(off, int64(len(p)), ignoreL2); what != "" {
 		c.signalCorruption("Preventing invalid write on metadata (overlaps with %s)", what)
 		return errIO
 	}
@@ -29,20 +35,34 @@ func (c *checker) writeMeta(p []byte, off int64) error {
 }
 
 // overlaps names the structure [off, off+n) would overwrite among the
-// header, the active L1 table, the refcount table and its blocks.
-func (c *checker) overlaps(off, n int64) string {
+// header, the active L1 table, the refcount table, the snapshot table,
+// the active L2 tables and the refcount blocks, checked in qemu's order
+// on whole clusters.
+func (c *checker) overlaps(off, n int64, ignoreL2 bool) string {
 	q := c.q
 	cs := c.cs
+	if off < cs {
+		return "qcow2_header"
+	}
+	n = (off&(cs-1) + n + cs - 1) &^ (cs - 1)
+	off &^= cs - 1
 	in := func(start, length int64) bool {
 		return length > 0 && off < start+length && start < off+n
 	}
 	switch {
-	case off < cs:
-		return "qcow2_header"
 	case in(int64(q.h.l1TableOffset), int64(q.h.l1Size)*8):
 		return "active L1 table"
 	case in(c.stored.tableOffset, int64(len(c.stored.table))*8):
 		return "refcount table"
+	case q.h.nbSnapshots > 0 && in(int64(q.h.snapshotsOffset&(1<<63-1)), c.snapshotsSize):
+		return "snapshot table"
+	}
+	if !ignoreL2 {
+		for _, e := range q.l1 {
+			if l2 := l1Entry(e).l2Offset(); l2 != 0 && in(l2, cs) {
+				return "active L2 table"
+			}
+		}
 	}
 	for _, e := range c.stored.table {
 		if b := int64(e & refcountTableOffsetMask); b != 0 && in(b, cs) {
@@ -96,7 +116,7 @@ func (c *checker) writeL1Entry(i int, e uint64) error {
 
 // writeL2Table writes back an active L2 table whose flags were repaired.
 func (c *checker) writeL2Table(t []byte, off int64) error {
-	if err := c.writeMeta(t, off); err != nil {
+	if err := c.writeMetaIgnoring(t, off, true); err != nil {
 		c.logf("ERROR: Could not write L2 table; metadata overlap check failed: %v", err)
 		return err
 	}

@@ -91,7 +91,7 @@ func (c *checker) writeNewRefcounts() error {
 		be.PutUint64(buf[i*8:], e)
 	}
 	if err := c.writeMeta(buf, tableOffset); err != nil {
-		c.logf("ERROR writing reftable: %v", err)
+		c.logf("%s: ERROR writing reftable: %v", progName(), err)
 		return err
 	}
 	// the new structure is complete on disk before the header names it
@@ -159,7 +159,7 @@ func (c *checker) writeRefblocks(first, end int64, table *[]uint64) (bool, error
 			}
 		}
 		if err := c.writeMeta(buf, off); err != nil {
-			c.logf("ERROR writing refblock: %v", err)
+			c.logf("%s: ERROR writing refblock: %v", progName(), err)
 			return false, err
 		}
 		ci = start + per - 1
