@@ -172,6 +172,7 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 		return err
 	}
 	l2Span := cs << q.l2Bits
+	q.waitInflight(off>>q.clusterBits, off>>q.clusterBits+1)
 	t, err := q.l2ForWrite(off / l2Span)
 	if err != nil {
 		return err

@@ -56,6 +56,7 @@ type Image struct {
 	dirtyL2     map[int64]*l2Table
 	dirtyL1     map[int64]struct{}
 	pendingFree [][2]int64
+	inflight    map[int64]chan struct{}
 	// inflated caches decompressed clusters by their L2 entry.
 	inflatedOnce sync.Once
 	inflated     *lru[[]byte]

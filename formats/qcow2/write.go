@@ -216,12 +216,15 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 	cs := q.clusterSize
 	l2Span := cs << q.l2Bits
 	end := min(off+int64(len(p)), (off/l2Span+1)*l2Span)
+	c0 := off >> q.clusterBits
+	cEnd := (end-1)>>q.clusterBits + 1
+	if q.waitInflight(c0, cEnd) {
+		return 0, nil // the lock was dropped: look again
+	}
 	t, err := q.l2ForWrite(off / l2Span)
 	if err != nil {
 		return 0, err
 	}
-	c0 := off >> q.clusterBits
-	cEnd := (end-1)>>q.clusterBits + 1
 	idx0 := int(c0 & (1<<q.l2Bits - 1))
 	e0 := l2Entry(t.entries[idx0])
 	if _, err := q.cls.classify(e0, t.bitmap(idx0), 0); err != nil {
@@ -245,9 +248,13 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		k++
 	}
 	wEnd := min(end, (c0+k)*cs)
-	buf := make([]byte, k*cs)
 	base := c0 * cs
 	newBitmaps := make([]uint64, k)
+	if off == base && wEnd == base+k*cs {
+		// whole clusters: written from p as they are
+		return int(wEnd - off), q.allocWriteWhole(t, idx0, p[:wEnd-off], c0, k, newBitmaps)
+	}
+	buf := make([]byte, k*cs)
 	for i := int64(0); i < k; i++ {
 		cStart := base + i*cs
 		e := l2Entry(t.entries[idx0+int(i)])
@@ -279,12 +286,41 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		}
 	}
 	copy(buf[off-base:], p[:wEnd-off])
-	host, err := q.allocData(c0, k)
-	if err != nil {
+	if err := q.allocWriteWhole(t, idx0, buf, c0, k, newBitmaps); err != nil {
 		return 0, err
 	}
-	if err := q.writeData(buf, host, true); err != nil {
-		return 0, err
+	return int(wEnd - off), nil
+}
+
+// allocWriteWhole writes buf (k whole clusters from guest cluster c0, in
+// L2 table t from index idx0) to newly allocated clusters, then points
+// the entries at them; with extended L2 entries, bitmaps are the new
+// subcluster bitmaps (all allocated when zero).
+func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, bitmaps []uint64) error {
+	cs := q.clusterSize
+	off := c0 * cs
+	l2Span := cs << q.l2Bits
+	for i := range bitmaps {
+		if bitmaps[i] == 0 {
+			bitmaps[i] = uint64(^uint32(0))
+		}
+	}
+	host, err := q.allocData(c0, k)
+	if err != nil {
+		return err
+	}
+	// the data goes out without the lock, so that writers of other
+	// clusters proceed; writers of these clusters wait (inflight)
+	ch := q.markInflight(c0, k)
+	q.meta.Unlock()
+	werr := q.writeData(buf, host, false)
+	q.meta.Lock()
+	q.clearInflight(c0, k, ch)
+	if werr != nil {
+		return werr // the clusters stay allocated: a leak
+	}
+	if t, err = q.l2ForWrite(off / l2Span); err != nil {
+		return err
 	}
 	old := make([]l2Entry, k)
 	for i := int64(0); i < k; i++ {
@@ -292,18 +328,18 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		old[i] = l2Entry(t.entries[j])
 		t.entries[j] = uint64(host+i*cs) | oflagCopied
 		if q.extendedL2 {
-			t.bitmaps[j] = newBitmaps[i]
+			t.bitmaps[j] = bitmaps[i]
 		}
 	}
 	if err := q.writeL2(t, idx0, idx0+int(k)); err != nil {
-		return 0, err
+		return err
 	}
 	for _, e := range old {
 		if err := q.releaseEntry(e); err != nil {
-			return 0, err
+			return err
 		}
 	}
-	return int(wEnd - off), nil
+	return nil
 }
 
 // writeOwned writes into one cluster the image owns (a preallocated zero

@@ -130,3 +130,52 @@ func (q *Image) Flush() error {
 	}
 	return q.flushMetaLocked()
 }
+
+// In-flight allocations: clusters whose new host clusters are being
+// written without the metadata lock; their entries change once the data
+// is written. Anything else that would change them waits.
+
+// markInflight records guest clusters [c0, c0+k) as in flight; the caller
+// holds the metadata lock.
+func (q *Image) markInflight(c0, k int64) chan struct{} {
+	if q.inflight == nil {
+		q.inflight = map[int64]chan struct{}{}
+	}
+	ch := make(chan struct{})
+	for c := c0; c < c0+k; c++ {
+		q.inflight[c] = ch
+	}
+	return ch
+}
+
+func (q *Image) clearInflight(c0, k int64, ch chan struct{}) {
+	for c := c0; c < c0+k; c++ {
+		delete(q.inflight, c)
+	}
+	close(ch)
+}
+
+// waitInflight waits, with the metadata lock dropped, until no cluster of
+// [c0, c1) is in flight. It reports whether it waited: the caller must
+// then read the metadata again.
+func (q *Image) waitInflight(c0, c1 int64) bool {
+	waited := false
+	for {
+		var ch chan struct{}
+		if len(q.inflight) > 0 {
+			for c := c0; c < c1; c++ {
+				if x, ok := q.inflight[c]; ok {
+					ch = x
+					break
+				}
+			}
+		}
+		if ch == nil {
+			return waited
+		}
+		waited = true
+		q.meta.Unlock()
+		<-ch
+		q.meta.Lock()
+	}
+}

@@ -69,6 +69,7 @@ func (q *Image) WriteZeroes(off, length int64, unmap bool) error {
 // one L2 table. The caller holds the metadata lock for writing.
 func (q *Image) zeroClusters(off, n int64, unmap bool) error {
 	cs := q.clusterSize
+	q.waitInflight(off>>q.clusterBits, (off+n)>>q.clusterBits)
 	l2Span := cs << q.l2Bits
 	t, err := q.l2ForWrite(off / l2Span)
 	if err != nil {
@@ -117,6 +118,7 @@ func (q *Image) zeroClusters(off, n int64, unmap bool) error {
 // lock for writing.
 func (q *Image) zeroSubclusters(off, n int64) error {
 	cs := q.clusterSize
+	q.waitInflight(off>>q.clusterBits, off>>q.clusterBits+1)
 	l2Span := cs << q.l2Bits
 	t, err := q.l2ForWrite(off / l2Span)
 	if err != nil {
@@ -156,6 +158,7 @@ func (q *Image) Discard(off, length int64) error {
 	}
 	for pos := start; pos < end; {
 		n := min(end-pos, (pos/l2Span+1)*l2Span-pos)
+		q.waitInflight(pos>>q.clusterBits, (pos+n)>>q.clusterBits)
 		l1i := pos / l2Span
 		if l1i >= int64(len(q.l1)) || l1Entry(q.l1[l1i]).l2Offset() == 0 {
 			pos += n
