@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"encoding/binary"
+	"fmt"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"strings"
@@ -194,5 +196,52 @@ func writeTestFile(t testing.TB, path string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMutatedImages opens randomly damaged sample images read-only and
+// read/write and reads, writes, zeroes and discards in them: errors are
+// expected, panics and hangs are not.
+func TestMutatedImages(t *testing.T) {
+	rng := rand.New(rand.NewSource(7 + seedOffset))
+	n := 400
+	if testing.Short() {
+		n = 50
+	}
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		b := seed(t, fuzzSeeds[i%len(fuzzSeeds)])
+		for k := 0; k < 1+rng.Intn(6); k++ {
+			pos := rng.Intn(len(b))
+			if rng.Intn(2) == 0 {
+				pos = rng.Intn(min(len(b), 1024)) // the header more often
+			}
+			b[pos] = byte(rng.Intn(256))
+		}
+		path := filepath.Join(dir, fmt.Sprintf("m%d.qcow2", i))
+		writeTestFile(t, path, b)
+		_ = openAndRead(path, false)
+		node, err := image.Open(path, image.OpenOptions{Format: "qcow2", Writable: true, Claim: image.ClaimWrite, NoBacking: true})
+		if err != nil {
+			continue
+		}
+		size := node.Size()
+		if size > 0 {
+			p := make([]byte, 70000)
+			for j := 0; j < 6; j++ {
+				off := rng.Int63n(size)
+				l := min(int64(len(p)), size-off)
+				switch j % 3 {
+				case 0:
+					node.WriteAt(p[:l], off)
+				case 1:
+					node.WriteZeroes(off, l, j%2 == 0)
+				case 2:
+					node.Discard(off, l)
+				}
+				node.ReadAt(p[:l], off)
+			}
+		}
+		node.Close()
 	}
 }
