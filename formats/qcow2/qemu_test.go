@@ -28,6 +28,16 @@ func needQemu(t testing.TB) {
 	}
 }
 
+// haveQemu reports whether qemu-img and qemu-io are on PATH.
+func haveQemu() bool {
+	for _, tool := range []string{"qemu-img", "qemu-io"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
 // run runs a qemu tool and fails the test on error.
 func run(t testing.TB, name string, args ...string) string {
 	t.Helper()
