@@ -256,3 +256,33 @@ func TestReadPreallocated(t *testing.T) {
 		})
 	}
 }
+
+// TestReadConvertCompressed reads images that qemu-img convert -c wrote
+// (every cluster compressed where it shrinks), zlib and zstd, several
+// cluster sizes.
+func TestReadConvertCompressed(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.raw")
+	b := make([]byte, 3<<20+12345)
+	for i := range b {
+		switch {
+		case i < 1<<20:
+			b[i] = byte(i / 3000)
+		case i < 2<<20:
+			b[i] = byte(i * 7 % 251) // compresses less
+		default:
+			b[i] = byte(i >> 12)
+		}
+	}
+	if err := os.WriteFile(src, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, ct := range []string{"zlib", "zstd"} {
+		for _, cs := range []string{"4k", "64k", "2M"} {
+			img := filepath.Join(dir, ct+cs+".qcow2")
+			run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct+",cluster_size="+cs, src, img)
+			compareWithQemu(t, img)
+		}
+	}
+}
