@@ -31,10 +31,40 @@ func (q *Image) MakeEmpty() error {
 		if err := q.setL1(int64(i), 0); err != nil {
 			return err
 		}
-		for _, e := range entries {
-			if err := q.releaseEntry(l2Entry(e)); err != nil {
+		// neighbouring host clusters are released as one range: one
+		// refcount write per block rather than one per cluster
+		runOff, runLen := int64(0), int64(0)
+		release := func() error {
+			if runLen == 0 {
+				return nil
+			}
+			err := q.releaseLater(runOff, runLen)
+			runLen = 0
+			return err
+		}
+		for _, v := range entries {
+			e := l2Entry(v)
+			h := e.hostOffset()
+			if e.compressed() || q.data != nil || h == 0 {
+				if err := release(); err != nil {
+					return err
+				}
+				if err := q.releaseEntry(e); err != nil {
+					return err
+				}
+				continue
+			}
+			if runLen > 0 && runOff+runLen == h {
+				runLen += q.clusterSize
+				continue
+			}
+			if err := release(); err != nil {
 				return err
 			}
+			runOff, runLen = h, q.clusterSize
+		}
+		if err := release(); err != nil {
+			return err
 		}
 		if err := q.releaseLater(off, q.clusterSize); err != nil {
 			return err
