@@ -1,0 +1,199 @@
+package cmd
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"qimg/bitmap"
+	"qimg/image"
+)
+
+func init() { register(newBitmapCmd) }
+
+type bitmapOptions struct {
+	ops          []bitmap.Op
+	format       string
+	granularity  string
+	sourceFile   string
+	sourceFormat string
+	quiet        bool
+	imageOpts    bool
+	dump         bool
+	output       string
+	forceShare   bool
+}
+
+// opFlag is a flag that appends its operation to the list each time it
+// is given, so that operations keep their command-line order.
+type opFlag struct {
+	kind   bitmap.Kind
+	arg    bool // takes the source bitmap (--merge)
+	ops    *[]bitmap.Op
+	values []string
+}
+
+func (f *opFlag) String() string { return "" }
+func (f *opFlag) Type() string {
+	if f.arg {
+		return "string"
+	}
+	return "bool"
+}
+
+func (f *opFlag) Set(s string) error {
+	op := bitmap.Op{Kind: f.kind}
+	if f.arg {
+		op.Source = s
+	}
+	*f.ops = append(*f.ops, op)
+	return nil
+}
+
+func newBitmapCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &bitmapOptions{}
+	c := &cobra.Command{
+		Use:   "bitmap (--merge SOURCE | --add | --remove | --clear | --enable | --disable)... [-b source_file [-F source_fmt]] [-g granularity] [-q] [-f fmt] filename bitmap",
+		Short: "change the persistent dirty bitmaps of an image",
+		Long: `Perform one or more changes of the persistent dirty bitmap named bitmap in
+the image filename (qcow2), in command-line order:
+
+  --add        create the bitmap, enabled (recording writes); -g sets its
+               granularity (bytes per bit, a power of two from 512 bytes
+               to 2 GiB; by default the cluster size, between 4 KiB and
+               64 KiB); --add --disable creates it disabled
+  --remove     remove the bitmap
+  --clear      unset every bit
+  --enable     make the bitmap record writes
+  --disable    stop recording writes
+  --merge SRC  set the bits of bitmap SRC in the bitmap; with -b (and -F)
+               SRC is a bitmap of another image of the same size
+
+Unlike qemu-img, the operations are one transaction: all are checked
+first, and the image changes only if every one of them succeeds, in a
+single update of the bitmap directory. A bitmap marked in-use (not saved
+correctly) can only be removed.
+
+--dump (beyond qemu-img) prints the dirty extents of bitmap, as offsets
+and lengths of guest bytes; --output=json prints them as JSON.`,
+		Example: `  qimg bitmap --add disk.qcow2 backup-1
+  qimg bitmap --add -g 1M --disable disk.qcow2 frozen
+  qimg bitmap --merge backup-1 --remove disk.qcow2 backup-0
+  qimg bitmap --merge b0 -b other.qcow2 disk.qcow2 backup-1
+  qimg bitmap --dump --output=json disk.qcow2 backup-1`,
+		RunE: func(c *cobra.Command, args []string) error {
+			return runBitmap(o, c, args, stdout)
+		},
+	}
+	f := c.Flags()
+	f.SortFlags = false
+	for _, op := range []struct {
+		name  string
+		kind  bitmap.Kind
+		usage string
+	}{
+		{"add", bitmap.Add, "create the bitmap"},
+		{"remove", bitmap.Remove, "remove the bitmap"},
+		{"clear", bitmap.Clear, "unset every bit of the bitmap"},
+		{"enable", bitmap.Enable, "make the bitmap record writes"},
+		{"disable", bitmap.Disable, "stop recording writes"},
+	} {
+		f.Var(&opFlag{kind: op.kind, ops: &o.ops}, op.name, op.usage)
+		f.Lookup(op.name).NoOptDefVal = "true"
+	}
+	f.Var(&opFlag{kind: bitmap.Merge, arg: true, ops: &o.ops}, "merge", "merge the bits of source bitmap `SOURCE` into the bitmap")
+	f.StringVarP(&o.granularity, "granularity", "g", "", "granularity of --add, in bytes")
+	f.StringVarP(&o.sourceFile, "source-file", "b", "", "image holding the source bitmaps of --merge")
+	f.StringVarP(&o.sourceFormat, "source-format", "F", "", "format of the -b image")
+	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	f.BoolVar(&o.dump, "dump", false, "print the dirty extents of the bitmap (beyond qemu-img)")
+	f.StringVar(&o.output, "output", "human", "output format of --dump: human or json")
+	f.BoolVarP(&o.forceShare, "force-share", "U", false, "with --dump: open the image even if another process uses it")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runBitmap(o *bitmapOptions, c *cobra.Command, args []string, stdout io.Writer) error {
+	var granularity int64
+	if o.granularity != "" {
+		g, err := image.ParseSize(o.granularity)
+		if err != nil || g < 0 {
+			return errors.New("Invalid granularity specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		}
+		granularity = g
+	}
+	if o.imageOpts {
+		return errors.New("--image-opts is not supported")
+	}
+	if o.dump {
+		return runBitmapDump(o, args, stdout)
+	}
+	if o.output != "human" || o.forceShare {
+		return errors.New("--output and -U are only supported with --dump")
+	}
+	add, merge := false, false
+	for _, op := range o.ops {
+		add = add || op.Kind == bitmap.Add
+		merge = merge || op.Kind == bitmap.Merge
+	}
+	switch {
+	case len(o.ops) == 0:
+		return errors.New("Need at least one of --add, --remove, --clear, --enable, --disable, or --merge")
+	case granularity != 0 && !add:
+		return errors.New("granularity only supported with --add")
+	case o.sourceFormat != "" && o.sourceFile == "":
+		return errors.New("-F only supported with -b")
+	case o.sourceFile != "" && !merge:
+		return errors.New("Merge bitmap source file only supported with --merge")
+	case len(args) != 2:
+		return errors.New("Expecting filename and bitmap name")
+	}
+	req := bitmap.Request{Filename: args[0], Format: o.format, Bitmap: args[1], Granularity: granularity,
+		Ops: o.ops, SourceFile: o.sourceFile, SourceFormat: o.sourceFormat}
+	return req.Run()
+}
+
+func runBitmapDump(o *bitmapOptions, args []string, stdout io.Writer) error {
+	switch {
+	case len(o.ops) > 0 || o.granularity != "" || o.sourceFile != "" || o.sourceFormat != "":
+		return errors.New("--dump cannot be combined with other operations")
+	case o.output != "human" && o.output != "json":
+		return errors.New("--output must be used with human or json as argument.")
+	case len(args) != 2:
+		return errors.New("Expecting filename and bitmap name")
+	}
+	extents, err := bitmap.Dump(args[0], o.format, args[1], o.forceShare)
+	if err != nil {
+		return err
+	}
+	if o.quiet {
+		return nil
+	}
+	w := bufio.NewWriter(stdout)
+	defer w.Flush()
+	if o.output == "json" {
+		if len(extents) == 0 {
+			fmt.Fprintln(w, "[]")
+			return nil
+		}
+		for i, e := range extents {
+			sep := ",\n"
+			if i == 0 {
+				sep = "["
+			}
+			fmt.Fprintf(w, `%s{ "offset": %d, "length": %d }`, sep, e.Offset, e.Length)
+		}
+		fmt.Fprintln(w, "]")
+		return nil
+	}
+	fmt.Fprintf(w, "%-16s%s\n", "Offset", "Length")
+	for _, e := range extents {
+		fmt.Fprintf(w, "%-16s%s\n", cHex(e.Offset), cHex(e.Length))
+	}
+	return nil
+}

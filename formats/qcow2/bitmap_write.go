@@ -1,0 +1,277 @@
+package qcow2
+
+import (
+	"fmt"
+	"slices"
+
+	"qimg/image"
+)
+
+// StoreBitmaps replaces the set of persistent bitmaps, as one transaction:
+//
+//  1. everything is validated (names, granularities, sizes, limits, the
+//     new header) before a byte is written;
+//  2. the new bitmap data clusters, bitmap tables and directory are
+//     written into newly allocated clusters and made durable;
+//  3. the header's bitmaps extension is switched to the new directory in
+//     one write of the first cluster (the commit point), made durable;
+//  4. the clusters only the old set used are released.
+//
+// A crash before step 3 leaves the old set (and leaked clusters), after
+// it the new one (and at worst leaked clusters of the old one).
+func (q *Image) StoreBitmaps(set []image.BitmapUpdate) error {
+	if q.rc == nil {
+		return image.ErrReadOnly
+	}
+	if q.h.incompatible&incompatCorrupt != 0 || q.corrupt {
+		return image.Errorf(image.ErrCorrupt, "qcow2: Image is corrupt; cannot be opened read/write")
+	}
+	q.meta.RLock()
+	old, err := q.loadBitmapDir()
+	q.meta.RUnlock()
+	if err != nil {
+		return err
+	}
+	plan, err := q.planBitmaps(old, set)
+	if err != nil {
+		return err
+	}
+	if q.h.incompatible&incompatDirty != 0 {
+		// stale refcounts: rebuild them before allocating, as qemu does
+		// when it opens a dirty image read/write
+		if err := q.repairDirty(); err != nil {
+			return err
+		}
+		if plan, err = q.planBitmaps(old, set); err != nil {
+			return err
+		}
+	}
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	return q.commitBitmaps(old, plan)
+}
+
+// bitmapPlan is the validated new directory: entries whose table is kept
+// (data nil) and entries to write (data set).
+type bitmapPlan struct {
+	entries []bitmapDirEntry
+	data    []*image.DirtyBitmap
+	dirSize int
+	header  *header // the header with the new extension, checked to fit
+}
+
+func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bitmapPlan, error) {
+	if q.h.version < 3 && len(set) > 0 {
+		return nil, fmt.Errorf("Cannot store dirty bitmaps in qcow2 v2 files")
+	}
+	if len(set) > maxBitmaps {
+		return nil, fmt.Errorf("Too many persistent bitmaps")
+	}
+	p := &bitmapPlan{}
+	names := map[string]bool{}
+	for _, u := range set {
+		if u.Name == "" {
+			return nil, fmt.Errorf("Bitmap name cannot be empty")
+		}
+		if names[u.Name] {
+			return nil, fmt.Errorf("Bitmap already exists: %s", u.Name)
+		}
+		names[u.Name] = true
+		var e bitmapDirEntry
+		if u.Data == nil {
+			i := slices.IndexFunc(old, func(o bitmapDirEntry) bool { return o.name == u.Name })
+			if i < 0 {
+				return nil, fmt.Errorf("Dirty bitmap '%s' not found", u.Name)
+			}
+			e = old[i]
+			if int64(1)<<e.granularityBits != u.Granularity {
+				return nil, fmt.Errorf("Bitmap '%s': granularity cannot change without new content", u.Name)
+			}
+			e.flags &^= bmeFlagAuto | bmeFlagInUse
+		} else {
+			if err := q.checkBitmapConstraints(u.Name, u.Granularity); err != nil {
+				return nil, fmt.Errorf("Bitmap '%s' doesn't satisfy the constraints: %w", u.Name, err)
+			}
+			if u.Data.Size() != q.size || u.Data.Granularity() != u.Granularity {
+				return nil, fmt.Errorf("Bitmap '%s' does not match the image size", u.Name)
+			}
+			e = bitmapDirEntry{typ: bmeTypeDirtyTracking}
+			for e.granularityBits = 0; int64(1)<<e.granularityBits < u.Granularity; e.granularityBits++ {
+			}
+			e.name = u.Name
+			e.tableSize = uint32(q.bitmapTableEntries(e.granularityBits))
+		}
+		if u.Enabled {
+			e.flags |= bmeFlagAuto
+		}
+		if u.InUse {
+			e.flags |= bmeFlagInUse
+		}
+		p.entries = append(p.entries, e)
+		p.data = append(p.data, u.Data)
+		p.dirSize += e.size()
+	}
+	if p.dirSize > maxBitmapDirectorySize {
+		return nil, fmt.Errorf("Bitmap directory is too large")
+	}
+	// the new header must fit in the first cluster
+	nh := *q.h
+	nh.extensions = slices.Clone(q.h.extensions)
+	// autoclear bits of features qimg does not maintain are dropped, as
+	// any writer must
+	nh.autoclear &= autoclearKnown
+	if len(set) == 0 {
+		nh.autoclear &^= autoclearBitmaps
+		nh.setExtension(extBitmaps, nil)
+		nh.bitmaps = nil
+	} else {
+		nh.autoclear |= autoclearBitmaps
+		nh.setExtension(extBitmaps, make([]byte, 24))
+		nh.bitmaps = &bitmapsExt{nbBitmaps: uint32(len(set)), directorySize: uint64(p.dirSize)}
+	}
+	if _, err := nh.encode(); err != nil {
+		return nil, err
+	}
+	p.header = &nh
+	return p, nil
+}
+
+// commitBitmaps writes the plan. The caller holds the metadata lock.
+func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
+	cs := q.clusterSize
+	var allocated [][2]int64
+	alloc := func(n int64) (int64, error) {
+		off, err := q.rc.alloc(n)
+		if err == nil {
+			allocated = append(allocated, [2]int64{off, n * cs})
+		}
+		return off, err
+	}
+	defer func() {
+		if err != nil {
+			// nothing names the new clusters: give them back
+			for _, a := range allocated {
+				_ = q.rc.release(a[0], a[1])
+			}
+		}
+	}()
+	buf := make([]byte, cs)
+	for i := range p.entries {
+		data := p.data[i]
+		if data == nil {
+			continue
+		}
+		e := &p.entries[i]
+		table := make([]byte, int64(e.tableSize)*8)
+		for j := int64(0); j < int64(e.tableSize); j++ {
+			if !data.AnyBytes(j*cs, cs) {
+				continue
+			}
+			off, err := alloc(1)
+			if err != nil {
+				return err
+			}
+			data.ReadBytes(buf, j*cs)
+			if err := q.writeMeta(buf, off); err != nil {
+				return err
+			}
+			be.PutUint64(table[j*8:], uint64(off))
+		}
+		tclusters := (int64(len(table)) + cs - 1) / cs
+		off, err := alloc(tclusters)
+		if err != nil {
+			return err
+		}
+		padded := make([]byte, tclusters*cs)
+		copy(padded, table)
+		if err := q.writeMeta(padded, off); err != nil {
+			return err
+		}
+		e.tableOffset = uint64(off)
+	}
+	h := p.header
+	if len(p.entries) > 0 {
+		dir := encodeBitmapDir(p.entries)
+		dclusters := (int64(len(dir)) + cs - 1) / cs
+		off, err := alloc(dclusters)
+		if err != nil {
+			return err
+		}
+		padded := make([]byte, dclusters*cs)
+		copy(padded, dir)
+		if err := q.writeMeta(padded, off); err != nil {
+			return err
+		}
+		h.bitmaps.directoryOffset = uint64(off)
+		ext := make([]byte, 24)
+		be.PutUint32(ext, h.bitmaps.nbBitmaps)
+		be.PutUint64(ext[8:], h.bitmaps.directorySize)
+		be.PutUint64(ext[16:], h.bitmaps.directoryOffset)
+		h.setExtension(extBitmaps, ext)
+	}
+	// the new tables, data and directory are durable before the header
+	// names them
+	if err := q.file.Flush(); err != nil {
+		return err
+	}
+	enc, err := h.encode()
+	if err != nil {
+		return err
+	}
+	first := make([]byte, cs)
+	copy(first, enc)
+	if err := q.writeMeta(first, 0); err != nil {
+		return err
+	}
+	oldDir, oldDirSize := int64(0), int64(0)
+	if b := q.h.bitmaps; b != nil && q.h.autoclear&autoclearBitmaps != 0 && b.nbBitmaps > 0 {
+		oldDir, oldDirSize = int64(b.directoryOffset), int64(b.directorySize)
+	}
+	q.h = h
+	allocated = nil // named by the header now
+	if err := q.file.Flush(); err != nil {
+		return err
+	}
+	if err := q.releaseOldBitmaps(old, p); err != nil {
+		return err
+	}
+	if oldDirSize > 0 {
+		if err := q.rc.release(oldDir, oldDirSize); err != nil {
+			return err
+		}
+	}
+	return q.file.Flush()
+}
+
+// releaseOldBitmaps frees the clusters of the old directory and of the
+// old bitmaps whose tables the new set does not keep.
+func (q *Image) releaseOldBitmaps(old []bitmapDirEntry, p *bitmapPlan) error {
+	kept := map[uint64]bool{}
+	for i, e := range p.entries {
+		if p.data[i] == nil {
+			kept[e.tableOffset] = true
+		}
+	}
+	cs := q.clusterSize
+	for i := range old {
+		e := &old[i]
+		if kept[e.tableOffset] {
+			continue
+		}
+		t, err := q.loadBitmapTableOf(e)
+		if err == nil {
+			for _, v := range t {
+				if off := int64(v & bmeTableOffsetMask); off != 0 {
+					if err := q.rc.release(off, cs); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		// a table that cannot be read leaves its data clusters leaked
+		if err := q.rc.release(int64(e.tableOffset), int64(e.tableSize)*8); err != nil {
+			return err
+		}
+	}
+	return nil
+}
