@@ -57,8 +57,15 @@ type checker struct {
 	copiedSlow             bool
 
 	stored *storedRefs
-	// snapshotsSize is the byte length of the snapshot table.
-	snapshotsSize int64
+	// failed is set when counting could not go on (qemu fails the check
+	// there): nothing more is counted or said
+	failed error
+	// the snapshot table as read once per check (check_snapshot.go), its
+	// byte length, and the corruptions found in it
+	snapTable       []checkSnapshot
+	snapshotsSize   int64
+	snapCorruptions int64
+	snapReduced     int64
 }
 
 // checkCounts are qemu's BdrvCheckResult counters.
@@ -95,7 +102,7 @@ func (q *Image) Check(fix image.CheckFix, log io.Writer) (*image.CheckResult, er
 		CorruptionsFixed:   c.res.corruptionsFixed,
 		LeaksFixed:         c.res.leaksFixed,
 		ImageEndOffset:     (c.highest + 1) * c.cs,
-		TotalClusters:      (q.size + c.cs - 1) >> q.clusterBits,
+		TotalClusters:      (q.size&^511 + c.cs - 1) >> q.clusterBits, // whole sectors, as qemu's
 		AllocatedClusters:  c.res.allocated,
 		FragmentedClusters: c.res.fragmented,
 		CompressedClusters: c.res.compressed,
@@ -143,6 +150,9 @@ func progName() string {
 }
 
 func (c *checker) logf(format string, args ...any) {
+	if c.failed != nil {
+		return
+	}
 	fmt.Fprintf(c.log, format, args...)
 	c.log.WriteByte('\n')
 }
@@ -165,6 +175,9 @@ func (c *checker) run() error {
 	c.stored = stored
 	stored.c = c
 	c.refs = newRefCounts(nb, stored.max)
+	if c.snapTable, c.snapshotsSize, err = c.readCheckSnapshots(); err != nil {
+		return err
+	}
 	if err := c.calculate(c.fix&image.FixErrors != 0); err != nil {
 		return err
 	}
@@ -193,6 +206,9 @@ func (c *checker) run() error {
 	if err := c.checkCopied(); err != nil {
 		return err
 	}
+	if err := c.fixSnapshotTable(); err != nil {
+		return err
+	}
 	if c.fix != 0 && c.res.checkErrors == 0 && c.res.corruptions == 0 {
 		if err := c.markClean(); err != nil {
 			return err
@@ -212,10 +228,10 @@ func (c *checker) calculate(fixErrors bool) error {
 	if err := c.countL1(int64(h.l1TableOffset), int64(h.l1Size), true); err != nil {
 		return err
 	}
-	snaps, size, err := c.readSnapshotTable()
-	if err != nil {
-		return err
+	if c.failed != nil {
+		return c.failed
 	}
+	snaps := c.snapTable
 	if q.cls.dataFile && len(snaps) > 0 {
 		c.logf("ERROR %d snapshots in image with data file", len(snaps))
 		c.res.corruptions++
@@ -234,36 +250,25 @@ func (c *checker) calculate(fixErrors bool) error {
 		if err := c.countL1(int64(sn.l1TableOffset), int64(sn.l1Size), false); err != nil {
 			return err
 		}
+		if c.failed != nil {
+			return c.failed
+		}
 	}
-	c.snapshotsSize = size
-	c.inc(int64(h.snapshotsOffset), size)
+	c.inc(int64(h.snapshotsOffset), c.snapshotsSize)
 	c.inc(c.stored.tableOffset, int64(len(c.stored.table))*8)
 	if cr := h.crypto; cr != nil && cr.length != 0 {
-		c.inc(int64(cr.offset&math.MaxInt64), int64(cr.length&math.MaxInt64))
+		c.inc(int64(cr.offset), int64(cr.length&math.MaxInt64))
+	}
+	if c.failed != nil {
+		return c.failed
 	}
 	if err := c.countBitmaps(); err != nil {
 		return err
 	}
+	if c.failed != nil {
+		return c.failed
+	}
 	return c.countRefblocks(fixErrors)
-}
-
-// readSnapshotTable reads the snapshot table as the check sees it, with
-// the byte length qemu counts for it.
-func (c *checker) readSnapshotTable() ([]snapshot, int64, error) {
-	snaps, err := c.q.readSnapshots()
-	if err != nil {
-		c.res.checkErrors++
-		return nil, 0, err
-	}
-	var size int64
-	for i, sn := range snaps {
-		n := int64(snapHeaderSize + len(sn.extra) + len(sn.id) + len(sn.name))
-		if i < len(snaps)-1 {
-			n = (n + 7) &^ 7
-		}
-		size += n
-	}
-	return snaps, size, nil
 }
 
 // repairDirty rebuilds the refcounts of an image left dirty (lazy

@@ -166,14 +166,14 @@ func (c *checker) countBitmaps() error {
 		return nil
 	}
 	b := q.h.bitmaps
-	c.inc(int64(b.directoryOffset&(1<<63-1)), int64(b.directorySize))
+	c.inc(int64(b.directoryOffset), int64(b.directorySize))
 	list, err := q.loadBitmapList()
 	if err != nil {
 		c.res.corruptions++
 		return image.Errorf(image.ErrCorrupt, "Invalid argument")
 	}
 	for _, bm := range list {
-		c.inc(int64(bm.tableOffset&(1<<63-1)), int64(bm.tableSize)*8)
+		c.inc(int64(bm.tableOffset), int64(bm.tableSize)*8)
 		t, err := q.loadBitmapTable(bm)
 		if err != nil {
 			c.res.corruptions++

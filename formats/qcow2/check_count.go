@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"math"
+
+	"qimg/image"
 )
 
 // refCounts is the reference count of every host cluster as the check
@@ -86,10 +88,16 @@ func (b bitset) has(i int64) bool { return b[i>>6]>>uint(i&63)&1 != 0 }
 // end of the file is a corruption and counts nothing; the last cluster may
 // be partly beyond the end.
 func (c *checker) inc(off, size int64) {
-	if size <= 0 {
+	if size <= 0 || c.failed != nil {
 		return
 	}
-	if off < 0 || off > math.MaxInt64-size || off+size-c.fileSize >= c.cs {
+	if off < 0 {
+		// qemu's count grows to the cluster index and fails: ENOMEM
+		c.res.checkErrors++
+		c.failed = image.Errorf(image.ErrUnsupported, "Cannot allocate memory")
+		return
+	}
+	if off > math.MaxInt64-size || off+size-c.fileSize >= c.cs {
 		c.logf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", uint64(off), uint64(size))
 		c.res.corruptions++
 		return

@@ -36,7 +36,7 @@ func (c *checker) writeMetaIgnoring(p []byte, off int64, ignoreL2 bool) error {
 
 // overlaps names the structure [off, off+n) would overwrite among the
 // header, the active L1 table, the refcount table, the snapshot table,
-// the active L2 tables and the refcount blocks, checked in qemu's order
+// the snapshots' L1 tables, the active L2 tables and the refcount blocks, checked in qemu's order
 // on whole clusters.
 func (c *checker) overlaps(off, n int64, ignoreL2 bool) string {
 	q := c.q
@@ -56,6 +56,11 @@ func (c *checker) overlaps(off, n int64, ignoreL2 bool) string {
 		return "refcount table"
 	case q.h.nbSnapshots > 0 && in(int64(q.h.snapshotsOffset&(1<<63-1)), c.snapshotsSize):
 		return "snapshot table"
+	}
+	for _, sn := range c.snapTable {
+		if sn.l1Size != 0 && in(int64(sn.l1TableOffset&(1<<62-1)), int64(sn.l1Size)*8) {
+			return "inactive L1 table"
+		}
 	}
 	if !ignoreL2 {
 		for _, e := range q.l1 {
