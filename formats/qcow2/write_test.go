@@ -433,3 +433,41 @@ func TestConcurrentSameCluster(t *testing.T) {
 		}
 	}
 }
+
+// TestGrowFromEmpty grows an image created with size 0 (no L1 table) and
+// one with data, writes past the old end, and lets qemu check both.
+func TestGrowFromEmpty(t *testing.T) {
+	needQemu(t)
+	for _, c := range []struct {
+		opts     string
+		from, to int64
+		prealloc image.Prealloc
+	}{
+		{"", 0, 3 << 20, image.PreallocOff},
+		{"cluster_size=512", 100 << 10, 9 << 20, image.PreallocMetadata},
+		{"cluster_size=4096,extended_l2=off", 1 << 20, 5 << 20, image.PreallocFalloc},
+	} {
+		img := filepath.Join(t.TempDir(), "img.qcow2")
+		createImage(t, img, c.opts, c.from)
+		n := openWritable(t, img)
+		if c.from > 0 {
+			if _, err := n.WriteAt(bytes.Repeat([]byte{1}, int(c.from)), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.Truncate(c.to, c.prealloc); err != nil {
+			t.Fatalf("%s: grow to %d: %v", c.opts, c.to, err)
+		}
+		if _, err := n.WriteAt([]byte{7, 7, 7}, c.to-3); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheck(t, img)
+		raw := rawOf(t, img)
+		if int64(len(raw)) != c.to || raw[c.to-1] != 7 || c.from > 0 && raw[c.from-1] != 1 || raw[c.from] != 0 {
+			t.Fatalf("%s: wrong content after growing", c.opts)
+		}
+	}
+}
