@@ -199,6 +199,16 @@ var chkCases = []chkCase{
 		m.grow(2)
 		m.setRefcount(end+1, 3)
 	}},
+	{name: "snapshot-extra-data-short", build: buildSnapshots, harm: func(t *testing.T, m *chkImage) {
+		// entry 0 keeps 8 of the 16 bytes of extra data version 3 needs
+		// (its name and id then start 8 bytes early)
+		so := int(m.u64(offSnapshotsOffset))
+		binary.BigEndian.PutUint32(m.b[so+36:], 8)
+	}},
+	{name: "snapshot-extra-data-too-much", build: buildSnapshots, harm: func(t *testing.T, m *chkImage) {
+		so := int(m.u64(offSnapshotsOffset))
+		binary.BigEndian.PutUint32(m.b[so+36:], 2000)
+	}},
 	{name: "compressed", build: buildCompressed, harm: func(t *testing.T, m *chkImage) {
 		// two references too many to the first compressed cluster's host
 		// cluster, and one leak
@@ -252,7 +262,7 @@ func qemuExit(r *image.CheckResult, err error) int {
 func logLines(s string) []string {
 	var out []string
 	for _, l := range strings.Split(strings.TrimSpace(s), "\n") {
-		if l == "" || strings.HasPrefix(l, "qemu-img:") || strings.HasPrefix(l, "qcow2_free_clusters failed") {
+		if l == "" || strings.HasPrefix(l, "qemu-img:") || strings.HasPrefix(l, "qimg:") || strings.HasPrefix(l, "qcow2_free_clusters failed") {
 			continue
 		}
 		out = append(out, l)
@@ -374,6 +384,11 @@ func checkAgainstQemu(t *testing.T, c chkCase, orig, mode string) {
 	// the repaired files: the same bytes (bitmaps aside), the same
 	// verdict of qemu-img check, the same guest data
 	if c.bitmaps {
+		return
+	}
+	if qrc == 1 && qout == "" && !c.dirty {
+		// qemu-img's repair failed: what its file holds then depends on
+		// what its caches had written when it gave up
 		return
 	}
 	wb, _ := os.ReadFile(want)
