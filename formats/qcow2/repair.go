@@ -187,9 +187,11 @@ func (c *checker) growFileFor(uoff uint64) error {
 	// the counts grow with the file: a block far beyond the end would
 	// make them take memory the image does not justify
 	if n := off/c.cs + 1; n > maxCheckClusters || n > max(4*c.refs.len(), 1<<24) {
+		c.logf("%s: Could not resize file: File too large", progName())
 		return image.Errorf(image.ErrUnsupported, "File too large")
 	}
 	if err := c.q.file.Truncate(off+c.cs, image.PreallocOff); err != nil {
+		c.logf("%s: %v", progName(), err)
 		return errnoText(err)
 	}
 	c.fileSize = c.q.file.Size()
