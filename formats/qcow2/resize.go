@@ -10,16 +10,110 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 	if err := q.checkWritable(); err != nil {
 		return err
 	}
-	switch {
-	case size == q.size:
+	if size == q.size {
 		return nil
-	case size < q.size:
-		return image.NotSupported("shrinking qcow2 images")
 	}
 	if q.h.nbSnapshots > 0 {
-		return image.NotSupported("resizing qcow2 images with internal snapshots")
+		return image.Errorf(image.ErrUnsupported, "Can't resize an image which has snapshots")
+	}
+	if size < q.size {
+		return q.shrink(size, prealloc)
 	}
 	return q.grow(size, prealloc)
+}
+
+// shrink drops the guest clusters beyond the new size and the L2 tables
+// that only they used, records the new size, and cuts the file after the
+// last cluster still in use (qemu's order: discard, L1, size, file). The
+// caller holds the metadata lock.
+func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
+	if prealloc != image.PreallocOff && prealloc != "" {
+		return image.Errorf(image.ErrUnsupported, "Preallocation can't be used for shrinking an image")
+	}
+	cs := q.clusterSize
+	l2Span := cs << q.l2Bits
+	from := (size + cs - 1) &^ (cs - 1)
+	old := q.size
+	if q.waitInflight(from>>q.clusterBits, (old+cs-1)>>q.clusterBits) {
+		old = q.size
+	}
+	// clusters beyond the new end, in the tables that stay
+	for pos := from; pos < old; {
+		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
+		l1i := pos / l2Span
+		if l1i < int64(len(q.l1)) && l1Entry(q.l1[l1i]).l2Offset() != 0 && pos%l2Span != 0 {
+			t, err := q.l2ForWrite(l1i)
+			if err != nil {
+				return err
+			}
+			idx0 := int((pos >> q.clusterBits) & (1<<q.l2Bits - 1))
+			k := int((n + cs - 1) >> q.clusterBits)
+			var freed []l2Entry
+			for i := idx0; i < idx0+k && i < len(t.entries); i++ {
+				freed = append(freed, l2Entry(t.entries[i]))
+				t.entries[i] = 0
+				if q.extendedL2 {
+					t.bitmaps[i] = 0
+				}
+			}
+			if err := q.writeL2(t, idx0, idx0+len(freed)); err != nil {
+				return err
+			}
+			for _, e := range freed {
+				if err := q.releaseEntry(e); err != nil {
+					return err
+				}
+			}
+		}
+		pos += n
+	}
+	// whole tables beyond the new end
+	keep := l1Entries(size, q.clusterBits, q.l2Bits)
+	for i := keep; i < int64(len(q.l1)); i++ {
+		off := l1Entry(q.l1[i]).l2Offset()
+		if off == 0 {
+			continue
+		}
+		t, err := q.l2Table(off)
+		if err != nil {
+			return err
+		}
+		entries := append([]uint64(nil), t.entries...)
+		if err := q.setL1(i, 0); err != nil {
+			return err
+		}
+		for _, e := range entries {
+			if err := q.releaseEntry(l2Entry(e)); err != nil {
+				return err
+			}
+		}
+		if err := q.releaseLater(off, cs); err != nil {
+			return err
+		}
+	}
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	q.size = size
+	q.h.size = uint64(size)
+	var b [8]byte
+	be.PutUint64(b[:], uint64(size))
+	if err := q.writeHeaderBytes(b[:], offSize); err != nil {
+		return err
+	}
+	if err := q.barrier(); err != nil {
+		return err
+	}
+	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
+	last, err := q.rc.lastUsed(fileClusters)
+	if err != nil {
+		return err
+	}
+	if end := (last + 1) * cs; end < q.file.Size() {
+		// a failure here only leaves unused space at the end
+		_ = q.file.Truncate(end, image.PreallocOff)
+	}
+	return nil
 }
 
 // grow enlarges the L1 table when the new size needs it, preallocates,

@@ -471,3 +471,52 @@ func TestGrowFromEmpty(t *testing.T) {
 		}
 	}
 }
+
+// TestShrink shrinks images with data beyond, in and across L2 tables.
+func TestShrink(t *testing.T) {
+	needQemu(t)
+	for _, c := range []struct {
+		opts     string
+		from, to int64
+	}{
+		{"cluster_size=512", 4 << 20, 1<<20 + 1024},
+		{"", 8 << 20, 3 << 20},
+		{"extended_l2=on", 8 << 20, 100352},
+	} {
+		img := filepath.Join(t.TempDir(), "img.qcow2")
+		createImage(t, img, c.opts, c.from)
+		n := openWritable(t, img)
+		if _, err := n.WriteAt(bytes.Repeat([]byte{5}, int(c.from)), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.Truncate(c.to, image.PreallocOff); err != nil {
+			t.Fatalf("%s: shrink: %v", c.opts, err)
+		}
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemuCheck(t, img)
+		raw := rawOf(t, img)
+		if int64(len(raw)) != c.to || raw[c.to-1] != 5 {
+			t.Fatalf("%s: size %d, want %d", c.opts, len(raw), c.to)
+		}
+		// growing again shows zeroes, not the old data
+		n = openWritable(t, img)
+		if err := n.Truncate(c.from, image.PreallocOff); err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
+		qemuCheck(t, img)
+		raw = rawOf(t, img)
+		cs := int64(65536)
+		if strings.Contains(c.opts, "512") {
+			cs = 512
+		}
+		end := (c.to + cs - 1) &^ (cs - 1)
+		for i := end; i < c.from; i++ {
+			if raw[i] != 0 {
+				t.Fatalf("%s: byte %d is %#x after shrinking and growing", c.opts, i, raw[i])
+			}
+		}
+	}
+}
