@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"slices"
 	"testing"
 
@@ -36,7 +37,7 @@ func TestSharedFileReopened(t *testing.T) {
 	if r.File() != w.File() || !w.File().Writable() {
 		t.Fatal("not one writable file node")
 	}
-	if got := lockedBytes(t, path); !slices.Equal(got, []int64{100, 101}) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, []int64{100, 101}) {
 		t.Fatalf("locks %v", got)
 	}
 	if _, err := w.WriteAt([]byte("data"), 4096); err != nil {
@@ -50,11 +51,11 @@ func TestSharedFileReopened(t *testing.T) {
 		t.Fatalf("write through the reader: %v", err)
 	}
 	w.Close()
-	if got := lockedBytes(t, path); !slices.Equal(got, []int64{100}) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, []int64{100}) {
 		t.Fatalf("locks %v after the writer left", got)
 	}
 	r.Close()
-	if got := lockedBytes(t, path); len(got) != 0 {
+	if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 		t.Fatalf("locks %v after close", got)
 	}
 }
@@ -83,7 +84,7 @@ func TestNodeReopenRaw(t *testing.T) {
 	if !bytes.Equal(b[:1], []byte("x")) {
 		t.Fatal("write did not land")
 	}
-	if got := lockedBytes(t, path); !slices.Equal(got, []int64{100}) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, []int64{100}) {
 		t.Fatalf("locks %v", got)
 	}
 }

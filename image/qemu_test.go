@@ -1,74 +1,27 @@
 package image_test
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"qimg/image"
 )
-
-func needQemu(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
-			t.Fatalf("%s is required (QIMG_REQUIRE_QEMU=1): %v", tool, err)
-		}
-		t.Skipf("%s not installed", tool)
-	}
-	return p
-}
-
-// lockedBytes lists the bytes of path locked by any open file description
-// (from /proc/locks, where OFD locks show pid -1).
-func lockedBytes(t *testing.T, path string) []int64 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
-	f, err := os.Open("/proc/locks")
-	if err != nil {
-		t.Skipf("no /proc/locks: %v", err)
-	}
-	defer f.Close()
-	var bytes []int64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 8 || fields[1] == "->" || fields[5] != id {
-			continue
-		}
-		start, _ := strconv.ParseInt(fields[6], 10, 64)
-		end, _ := strconv.ParseInt(fields[7], 10, 64)
-		for b := start; b <= end; b++ {
-			bytes = append(bytes, b)
-		}
-	}
-	slices.Sort(bytes)
-	return slices.Compact(bytes)
-}
 
 // holdWithQemuIO runs qemu-io on path with commands from a pipe until the
 // test ends, and returns once it holds its locks.
 func holdWithQemuIO(t *testing.T, path string, args ...string) []int64 {
 	t.Helper()
-	cmd := exec.Command(needQemu(t, "qemu-io"), append(args, path)...)
+	cmd := exec.Command(qemutest.Need(t, "qemu-io"), append(args, path)...)
 	var out syncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stdin, err := cmd.StdinPipe()
@@ -99,13 +52,13 @@ func holdWithQemuIO(t *testing.T, path string, args ...string) []int64 {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return lockedBytes(t, path)
+	return qemutest.LockedBytes(t, path)
 }
 
 func makeImage(t *testing.T, format string) string {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "img."+format)
-	out, err := exec.Command(needQemu(t, "qemu-img"), "create", "-q", "-f", format, path, "1M").CombinedOutput()
+	out, err := exec.Command(qemutest.Need(t, "qemu-img"), "create", "-q", "-f", format, path, "1M").CombinedOutput()
 	if err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
@@ -134,9 +87,9 @@ func TestLockBytesLikeQemu(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ours := lockedBytes(t, path)
+			ours := qemutest.LockedBytes(t, path)
 			n.Close()
-			if got := lockedBytes(t, path); len(got) != 0 {
+			if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 				t.Fatalf("locks %v left after Close", got)
 			}
 			theirs := holdWithQemuIO(t, path, tc.qemuArgs...)
@@ -150,7 +103,7 @@ func TestLockBytesLikeQemu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := lockedBytes(t, path); len(got) != 0 {
+	if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 		t.Errorf("info locks %v", got)
 	}
 	n.Close()
@@ -199,15 +152,15 @@ func TestQemuHoldsQimgRefused(t *testing.T) {
 // TestQimgHoldsQemuRefused: qimg holding an image for writing makes
 // qemu-io's write open fail; qemu-io reading and qemu-img info still work.
 func TestQimgHoldsQemuRefused(t *testing.T) {
-	qemuIO := needQemu(t, "qemu-io")
-	qemuImg := needQemu(t, "qemu-img")
+	qemuIO := qemutest.Need(t, "qemu-io")
+	qemuImg := qemutest.Need(t, "qemu-img")
 	path := makeImage(t, "raw")
 	n, err := image.Open(path, image.OpenOptions{Format: "raw", Writable: true, Claim: image.ClaimWrite, User: "test writer"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	if got := lockedBytes(t, path); !slices.Equal(got, []int64{100, 101, 103, 201, 203}) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, []int64{100, 101, 103, 201, 203}) {
 		t.Fatalf("qimg writer locks %v", got)
 	}
 	out, err := exec.Command(qemuIO, "-f", "raw", "-c", "write 0 512", path).CombinedOutput()

@@ -1,12 +1,12 @@
 package lock
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,41 +44,6 @@ func openLock(t *testing.T, path string) *File {
 	return New(int(f.Fd()))
 }
 
-// lockedBytes lists the bytes of path locked by any open file description,
-// from /proc/locks (OFD locks show pid -1 there, so they are told apart by
-// the file's device and inode).
-func lockedBytes(t *testing.T, path string) []int64 {
-	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
-	f, err := os.Open("/proc/locks")
-	if err != nil {
-		t.Skipf("no /proc/locks: %v", err)
-	}
-	defer f.Close()
-	var bytes []int64
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 8 || fields[1] == "->" || fields[5] != id {
-			continue
-		}
-		start, err1 := strconv.ParseInt(fields[6], 10, 64)
-		end, err2 := strconv.ParseInt(fields[7], 10, 64)
-		if err1 != nil || err2 != nil {
-			t.Fatalf("unexpected /proc/locks line %q", sc.Text())
-		}
-		for b := start; b <= end; b++ {
-			bytes = append(bytes, b)
-		}
-	}
-	slices.Sort(bytes)
-	return slices.Compact(bytes)
-}
-
 func TestSetTakesQemuBytes(t *testing.T) {
 	for _, tc := range []struct {
 		name         string
@@ -99,13 +64,13 @@ func TestSetTakesQemuBytes(t *testing.T) {
 			if err := a.Set(tc.perm, tc.shared); err != nil {
 				t.Fatal(err)
 			}
-			if got := lockedBytes(t, path); !slices.Equal(got, tc.want) {
+			if got := qemutest.LockedBytes(t, path); !slices.Equal(got, tc.want) {
 				t.Errorf("locked bytes %v, want %v", got, tc.want)
 			}
 			if err := a.Release(); err != nil {
 				t.Fatal(err)
 			}
-			if got := lockedBytes(t, path); len(got) != 0 {
+			if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 				t.Errorf("after Release locked bytes %v, want none", got)
 			}
 		})
@@ -144,7 +109,7 @@ func TestConflictMatrix(t *testing.T) {
 					want = append(want, 200+int64(i))
 				}
 			}
-			if got := lockedBytes(t, path); !slices.Equal(got, want) {
+			if got := qemutest.LockedBytes(t, path); !slices.Equal(got, want) {
 				t.Fatalf("after failed Set locked bytes %v, want %v", got, want)
 			}
 
@@ -210,7 +175,7 @@ func TestSetUpAndDown(t *testing.T) {
 		if err := a.Set(s.perm, s.shared); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if got := lockedBytes(t, path); !slices.Equal(got, s.bytes) {
+		if got := qemutest.LockedBytes(t, path); !slices.Equal(got, s.bytes) {
 			t.Fatalf("step %d: locked bytes %v, want %v", i, got, s.bytes)
 		}
 		for bit := uint(0); bit < Bits; bit++ {
@@ -254,12 +219,12 @@ func TestReservedBytesUntouched(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []int64{0, 100, 101, 102, 103, 104, 200, 201, 202, 203, 204}
-	if got := lockedBytes(t, path); !slices.Equal(got, want) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, want) {
 		t.Fatalf("locked bytes %v, want %v (0, 104, 204 by the other description only)", got, want)
 	}
 	f.Close()
 	want = []int64{100, 101, 102, 103, 200, 201, 202, 203}
-	if got := lockedBytes(t, path); !slices.Equal(got, want) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, want) {
 		t.Fatalf("locked bytes %v, want %v", got, want)
 	}
 }
@@ -279,7 +244,7 @@ func TestCloseDropsLocks(t *testing.T) {
 		t.Fatal("claim against a refuser succeeded")
 	}
 	f.Close()
-	if got := lockedBytes(t, path); len(got) != 0 {
+	if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 		t.Fatalf("locked bytes after close %v", got)
 	}
 	if err := b.Set(bAll, 0); err != nil {
@@ -324,7 +289,7 @@ func TestInherit(t *testing.T) {
 	}
 	f.Close()
 	want := []int64{100, 101, 103, 201, 203}
-	if got := lockedBytes(t, path); !slices.Equal(got, want) {
+	if got := qemutest.LockedBytes(t, path); !slices.Equal(got, want) {
 		t.Fatalf("locked bytes %v, want %v", got, want)
 	}
 	if err := other.Set(bWrite, bAll); !isConflict(err, 1, false) {

@@ -7,26 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// needQemu skips the test when tool is not installed, unless
-// QIMG_REQUIRE_QEMU=1 asks for a failure instead.
-func needQemu(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
-			t.Fatalf("%s is required (QIMG_REQUIRE_QEMU=1): %v", tool, err)
-		}
-		t.Skipf("%s not installed", tool)
-	}
-	return p
-}
 
 // qemuIO runs qemu-io on path, reading commands from a pipe, and waits
 // until it holds its locks. The process ends when the test does.
@@ -38,7 +25,7 @@ type qemuIO struct {
 
 func startQemuIO(t *testing.T, path string, want []int64, args ...string) *qemuIO {
 	t.Helper()
-	bin := needQemu(t, "qemu-io")
+	bin := qemutest.Need(t, "qemu-io")
 	q := &qemuIO{cmd: exec.Command(bin, append(args, path)...)}
 	q.cmd.Stdout = &q.out
 	q.cmd.Stderr = &q.out
@@ -51,9 +38,9 @@ func startQemuIO(t *testing.T, path string, want []int64, args ...string) *qemuI
 	}
 	t.Cleanup(func() { q.stop() })
 	deadline := time.Now().Add(10 * time.Second)
-	for !slices.Equal(lockedBytes(t, path), want) {
+	for !slices.Equal(qemutest.LockedBytes(t, path), want) {
 		if time.Now().After(deadline) {
-			t.Fatalf("qemu-io %v: locked bytes %v, want %v; output: %s", args, lockedBytes(t, path), want, q.out.String())
+			t.Fatalf("qemu-io %v: locked bytes %v, want %v; output: %s", args, qemutest.LockedBytes(t, path), want, q.out.String())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -103,14 +90,14 @@ func TestQemuIOHolding(t *testing.T) {
 	}
 	a.Release()
 	q.stop()
-	if got := lockedBytes(t, path); len(got) != 0 {
+	if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 		t.Fatalf("after qemu-io exit: %v", got)
 	}
 
 	// qemu-io on a qcow2 image refuses write and resize on its file, as
 	// our format drivers with metadata do.
 	qcow := filepath.Join(t.TempDir(), "img.qcow2")
-	out, err := exec.Command(needQemu(t, "qemu-img"), "create", "-q", "-f", "qcow2", qcow, "1M").CombinedOutput()
+	out, err := exec.Command(qemutest.Need(t, "qemu-img"), "create", "-q", "-f", "qcow2", qcow, "1M").CombinedOutput()
 	if err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, out)
 	}
@@ -129,7 +116,7 @@ func TestQemuIOHolding(t *testing.T) {
 // TestQemuIORefused: while we hold the bytes of a writer that shares only
 // reading, qemu-io cannot open the image for writing, but can for reading.
 func TestQemuIORefused(t *testing.T) {
-	bin := needQemu(t, "qemu-io")
+	bin := qemutest.Need(t, "qemu-io")
 	path := makeRaw(t)
 	a := openLock(t, path)
 	if err := a.Set(bRead|bWrite|bSize, bRead|bWU); err != nil {

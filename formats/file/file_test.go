@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strconv"
 	"strings"
 	"syscall"
@@ -255,7 +256,7 @@ func TestReopen(t *testing.T) {
 	if err := d.SetPerm(claim.Perm, claim.Shared); err != nil {
 		t.Fatal(err)
 	}
-	before := lockedBytes(t, path)
+	before := qemutest.LockedBytes(t, path)
 	other := openT(t, path, true, "writeback")
 	oldFd := d.fd
 
@@ -270,7 +271,7 @@ func TestReopen(t *testing.T) {
 			t.Fatal("descriptor number reused but gone")
 		}
 	}
-	if got := lockedBytes(t, path); fmt.Sprint(got) != fmt.Sprint(before) {
+	if got := qemutest.LockedBytes(t, path); fmt.Sprint(got) != fmt.Sprint(before) {
 		t.Fatalf("locks %v after reopen, want %v", got, before)
 	}
 	// the locks still keep out a writer, and now belong to the new fd
@@ -283,7 +284,7 @@ func TestReopen(t *testing.T) {
 	if err := d.SetPerm(image.PermConsistentRead|image.PermWrite, image.PermConsistentRead|image.PermWriteUnchanged); err != nil {
 		t.Fatal(err)
 	}
-	if got := fmt.Sprint(lockedBytes(t, path)); got != "[100 101 201 203]" {
+	if got := fmt.Sprint(qemutest.LockedBytes(t, path)); got != "[100 101 201 203]" {
 		t.Fatalf("locks %s after taking write", got)
 	}
 	if err := d.Reopen(false); err != nil {
@@ -292,7 +293,7 @@ func TestReopen(t *testing.T) {
 	if _, err := d.WriteAt([]byte("x"), 0); err == nil {
 		t.Fatal("write through the read-only descriptor succeeded")
 	}
-	if got := fmt.Sprint(lockedBytes(t, path)); got != "[100 101 201 203]" {
+	if got := fmt.Sprint(qemutest.LockedBytes(t, path)); got != "[100 101 201 203]" {
 		t.Fatalf("locks %s after reopening read-only", got)
 	}
 	if err := d.Reopen(false); err != nil {
@@ -309,7 +310,7 @@ func TestReopen(t *testing.T) {
 		t.Fatal("failed reopen changed the mode")
 	}
 	d.Close()
-	if got := lockedBytes(t, path); len(got) != 0 {
+	if got := qemutest.LockedBytes(t, path); len(got) != 0 {
 		t.Fatalf("locks %v after close", got)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
+	"qimg/internal/qemutest"
 	"strings"
 	"testing"
 
@@ -62,7 +63,7 @@ func showMap(m []mapEntry) string {
 // TestBlockStatusMatchesQemu compares the data and zero runs of sparse
 // files with qemu-img map's on the same file.
 func TestBlockStatusMatchesQemu(t *testing.T) {
-	qemuImg := needQemu(t, "qemu-img")
+	qemuImg := qemutest.Need(t, "qemu-img")
 	r := rand.New(rand.NewPCG(5, 6))
 	layouts := map[string]func(f *os.File){
 		"empty 1M": func(f *os.File) { f.Truncate(1 << 20) },
@@ -116,7 +117,7 @@ func TestBlockStatusMatchesQemu(t *testing.T) {
 // TestPreallocMatchesQemu: files grown from empty by qimg and by
 // qemu-img create -f raw with the same preallocation take the same room.
 func TestPreallocMatchesQemu(t *testing.T) {
-	qemuImg := needQemu(t, "qemu-img")
+	qemuImg := qemutest.Need(t, "qemu-img")
 	for _, mode := range []image.Prealloc{image.PreallocOff, image.PreallocFalloc, image.PreallocFull} {
 		for _, size := range []int64{0, 512, 4096, 5 << 20} {
 			ref := writeFile(t, nil)
@@ -143,7 +144,7 @@ func TestPreallocMatchesQemu(t *testing.T) {
 // TestResizeMatchesQemu: growing a file with data by each preallocation
 // mode takes the same room as qemu-img resize --preallocation.
 func TestResizeMatchesQemu(t *testing.T) {
-	qemuImg := needQemu(t, "qemu-img")
+	qemuImg := qemutest.Need(t, "qemu-img")
 	r := rand.New(rand.NewPCG(8, 9))
 	head := randBytes(r, 100000)
 	for _, mode := range []image.Prealloc{image.PreallocOff, image.PreallocFalloc, image.PreallocFull} {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,18 +16,6 @@ import (
 	_ "qimg/formats/raw"
 	"qimg/image"
 )
-
-func needQemu(t *testing.T, tool string) string {
-	t.Helper()
-	p, err := exec.LookPath(tool)
-	if err != nil {
-		if os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
-			t.Fatalf("%s is required (QIMG_REQUIRE_QEMU=1): %v", tool, err)
-		}
-		t.Skipf("%s not installed", tool)
-	}
-	return p
-}
 
 func newRaw(t *testing.T, size int) string {
 	t.Helper()
@@ -109,7 +98,7 @@ func TestProbedHeadProtected(t *testing.T) {
 // TestProbedHeadLikeQemu runs the same writes through qemu-io on a probed
 // raw image and checks it refuses exactly the same ones.
 func TestProbedHeadLikeQemu(t *testing.T) {
-	qemuIO := needQemu(t, "qemu-io")
+	qemuIO := qemutest.Need(t, "qemu-io")
 	for _, tc := range headWrites {
 		path := newRaw(t, 1<<20)
 		src := filepath.Join(t.TempDir(), "data")

@@ -1,0 +1,86 @@
+// Package qemutest holds what the tests that compare qimg with the real
+// qemu-img, qemu-io and qemu-nbd share: finding the tools and reading the
+// lock bytes that processes hold on a file.
+package qemutest
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Required reports whether a missing tool must fail the test rather than
+// skip it (QIMG_REQUIRE_QEMU=1, as CI sets).
+func Required() bool { return os.Getenv("QIMG_REQUIRE_QEMU") == "1" }
+
+// Need skips the test when one of tools is not installed, or fails it when
+// Required. It returns the path of the first tool.
+func Need(t testing.TB, tools ...string) string {
+	t.Helper()
+	first := ""
+	for _, tool := range tools {
+		p, err := exec.LookPath(tool)
+		if err != nil {
+			if Required() {
+				t.Fatalf("%s is required (QIMG_REQUIRE_QEMU=1): %v", tool, err)
+			}
+			t.Skipf("%s not installed", tool)
+		}
+		if first == "" {
+			first = p
+		}
+	}
+	return first
+}
+
+// Have reports whether every tool is installed.
+func Have(tools ...string) bool {
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// LockedBytes lists the bytes of path locked by any open file description,
+// from /proc/locks (OFD locks show pid -1 there, so they are told apart by
+// the file's device and inode).
+func LockedBytes(t testing.TB, path string) []int64 {
+	t.Helper()
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		t.Fatal(err)
+	}
+	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	f, err := os.Open("/proc/locks")
+	if err != nil {
+		t.Skipf("no /proc/locks: %v", err)
+	}
+	defer f.Close()
+	var bytes []int64
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 8 || fields[1] == "->" || fields[5] != id {
+			continue
+		}
+		start, err1 := strconv.ParseInt(fields[6], 10, 64)
+		end, err2 := strconv.ParseInt(fields[7], 10, 64)
+		if err1 != nil || err2 != nil {
+			t.Fatalf("unexpected /proc/locks line %q", sc.Text())
+		}
+		for b := start; b <= end; b++ {
+			bytes = append(bytes, b)
+		}
+	}
+	slices.Sort(bytes)
+	return slices.Compact(bytes)
+}
