@@ -303,28 +303,29 @@ func (r *Request) merge(s, src *state, name, source string) error {
 	return nil
 }
 
-// Dump returns the dirty extents of one bitmap (qimg bitmap --dump).
-func Dump(filename, format, name string, forceShare bool) ([]image.DirtyExtent, error) {
+// Dump calls fn with each dirty extent of one bitmap, in order (qimg
+// bitmap --dump).
+func Dump(filename, format, name string, forceShare bool, fn func(image.DirtyExtent) error) error {
 	n, err := image.Open(filename, image.OpenOptions{Format: format, Claim: image.ClaimRead,
 		User: "bitmap", ForceShare: forceShare, NoBacking: true})
 	if err != nil {
-		return nil, fmt.Errorf("Could not open '%s': %w", filename, err)
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	defer n.Close()
 	s, err := openState(n)
 	if err != nil {
-		return nil, fmt.Errorf("Could not open '%s': %w", filename, err)
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	e := s.find(name)
 	if e == nil {
-		return nil, errNotFound(name)
+		return errNotFound(name)
 	}
 	if e.InUse {
-		return nil, errInconsistent(name)
+		return errInconsistent(name)
 	}
 	d, err := s.load(e)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return d.Extents(), nil
+	return d.EachExtent(fn)
 }

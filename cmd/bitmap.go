@@ -167,33 +167,38 @@ func runBitmapDump(o *bitmapOptions, args []string, stdout io.Writer) error {
 	case len(args) != 2:
 		return errors.New("Expecting filename and bitmap name")
 	}
-	extents, err := bitmap.Dump(args[0], o.format, args[1], o.forceShare)
+	w := bufio.NewWriter(stdout)
+	if o.quiet {
+		w = bufio.NewWriter(io.Discard)
+	}
+	defer w.Flush()
+	if o.output == "human" {
+		fmt.Fprintf(w, "%-16s%s\n", "Offset", "Length")
+	}
+	first := true
+	err := bitmap.Dump(args[0], o.format, args[1], o.forceShare, func(e image.DirtyExtent) error {
+		var err error
+		switch {
+		case o.output == "human":
+			_, err = fmt.Fprintf(w, "%-16s%s\n", cHex(e.Offset), cHex(e.Length))
+		case first:
+			_, err = fmt.Fprintf(w, `[{ "offset": %d, "length": %d }`, e.Offset, e.Length)
+		default:
+			_, err = fmt.Fprintf(w, ",\n{ \"offset\": %d, \"length\": %d }", e.Offset, e.Length)
+		}
+		first = false
+		return err
+	})
 	if err != nil {
+		// nothing printed: the error is the whole answer
+		w.Reset(io.Discard)
 		return err
 	}
-	if o.quiet {
-		return nil
-	}
-	w := bufio.NewWriter(stdout)
-	defer w.Flush()
 	if o.output == "json" {
-		if len(extents) == 0 {
-			fmt.Fprintln(w, "[]")
-			return nil
-		}
-		for i, e := range extents {
-			sep := ",\n"
-			if i == 0 {
-				sep = "["
-			}
-			fmt.Fprintf(w, `%s{ "offset": %d, "length": %d }`, sep, e.Offset, e.Length)
+		if first {
+			fmt.Fprint(w, "[")
 		}
 		fmt.Fprintln(w, "]")
-		return nil
-	}
-	fmt.Fprintf(w, "%-16s%s\n", "Offset", "Length")
-	for _, e := range extents {
-		fmt.Fprintf(w, "%-16s%s\n", cHex(e.Offset), cHex(e.Length))
 	}
 	return nil
 }

@@ -238,19 +238,38 @@ type DirtyExtent struct {
 // Extents lists the dirty runs of guest bytes in order, adjacent runs
 // joined, the last one clipped to the size.
 func (b *DirtyBitmap) Extents() []DirtyExtent {
+	var out []DirtyExtent
+	b.EachExtent(func(e DirtyExtent) error {
+		out = append(out, e)
+		return nil
+	})
+	return out
+}
+
+// EachExtent calls fn with each dirty run of guest bytes in order,
+// adjacent runs joined, the last one clipped to the size; it stops at the
+// first error fn returns. Memory stays flat however many runs there are.
+func (b *DirtyBitmap) EachExtent(fn func(DirtyExtent) error) error {
 	keys := make([]int64, 0, len(b.chunks))
 	for k := range b.chunks {
 		keys = append(keys, k)
 	}
 	slices.Sort(keys)
-	var out []DirtyExtent
-	add := func(lo, hi int64) { // bits
+	var cur DirtyExtent
+	have := false
+	add := func(lo, hi int64) error { // bits
 		off, end := lo*b.granularity, min(hi*b.granularity, b.size)
-		if n := len(out); n > 0 && out[n-1].Offset+out[n-1].Length == off {
-			out[n-1].Length += end - off
-			return
+		if have && cur.Offset+cur.Length == off {
+			cur.Length += end - off
+			return nil
 		}
-		out = append(out, DirtyExtent{Offset: off, Length: end - off})
+		if have {
+			if err := fn(cur); err != nil {
+				return err
+			}
+		}
+		cur, have = DirtyExtent{Offset: off, Length: end - off}, true
+		return nil
 	}
 	for _, ci := range keys {
 		c := b.chunks[ci]
@@ -265,7 +284,9 @@ func (b *DirtyBitmap) Extents() []DirtyExtent {
 				for j < len(c) && c[j] == 0xff {
 					j++
 				}
-				add(base+int64(i)*8, base+int64(j)*8)
+				if err := add(base+int64(i)*8, base+int64(j)*8); err != nil {
+					return err
+				}
 				i = j
 				continue
 			}
@@ -276,13 +297,18 @@ func (b *DirtyBitmap) Extents() []DirtyExtent {
 				for e < 8 && v&(1<<uint(e)) != 0 {
 					e++
 				}
-				add(base+int64(i)*8+int64(s), base+int64(i)*8+int64(e))
+				if err := add(base+int64(i)*8+int64(s), base+int64(i)*8+int64(e)); err != nil {
+					return err
+				}
 				v &^= byte((1<<uint(e))-1) &^ byte((1<<uint(s))-1)
 			}
 			i++
 		}
 	}
-	return out
+	if have {
+		return fn(cur)
+	}
+	return nil
 }
 
 // Merge sets the bits covering every dirty run of src; both cover the
@@ -301,10 +327,10 @@ func (b *DirtyBitmap) Merge(src *DirtyBitmap) error {
 		}
 		return nil
 	}
-	for _, e := range src.Extents() {
+	return src.EachExtent(func(e DirtyExtent) error {
 		b.Set(e.Offset, e.Length)
-	}
-	return nil
+		return nil
+	})
 }
 
 // Clone returns an independent copy.

@@ -232,20 +232,18 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 	if err := q.file.Flush(); err != nil {
 		return err
 	}
-	if err := q.releaseOldBitmaps(old, p); err != nil {
-		return err
-	}
-	if oldDirSize > 0 {
-		if err := q.rc.release(oldDir, oldDirSize); err != nil {
-			return err
-		}
+	q.releaseOldBitmaps(old, p)
+	if oldDirSize > 0 && oldDir >= cs {
+		_ = q.rc.release(oldDir, oldDirSize)
 	}
 	return q.file.Flush()
 }
 
-// releaseOldBitmaps frees the clusters of the old directory and of the
-// old bitmaps whose tables the new set does not keep.
-func (q *Image) releaseOldBitmaps(old []bitmapDirEntry, p *bitmapPlan) error {
+// releaseOldBitmaps frees the clusters of the old bitmaps whose tables
+// the new set does not keep. The new set is committed already: a cluster
+// that cannot be freed (a table that cannot be read, a refcount already
+// zero) stays as it is, a leak at worst, as in qemu.
+func (q *Image) releaseOldBitmaps(old []bitmapDirEntry, p *bitmapPlan) {
 	kept := map[uint64]bool{}
 	for i, e := range p.entries {
 		if p.data[i] == nil {
@@ -253,25 +251,23 @@ func (q *Image) releaseOldBitmaps(old []bitmapDirEntry, p *bitmapPlan) error {
 		}
 	}
 	cs := q.clusterSize
+	release := func(off, length int64) {
+		if off >= cs && off < q.file.Size() {
+			_ = q.rc.release(off, length)
+		}
+	}
 	for i := range old {
 		e := &old[i]
 		if kept[e.tableOffset] {
 			continue
 		}
-		t, err := q.loadBitmapTableOf(e)
-		if err == nil {
+		if t, err := q.loadBitmapTableOf(e); err == nil {
 			for _, v := range t {
 				if off := int64(v & bmeTableOffsetMask); off != 0 {
-					if err := q.rc.release(off, cs); err != nil {
-						return err
-					}
+					release(off, cs)
 				}
 			}
 		}
-		// a table that cannot be read leaves its data clusters leaked
-		if err := q.rc.release(int64(e.tableOffset), int64(e.tableSize)*8); err != nil {
-			return err
-		}
+		release(int64(e.tableOffset), int64(e.tableSize)*8)
 	}
-	return nil
 }
