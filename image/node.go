@@ -236,15 +236,13 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 	}
 	b := n.Backing()
 	if b == nil || off >= b.Size() {
-		// Nothing below decides: reads see zeroes. Depth names the bottom
-		// layer, as qemu-img map reports it.
+		// Nothing below decides: reads see zeroes. Depth names the last
+		// layer that covers the offset (the one whose backing file ends
+		// before it, or the bottom), as qemu-img map reports it.
 		e.Zero = true
 		e.Data = false
 		e.HostOffset = -1
 		e.Depth = 0
-		if b != nil {
-			e.Depth = len(b.Chain())
-		}
 		return e, nil
 	}
 	be, err := b.BlockStatusChain(off, min(e.Length, b.Size()-off))
