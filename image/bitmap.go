@@ -46,13 +46,6 @@ type BitmapStore interface {
 	StoreBitmaps(set []BitmapUpdate) error
 }
 
-// BitmapTracker is implemented by formats whose writes must mark their
-// enabled bitmaps dirty. The write path calls MarkDirty with every guest
-// range it changes (data, zeroes, discards), before the write completes.
-type BitmapTracker interface {
-	MarkDirty(off, length int64)
-}
-
 // bitmapChunk is the number of bitmap bytes kept together in memory.
 const bitmapChunk = 4096
 

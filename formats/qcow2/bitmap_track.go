@@ -1,0 +1,104 @@
+package qcow2
+
+import (
+	"fmt"
+	"sync"
+
+	"qimg/image"
+)
+
+// Dirty tracking: what an image opened read/write owes its persistent
+// bitmaps, as qemu does it. The write path is to call, once it maintains
+// bitmaps instead of refusing images that have them (write.go):
+//
+//   - startBitmapTracking when the image is opened read/write (before the
+//     first guest write): the enabled bitmaps are loaded, and every
+//     consistent bitmap is marked in-use on disk (one directory switch);
+//   - markBitmapsDirty with every guest range a write, a zero write, a
+//     discard or a compressed write changes, before the write is
+//     acknowledged;
+//   - finishBitmapTracking on a clean close (or a reopen read-only): the
+//     enabled bitmaps are stored with their new bits and every bitmap that
+//     was consistent at open loses its in-use flag, in one directory
+//     switch. A process that dies before leaves the bitmaps in-use, which
+//     info and check report and only --remove accepts.
+//
+// The tracker lives beside the Image until the Image carries it.
+
+type bitmapTracker struct {
+	mu      sync.Mutex
+	set     []image.BitmapUpdate // the set to store at the end
+	enabled []*image.DirtyBitmap // the bits writes set
+}
+
+var bitmapTrackers sync.Map // *Image → *bitmapTracker
+
+// startBitmapTracking loads the enabled bitmaps and marks the consistent
+// ones in-use on disk. An image without bitmaps needs nothing.
+func (q *Image) startBitmapTracking() error {
+	q.meta.RLock()
+	dir, err := q.loadBitmapDir()
+	q.meta.RUnlock()
+	if err != nil || len(dir) == 0 {
+		return err
+	}
+	t := &bitmapTracker{}
+	inUse := make([]image.BitmapUpdate, 0, len(dir))
+	for i := range dir {
+		e := &dir[i]
+		info := image.BitmapInfo{Name: e.name, Granularity: int64(1) << e.granularityBits,
+			Enabled: e.flags&bmeFlagAuto != 0, InUse: e.flags&bmeFlagInUse != 0}
+		u := image.BitmapUpdate{BitmapInfo: info}
+		if !info.InUse && info.Enabled {
+			if len(e.extra) > 0 {
+				return image.NotSupported("%s: bitmap '%s': Bitmap extra data is not supported", q.filename, e.name)
+			}
+			q.meta.RLock()
+			d, err := q.loadBitmapData(e)
+			q.meta.RUnlock()
+			if err != nil {
+				return fmt.Errorf("%s: %w", q.filename, err)
+			}
+			u.Data = d
+			t.enabled = append(t.enabled, d)
+		}
+		t.set = append(t.set, u)
+		marked := image.BitmapUpdate{BitmapInfo: info}
+		marked.InUse = true
+		inUse = append(inUse, marked)
+	}
+	if err := q.StoreBitmaps(inUse); err != nil {
+		return err
+	}
+	bitmapTrackers.Store(q, t)
+	return nil
+}
+
+// markBitmapsDirty sets the bits of guest bytes [off, off+length) in
+// every enabled bitmap.
+func (q *Image) markBitmapsDirty(off, length int64) {
+	v, ok := bitmapTrackers.Load(q)
+	if !ok {
+		return
+	}
+	t := v.(*bitmapTracker)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, d := range t.enabled {
+		d.Set(off, length)
+	}
+}
+
+// finishBitmapTracking stores the bitmaps as writes left them and clears
+// the in-use flags set by startBitmapTracking. The caller holds no
+// metadata lock.
+func (q *Image) finishBitmapTracking() error {
+	v, ok := bitmapTrackers.LoadAndDelete(q)
+	if !ok {
+		return nil
+	}
+	t := v.(*bitmapTracker)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return q.StoreBitmaps(t.set)
+}
