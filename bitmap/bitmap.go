@@ -139,6 +139,11 @@ func openState(n *image.Node) (*state, error) {
 // Run opens the image (and the merge source), applies the operations in
 // order in memory, then stores the result in one step.
 func (r *Request) Run() error {
+	// Opened as check opens an image to repair it (OpenOptions.Check):
+	// read/write for metadata, which the qcow2 write path allows while it
+	// refuses guest writes into images with bitmaps (it does not track
+	// them yet); a corrupt image is refused when its bitmaps are listed,
+	// a dirty one repaired just before the bitmaps are stored.
 	n, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, Writable: true,
 		Claim: image.ClaimWrite, User: "bitmap", Check: true})
 	if err != nil {
