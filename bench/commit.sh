@@ -52,12 +52,17 @@ writes() {
 		args+=(-c "write -q -P $pattern ${off}k ${len}k")
 		off=$((off + step))
 	done
-	qemu-io "${args[@]}" "$file" >/dev/null
+	if ! qemu-io "${args[@]}" "$file" >"$DIR/qemu-io.out"; then
+		echo "bench: qemu-io failed on $file:" >&2
+		cat "$DIR/qemu-io.out" >&2
+		exit 1
+	fi
 }
 
 echo "creating the images ($SIZE) in $DIR"
 qemu-img create -q -f qcow2 "$DIR/base.qcow2" "$SIZE"
-qemu-io -c "write -q -P 1 0 $SIZE" "$DIR/base.qcow2" >/dev/null
+writes "$DIR/base.qcow2" 1 1048576 1048576 # 1 GiB at a time: qemu-io's limit is 2 GiB
+if (( MIB % 1024 )); then writes "$DIR/base.qcow2" 1 1024 1024 $(( MIB / 1024 * 1048576 )); fi
 # the overlay committed: 1 MiB in every 100/PCT_COMMIT MiB
 qemu-img create -q -f qcow2 -b base.qcow2 -F qcow2 "$DIR/top.qcow2"
 writes "$DIR/top.qcow2" 2 $((102400 / PCT_COMMIT)) 1024
