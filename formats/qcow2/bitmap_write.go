@@ -57,7 +57,34 @@ type bitmapPlan struct {
 	entries []bitmapDirEntry
 	data    []*image.DirtyBitmap
 	dirSize int
-	header  *header // the header with the new extension, checked to fit
+	count   int
+}
+
+// bitmapHeader is the current header with the bitmaps extension naming a
+// directory of n entries, size bytes at off (none when n is 0).
+func (q *Image) bitmapHeader(n int, size, off uint64) (*header, error) {
+	nh := *q.h
+	nh.extensions = slices.Clone(q.h.extensions)
+	// autoclear bits of features qimg does not maintain are dropped, as
+	// any writer must
+	nh.autoclear &= autoclearKnown
+	if n == 0 {
+		nh.autoclear &^= autoclearBitmaps
+		nh.setExtension(extBitmaps, nil)
+		nh.bitmaps = nil
+	} else {
+		nh.autoclear |= autoclearBitmaps
+		nh.bitmaps = &bitmapsExt{nbBitmaps: uint32(n), directorySize: size, directoryOffset: off}
+		ext := make([]byte, 24)
+		be.PutUint32(ext, nh.bitmaps.nbBitmaps)
+		be.PutUint64(ext[8:], size)
+		be.PutUint64(ext[16:], off)
+		nh.setExtension(extBitmaps, ext)
+	}
+	if _, err := nh.encode(); err != nil {
+		return nil, err
+	}
+	return &nh, nil
 }
 
 func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bitmapPlan, error) {
@@ -115,24 +142,10 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 		return nil, fmt.Errorf("Bitmap directory is too large")
 	}
 	// the new header must fit in the first cluster
-	nh := *q.h
-	nh.extensions = slices.Clone(q.h.extensions)
-	// autoclear bits of features qimg does not maintain are dropped, as
-	// any writer must
-	nh.autoclear &= autoclearKnown
-	if len(set) == 0 {
-		nh.autoclear &^= autoclearBitmaps
-		nh.setExtension(extBitmaps, nil)
-		nh.bitmaps = nil
-	} else {
-		nh.autoclear |= autoclearBitmaps
-		nh.setExtension(extBitmaps, make([]byte, 24))
-		nh.bitmaps = &bitmapsExt{nbBitmaps: uint32(len(set)), directorySize: uint64(p.dirSize)}
-	}
-	if _, err := nh.encode(); err != nil {
+	p.count = len(set)
+	if _, err := q.bitmapHeader(p.count, uint64(p.dirSize), 0); err != nil {
 		return nil, err
 	}
-	p.header = &nh
 	return p, nil
 }
 
@@ -189,7 +202,7 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 		}
 		e.tableOffset = uint64(off)
 	}
-	h := p.header
+	var dirOff int64
 	if len(p.entries) > 0 {
 		dir := encodeBitmapDir(p.entries)
 		dclusters := (int64(len(dir)) + cs - 1) / cs
@@ -202,12 +215,13 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 		if err := q.writeMeta(padded, off); err != nil {
 			return err
 		}
-		h.bitmaps.directoryOffset = uint64(off)
-		ext := make([]byte, 24)
-		be.PutUint32(ext, h.bitmaps.nbBitmaps)
-		be.PutUint64(ext[8:], h.bitmaps.directorySize)
-		be.PutUint64(ext[16:], h.bitmaps.directoryOffset)
-		h.setExtension(extBitmaps, ext)
+		dirOff = off
+	}
+	// built after the allocations, which may have moved the refcount
+	// table (and updated the header for it)
+	h, err := q.bitmapHeader(p.count, uint64(p.dirSize), uint64(dirOff))
+	if err != nil {
+		return err
 	}
 	// the new tables, data and directory are durable before the header
 	// names them
