@@ -69,34 +69,39 @@ func decompress(ctype uint8, in, out []byte) error {
 	return image.NotSupported("compression type %d", ctype)
 }
 
+// Encoders are kept per caller, not shared: an encoder compresses one
+// cluster at a time, and the copy engine compresses on every core.
 var (
 	flateWriters sync.Pool
-	zstdEncoder  struct {
-		once sync.Once
-		enc  *zstd.Encoder
-		err  error
-	}
+	zstdWriters  = sync.Pool{New: func() any {
+		enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1),
+			zstd.WithWindowSize(1<<maxClusterBits), zstd.WithZeroFrames(true))
+		if err != nil {
+			return err
+		}
+		return enc
+	}}
 )
 
 // errIncompressible: the compressed form is not smaller than a cluster;
 // the caller writes the cluster uncompressed, as qemu does.
 var errIncompressible = errors.New("cluster does not compress")
 
-// compress compresses one cluster; the result is shorter than the input
-// or errIncompressible.
-func compress(ctype uint8, in []byte) ([]byte, error) {
+// compress compresses one cluster into dst's memory (reallocated when it
+// is too small); the result is shorter than the input or
+// errIncompressible.
+func compress(ctype uint8, dst, in []byte) ([]byte, error) {
 	var out []byte
 	switch ctype {
 	case compressionZlib:
-		var buf bytes.Buffer
-		buf.Grow(len(in))
+		buf := bytes.NewBuffer(dst[:0])
 		var w *flate.Writer
 		if v := flateWriters.Get(); v != nil {
 			w = v.(*flate.Writer)
-			w.Reset(&buf)
+			w.Reset(buf)
 		} else {
 			var err error
-			if w, err = flate.NewWriterWindow(&buf, 4096); err != nil {
+			if w, err = flate.NewWriterWindow(buf, 4096); err != nil {
 				return nil, err
 			}
 		}
@@ -109,14 +114,13 @@ func compress(ctype uint8, in []byte) ([]byte, error) {
 		flateWriters.Put(w)
 		out = buf.Bytes()
 	case compressionZstd:
-		zstdEncoder.once.Do(func() {
-			zstdEncoder.enc, zstdEncoder.err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1),
-				zstd.WithWindowSize(1<<maxClusterBits), zstd.WithZeroFrames(true))
-		})
-		if zstdEncoder.err != nil {
-			return nil, zstdEncoder.err
+		v := zstdWriters.Get()
+		enc, ok := v.(*zstd.Encoder)
+		if !ok {
+			return nil, v.(error)
 		}
-		out = zstdEncoder.enc.EncodeAll(in, make([]byte, 0, len(in)))
+		out = enc.EncodeAll(in, dst[:0])
+		zstdWriters.Put(enc)
 	default:
 		return nil, image.NotSupported("compression type %d", ctype)
 	}
@@ -141,14 +145,11 @@ func (q *Image) CompressCluster(dst, src []byte) ([]byte, error) {
 		copy(full, src)
 		src = full
 	}
-	out, err := compress(q.h.compressionType, src)
+	out, err := compress(q.h.compressionType, dst, src)
 	if err == errIncompressible {
 		return nil, nil
 	}
-	if err != nil {
-		return nil, err
-	}
-	return append(dst[:0], out...), nil
+	return out, err
 }
 
 // WriteCompressed stores compressed data as the cluster at guest offset
