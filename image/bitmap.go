@@ -22,7 +22,8 @@ type BitmapInfo struct {
 type BitmapUpdate struct {
 	BitmapInfo
 	// Data is the new content. Nil keeps the stored content (and table)
-	// of the stored bitmap of the same name.
+	// of the stored bitmap of the same name; clearing InUse then declares
+	// that stored content right.
 	Data *DirtyBitmap
 }
 

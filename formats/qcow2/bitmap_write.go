@@ -115,6 +115,11 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 				return nil, fmt.Errorf("Bitmap '%s': granularity cannot change without new content", u.Name)
 			}
 			e.flags &^= bmeFlagAuto | bmeFlagInUse
+			if !u.InUse && int64(e.tableSize) != q.bitmapTableEntries(e.granularityBits) {
+				// qemu refuses a consistent bitmap whose table does not
+				// cover the image
+				return nil, fmt.Errorf("Bitmap '%s' doesn't satisfy the constraints", u.Name)
+			}
 		} else {
 			if err := q.checkBitmapConstraints(u.Name, u.Granularity); err != nil {
 				return nil, fmt.Errorf("Bitmap '%s' doesn't satisfy the constraints: %w", u.Name, err)
