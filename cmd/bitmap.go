@@ -77,11 +77,13 @@ first, and the image changes only if every one of them succeeds, in a
 single update of the bitmap directory. A bitmap marked in-use (not saved
 correctly) can only be removed.
 
---dump (beyond qemu-img) prints the dirty extents of bitmap, as offsets
-and lengths of guest bytes; --output=json prints them as JSON.`,
+qimg bitmap --dump [--output=human|json] [-U] [-f fmt] filename bitmap
+(beyond qemu-img) prints the dirty extents of bitmap, as offsets and
+lengths of guest bytes, so that a backup tool reads what changed without
+an NBD server.`,
 		Example: `  qimg bitmap --add disk.qcow2 backup-1
   qimg bitmap --add -g 1M --disable disk.qcow2 frozen
-  qimg bitmap --merge backup-1 --remove disk.qcow2 backup-0
+  qimg bitmap --remove --add disk.qcow2 backup-0    # start recording afresh
   qimg bitmap --merge b0 -b other.qcow2 disk.qcow2 backup-1
   qimg bitmap --dump --output=json disk.qcow2 backup-1`,
 		RunE: func(c *cobra.Command, args []string) error {
