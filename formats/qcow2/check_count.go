@@ -91,15 +91,16 @@ func (c *checker) inc(off, size int64) {
 	if size <= 0 || c.failed != nil {
 		return
 	}
-	if off < 0 {
+	// qemu's test, in its wrapping 64-bit arithmetic
+	if off+size-c.fileSize >= c.cs {
+		c.logf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", uint64(off), uint64(size))
+		c.res.corruptions++
+		return
+	}
+	if off < 0 || off > math.MaxInt64-size {
 		// qemu's count grows to the cluster index and fails: ENOMEM
 		c.res.checkErrors++
 		c.failed = image.Errorf(image.ErrUnsupported, "Cannot allocate memory")
-		return
-	}
-	if off > math.MaxInt64-size || off+size-c.fileSize >= c.cs {
-		c.logf("ERROR: counting reference for region exceeding the end of the file by one cluster or more: offset 0x%x size 0x%x", uint64(off), uint64(size))
-		c.res.corruptions++
 		return
 	}
 	bits := c.q.clusterBits

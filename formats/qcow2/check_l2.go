@@ -120,9 +120,8 @@ func (c *checker) countL1(off, n int64, active bool) error {
 // readPadded reads the image file at off, zeroes beyond its end as qemu
 // reads them.
 func (c *checker) readPadded(p []byte, off int64) error {
-	if off < 0 {
-		clear(p)
-		return nil
+	if off < 0 || uint64(off)+uint64(len(p)) > maxReadOffset {
+		return errIO // beyond what qemu reads (BDRV_MAX_LENGTH)
 	}
 	return c.q.file.ReadPadded(p, off)
 }
