@@ -79,6 +79,9 @@ prepare() {
 	mkdir -p "$DIR/run"
 	cp --reflink=auto "$DIR/base.qcow2" "$DIR/top.qcow2" "$DIR/run/"
 	ln -sf ../new.qcow2 ../sib.qcow2 "$DIR/run/" 2>/dev/null || true
+	# the copies on disk before the clock starts: each tool's flush then
+	# writes back what it wrote, not the copies
+	sync
 }
 
 # timed TOOL ARGS…: one run on fresh copies; sets ELAPSED (seconds)
