@@ -85,6 +85,9 @@ func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) erro
 	}
 	p := newProgress(mode, o.quiet, stdout, stderr)
 	defer p.stop()
+	if p.bar != nil {
+		p.bar.Describe("committing")
+	}
 	req.Progress = p.update
 	p.start()
 	if err := req.Run(context.Background()); err != nil {

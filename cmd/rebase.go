@@ -97,6 +97,9 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	}
 	p := newProgress(mode, o.quiet, stdout, stderr)
 	defer p.stop()
+	if p.bar != nil {
+		p.bar.Describe("rebasing")
+	}
 	req.Progress = p.update
 	p.start()
 	if err := req.Run(context.Background()); err != nil {
