@@ -313,7 +313,7 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 	// clusters proceed; writers of these clusters wait (inflight)
 	ch := q.markInflight(c0, k)
 	q.meta.Unlock()
-	werr := q.writeData(buf, host, false)
+	werr := q.writeAllocated(buf, host, bitmaps)
 	q.meta.Lock()
 	q.clearInflight(c0, k, ch)
 	if werr != nil {
@@ -338,6 +338,36 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 		if err := q.releaseEntry(e); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// writeAllocated writes buf, new clusters at host, without the metadata
+// lock. With extended L2 entries only the allocated subclusters of their
+// bitmaps are written: the others read from their bitmap, so their bytes
+// in the file stay holes (qemu writes no more either).
+func (q *Image) writeAllocated(buf []byte, host int64, bitmaps []uint64) error {
+	if !q.extendedL2 {
+		return q.writeData(buf, host, false)
+	}
+	us := q.clusterSize / subclusters
+	lo := int64(-1)
+	for i, b := range bitmaps {
+		for u := int64(0); u < subclusters; u++ {
+			pos := int64(i)*q.clusterSize + u*us
+			switch on := b>>uint(u)&1 != 0; {
+			case on && lo < 0:
+				lo = pos
+			case !on && lo >= 0:
+				if err := q.writeData(buf[lo:pos], host+lo, false); err != nil {
+					return err
+				}
+				lo = -1
+			}
+		}
+	}
+	if lo >= 0 {
+		return q.writeData(buf[lo:], host+lo, false)
 	}
 	return nil
 }

@@ -520,3 +520,50 @@ func TestShrink(t *testing.T) {
 		}
 	}
 }
+
+// TestExtendedL2SubclusterHoles: a write to part of a new cluster with
+// extended L2 entries writes only its subclusters, as qemu does: the file
+// ends after them, and later writes into the cluster fill it in place.
+func TestExtendedL2SubclusterHoles(t *testing.T) {
+	needQemu(t)
+	dir := t.TempDir()
+	img := filepath.Join(dir, "img.qcow2")
+	ref := filepath.Join(dir, "ref.qcow2")
+	createImage(t, img, "extended_l2=on", 4<<20)
+	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", ref, "4M")
+	qemuIO(t, ref, "write -P 1 64k 4k")
+	n := openWritable(t, img)
+	p := bytes.Repeat([]byte{1}, 4096)
+	if _, err := n.WriteAt(p, 64<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	size := func(path string) int64 {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Size()
+	}
+	if got, want := size(img), size(ref); got != want {
+		t.Errorf("file size after a 4k write into a new cluster: %d, qemu's %d", got, want)
+	}
+	qemuCheck(t, img)
+	n = openWritable(t, img)
+	q := []byte{2, 2, 2}
+	if _, err := n.WriteAt(q, 64<<10+40<<10); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemuCheck(t, img)
+	want := make([]byte, 4<<20)
+	copy(want[64<<10:], p)
+	copy(want[64<<10+40<<10:], q)
+	if i := firstDiff(rawOf(t, img), want); i >= 0 {
+		t.Fatalf("qemu reads byte %d differently", i)
+	}
+}
