@@ -143,6 +143,7 @@ func (c *checker) flushRepairs() error {
 func (c *checker) refresh() error {
 	q := c.q
 	q.l2cache.clear()
+	q.freeByte = 0 // the cluster it was in may have been freed
 	c.stored.invalidate()
 	if q.rc != nil {
 		q.rc.blocks.clear()
