@@ -92,6 +92,10 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	if err != nil {
+		if r != nil && !o.quiet && o.output == "human" {
+			// the repair was done; checking it again failed
+			printCheckFixed(stdout, r)
+		}
 		return fmt.Errorf("Check failed: %w", err)
 	}
 	if !o.quiet {
@@ -114,13 +118,19 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	return nil
 }
 
-// printCheckHuman prints a check result the way qemu-img does.
-func printCheckHuman(w io.Writer, r *image.CheckResult) {
+// printCheckFixed prints what a repair fixed, before qemu-img checks the
+// image again.
+func printCheckFixed(w io.Writer, r *image.CheckResult) {
 	if r.LeaksFixed > 0 || r.CorruptionsFixed > 0 {
 		fmt.Fprintf(w, "The following inconsistencies were found and repaired:\n\n"+
 			"    %d leaked clusters\n    %d corruptions\n\n"+
 			"Double checking the fixed image now...\n", r.LeaksFixed, r.CorruptionsFixed)
 	}
+}
+
+// printCheckHuman prints a check result the way qemu-img does.
+func printCheckHuman(w io.Writer, r *image.CheckResult) {
+	printCheckFixed(w, r)
 	if r.Corruptions == 0 && r.Leaks == 0 && r.CheckErrors == 0 {
 		fmt.Fprintf(w, "No errors were found on the image.\n")
 	} else {

@@ -41,7 +41,8 @@ var ErrNoCheck = Errorf(ErrUnsupported, "This image format does not support chec
 
 // Check runs the format's check on n. After a repair the image is checked
 // again, as qemu-img does, and the result is that of the second check with
-// the counts of what was fixed.
+// the counts of what was fixed. If that second check fails, the result of
+// the repair comes with its error (qemu-img has said what it repaired).
 func Check(n *Node, fix CheckFix, log io.Writer) (*CheckResult, error) {
 	c, ok := n.drv.(Checker)
 	if !ok {
@@ -57,7 +58,8 @@ func Check(n *Node, fix CheckFix, log io.Writer) (*CheckResult, error) {
 	if fix != 0 && (r.LeaksFixed > 0 || r.CorruptionsFixed > 0) {
 		again, err := c.Check(0, log)
 		if err != nil {
-			return nil, err
+			r.Filename, r.Format = n.Filename, n.Format
+			return r, err
 		}
 		again.LeaksFixed, again.CorruptionsFixed = r.LeaksFixed, r.CorruptionsFixed
 		r = again
