@@ -15,18 +15,25 @@ import (
 // qcow2_check_refcounts so that the messages, the counts and the repairs
 // come out as qemu's do:
 //
+//  0. read the snapshot table leniently (check_snapshot.go) and fail as
+//     qemu's open fails on bitmaps it cannot load (check_bitmap.go);
 //  1. count every reference to every host cluster of the image file from
-//     the metadata alone (check_count.go, check_bitmap.go): header, active
-//     L1 and its L2 tables and data, snapshot table and each snapshot's L1
-//     and L2, refcount table, crypto header, bitmap directory and tables,
-//     refcount blocks;
+//     the metadata alone (check_count.go, check_l2.go, check_bitmap.go):
+//     header, active L1 and its L2 tables and data, snapshot table and
+//     each snapshot's L1 and L2, refcount table, crypto header, bitmap
+//     directory and tables, refcount blocks;
 //  2. compare the counts with the refcounts stored on disk
 //     (check_stored.go): a stored refcount above the count is a leak, below
 //     it a corruption; a stored refcount of zero for a referenced cluster
 //     means the refcount structure itself must be rebuilt;
 //  3. repair what the caller allows (repair.go, repair_rebuild.go);
 //  4. compare the COPIED flag of every active L1 and L2 entry with the
-//     refcount of the cluster it points to (check_copied.go).
+//     refcount of the cluster it points to (check_copied.go);
+//  5. with -r all, write a snapshot table found incomplete anew; with any
+//     -r and nothing left wrong, clear the dirty and corrupt bits.
+//
+// Images are opened for a check as qemu's BDRV_O_CHECK opens them
+// (check_open.go): nothing is refused or repaired on open.
 //
 // Memory is one byte per host cluster of the file (check_count.go), never
 // sized from a header field; a clean image is read once.
@@ -123,7 +130,8 @@ var errIO = image.Errorf(image.ErrCorrupt, "Input/output error")
 
 // signalCorruption reports metadata found inconsistent, once per image
 // (qemu's qcow2_signal_corruption): an image open for writing is marked
-// corrupt and refuses further writes.
+// corrupt (its write path then refuses writes) and, as qemu's node becomes
+// unusable, the check after the repair fails.
 func (c *checker) signalCorruption(format string, args ...any) {
 	q := c.q
 	if q.corrupt {
