@@ -631,11 +631,21 @@ func (e *engine) prepare(j *job) error {
 				return err
 			}
 			i = k - 1
-		case p.kind == kZero && (e.detecting || e.zeroAsData):
+		case p.kind == kZero && e.zeroAsData:
 			if buf == nil {
 				buf = j.buf.bytes(j.n, e.chunk)
 			}
 			clear(buf[p.off-j.off:][:p.n])
+		case p.kind == kZero && e.detecting && e.cluster > 0:
+			// Only data runs widened to whole units (extendRuns) take
+			// bytes of a hole: the parts of its first and last units.
+			if buf == nil {
+				buf = j.buf.bytes(j.n, e.chunk)
+			}
+			head := min(roundUp(p.off, e.cluster), p.end())
+			tail := max(p.end()/e.cluster*e.cluster, head)
+			clear(buf[p.off-j.off : head-j.off])
+			clear(buf[tail-j.off : p.end()-j.off])
 		}
 	}
 	// Spans of pieces to write, split by kept pieces.
