@@ -554,7 +554,11 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		return nil, err
 	}
 	t.offset = off
-	if err := q.writeMeta(t.encode(q.extendedL2), off); err != nil {
+	buf := zeroes[:q.clusterSize]
+	if old != 0 {
+		buf = t.encode(q.extendedL2)
+	}
+	if err := q.writeMeta(buf, off); err != nil {
 		return nil, err
 	}
 	if err := q.setL1(l1i, uint64(off)|oflagCopied); err != nil {

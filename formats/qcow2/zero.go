@@ -8,6 +8,10 @@ var errWholeCluster = errors.New("qcow2: zero by writing")
 // zeroChunk bounds the buffer of zeroes written where flags cannot be used.
 const zeroChunk = 1 << 20
 
+// zeroes is a cluster of zero bytes to write from, never written to: its
+// pages stay the kernel's shared zero page.
+var zeroes [1 << maxClusterBits]byte
+
 // WriteZeroes makes [off, off+length) read as zeroes: whole clusters (and
 // whole subclusters) get zero flags, keeping their host clusters unless
 // unmap; partial ones are written. Version 2 images have no zero flag.
@@ -56,7 +60,7 @@ func (q *Image) WriteZeroes(off, length int64, unmap bool) error {
 				n = lo - off // up to the first whole subcluster
 			}
 		}
-		if _, err := q.WriteAt(make([]byte, n), off); err != nil {
+		if _, err := q.WriteAt(zeroes[:n], off); err != nil {
 			return err
 		}
 		off += n
