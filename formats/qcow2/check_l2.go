@@ -36,6 +36,9 @@ func (c *checker) countL1(off, n int64, active bool) error {
 		return nil
 	}
 	c.inc(off, n*8)
+	if c.failed != nil {
+		return c.failed
+	}
 	raw := make([]byte, n*8) // n is bounded by maxL1Bytes/8
 	if err := c.readPadded(raw, off); err != nil {
 		c.logf("ERROR: I/O error in check_refcounts_l1")
