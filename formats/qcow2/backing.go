@@ -40,7 +40,7 @@ func (q *Image) ChangeBackingFile(name, format string) error {
 	h.backingFile, h.backingFormat = name, format
 	buf, err := h.encode()
 	if err != nil {
-		return image.Errorf(syscall.ENOSPC, "No space left on device")
+		return image.Errorf(syscall.ENOSPC, "No space left in the file header")
 	}
 	// pending entries first: the header is the last word
 	if err := q.flushMetaLocked(); err != nil {
