@@ -75,7 +75,8 @@ var (
 	flateWriters sync.Pool
 	zstdWriters  = sync.Pool{New: func() any {
 		enc, err := zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1),
-			zstd.WithWindowSize(1<<maxClusterBits), zstd.WithZeroFrames(true))
+			zstd.WithWindowSize(1<<maxClusterBits), zstd.WithZeroFrames(true),
+			zstd.WithEncoderCRC(false)) // qemu writes no checksum either
 		if err != nil {
 			return err
 		}
