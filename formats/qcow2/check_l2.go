@@ -287,7 +287,14 @@ func (c *checker) fixUnalignedZero(l2off int64, i int, off int64, active bool) (
 		be.PutUint64(e[:], oflagZero)
 	}
 	at := l2off + int64(i)*step
-	if err := c.writeMetaIgnoring(e[:step], at, active); err != nil {
+	if what := c.overlaps(at, step, active); what != "" {
+		// something is seriously wrong: the check stops here, as qemu's
+		c.signalCorruption("Preventing invalid write on metadata (overlaps with %s)", what)
+		c.logf("ERROR: Overlap check failed")
+		c.res.checkErrors++
+		return false, errIO
+	}
+	if err := c.q.writeMeta(e[:step], at); err != nil {
 		c.res.checkErrors++
 		c.logf("ERROR: Failed to overwrite L2 table entry: %v", err)
 		return false, nil
