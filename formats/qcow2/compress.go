@@ -235,7 +235,11 @@ func (q *Image) allocBytes(size int64) (int64, error) {
 		}
 		first := off >> q.clusterBits
 		last := (off + size - 1) >> q.clusterBits
+		// only the entry written back points at these bytes: the
+		// refcounts go with it (allocDeferred)
+		r.deferring = true
 		err := r.update(first, last-first+1, 1)
+		r.deferring = false
 		if err == errAgain {
 			off = 0
 			continue

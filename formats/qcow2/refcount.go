@@ -11,7 +11,10 @@ import (
 // management =="), used by writable images. Every change is written to
 // the file at once (write-through), before the change that depends on it:
 // a new cluster's refcount reaches the file before any table points at
-// it, so a process killed at any moment leaves leaks at worst.
+// it, so a process killed at any moment leaves leaks at worst. The one
+// exception, allocDeferred, is for clusters that only entries held back
+// by the write-back (writeback.go) point at: their refcounts are written
+// by flushMetaLocked, before the sync that precedes those entries.
 //
 // Allocation follows qemu's: first fit from a moving free-cluster index,
 // a missing refcount block placed at the next free cluster (describing
@@ -33,11 +36,17 @@ type refcounts struct {
 	// dirty holds blocks changed while an image is being created: they
 	// are written once, before the header (see Image.creating).
 	dirty map[int64]*refBlock
+	// pending holds blocks with changes made by allocDeferred that are
+	// not written yet (entries [lo, hi) of each), kept out of the cache's
+	// eviction; deferring says changes are being made that way.
+	pending   map[int64]*refBlock
+	deferring bool
 }
 
 type refBlock struct {
 	offset int64
 	buf    []byte
+	lo, hi int64 // entries changed and not written yet (lo >= hi: none)
 }
 
 // errAgain: a refcount block was placed; the allocation that needed it
@@ -73,6 +82,7 @@ func (r *refcounts) load() error {
 		return err
 	}
 	r.table = t
+	r.pending = nil // the blocks are read again from the file
 	return nil
 }
 
@@ -128,6 +138,9 @@ func (r *refcounts) block(ti int64) (*refBlock, error) {
 		return nil, nil
 	}
 	if b, ok := r.dirty[off]; ok {
+		return b, nil
+	}
+	if b, ok := r.pending[off]; ok {
 		return b, nil
 	}
 	return r.blocks.get(off, func() (*refBlock, error) {
@@ -211,6 +224,44 @@ func (r *refcounts) alloc(n int64) (int64, error) {
 		}
 		return ci << r.q.clusterBits, nil
 	}
+}
+
+// allocDeferred is alloc for clusters that only entries written by the
+// write-back will point at: the refcounts are written with those entries
+// (flushPending), one write per block for many allocations.
+func (r *refcounts) allocDeferred(n int64) (int64, error) {
+	if r.q.creating {
+		return r.alloc(n)
+	}
+	r.deferring = true
+	defer func() { r.deferring = false }()
+	return r.alloc(n)
+}
+
+// flushPending writes the refcount changes allocDeferred made, in file
+// order.
+func (r *refcounts) flushPending() error {
+	if len(r.pending) == 0 {
+		return nil
+	}
+	offs := make([]int64, 0, len(r.pending))
+	for off := range r.pending {
+		offs = append(offs, off)
+	}
+	slices.Sort(offs)
+	for _, off := range offs {
+		b := r.pending[off]
+		if b.lo < b.hi {
+			blo, bhi := r.byteRange(b.lo, b.hi)
+			if err := r.q.writeMeta(b.buf[blo:bhi], b.offset+blo); err != nil {
+				return err
+			}
+		}
+		b.lo, b.hi = 0, 0
+		delete(r.pending, off)
+		r.blocks.put(off, b)
+	}
+	return nil
 }
 
 // free drops one reference to each cluster of [off, off+length).
@@ -309,6 +360,25 @@ func (r *refcounts) writeBlock(b *refBlock, lo, hi int64) error {
 		r.dirty[b.offset] = b
 		return nil
 	}
+	if r.deferring {
+		if b.lo >= b.hi {
+			b.lo, b.hi = lo, hi
+		} else {
+			b.lo, b.hi = min(b.lo, lo), max(b.hi, hi)
+		}
+		if r.pending == nil {
+			r.pending = map[int64]*refBlock{}
+		}
+		r.pending[b.offset] = b
+		return nil
+	}
+	if b.lo < b.hi {
+		// changes held back in the same block go out with this one
+		lo, hi = min(b.lo, lo), max(b.hi, hi)
+		b.lo, b.hi = 0, 0
+		delete(r.pending, b.offset)
+		r.blocks.put(b.offset, b)
+	}
 	blo, bhi := r.byteRange(lo, hi)
 	return r.q.writeMeta(b.buf[blo:bhi], b.offset+blo)
 }
@@ -317,6 +387,12 @@ func (r *refcounts) writeBlock(b *refBlock, lo, hi int64) error {
 // (qemu's alloc_refcount_block) and returns errAgain when done.
 func (r *refcounts) allocBlock(ci int64) error {
 	q := r.q
+	// the new block's own refcount and the table are written through:
+	// the block is hooked into the file at once
+	if r.deferring {
+		r.deferring = false
+		defer func() { r.deferring = true }()
+	}
 	ti := ci >> r.blockBits
 	nb, err := r.allocNoRef(1)
 	if err != nil {

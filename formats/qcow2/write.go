@@ -305,7 +305,7 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 			bitmaps[i] = uint64(^uint32(0))
 		}
 	}
-	host, err := q.allocData(c0, k)
+	host, err := q.allocDataDeferred(c0, k)
 	if err != nil {
 		return err
 	}
@@ -460,6 +460,15 @@ func (q *Image) allocData(c0, k int64) (int64, error) {
 		return c0 << q.clusterBits, nil
 	}
 	return q.rc.alloc(k)
+}
+
+// allocDataDeferred is allocData for clusters whose entries go through
+// the write-back: their refcounts are written with the entries.
+func (q *Image) allocDataDeferred(c0, k int64) (int64, error) {
+	if q.data != nil {
+		return c0 << q.clusterBits, nil
+	}
+	return q.rc.allocDeferred(k)
 }
 
 // releaseEntry drops the reference an L2 entry held, once the entry that

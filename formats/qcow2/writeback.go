@@ -5,8 +5,9 @@ package qcow2
 // written by flushMetaLocked, which orders the file as the write order
 // needs it to survive a crash of the process or of the machine:
 //
-//  1. sync: the refcounts of every cluster the new entries point at, and
-//     the data and new tables in those clusters, are on disk;
+//  1. write the refcounts held back by allocDeferred, then sync: the
+//     refcounts of every cluster the new entries point at, and the data
+//     and new tables in those clusters, are on disk;
 //  2. write the changed L2 entries, then the changed L1 entries;
 //  3. sync, then drop the references of the clusters that the new entries
 //     replaced (a cluster is reused only once nothing on disk points at it).
@@ -52,6 +53,7 @@ func (q *Image) releaseLater(off, length int64) error {
 
 func (q *Image) flushIfFull() error {
 	if int64(len(q.dirtyL2))*q.clusterSize > maxDirtyBytes && len(q.dirtyL2) > 4 ||
+		q.rc != nil && int64(len(q.rc.pending))*q.clusterSize > maxDirtyBytes ||
 		len(q.dirtyL1) > maxPending || len(q.pendingFree) > maxPending {
 		return q.flushMetaLocked()
 	}
@@ -61,8 +63,14 @@ func (q *Image) flushIfFull() error {
 // flushMetaLocked writes the pending entries and releases in the order
 // above. The caller holds the metadata lock for writing.
 func (q *Image) flushMetaLocked() error {
-	if len(q.dirtyL2) == 0 && len(q.dirtyL1) == 0 && len(q.pendingFree) == 0 {
+	if len(q.dirtyL2) == 0 && len(q.dirtyL1) == 0 && len(q.pendingFree) == 0 &&
+		(q.rc == nil || len(q.rc.pending) == 0) {
 		return nil
+	}
+	if q.rc != nil {
+		if err := q.rc.flushPending(); err != nil {
+			return err
+		}
 	}
 	if err := q.syncFiles(); err != nil {
 		return err
