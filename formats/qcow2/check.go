@@ -90,6 +90,13 @@ func (q *Image) Check(fix image.CheckFix, log io.Writer) (*image.CheckResult, er
 	if fix != 0 && !q.file.Writable() {
 		return nil, image.ErrReadOnly
 	}
+	if q.writable {
+		// what the write path holds back goes to the file first: the
+		// check reads the metadata from there
+		if err := q.flushMetaLocked(); err != nil {
+			return nil, err
+		}
+	}
 	if q.corrupt && q.writable {
 		// a corruption found while repairing made the image unusable, as
 		// qemu makes its node unusable: the check after a repair fails
