@@ -300,14 +300,23 @@ func (n *Node) Reopen(writable bool) error {
 	if writable && n.forceShare {
 		return Errorf(ErrPermission, "force-share=on can only be used with read-only images")
 	}
+	r, reopens := n.drv.(Reopener)
+	var undo []func()
 	if !writable {
 		if err := n.Flush(); err != nil {
 			return err
 		}
+		// A format goes read-only while its files still take writes: it
+		// may have metadata of its own to store first (qcow2 bitmaps).
+		if reopens {
+			if err := r.Reopen(false); err != nil {
+				return err
+			}
+			undo = append(undo, func() { _ = r.Reopen(true) })
+		}
 	}
 	old := n.writable
 	n.writable = writable
-	var undo []func()
 	fail := func(err error) error {
 		n.writable = old
 		for i := len(undo) - 1; i >= 0; i-- {
@@ -347,8 +356,8 @@ func (n *Node) Reopen(writable bool) error {
 			return fail(err)
 		}
 	}
-	if r, ok := n.drv.(Reopener); ok {
-		if err := r.Reopen(writable); err != nil {
+	if reopens && writable {
+		if err := r.Reopen(true); err != nil {
 			return fail(err)
 		}
 	}

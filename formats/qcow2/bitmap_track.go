@@ -8,8 +8,7 @@ import (
 )
 
 // Dirty tracking: what an image opened read/write owes its persistent
-// bitmaps, as qemu does it. The write path is to call, once it maintains
-// bitmaps instead of refusing images that have them (write.go):
+// bitmaps, as qemu does it. The write path calls:
 //
 //   - startBitmapTracking when the image is opened read/write (before the
 //     first guest write): the enabled bitmaps are loaded, and every
@@ -23,7 +22,7 @@ import (
 //     switch. A process that dies before leaves the bitmaps in-use, which
 //     info and check report and only --remove accepts.
 //
-// The tracker lives beside the Image until the Image carries it.
+// The tracker lives beside the Image in a map keyed by the Image.
 
 type bitmapTracker struct {
 	mu      sync.Mutex

@@ -253,10 +253,24 @@ func (q *Image) dataNode() *image.Node {
 	return q.file
 }
 
-// Close flushes what a writable image has pending and marks it clean.
+// Close flushes what a writable image has pending, stores the bitmaps its
+// writes dirtied (clearing their in-use flags) and marks it clean.
 func (q *Image) Close() error {
 	if !q.writable {
 		return nil
+	}
+	return q.flushAndFinishBitmaps()
+}
+
+// flushAndFinishBitmaps flushes the image, then stores the tracked
+// bitmaps, whose new directory must not reach the file before the data
+// and tables it covers.
+func (q *Image) flushAndFinishBitmaps() error {
+	if err := q.Flush(); err != nil {
+		return err
+	}
+	if err := q.finishBitmapTracking(); err != nil {
+		return err
 	}
 	return q.Flush()
 }

@@ -21,6 +21,11 @@ func (q *Image) Reopen(writable bool) error {
 		}
 		return nil
 	}
+	if q.rc != nil && !q.corrupt {
+		if err := q.flushAndFinishBitmaps(); err != nil {
+			return err
+		}
+	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
 	if q.rc != nil && !q.corrupt {

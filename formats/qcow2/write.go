@@ -21,12 +21,10 @@ import (
 // worst, never two owners of one cluster.
 
 // openWritable prepares an image opened read/write: it loads the refcount
-// table and refuses what qimg cannot keep consistent yet.
+// table, repairs a dirty image and starts tracking writes in the enabled
+// persistent bitmaps (bitmap_track.go).
 func (q *Image) openWritable() error {
 	h := q.h
-	if h.autoclear&autoclearBitmaps != 0 && h.bitmaps != nil && h.bitmaps.nbBitmaps > 0 {
-		return image.NotSupported("%s: writing to qcow2 images with persistent bitmaps", q.filename)
-	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
 		return fmt.Errorf("Could not read refcount table: %w", err)
@@ -46,6 +44,9 @@ func (q *Image) openWritable() error {
 		if err := q.writeHeader(); err != nil {
 			return err
 		}
+	}
+	if h.autoclear&autoclearBitmaps != 0 && h.bitmaps != nil && h.bitmaps.nbBitmaps > 0 {
+		return q.startBitmapTracking()
 	}
 	return nil
 }
@@ -121,6 +122,7 @@ func (q *Image) checkWritable() error {
 // WriteAt writes guest data. Writes into clusters the image owns alone go
 // straight to the file; others allocate under the metadata lock.
 func (q *Image) WriteAt(p []byte, off int64) (int, error) {
+	q.markBitmapsDirty(off, int64(len(p)))
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)

@@ -16,6 +16,7 @@ var zeroes [1 << maxClusterBits]byte
 // whole subclusters) get zero flags, keeping their host clusters unless
 // unmap; partial ones are written. Version 2 images have no zero flag.
 func (q *Image) WriteZeroes(off, length int64, unmap bool) error {
+	q.markBitmapsDirty(off, length)
 	cs := q.clusterSize
 	for length > 0 {
 		cStart := off &^ (cs - 1)
@@ -145,6 +146,7 @@ func (q *Image) zeroSubclusters(off, n int64) error {
 // backing file, or zeroes) and their host clusters are freed. Parts of
 // clusters are left as they are, which a discard allows.
 func (q *Image) Discard(off, length int64) error {
+	q.markBitmapsDirty(off, length)
 	cs := q.clusterSize
 	if q.data != nil && q.h.autoclear&autoclearDataFileRaw != 0 {
 		return nil // the raw data file keeps the guest's data
