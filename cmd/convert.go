@@ -113,7 +113,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "read sources that another process uses")
 	f.BoolVar(&o.targetIsZero, "target-is-zero", false, "the existing target reads as zeroes (with -n)")
 	f.BoolVar(&o.salvage, "salvage", false, "turn read errors into zeroes")
-	f.BoolVar(&o.bitmaps, "bitmaps", false, "copy persistent bitmaps (not supported yet)")
+	f.BoolVar(&o.bitmaps, "bitmaps", false, "copy the persistent bitmaps of the source (qcow2 targets)")
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
 	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")

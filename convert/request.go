@@ -117,7 +117,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		return image.Errorf(image.ErrUnsupported, "Failed to load snapshot: internal snapshots are not supported yet")
 	}
 	if r.Bitmaps {
-		return image.Errorf(image.ErrUnsupported, "--bitmaps is not supported yet")
+		if err := r.checkBitmaps(sources); err != nil {
+			return err
+		}
 	}
 	created := false
 	if !r.NoCreate {
@@ -151,6 +153,15 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !isDevice(r.Target)}
 	if err := Run(ctx, c); err != nil {
 		return err
+	}
+	if r.Bitmaps {
+		warn := r.Options.Warn
+		if warn == nil {
+			warn = func(string) {}
+		}
+		if err := r.copyBitmaps(sources[0], target, warn); err != nil {
+			return err
+		}
 	}
 	if err := target.Flush(); err != nil {
 		return fmt.Errorf("error while flushing the target: %w", err)

@@ -288,3 +288,7 @@ func (q *Image) checkBitmapConstraints(name string, granularity int64) error {
 	}
 	return nil
 }
+
+// SupportsBitmaps reports whether the image can store persistent bitmaps
+// at all: version 3 images only.
+func (q *Image) SupportsBitmaps() bool { return q.h.version >= 3 }

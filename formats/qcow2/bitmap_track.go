@@ -101,3 +101,30 @@ func (q *Image) finishBitmapTracking() error {
 	defer t.mu.Unlock()
 	return q.StoreBitmaps(t.set)
 }
+
+// trackStoredBitmaps keeps the set a clean close will store in step with
+// a set stored while the image is open (convert --bitmaps adds bitmaps to
+// a target it has written): bitmaps no longer stored are dropped, new
+// ones are kept with their stored content.
+func (q *Image) trackStoredBitmaps(stored []image.BitmapUpdate) {
+	v, ok := bitmapTrackers.Load(q)
+	if !ok {
+		return
+	}
+	t := v.(*bitmapTracker)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var set []image.BitmapUpdate
+	for _, s := range stored {
+		u := image.BitmapUpdate{BitmapInfo: s.BitmapInfo}
+		u.InUse = false
+		for _, old := range t.set {
+			if old.Name == s.Name {
+				u = old
+				break
+			}
+		}
+		set = append(set, u)
+	}
+	t.set = set
+}

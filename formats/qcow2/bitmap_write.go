@@ -48,7 +48,11 @@ func (q *Image) StoreBitmaps(set []image.BitmapUpdate) error {
 	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	return q.commitBitmaps(old, plan)
+	if err := q.commitBitmaps(old, plan); err != nil {
+		return err
+	}
+	q.trackStoredBitmaps(set)
+	return nil
 }
 
 // bitmapPlan is the validated new directory: entries whose table is kept
