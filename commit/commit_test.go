@@ -2,6 +2,7 @@ package commit
 
 import (
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"testing"
 
 	"qimg/image"
@@ -11,11 +12,11 @@ import (
 // name, by the name it was opened by, or by any path to the same file;
 // never the top itself.
 func TestFindBase(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "l0.qcow2"), "1M")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "l0.qcow2", "-F", "qcow2", filepath.Join(dir, "l1.qcow2"))
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "l1.qcow2", "-F", "qcow2", filepath.Join(dir, "l2.qcow2"))
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", filepath.Join(dir, "l0.qcow2"), "1M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "l0.qcow2", "-F", "qcow2", filepath.Join(dir, "l1.qcow2"))
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "l1.qcow2", "-F", "qcow2", filepath.Join(dir, "l2.qcow2"))
 	top, err := image.Open(filepath.Join(dir, "l2.qcow2"), image.OpenOptions{Claim: TopClaim})
 	if err != nil {
 		t.Fatal(err)

@@ -3,12 +3,12 @@ package commit
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,24 +18,6 @@ import (
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
 )
-
-func needQemu(t *testing.T) {
-	t.Helper()
-	for _, p := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skip("needs qemu-img and qemu-io")
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // TestKillHelper is the committing process of TestKillWhileCommitting: it
 // runs only when started by it (QIMG_COMMIT_KILL_TOP set), prints
@@ -54,48 +36,29 @@ func TestKillHelper(t *testing.T) {
 	fmt.Println("done")
 }
 
-// checkClean runs qemu-img check: leaks are allowed, nothing else.
-func checkClean(t *testing.T, img, when string) int64 {
-	t.Helper()
-	res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
-	var r struct {
-		CheckErrors int64 `json:"check-errors"`
-		Corruptions int64 `json:"corruptions"`
-		Leaks       int64 `json:"leaks"`
-	}
-	if err := json.Unmarshal(res, &r); err != nil {
-		t.Fatalf("%s: qemu-img check %s: %v\n%s", when, img, err, res)
-	}
-	if r.Corruptions != 0 || r.CheckErrors != 0 {
-		human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
-		t.Fatalf("%s: %s: %d corruptions, %d check errors\n%s", when, img, r.Corruptions, r.CheckErrors, human)
-	}
-	return r.Leaks
-}
-
 // TestKillWhileCommitting kills a commit (SIGKILL) at random moments, in
 // the copy and in the emptying of the top: no image may be corrupt, what
 // the top shows must not change, and committing again must finish the job.
 func TestKillWhileCommitting(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
 		t.Skip("short")
 	}
 	src := t.TempDir()
 	mk := func(name string, args ...string) string {
 		p := filepath.Join(src, name)
-		run(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, args...), p)...)
+		qemutest.Run(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, args...), p)...)
 		return p
 	}
 	l0 := mk("l0.qcow2", "-o", "cluster_size=4096", "-o", "size=24M")
-	run(t, "qemu-io", "-c", "write -P 1 0 24M", l0)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 1 0 24M", l0)
 	l1 := mk("l1.qcow2", "-o", "cluster_size=16384", "-b", "l0.qcow2", "-F", "qcow2")
-	run(t, "qemu-io", "-c", "write -P 2 1M 6M", "-c", "write -z 8M 2M", "-c", "discard 12M 1M", l1)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 2 1M 6M", "-c", "write -z 8M 2M", "-c", "discard 12M 1M", l1)
 	l2 := mk("l2.qcow2", "-o", "cluster_size=4096", "-b", "l1.qcow2", "-F", "qcow2", "-o", "size=28M")
-	run(t, "qemu-io", "-c", "write -P 3 4M 5M", "-c", "write -z 14M 3M", "-c", "discard 2M 512k",
+	qemutest.Run(t, "qemu-io", "-c", "write -P 3 4M 5M", "-c", "write -z 14M 3M", "-c", "discard 2M 512k",
 		"-c", "write -P 4 20M 7M", "-c", "write -P 5 10000 70000", l2)
 	want := filepath.Join(src, "want.raw")
-	run(t, "qemu-img", "convert", "-O", "raw", l2, want)
+	qemutest.Run(t, "qemu-img", "convert", "-O", "raw", l2, want)
 
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	bases := []string{"", "l0.qcow2"}
@@ -104,7 +67,7 @@ func TestKillWhileCommitting(t *testing.T) {
 	for i := -1; i < 12; i++ {
 		dir := t.TempDir()
 		for _, n := range []string{"l0.qcow2", "l1.qcow2", "l2.qcow2"} {
-			run(t, "cp", filepath.Join(src, n), dir)
+			qemutest.Run(t, "cp", filepath.Join(src, n), dir)
 		}
 		top := filepath.Join(dir, "l2.qcow2")
 		base := bases[(i+2)%len(bases)]
@@ -142,9 +105,9 @@ func TestKillWhileCommitting(t *testing.T) {
 		when := fmt.Sprintf("commit -b %q killed after %v (%s)", base, delay, strings.TrimSpace(rest))
 		var leaks int64
 		for _, n := range []string{"l0.qcow2", "l1.qcow2", "l2.qcow2"} {
-			leaks += checkClean(t, filepath.Join(dir, n), when)
+			leaks += qemutest.CheckNoCorruption(t, filepath.Join(dir, n), when)
 		}
-		if out := run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
+		if out := qemutest.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
 			t.Fatalf("%s: the top changed: %s", when, out)
 		}
 		// committing again completes the job
@@ -156,10 +119,10 @@ func TestKillWhileCommitting(t *testing.T) {
 		if base != "" {
 			into = filepath.Join(dir, base)
 		}
-		if out := run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", into, want); !strings.Contains(out, "identical") {
+		if out := qemutest.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", into, want); !strings.Contains(out, "identical") {
 			t.Fatalf("%s: after committing again: %s", when, out)
 		}
-		checkClean(t, into, when+", committed again")
+		qemutest.CheckNoCorruption(t, into, when+", committed again")
 		t.Logf("%s: %d leaked clusters", when, leaks)
 	}
 }

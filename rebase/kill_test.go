@@ -3,12 +3,12 @@ package rebase
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,24 +18,6 @@ import (
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
 )
-
-func needQemu(t *testing.T) {
-	t.Helper()
-	for _, p := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skip("needs qemu-img and qemu-io")
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // TestKillHelper is the rebasing process of TestKillWhileRebasing: it runs
 // only when started by it (QIMG_REBASE_KILL_IMAGE set).
@@ -57,46 +39,28 @@ func TestKillHelper(t *testing.T) {
 	fmt.Println("done")
 }
 
-func checkClean(t *testing.T, img, when string) int64 {
-	t.Helper()
-	res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
-	var r struct {
-		CheckErrors int64 `json:"check-errors"`
-		Corruptions int64 `json:"corruptions"`
-		Leaks       int64 `json:"leaks"`
-	}
-	if err := json.Unmarshal(res, &r); err != nil {
-		t.Fatalf("%s: qemu-img check %s: %v\n%s", when, img, err, res)
-	}
-	if r.Corruptions != 0 || r.CheckErrors != 0 {
-		human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
-		t.Fatalf("%s: %s: %d corruptions, %d check errors\n%s", when, img, r.Corruptions, r.CheckErrors, human)
-	}
-	return r.Leaks
-}
-
 // TestKillWhileRebasing kills a safe rebase (SIGKILL) at random moments:
 // no image may be corrupt and what the image shows must not change,
 // whichever backing file its header names afterwards.
 func TestKillWhileRebasing(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
 		t.Skip("short")
 	}
 	src := t.TempDir()
 	mk := func(name string, args ...string) string {
 		p := filepath.Join(src, name)
-		run(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, args...), p)...)
+		qemutest.Run(t, "qemu-img", append(append([]string{"create", "-f", "qcow2"}, args...), p)...)
 		return p
 	}
 	old := mk("old.qcow2", "-o", "size=24M")
-	run(t, "qemu-io", "-c", "write -P 1 0 24M", old)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 1 0 24M", old)
 	other := mk("other.qcow2", "-o", "size=20M")
-	run(t, "qemu-io", "-c", "write -P 1 0 12M", "-c", "write -P 7 13M 5M", other)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 1 0 12M", "-c", "write -P 7 13M 5M", other)
 	img := mk("img.qcow2", "-o", "cluster_size=4096", "-b", "old.qcow2", "-F", "qcow2")
-	run(t, "qemu-io", "-c", "write -P 3 4M 3M", "-c", "write -z 14M 1M", "-c", "discard 2M 512k", img)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 3 4M 3M", "-c", "write -z 14M 1M", "-c", "discard 2M 512k", img)
 	want := filepath.Join(src, "want.raw")
-	run(t, "qemu-img", "convert", "-O", "raw", img, want)
+	qemutest.Run(t, "qemu-img", "convert", "-O", "raw", img, want)
 
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	targets := []string{"other.qcow2", ""}
@@ -104,7 +68,7 @@ func TestKillWhileRebasing(t *testing.T) {
 	for i := -1; i < 10; i++ {
 		dir := t.TempDir()
 		for _, n := range []string{"old.qcow2", "other.qcow2", "img.qcow2"} {
-			run(t, "cp", filepath.Join(src, n), dir)
+			qemutest.Run(t, "cp", filepath.Join(src, n), dir)
 		}
 		top := filepath.Join(dir, "img.qcow2")
 		target := targets[(i+2)%len(targets)]
@@ -139,8 +103,8 @@ func TestKillWhileRebasing(t *testing.T) {
 		rest, _ := rd.ReadString('\n')
 		cmd.Wait()
 		when := fmt.Sprintf("rebase -b %q killed after %v (%s)", target, delay, strings.TrimSpace(rest))
-		leaks := checkClean(t, top, when)
-		if out := run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
+		leaks := qemutest.CheckNoCorruption(t, top, when)
+		if out := qemutest.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
 			t.Fatalf("%s: the image changed: %s", when, out)
 		}
 		t.Logf("%s: %d leaked clusters", when, leaks)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"sync"
 	"testing"
 
@@ -148,7 +149,7 @@ func BenchmarkCreatePreallocMetadata1T(b *testing.B) {
 		}
 		for i := 0; i < b.N; i++ {
 			p := filepath.Join(dir, fmt.Sprintf("e%d.qcow2", i))
-			run(b, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "1T")
+			qemutest.Run(b, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation=metadata", p, "1T")
 			os.Remove(p)
 		}
 	})

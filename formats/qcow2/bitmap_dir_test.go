@@ -4,6 +4,7 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"testing"
 
 	"qimg/image"
@@ -14,7 +15,7 @@ import (
 // error or succeed, never panic, and a refused store leaves the file as
 // it was.
 func TestBitmapDirMutations(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	orig := filepath.Join(dir, "orig.qcow2")
 	mustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4k", orig, "64M")

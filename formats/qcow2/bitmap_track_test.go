@@ -3,6 +3,7 @@ package qcow2
 import (
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"reflect"
 	"strings"
 	"testing"
@@ -14,7 +15,7 @@ import (
 // to run them: bitmaps in-use while the image is open, the enabled one
 // dirtied, both consistent again after the clean end, as qemu sees it.
 func TestBitmapTracking(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	img := filepath.Join(t.TempDir(), "t.qcow2")
 	mustRun(t, "qemu-img", "create", "-f", "qcow2", img, "64M")
 	mustRun(t, "qemu-img", "bitmap", "--add", img, "b0")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"reflect"
 	"testing"
 	"time"
@@ -37,7 +38,7 @@ func bitmapPattern(size int64) *image.DirtyBitmap {
 }
 
 func TestStoreBitmapsRoundTrip(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "a.qcow2")
 	mustRun(t, "qemu-img", "create", "-f", "qcow2", "-o", "cluster_size=4k", img, "300M")
@@ -124,7 +125,7 @@ func TestBitmapKillHelper(t *testing.T) {
 // transactions: qemu-img check finds leaks at worst, and the image holds
 // either the old or the new set, with intact bits.
 func TestKillWhileStoringBitmaps(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
 		t.Skip("short")
 	}

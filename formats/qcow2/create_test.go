@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strings"
 	"testing"
 
@@ -33,10 +34,10 @@ func createImage(t testing.TB, path, opts string, size int64) {
 // structures (including refcount table growth), L1, preallocated L2
 // tables and data placement.
 func TestCreateMatchesQemu(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	base := filepath.Join(dir, "base.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "7M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, "7M")
 	cases := []struct {
 		opts string
 		size string
@@ -82,7 +83,7 @@ func TestCreateMatchesQemu(t *testing.T) {
 				}
 				size = n
 			}
-			run(t, "qemu-img", args...)
+			qemutest.Run(t, "qemu-img", args...)
 			opts := strings.ReplaceAll(c.opts, "d1.data", "e1.data")
 			opts = strings.ReplaceAll(opts, "d2.data", "e2.data")
 			createImage(t, got, opts, size)
@@ -99,7 +100,7 @@ func TestCreateMatchesQemu(t *testing.T) {
 					t.Fatalf("files differ at byte %#x: qemu-img %#x, qimg %#x", i, a[i], b[i])
 				}
 			}
-			if out := run(t, "qemu-img", "check", got); !strings.Contains(out, "No errors were found") {
+			if out := qemutest.Run(t, "qemu-img", "check", got); !strings.Contains(out, "No errors were found") {
 				t.Fatalf("qemu-img check: %s", out)
 			}
 		})

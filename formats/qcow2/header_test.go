@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"qimg/internal/qemutest"
 	"testing"
 )
 
@@ -53,7 +54,7 @@ func writeSeed(t *testing.T, b []byte) string {
 
 func qemuCheckIfPresent(t *testing.T, path string) {
 	t.Helper()
-	if haveQemu() {
+	if qemutest.Have("qemu-img", "qemu-io") {
 		qemuCheck(t, path)
 	}
 }

@@ -2,12 +2,12 @@ package qcow2
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strconv"
 	"syscall"
 	"testing"
@@ -71,7 +71,7 @@ func TestKillHelper(t *testing.T) {
 // random moments; qemu-img check must then find no corruption (leaked
 // clusters are allowed).
 func TestKillWhileWriting(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
 		t.Skip("short")
 	}
@@ -106,19 +106,7 @@ func TestKillWhileWriting(t *testing.T) {
 		time.Sleep(delay)
 		cmd.Process.Signal(syscall.SIGKILL)
 		cmd.Wait()
-		res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
-		var r struct {
-			CheckErrors int64 `json:"check-errors"`
-			Corruptions int64 `json:"corruptions"`
-			Leaks       int64 `json:"leaks"`
-		}
-		if err := json.Unmarshal(res, &r); err != nil {
-			t.Fatalf("%s after %v: qemu-img check: %v\n%s", c.opts, delay, err, res)
-		}
-		if r.Corruptions != 0 || r.CheckErrors != 0 {
-			human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
-			t.Fatalf("%s killed after %v: %d corruptions\n%s", c.opts, delay, r.Corruptions, human)
-		}
-		t.Logf("%s killed after %v: %d leaked clusters", c.opts, delay, r.Leaks)
+		leaks := qemutest.CheckNoCorruption(t, img, fmt.Sprintf("%s killed after %v", c.opts, delay))
+		t.Logf("%s killed after %v: %d leaked clusters", c.opts, delay, leaks)
 	}
 }

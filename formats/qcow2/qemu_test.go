@@ -4,49 +4,14 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
+	"qimg/internal/qemutest"
 	"testing"
 
 	_ "qimg/formats/file"
 	_ "qimg/formats/raw"
 	"qimg/image"
 )
-
-// needQemu skips a test when qemu-img is missing, unless
-// QIMG_REQUIRE_QEMU=1 makes that a failure.
-func needQemu(t testing.TB) {
-	t.Helper()
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
-				t.Fatalf("%s not found and QIMG_REQUIRE_QEMU=1", tool)
-			}
-			t.Skipf("%s not found", tool)
-		}
-	}
-}
-
-// haveQemu reports whether qemu-img and qemu-io are on PATH.
-func haveQemu() bool {
-	for _, tool := range []string{"qemu-img", "qemu-io"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return false
-		}
-	}
-	return true
-}
-
-// run runs a qemu tool and fails the test on error.
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 // qemuIO runs qemu-io commands on a qcow2 image.
 func qemuIO(t testing.TB, img string, cmds ...string) {
@@ -56,14 +21,14 @@ func qemuIO(t testing.TB, img string, cmds ...string) {
 		args = append(args, "-c", c)
 	}
 	args = append(args, img)
-	run(t, "qemu-io", args...)
+	qemutest.Run(t, "qemu-io", args...)
 }
 
 // rawOf is what qemu-img convert -O raw makes of an image.
 func rawOf(t testing.TB, img string) []byte {
 	t.Helper()
 	out := filepath.Join(t.TempDir(), "raw")
-	run(t, "qemu-img", "convert", "-O", "raw", img, out)
+	qemutest.Run(t, "qemu-img", "convert", "-O", "raw", img, out)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -150,7 +115,7 @@ func guestWrites(cs int64, compressed bool) []string {
 }
 
 func TestReadMatchesQemu(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	type combo struct {
 		compat   string
@@ -183,7 +148,7 @@ func TestReadMatchesQemu(t *testing.T) {
 			if c.cs > 1<<20 {
 				size = "12M"
 			}
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, img, size)
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", opts, img, size)
 			qemuIO(t, img, guestWrites(c.cs, true)...)
 			compareWithQemu(t, img)
 		})
@@ -201,7 +166,7 @@ func onOff(b bool) string {
 // pattern over parts of the one below, with zero writes and discards in
 // the upper layers and a base shorter than the top.
 func TestReadChain(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, ext := range []bool{false, true} {
 		t.Run(fmt.Sprintf("extended_l2=%v", ext), func(t *testing.T) {
 			dir := t.TempDir()
@@ -209,11 +174,11 @@ func TestReadChain(t *testing.T) {
 			mid := filepath.Join(dir, "mid.qcow2")
 			top := filepath.Join(dir, "top.qcow2")
 			o := "extended_l2=" + onOff(ext)
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, base, "3M")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, base, "3M")
 			qemuIO(t, base, "write -P 1 0 3M")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, "-b", "base.qcow2", "-F", "qcow2", mid, "4M")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, "-b", "base.qcow2", "-F", "qcow2", mid, "4M")
 			qemuIO(t, mid, "write -P 2 64k 4k", "write -P 2 1m 200k", "write -z 2m 64k", "discard 0 64k", "write -P 2 3m 1m")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, "-b", "mid.qcow2", "-F", "qcow2", top, "5M")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", o, "-b", "mid.qcow2", "-F", "qcow2", top, "5M")
 			qemuIO(t, top, "write -P 3 66k 1k", "write -P 3 1100k 3k", "write -z 2100k 8k", "write -P 3 4m 100k")
 			compareWithQemu(t, top)
 			compareWithQemu(t, mid)
@@ -226,19 +191,19 @@ func TestReadChain(t *testing.T) {
 		if err := os.WriteFile(base, bytes.Repeat([]byte{9}, 100000), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top, "1M")
+		qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.raw", "-F", "raw", top, "1M")
 		qemuIO(t, top, "write -P 3 4k 1k")
 		compareWithQemu(t, top)
 	})
 }
 
 func TestReadDataFile(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, raw := range []bool{false, true} {
 		t.Run(fmt.Sprintf("data_file_raw=%v", raw), func(t *testing.T) {
 			dir := t.TempDir()
 			img := filepath.Join(dir, "img.qcow2")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, "img.data")+",data_file_raw="+onOff(raw), img, "4M")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "data_file="+filepath.Join(dir, "img.data")+",data_file_raw="+onOff(raw), img, "4M")
 			qemuIO(t, img, guestWrites(65536, false)...)
 			compareWithQemu(t, img)
 		})
@@ -246,11 +211,11 @@ func TestReadDataFile(t *testing.T) {
 }
 
 func TestReadPreallocated(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, mode := range []string{"metadata", "falloc", "full"} {
 		t.Run(mode, func(t *testing.T) {
 			img := filepath.Join(t.TempDir(), "img.qcow2")
-			run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation="+mode, img, "3M")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "preallocation="+mode, img, "3M")
 			qemuIO(t, img, "write -P 5 100k 10k", "write -z 1m 64k")
 			compareWithQemu(t, img)
 		})
@@ -261,7 +226,7 @@ func TestReadPreallocated(t *testing.T) {
 // (every cluster compressed where it shrinks), zlib and zstd, several
 // cluster sizes.
 func TestReadConvertCompressed(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.raw")
 	b := make([]byte, 3<<20+12345)
@@ -281,7 +246,7 @@ func TestReadConvertCompressed(t *testing.T) {
 	for _, ct := range []string{"zlib", "zstd"} {
 		for _, cs := range []string{"4k", "64k", "2M"} {
 			img := filepath.Join(dir, ct+cs+".qcow2")
-			run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct+",cluster_size="+cs, src, img)
+			qemutest.Run(t, "qemu-img", "convert", "-c", "-O", "qcow2", "-o", "compression_type="+ct+",cluster_size="+cs, src, img)
 			compareWithQemu(t, img)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"qimg/internal/qemutest"
 	"strings"
 	"sync"
 	"testing"
@@ -77,7 +78,7 @@ type writeCase struct {
 }
 
 func TestWriteThenQemuCheck(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	cases := []writeCase{
 		{name: "default", size: 6 << 20, compress: true, discard: true},
 		{name: "v2", opts: "compat=0.10", size: 5 << 20, compress: true, discard: true},
@@ -105,7 +106,7 @@ func writeScenario(t *testing.T, c writeCase) {
 	m := &model{data: make([]byte, c.size)}
 	if c.backing {
 		base := filepath.Join(dir, "base.qcow2")
-		run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, fmt.Sprint(c.size-1<<20))
+		qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", base, fmt.Sprint(c.size-1<<20))
 		qemuIO(t, base, "write -P 0xbb 0 100k", "write -P 0xcc 1m 1500k")
 		m.backing = rawOf(t, base)
 		copy(m.data, m.backing)
@@ -197,12 +198,12 @@ func firstDiff(a, b []byte) int {
 // wrote (compressed and zero clusters, a snapshot sharing clusters), then
 // checks with qemu-img and qemu-io.
 func TestWriteIntoQemuImage(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "4M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "4M")
 	qemuIO(t, img, "write -P 1 0 1m", "write -c -P 2 1m 64k", "write -z 2m 64k")
-	run(t, "qemu-img", "snapshot", "-c", "snap", img)
+	qemutest.Run(t, "qemu-img", "snapshot", "-c", "snap", img)
 	n := openWritable(t, img)
 	p := bytes.Repeat([]byte{7}, 10000)
 	for _, off := range []int64{100, 1<<20 + 3000, 2<<20 + 5, 3 << 20} {
@@ -214,15 +215,15 @@ func TestWriteIntoQemuImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	qemuCheck(t, img)
-	out := run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 7 100 10000", "-c", "read -P 1 10100 10000",
+	out := qemutest.Run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 7 100 10000", "-c", "read -P 1 10100 10000",
 		"-c", "read -P 7 1051576 10000", "-c", "read -P 2 1061576 1000", "-c", "read -P 7 2097157 10000",
 		"-c", "read -P 0 2107157 1000", "-c", "read -P 7 3m 10000", img)
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("qemu-io: %s", out)
 	}
 	// the snapshot still has the old data
-	run(t, "qemu-img", "snapshot", "-a", "snap", img)
-	out = run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 1 0 1m", "-c", "read -P 2 1m 64k", img)
+	qemutest.Run(t, "qemu-img", "snapshot", "-a", "snap", img)
+	out = qemutest.Run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 1 0 1m", "-c", "read -P 2 1m 64k", img)
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("snapshot changed: %s", out)
 	}
@@ -231,7 +232,7 @@ func TestWriteIntoQemuImage(t *testing.T) {
 // TestConcurrentWriters writes disjoint regions from many goroutines while
 // others read, as the copy engine does.
 func TestConcurrentWriters(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	img := filepath.Join(t.TempDir(), "img.qcow2")
 	createImage(t, img, "cluster_size=4096", 16<<20)
 	n := openWritable(t, img)
@@ -283,10 +284,10 @@ func TestConcurrentWriters(t *testing.T) {
 // TestOverlapRefused: a write through an L2 entry that points at
 // metadata is refused and the image marked corrupt.
 func TestOverlapRefused(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, target := range []string{"refcount table", "active L2 table", "refcount block"} {
 		img := filepath.Join(t.TempDir(), "img.qcow2")
-		run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
+		qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", img, "1M")
 		qemuIO(t, img, "write -P 1 0 64k")
 		// point guest cluster 0 at metadata
 		b := readFile(t, img)
@@ -317,9 +318,9 @@ var seedOffset = func() int64 {
 // TestDirtyImageRepaired: an image left dirty by a process using lazy
 // refcounts is repaired when qimg opens it read/write.
 func TestDirtyImageRepaired(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	img := filepath.Join(t.TempDir(), "img.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", img, "8M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "lazy_refcounts=on,cluster_size=4096", img, "8M")
 	exec.Command("qemu-io", "-f", "qcow2", "-c", "write -P 3 0 3m", "-c", "write -P 4 5m 1m", "-c", "abort", img).Run()
 	n, err := image.Open(img, image.OpenOptions{Format: "qcow2", Claim: image.ClaimRead})
 	if err != nil {
@@ -338,11 +339,11 @@ func TestDirtyImageRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	qemuCheck(t, img)
-	out := run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 3 0 3m", "-c", "read -P 4 5m 1m", "-c", "read -P 9 7m 1", img)
+	out := qemutest.Run(t, "qemu-io", "-f", "qcow2", "-c", "read -P 3 0 3m", "-c", "read -P 4 5m 1m", "-c", "read -P 9 7m 1", img)
 	if strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("data lost: %s", out)
 	}
-	if out := run(t, "qemu-img", "info", img); strings.Contains(out, "cleanly shut down: no") {
+	if out := qemutest.Run(t, "qemu-img", "info", img); strings.Contains(out, "cleanly shut down: no") {
 		t.Fatalf("still dirty:\n%s", out)
 	}
 }
@@ -350,12 +351,12 @@ func TestDirtyImageRepaired(t *testing.T) {
 // TestCheckMatchesQemu compares qimg's check counts with qemu-img's on a
 // clean image, an image with leaks and one with refcounts too low.
 func TestCheckMatchesQemu(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img.qcow2")
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "8M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", img, "8M")
 	qemuIO(t, img, "write -P 1 0 1m", "write -c -P 2 2m 64k", "write -P 3 3m 5k", "write -z 4m 8k")
-	run(t, "qemu-img", "snapshot", "-c", "s", img)
+	qemutest.Run(t, "qemu-img", "snapshot", "-c", "s", img)
 	qemuIO(t, img, "write -P 5 0 8k")
 	compare := func(name string) {
 		t.Helper()
@@ -397,7 +398,7 @@ func TestCheckMatchesQemu(t *testing.T) {
 // subclusters) of the same clusters from different goroutines: no write
 // may be lost to another's copy-on-write.
 func TestConcurrentSameCluster(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, opts := range []string{"cluster_size=65536", "cluster_size=65536,extended_l2=on"} {
 		img := filepath.Join(t.TempDir(), "img.qcow2")
 		createImage(t, img, opts, 8<<20)
@@ -437,7 +438,7 @@ func TestConcurrentSameCluster(t *testing.T) {
 // TestGrowFromEmpty grows an image created with size 0 (no L1 table) and
 // one with data, writes past the old end, and lets qemu check both.
 func TestGrowFromEmpty(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, c := range []struct {
 		opts     string
 		from, to int64
@@ -474,7 +475,7 @@ func TestGrowFromEmpty(t *testing.T) {
 
 // TestShrink shrinks images with data beyond, in and across L2 tables.
 func TestShrink(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	for _, c := range []struct {
 		opts     string
 		from, to int64
@@ -525,12 +526,12 @@ func TestShrink(t *testing.T) {
 // extended L2 entries writes only its subclusters, as qemu does: the file
 // ends after them, and later writes into the cluster fill it in place.
 func TestExtendedL2SubclusterHoles(t *testing.T) {
-	needQemu(t)
+	qemutest.Need(t, "qemu-img", "qemu-io")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "img.qcow2")
 	ref := filepath.Join(dir, "ref.qcow2")
 	createImage(t, img, "extended_l2=on", 4<<20)
-	run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", ref, "4M")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "extended_l2=on", ref, "4M")
 	qemuIO(t, ref, "write -P 1 64k 4k")
 	n := openWritable(t, img)
 	p := bytes.Repeat([]byte{1}, 4096)

@@ -5,6 +5,7 @@ package qemutest
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -83,4 +84,36 @@ func LockedBytes(t testing.TB, path string) []int64 {
 	}
 	slices.Sort(bytes)
 	return slices.Compact(bytes)
+}
+
+// Run runs a tool and returns its combined output, failing the test when
+// it exits non-zero.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// CheckNoCorruption runs qemu-img check on img and fails the test (saying
+// when, for the log) on any corruption or check error; leaks are what a
+// crash may leave, so they are returned, not refused.
+func CheckNoCorruption(t testing.TB, img, when string) (leaks int64) {
+	t.Helper()
+	res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
+	var r struct {
+		CheckErrors int64 `json:"check-errors"`
+		Corruptions int64 `json:"corruptions"`
+		Leaks       int64 `json:"leaks"`
+	}
+	if err := json.Unmarshal(res, &r); err != nil {
+		t.Fatalf("%s: qemu-img check %s: %v\n%s", when, img, err, res)
+	}
+	if r.Corruptions != 0 || r.CheckErrors != 0 {
+		human, _ := exec.Command("qemu-img", "check", img).CombinedOutput()
+		t.Fatalf("%s: %s: %d corruptions, %d check errors\n%s", when, img, r.Corruptions, r.CheckErrors, human)
+	}
+	return r.Leaks
 }
