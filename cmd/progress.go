@@ -1,0 +1,160 @@
+package cmd
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/signal"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+)
+
+// progress prints qemu-img's progress: a start at 0, an update whenever the
+// value moved by more than one point, and 100 at the end. Without -p (or
+// with -q) nothing is drawn, but SIGUSR1 prints the value to stderr.
+type progress struct {
+	mode   string // "", "qemu" (stdout is not a terminal), "bar", "json"
+	stdout io.Writer
+	stderr io.Writer
+
+	mu        sync.Mutex
+	current   float32
+	lastPrint float32
+	done      int64
+	total     int64
+	bar       *progressbar.ProgressBar
+	sig       chan os.Signal
+	quit      chan struct{}
+}
+
+// progressSkip is qemu-img's min_skip: a new line every percent.
+const progressSkip = 1.0
+
+func newProgress(flag string, quiet bool, stdout, stderr io.Writer) *progress {
+	p := &progress{stdout: stdout, stderr: stderr, quit: make(chan struct{})}
+	switch {
+	case quiet || flag == "":
+	case flag == "json":
+		p.mode = "json"
+	case isTerminal(stdout):
+		p.mode = "bar"
+		// bytes that count (data), once the engine knows them
+		p.bar = progressbar.NewOptions64(1,
+			progressbar.OptionSetWriter(stdout),
+			progressbar.OptionSetDescription("converting"),
+			progressbar.OptionSetWidth(40),
+			progressbar.OptionShowBytes(true),
+			progressbar.OptionSetPredictTime(true),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish())
+	default:
+		p.mode = "qemu"
+	}
+	p.sig = make(chan os.Signal, 1)
+	signal.Notify(p.sig, syscall.SIGUSR1)
+	go func() {
+		for {
+			select {
+			case <-p.sig:
+				p.mu.Lock()
+				fmt.Fprintf(p.stderr, "    (%3.2f/100%%)\n", p.current)
+				p.mu.Unlock()
+			case <-p.quit:
+				return
+			}
+		}
+	}()
+	return p
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// update is the engine's callback: bytes done of the bytes that count.
+func (p *progress) update(done, total int64) {
+	p.mu.Lock()
+	p.done, p.total = done, total
+	p.mu.Unlock()
+	if done == 0 {
+		// the engine's start, once the total is known: news for tools
+		// only, qemu-img's lines began with 0 already
+		switch p.mode {
+		case "json":
+			p.print(0)
+		case "bar":
+			p.mu.Lock()
+			p.bar.ChangeMax64(max(total, 1))
+			p.mu.Unlock()
+		}
+		return
+	}
+	if total > 0 {
+		p.print(float32(100 * float64(done) / float64(total)))
+	}
+}
+
+// start prints the first value, before anything is opened, as qemu-img.
+func (p *progress) start() {
+	if p.mode != "json" {
+		p.print(0)
+	}
+}
+
+// print is qemu_progress_print with an absolute value.
+func (p *progress) print(v float32) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	v = min(v, 100)
+	p.current = v
+	if !(v > p.lastPrint+progressSkip || v < p.lastPrint-progressSkip || v == 0 || v == 100) {
+		return
+	}
+	if p.mode == "json" && v == 100 && p.lastPrint == 100 {
+		return // qemu-img's repeated last line is no news
+	}
+	p.lastPrint = v
+	switch p.mode {
+	case "qemu":
+		fmt.Fprintf(p.stdout, "    (%3.2f/100%%)\r", v)
+	case "bar":
+		if v == 100 {
+			p.bar.Set64(p.bar.GetMax64())
+		} else {
+			p.bar.Set64(p.done)
+		}
+	case "json":
+		b, _ := json.Marshal(struct {
+			Type    string  `json:"type"`
+			Done    int64   `json:"done"`
+			Total   int64   `json:"total"`
+			Percent float64 `json:"percent"`
+		}{"progress", p.done, p.total, math.Round(float64(v)*100) / 100})
+		fmt.Fprintf(p.stderr, "%s\n", b)
+	}
+}
+
+// end finishes the output as qemu_progress_end does.
+func (p *progress) end() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch p.mode {
+	case "qemu":
+		fmt.Fprint(p.stdout, "\n")
+	case "bar":
+		p.bar.Finish()
+	}
+	p.mode = ""
+}
+
+func (p *progress) stop() {
+	signal.Stop(p.sig)
+	close(p.quit)
+}
