@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"qimg/convert"
 	"qimg/image"
 )
 
@@ -53,7 +53,7 @@ type copier struct {
 
 	window int64
 	size   int64
-	limit  *limiter
+	limit  *convert.RateLimiter
 	pool   sync.Pool
 
 	mu   sync.Mutex
@@ -98,9 +98,7 @@ func (c *copier) run() error {
 	if c.workers <= 0 {
 		c.workers = DefaultWorkers
 	}
-	if c.rate > 0 {
-		c.limit = &limiter{rate: c.rate}
-	}
+	c.limit = convert.NewRateLimiter(c.rate)
 	c.pool.New = func() any { b := make([]byte, c.window); return &b }
 	if c.progress != nil {
 		c.progress(0, c.size)
@@ -259,7 +257,7 @@ func (c *copier) execute(j *job) error {
 			if _, err := top.ReadAt(buf, p.off); err != nil {
 				return fmt.Errorf("error while reading at byte %d: %w", p.off, err)
 			}
-			if err := c.limit.wait(c.ctx, int64(len(buf))); err != nil {
+			if err := c.limit.Wait(c.ctx, int64(len(buf))); err != nil {
 				return err
 			}
 			if _, err := c.base.WriteAt(buf, p.off); err != nil {
@@ -295,37 +293,4 @@ func (c *copier) zero(off, n int64) error {
 		off += e.Length
 	}
 	return nil
-}
-
-// limiter spaces writes so that at most rate bytes go out per second.
-type limiter struct {
-	rate int64
-	mu   sync.Mutex
-	next time.Time
-}
-
-func (l *limiter) wait(ctx context.Context, n int64) error {
-	if l == nil {
-		return nil
-	}
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	at := l.next
-	l.next = l.next.Add(time.Duration(float64(n) / float64(l.rate) * float64(time.Second)))
-	l.mu.Unlock()
-	d := time.Until(at)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }

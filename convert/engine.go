@@ -117,7 +117,7 @@ type engine struct {
 	base        *image.Node // the target's backing node
 	keepDepth   []int       // per source: chain depth of base in it, -1 if absent
 	chains      [][]*image.Node
-	limit       *limiter
+	limit       *RateLimiter
 	pool        *pool
 
 	progressMu sync.Mutex
@@ -180,9 +180,7 @@ func (e *engine) setup() error {
 	if c := max(e.fullCluster, e.cluster); c > 0 && e.chunk%c != 0 {
 		e.chunk = roundUp(e.chunk, c)
 	}
-	if e.RateLimit > 0 {
-		e.limit = &limiter{rate: e.RateLimit}
-	}
+	e.limit = NewRateLimiter(e.RateLimit)
 	// Offload: a raw target over a protocol that copies ranges itself.
 	if t.Format == "raw" && !e.Compress {
 		if f := t.File(); f != nil {
@@ -960,15 +958,15 @@ func (e *engine) execute(j *job) error {
 		var err error
 		switch o.kind {
 		case opData:
-			if err = e.limit.wait(e.ctx, o.n); err == nil {
+			if err = e.limit.Wait(e.ctx, o.n); err == nil {
 				_, err = e.Target.WriteAt(j.buf.data[o.off-j.off:][:o.n], o.off)
 			}
 		case opCompressed:
-			if err = e.limit.wait(e.ctx, int64(len(o.data))); err == nil {
+			if err = e.limit.Wait(e.ctx, int64(len(o.data))); err == nil {
 				err = e.Target.WriteCompressed(o.off, o.data)
 			}
 		case opCopy:
-			if err = e.limit.wait(e.ctx, o.n); err == nil {
+			if err = e.limit.Wait(e.ctx, o.n); err == nil {
 				err = e.copyRange(j, o)
 			}
 		case opZero:

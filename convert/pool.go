@@ -3,8 +3,6 @@ package convert
 import (
 	"bytes"
 	"context"
-	"sync"
-	"time"
 	"unsafe"
 )
 
@@ -80,39 +78,4 @@ func isZero(b []byte) bool {
 		b = b[k:]
 	}
 	return true
-}
-
-// limiter bounds the write rate (-r) in bytes per second.
-type limiter struct {
-	mu   sync.Mutex
-	rate int64
-	next time.Time
-}
-
-// wait delays the caller so that the bytes written so far, n included, do
-// not exceed the rate.
-func (l *limiter) wait(ctx context.Context, n int64) error {
-	if l == nil || l.rate <= 0 || n <= 0 {
-		return nil
-	}
-	l.mu.Lock()
-	now := time.Now()
-	if l.next.Before(now) {
-		l.next = now
-	}
-	start := l.next
-	l.next = l.next.Add(time.Duration(float64(n) / float64(l.rate) * float64(time.Second)))
-	l.mu.Unlock()
-	d := time.Until(start)
-	if d <= 0 {
-		return nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
