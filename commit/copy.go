@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
 	"qimg/convert"
 	"qimg/image"
 )
@@ -103,36 +101,21 @@ func (c *copier) run() error {
 	if c.progress != nil {
 		c.progress(0, c.size)
 	}
-	g, ctx := errgroup.WithContext(c.ctx)
-	c.ctx = ctx
-	jobs := make(chan *job, c.workers)
-	g.Go(func() error {
-		defer close(jobs)
-		return c.produce(jobs)
-	})
-	for range c.workers {
-		g.Go(func() error {
-			for j := range jobs {
-				if err := c.execute(j); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-	}
-	return g.Wait()
+	return convert.Pipeline(c.ctx, c.workers,
+		c.produce,
+		c.execute)
 }
 
 // produce walks the top's view window by window.
-func (c *copier) produce(jobs chan<- *job) error {
+func (c *copier) produce(ctx context.Context, jobs chan<- *job) error {
 	var ext piece // the rest of the last status answer
 	var bulk *job
 	send := func(j *job) error {
 		select {
 		case jobs <- j:
 			return nil
-		case <-c.ctx.Done():
-			return c.ctx.Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	addBulk := func(p piece) error {
@@ -169,7 +152,7 @@ func (c *copier) produce(jobs chan<- *job) error {
 		return p
 	}
 	for pos := int64(0); pos < c.size; {
-		if err := c.ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p, err := next(pos)
@@ -229,7 +212,7 @@ func (c *copier) produce(jobs chan<- *job) error {
 }
 
 // execute copies a job's data and zeroes into the base.
-func (c *copier) execute(j *job) error {
+func (c *copier) execute(ctx context.Context, j *job) error {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -238,7 +221,7 @@ func (c *copier) execute(j *job) error {
 	}()
 	top := c.above[0]
 	for i := 0; i < len(j.pieces); i++ {
-		if err := c.ctx.Err(); err != nil {
+		if err := ctx.Err(); err != nil {
 			return err
 		}
 		p := j.pieces[i]
@@ -257,7 +240,7 @@ func (c *copier) execute(j *job) error {
 			if _, err := top.ReadAt(buf, p.off); err != nil {
 				return fmt.Errorf("error while reading at byte %d: %w", p.off, err)
 			}
-			if err := c.limit.Wait(c.ctx, int64(len(buf))); err != nil {
+			if err := c.limit.Wait(ctx, int64(len(buf))); err != nil {
 				return err
 			}
 			if _, err := c.base.WriteAt(buf, p.off); err != nil {

@@ -6,8 +6,7 @@ import (
 	"fmt"
 	"sync"
 
-	"golang.org/x/sync/errgroup"
-
+	"qimg/convert"
 	"qimg/image"
 )
 
@@ -63,25 +62,15 @@ func (c *comparer) run() error {
 	if c.progress != nil {
 		c.progress(0, c.size)
 	}
-	g, ctx := errgroup.WithContext(c.ctx)
-	c.ctx = ctx
-	jobs := make(chan *job, c.workers)
-	g.Go(func() error {
-		defer close(jobs)
-		return c.produce(jobs)
-	})
-	for range c.workers {
-		g.Go(func() error {
-			for j := range jobs {
-				if err := c.execute(j); err != nil {
-					return err
-				}
-				c.report(j.n)
+	return convert.Pipeline(c.ctx, c.workers,
+		c.produce,
+		func(ctx context.Context, j *job) error {
+			if err := c.execute(ctx, j); err != nil {
+				return err
 			}
+			c.report(j.n)
 			return nil
 		})
-	}
-	return g.Wait()
 }
 
 func (c *comparer) report(n int64) {
@@ -95,7 +84,7 @@ func (c *comparer) report(n int64) {
 }
 
 // produce cuts the ranges the image does not allocate into windows.
-func (c *comparer) produce(jobs chan<- *job) error {
+func (c *comparer) produce(ctx context.Context, jobs chan<- *job) error {
 	var cur *job
 	send := func() error {
 		if cur == nil {
@@ -106,8 +95,8 @@ func (c *comparer) produce(jobs chan<- *job) error {
 		select {
 		case jobs <- j:
 			return nil
-		case <-c.ctx.Done():
-			return c.ctx.Err()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 	for off := int64(0); off < c.size; {
@@ -177,7 +166,7 @@ func sameImage(a, b *image.Node) bool {
 }
 
 // execute compares a window's spans and copies the clusters that differ.
-func (c *comparer) execute(j *job) error {
+func (c *comparer) execute(ctx context.Context, j *job) error {
 	var bp *[]byte
 	defer func() {
 		if bp != nil {
@@ -186,7 +175,7 @@ func (c *comparer) execute(j *job) error {
 	}()
 	for _, s := range j.spans {
 		for off, end := s.off, s.off+s.n; off < end; {
-			if err := c.ctx.Err(); err != nil {
+			if err := ctx.Err(); err != nil {
 				return err
 			}
 			o, err := look(c.old, c.oldSize, off, end-off)
