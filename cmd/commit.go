@@ -83,19 +83,13 @@ func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) erro
 	if o.progress {
 		mode = "on"
 	}
-	p := newProgress(mode, o.quiet, stdout, stderr)
-	defer p.stop()
-	if p.bar != nil {
-		p.bar.Describe("committing")
-	}
-	req.Progress = p.update
-	p.start()
-	if err := req.Run(context.Background()); err != nil {
-		p.end()
+	err = withProgress(mode, o.quiet, "committing", stdout, stderr, func(report func(done, total int64)) error {
+		req.Progress = report
+		return req.Run(context.Background())
+	})
+	if err != nil {
 		return err
 	}
-	p.print(100)
-	p.end()
 	if !o.quiet {
 		fmt.Fprintln(stdout, "Image committed.")
 	}

@@ -198,20 +198,13 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if os.Getenv("GOMEMLIMIT") == "" {
 		debug.SetMemoryLimit(convertMemoryLimit)
 	}
-	p := newProgress(o.progress, o.quiet, stdout, stderr)
-	defer p.stop()
-	req.Progress = p.update
 	if !o.quiet {
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
-	p.start()
-	if err := req.Run(context.Background()); err != nil {
-		p.end()
-		return err
-	}
-	p.print(100)
-	p.end()
-	return nil
+	return withProgress(o.progress, o.quiet, "", stdout, stderr, func(report func(done, total int64)) error {
+		req.Progress = report
+		return req.Run(context.Background())
+	})
 }
 
 // convertMemoryLimit is the Go heap's soft limit during convert.

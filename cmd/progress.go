@@ -158,3 +158,23 @@ func (p *progress) stop() {
 	signal.Stop(p.sig)
 	close(p.quit)
 }
+
+// withProgress runs an operation that reports its progress through the
+// function it is given, printed as flag asks (see newProgress): 0 first,
+// 100 after a success, the end of the line in any case.
+func withProgress(flag string, quiet bool, describe string, stdout, stderr io.Writer,
+	run func(report func(done, total int64)) error) error {
+	p := newProgress(flag, quiet, stdout, stderr)
+	defer p.stop()
+	if p.bar != nil && describe != "" {
+		p.bar.Describe(describe)
+	}
+	p.start()
+	if err := run(p.update); err != nil {
+		p.end()
+		return err
+	}
+	p.print(100)
+	p.end()
+	return nil
+}

@@ -95,18 +95,12 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	if o.progress {
 		mode = "on"
 	}
-	p := newProgress(mode, o.quiet, stdout, stderr)
-	defer p.stop()
-	if p.bar != nil {
-		p.bar.Describe("rebasing")
-	}
-	req.Progress = p.update
-	p.start()
-	if err := req.Run(context.Background()); err != nil {
-		p.end()
+	err = withProgress(mode, o.quiet, "rebasing", stdout, stderr, func(report func(done, total int64)) error {
+		req.Progress = report
+		return req.Run(context.Background())
+	})
+	if err != nil {
 		return err
 	}
-	p.print(100)
-	p.end()
 	return nil
 }
