@@ -1,7 +1,6 @@
 package image_test
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,7 +9,6 @@ import (
 	"qimg/internal/qemutest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -22,7 +20,7 @@ import (
 func holdWithQemuIO(t *testing.T, path string, args ...string) []int64 {
 	t.Helper()
 	cmd := exec.Command(qemutest.Need(t, "qemu-io"), append(args, path)...)
-	var out syncBuffer
+	var out qemutest.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -186,23 +184,4 @@ func TestQimgHoldsQemuRefused(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "wrote 512/512") {
 		t.Fatalf("qemu-io write after close: %v: %s", err, out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a running process writes while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

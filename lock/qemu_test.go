@@ -1,7 +1,6 @@
 package lock
 
 import (
-	"bytes"
 	"errors"
 	"io"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"qimg/internal/qemutest"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -20,7 +18,7 @@ import (
 type qemuIO struct {
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   syncBuffer
+	out   qemutest.Buffer
 }
 
 func startQemuIO(t *testing.T, path string, want []int64, args ...string) *qemuIO {
@@ -150,23 +148,4 @@ func TestQemuIORefused(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "wrote 512/512") {
 		t.Fatalf("qemu-io write after release: %v: %s", err, out)
 	}
-}
-
-// syncBuffer is a bytes.Buffer that a running process writes while the
-// test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -5,6 +5,7 @@ package qemutest
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -116,4 +118,23 @@ func CheckNoCorruption(t testing.TB, img, when string) (leaks int64) {
 		t.Fatalf("%s: %s: %d corruptions, %d check errors\n%s", when, img, r.Corruptions, r.CheckErrors, human)
 	}
 	return r.Leaks
+}
+
+// Buffer is a bytes.Buffer that a running process may write while the
+// test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *Buffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *Buffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
