@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"io"
 	"slices"
 
 	"qimg/image"
@@ -45,6 +46,9 @@ func (q *Image) StoreBitmaps(set []image.BitmapUpdate) error {
 		if plan, err = q.planBitmaps(old, set); err != nil {
 			return err
 		}
+	}
+	if err := q.checkBeforeFreeing(old, plan); err != nil {
+		return err
 	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
@@ -293,4 +297,35 @@ func (q *Image) releaseOldBitmaps(old []bitmapDirEntry, p *bitmapPlan) {
 		}
 		release(int64(e.tableOffset), int64(e.tableSize)*8)
 	}
+}
+
+// checkBeforeFreeing refuses to store a set that releases the clusters of
+// bitmaps read from the file when the image's references do not add up:
+// a bitmap table of a hostile or damaged image may point at clusters that
+// hold guest data or metadata, and freeing them would hand them out
+// again. The image is unchanged when it refuses.
+func (q *Image) checkBeforeFreeing(old []bitmapDirEntry, p *bitmapPlan) error {
+	kept := map[uint64]bool{}
+	for i, e := range p.entries {
+		if p.data[i] == nil {
+			kept[e.tableOffset] = true
+		}
+	}
+	frees := false
+	for _, e := range old {
+		if !kept[e.tableOffset] {
+			frees = true
+		}
+	}
+	if !frees {
+		return nil
+	}
+	res, err := q.Check(0, io.Discard)
+	if err != nil {
+		return err
+	}
+	if res.Corruptions > 0 || res.CheckErrors > 0 {
+		return image.Errorf(image.ErrCorrupt, "%s: the image has %d refcount errors; freeing bitmap clusters could free data still in use (repair it with 'qimg check -r all')", q.filename, res.Corruptions+res.CheckErrors)
+	}
+	return nil
 }
