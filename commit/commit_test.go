@@ -2,10 +2,10 @@ package commit
 
 import (
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // TestFindBase: -b names an image of the chain by its stored backing

@@ -5,11 +5,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"slices"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 func rawFile(t *testing.T, size int) string {

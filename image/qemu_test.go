@@ -6,13 +6,13 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // holdWithQemuIO runs qemu-io on path with commands from a pipe until the

@@ -6,11 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"qimg/internal/qemutest"
 )
 
 // qemuIO runs qemu-io on path, reading commands from a pipe, and waits

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +16,7 @@ import (
 	_ "qimg/formats/file"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
+	"qimg/internal/qemutest"
 )
 
 // TestKillHelper is the rebasing process of TestKillWhileRebasing: it runs

@@ -7,7 +7,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 func mustCache(t *testing.T, name string) image.CacheMode {

@@ -6,11 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"qimg/internal/qemutest"
 	"strings"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 type mapEntry struct {

@@ -6,12 +6,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"sync"
 	"testing"
 
 	"qimg/create"
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // benchSize is the image size of the read benchmarks

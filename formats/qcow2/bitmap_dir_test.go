@@ -4,10 +4,10 @@ import (
 	"math/rand"
 	"os"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // TestBitmapDirMutations damages the bitmap directory and tables of an

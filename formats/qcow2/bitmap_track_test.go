@@ -3,12 +3,12 @@ package qcow2
 import (
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"reflect"
 	"strings"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // TestBitmapTracking runs the dirty-tracking hooks as the write path is

@@ -8,12 +8,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"reflect"
 	"testing"
 	"time"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // openBitmaps opens an image the way qimg bitmap does.

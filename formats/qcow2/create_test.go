@@ -4,12 +4,12 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strings"
 	"testing"
 
 	"qimg/create"
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // createImage creates an image with qimg's create package.

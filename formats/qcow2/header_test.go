@@ -2,8 +2,9 @@ package qcow2
 
 import (
 	"bytes"
-	"qimg/internal/qemutest"
 	"testing"
+
+	"qimg/internal/qemutest"
 )
 
 // TestUnknownExtensionsPreserved: a header with an extension qimg does

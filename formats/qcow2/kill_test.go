@@ -7,13 +7,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // TestKillHelper is the writing process of TestKillWhileWriting: it runs

@@ -5,12 +5,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"testing"
 
 	_ "qimg/formats/file"
 	_ "qimg/formats/raw"
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 // qemuIO runs qemu-io commands on a qcow2 image.

@@ -10,12 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strings"
 	"sync"
 	"testing"
 
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 func openWritable(t testing.TB, path string) *image.Node {

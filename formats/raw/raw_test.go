@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"qimg/internal/qemutest"
 	"strings"
 	"syscall"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"qimg/formats/file"
 	_ "qimg/formats/raw"
 	"qimg/image"
+	"qimg/internal/qemutest"
 )
 
 func newRaw(t *testing.T, size int) string {
