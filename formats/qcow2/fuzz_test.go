@@ -4,6 +4,14 @@ import (
 	"testing"
 )
 
+// Fuzz targets of the qcow2 parsers, seeded from testdata/qcow2. Run them
+// with a short minimisation, for example
+//
+//	go test -run XXX -fuzz '^FuzzOpen$' -fuzztime 60s -fuzzminimizetime 1x ./formats/qcow2
+//
+// Go minimises every new interesting input by running it again many
+// times; for targets that open a whole image that takes long enough to
+// look like a stalled fuzzer (0 execs/sec) with the default of 60 s.
 var fuzzSeeds = []string{"v2.qcow2", "v3-rb1.qcow2", "ext.qcow2", "snap.qcow2", "backing.qcow2"}
 
 // FuzzParseHeader feeds the header parser arbitrary first clusters.
