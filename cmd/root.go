@@ -110,6 +110,14 @@ neither read (unless -U is given) nor written.`,
 		return fmt.Errorf("%s. %s", flagError(err), tryHelp())
 	})
 	root.Flags().BoolP("version", "V", false, "print the version and exit")
+	var untrusted bool
+	root.PersistentFlags().BoolVar(&untrusted, "untrusted", false,
+		"treat images as hostile: require -f, refuse backing files and external data files")
+	root.PersistentPreRun = func(*cobra.Command, []string) {
+		if untrusted {
+			image.TrustNothing()
+		}
+	}
 	root.DisableFlagsInUseLine = true
 	defaultHelp := root.HelpFunc()
 	root.SetHelpFunc(func(c *cobra.Command, args []string) {

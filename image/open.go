@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // MaxChainDepth bounds backing chains; deeper chains are refused as qemu
@@ -127,10 +128,22 @@ func (n *Node) makeWritable() error {
 	return nil
 }
 
+// trustNothing makes every open of the process untrusted (qimg
+// --untrusted): a switch for the whole process, so that no operation can
+// forget to pass it on.
+var trustNothing atomic.Bool
+
+// TrustNothing makes every later Open refuse format probing, backing
+// files and external data files, as OpenOptions.Untrusted does.
+func TrustNothing() { trustNothing.Store(true) }
+
 // Open opens an image and, unless o.NoBacking, its backing chain, and
 // grants o.Claim on the top node. Nothing is written before every claim of
 // the chain has been granted (and locked on disk).
 func Open(filename string, o OpenOptions) (*Node, error) {
+	if trustNothing.Load() {
+		o.Untrusted = true
+	}
 	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
 	if user.Name == "" {
 		user.Name = "qimg"
