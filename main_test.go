@@ -13,6 +13,8 @@ package main
 //	replace OLD NEW FILE…   replace every OLD by NEW in each FILE, in place
 //	waitlock FILE           wait (up to 30 s) until another process holds a QEMU lock byte on FILE
 //	truncate FILE SIZE      set FILE's length in bytes (creating it)
+//	status N PROG ARGS…     run PROG and require exit status N; its stdout and stderr
+//	                        become the script's (for commands with several failure codes)
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
@@ -102,6 +104,7 @@ func TestScripts(t *testing.T) {
 			"waitlock": cmdWaitlock,
 			"truncate": cmdTruncate,
 			"probes":   cmdProbes,
+			"status":   cmdStatus,
 		},
 	})
 }
@@ -186,6 +189,32 @@ func lockHeld(path string) (bool, error) {
 		return false, err
 	}
 	return fl.Type != unix.F_UNLCK, nil
+}
+
+func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: status N PROG ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	cmd := exec.Command(args[1], args[2:]...)
+	cmd.Dir = ts.Getenv("WORK")
+	cmd.Env = os.Environ()
+	cmd.Env = append(cmd.Env, "PATH="+ts.Getenv("PATH"))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err = cmd.Run()
+	got := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		got = ee.ExitCode()
+	} else if err != nil {
+		ts.Fatalf("%s: %v", args[1], err)
+	}
+	ts.Stdout().Write(stdout.Bytes())
+	ts.Stderr().Write(stderr.Bytes())
+	if got != want {
+		ts.Fatalf("%s exited with status %d, want %d\n%s", args[1], got, want, stderr.String())
+	}
 }
 
 func cmdTruncate(ts *testscript.TestScript, neg bool, args []string) {
