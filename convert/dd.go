@@ -1,0 +1,102 @@
+package convert
+
+import (
+	"context"
+	"fmt"
+
+	"qimg/create"
+	"qimg/image"
+)
+
+// DD is a qemu-img dd operation: bytes [Skip*BlockSize, end) of the input,
+// where end is the input's size or Count blocks, become a new output image
+// of that many bytes.
+type DD struct {
+	Input        string
+	InputFormat  string // "" probes
+	Output       string
+	OutputFormat string // "" is raw
+	BlockSize    int64  // bs=, 512 by default
+	Count        int64  // count=, -1 for the whole input
+	Skip         int64  // skip=, in blocks
+	ForceShare   bool   // -U
+	// Warn receives qemu-img's non-fatal complaints (a skip beyond the
+	// input's end, which copies nothing).
+	Warn func(string)
+}
+
+// ddChunk is how much one read and write carries: dd's block size only
+// decides sizes and offsets, not the I/O pattern.
+const ddChunk = 1 << 20
+
+// Run creates the output and copies. Runs the input reads as zeroes are
+// not written: the new output reads as zeroes there already.
+func (d *DD) Run(ctx context.Context) error {
+	if d.BlockSize <= 0 {
+		d.BlockSize = 512
+	}
+	if d.OutputFormat == "" {
+		d.OutputFormat = "raw"
+	}
+	in, err := image.Open(d.Input, image.OpenOptions{Format: d.InputFormat, Claim: SourceClaim,
+		ForceShare: d.ForceShare, User: "dd input"})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': %w", d.Input, err)
+	}
+	defer in.Close()
+
+	size := in.Size()
+	if d.Count >= 0 && d.Count <= (1<<63-1)/d.BlockSize && d.Count*d.BlockSize < size {
+		size = d.Count * d.BlockSize
+	}
+	skipBeyond := d.Skip > (1<<63-1)/d.BlockSize || size < d.Skip*d.BlockSize
+	outSize := int64(0)
+	if !skipBeyond {
+		outSize = size - d.Skip*d.BlockSize
+	}
+
+	opts, _ := image.ParseOptions("")
+	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts})
+	if err != nil {
+		return fmt.Errorf("%s: %w", d.Output, err)
+	}
+	if err := p.Run(); err != nil {
+		return fmt.Errorf("%s: %w", d.Output, err)
+	}
+	out, err := image.Open(d.Output, image.OpenOptions{Format: d.OutputFormat, Writable: true, Claim: TargetClaim, User: "dd output"})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': %w", d.Output, err)
+	}
+	defer out.Close()
+
+	pos := d.Skip * d.BlockSize
+	if skipBeyond {
+		if d.Warn != nil {
+			d.Warn(fmt.Sprintf("%s: cannot skip to specified offset", d.Input))
+		}
+		pos = size
+	}
+	buf := make([]byte, ddChunk)
+	for outPos := int64(0); pos < size; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		e, err := in.BlockStatusChain(pos, size-pos)
+		if err != nil {
+			return err
+		}
+		n := e.Length
+		if !e.Zero {
+			n = min(n, ddChunk)
+			if err := in.ReadPadded(buf[:n], pos); err != nil {
+				return fmt.Errorf("error while reading from input image file: %w", err)
+			}
+			if _, err := out.WriteAt(buf[:n], outPos); err != nil {
+				return fmt.Errorf("error while writing to output image file: %w", err)
+			}
+		}
+		pos += n
+		outPos += n
+	}
+	return out.Close()
+}
