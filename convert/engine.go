@@ -753,7 +753,7 @@ func extendRuns(runs []run, unit, lo, hi int64) []run {
 func (e *engine) detect(runs []run, j *job, buf []byte, span []piece, start, end int64) []run {
 	for b := start; b < end; {
 		bEnd := min((b/e.grain+1)*e.grain, end)
-		runs = appendRun(runs, run{b, bEnd, isZero(buf[b-j.off : bEnd-j.off])})
+		runs = appendRun(runs, run{b, bEnd, image.IsZero(buf[b-j.off : bEnd-j.off])})
 		b = bEnd
 	}
 	return runs

@@ -322,12 +322,12 @@ func TestValidate(t *testing.T) {
 
 func TestIsZero(t *testing.T) {
 	b := make([]byte, 100000)
-	if !isZero(b) || !isZero(nil) {
+	if !image.IsZero(b) || !image.IsZero(nil) {
 		t.Fatal("zeroes not seen")
 	}
 	for _, i := range []int{0, 1, 16383, 16384, 99999} {
 		b[i] = 1
-		if isZero(b) {
+		if image.IsZero(b) {
 			t.Fatalf("byte %d missed", i)
 		}
 		b[i] = 0

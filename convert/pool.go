@@ -1,7 +1,6 @@
 package convert
 
 import (
-	"bytes"
 	"context"
 	"unsafe"
 )
@@ -63,19 +62,4 @@ func (p *pool) put(b *buffer) {
 	if b != nil {
 		p.ch <- b
 	}
-}
-
-// zeroBlock is compared against; small enough to stay in the L1 cache.
-var zeroBlock [16 << 10]byte
-
-// isZero reports whether b holds only zero bytes.
-func isZero(b []byte) bool {
-	for len(b) > 0 {
-		k := min(len(b), len(zeroBlock))
-		if !bytes.Equal(b[:k], zeroBlock[:k]) {
-			return false
-		}
-		b = b[k:]
-	}
-	return true
 }

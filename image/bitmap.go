@@ -89,7 +89,7 @@ func (b *DirtyBitmap) Clear() { b.chunks = map[int64][]byte{} }
 // Empty reports whether no bit is set.
 func (b *DirtyBitmap) Empty() bool {
 	for _, c := range b.chunks {
-		if !isZero(c) {
+		if !IsZero(c) {
 			return false
 		}
 	}
@@ -174,7 +174,7 @@ func (b *DirtyBitmap) OrBytes(p []byte, off int64) {
 	for len(p) > 0 {
 		ci, in := off/bitmapChunk, off%bitmapChunk
 		n := min(int64(len(p)), bitmapChunk-in)
-		if !isZero(p[:n]) {
+		if !IsZero(p[:n]) {
 			c := b.writable(ci)
 			for i := int64(0); i < n; i++ {
 				c[in+i] |= p[i]
@@ -214,7 +214,7 @@ func (b *DirtyBitmap) AnyBytes(off, n int64) bool {
 	for n > 0 {
 		ci, in := off/bitmapChunk, off%bitmapChunk
 		k := min(n, bitmapChunk-in)
-		if c, ok := b.chunks[ci]; ok && !isZero(c[in:in+k]) {
+		if c, ok := b.chunks[ci]; ok && !IsZero(c[in:in+k]) {
 			return true
 		}
 		off += k
@@ -338,19 +338,4 @@ func (b *DirtyBitmap) Clone() *DirtyBitmap {
 		}
 	}
 	return n
-}
-
-func isZero(p []byte) bool {
-	for len(p) >= 8 {
-		if p[0]|p[1]|p[2]|p[3]|p[4]|p[5]|p[6]|p[7] != 0 {
-			return false
-		}
-		p = p[8:]
-	}
-	for _, c := range p {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
 }

@@ -155,10 +155,8 @@ func firstNonZeroSector(n *Node, buf []byte, off int64) (int64, error) {
 		return 0, err
 	}
 	for i := 0; i < len(buf); i += 512 {
-		for _, c := range buf[i:min(i+512, len(buf))] {
-			if c != 0 {
-				return int64(i), nil
-			}
+		if !IsZero(buf[i:min(i+512, len(buf))]) {
+			return int64(i), nil
 		}
 	}
 	return -1, nil

@@ -245,11 +245,11 @@ func (c *comparer) write(p []byte, off int64) error {
 	for len(p) > 0 {
 		gEnd := min((off/c.grain+1)*c.grain, off+int64(len(p)))
 		k := gEnd - off
-		zero := isZero(p[:k])
+		zero := image.IsZero(p[:k])
 		// a run of grains of one kind is written at once
 		for gEnd < off+int64(len(p)) {
 			nEnd := min(gEnd+c.grain, off+int64(len(p)))
-			if isZero(p[gEnd-off:nEnd-off]) != zero {
+			if image.IsZero(p[gEnd-off:nEnd-off]) != zero {
 				break
 			}
 			gEnd = nEnd
@@ -268,19 +268,4 @@ func (c *comparer) write(p []byte, off int64) error {
 		off += k
 	}
 	return nil
-}
-
-func isZero(b []byte) bool {
-	for len(b) >= 8 {
-		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
-			return false
-		}
-		b = b[8:]
-	}
-	for _, x := range b {
-		if x != 0 {
-			return false
-		}
-	}
-	return true
 }
