@@ -38,6 +38,9 @@ type Format struct {
 	// Create formats a protocol node that create/ has opened, locked and
 	// truncated to zero; format drivers only.
 	Create func(c *CreateContext) error
+	// Measure computes the size an image of this format would need
+	// (qemu-img measure); nil when the format cannot tell.
+	Measure func(m *MeasureContext) (*MeasureInfo, error)
 }
 
 // OpenContext is what a format driver's Open gets.

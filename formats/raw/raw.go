@@ -18,6 +18,7 @@ func init() {
 		FileClaim:     image.PassThroughClaim,
 		CreateOptions: file.CreateOptions,
 		Create:        Create,
+		Measure:       Measure,
 	})
 }
 
@@ -122,4 +123,15 @@ func (r *Raw) checkHead(p []byte, off int64) error {
 		return image.Errorf(syscall.EPERM, "Operation not permitted")
 	}
 	return nil
+}
+
+// Measure: a raw image takes its whole size, whatever the source holds
+// (qemu's raw_measure).
+func Measure(m *image.MeasureContext) (*image.MeasureInfo, error) {
+	size := m.Size
+	if m.Source != nil {
+		size = m.Source.Size()
+	}
+	size = (size + 511) &^ 511
+	return &image.MeasureInfo{Required: size, FullyAllocated: size}, nil
 }
