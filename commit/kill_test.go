@@ -1,12 +1,10 @@
 package commit
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -71,22 +69,8 @@ func TestKillWhileCommitting(t *testing.T) {
 		}
 		top := filepath.Join(dir, "l2.qcow2")
 		base := bases[(i+2)%len(bases)]
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "QIMG_COMMIT_KILL_TOP="+top, "QIMG_COMMIT_KILL_BASE="+base)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		rd := bufio.NewReader(out)
-		line, _ := rd.ReadString('\n')
-		if line != "committing\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("helper: %q", line)
-		}
+		h := qemutest.StartHelper(t, "TestKillHelper", []string{"QIMG_COMMIT_KILL_TOP=" + top, "QIMG_COMMIT_KILL_BASE=" + base}, "committing")
+		cmd, rd := h.Cmd, h.Out
 		start := time.Now()
 		if i < 0 {
 			rest, _ := rd.ReadString('\n')

@@ -1,12 +1,10 @@
 package rebase
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -72,21 +70,8 @@ func TestKillWhileRebasing(t *testing.T) {
 		}
 		top := filepath.Join(dir, "img.qcow2")
 		target := targets[(i+2)%len(targets)]
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "QIMG_REBASE_KILL_IMAGE="+top, "QIMG_REBASE_KILL_BACKING="+target)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		rd := bufio.NewReader(out)
-		if line, _ := rd.ReadString('\n'); line != "rebasing\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("helper: %q", line)
-		}
+		h := qemutest.StartHelper(t, "TestKillHelper", []string{"QIMG_REBASE_KILL_IMAGE=" + top, "QIMG_REBASE_KILL_BACKING=" + target}, "rebasing")
+		cmd, rd := h.Cmd, h.Out
 		start := time.Now()
 		if i < 0 {
 			rest, _ := rd.ReadString('\n')

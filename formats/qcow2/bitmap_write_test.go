@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"math/rand"
@@ -137,24 +136,9 @@ func TestKillWhileStoringBitmaps(t *testing.T) {
 	rng := rand.New(rand.NewSource(7))
 	size := int64(200 << 20)
 	for round := 0; round < 8; round++ {
-		cmd := exec.Command(os.Args[0], "-test.run=^TestBitmapKillHelper$")
-		cmd.Env = append(os.Environ(), "QIMG_QCOW2_BITMAP_KILL_IMAGE="+img)
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		if line != "storing\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("helper: %q", line)
-		}
+		h := qemutest.StartHelper(t, "TestBitmapKillHelper", []string{"QIMG_QCOW2_BITMAP_KILL_IMAGE=" + img}, "storing")
 		time.Sleep(time.Duration(1+rng.Intn(30)) * time.Millisecond)
-		cmd.Process.Kill()
-		cmd.Wait()
+		h.Kill()
 
 		res, _ := exec.Command("qemu-img", "check", "--output=json", img).Output()
 		var r struct {

@@ -1,14 +1,11 @@
 package qcow2
 
 import (
-	"bufio"
 	"fmt"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
-	"syscall"
 	"testing"
 	"time"
 
@@ -87,25 +84,11 @@ func TestKillWhileWriting(t *testing.T) {
 		dir := t.TempDir()
 		img := filepath.Join(dir, "img.qcow2")
 		createImage(t, img, c.opts, 8<<20)
-		cmd := exec.Command(os.Args[0], "-test.run=^TestKillHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), "QIMG_QCOW2_KILL_IMAGE="+img, fmt.Sprintf("QIMG_QCOW2_KILL_SEED=%d", i))
-		out, err := cmd.StdoutPipe()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		line, _ := bufio.NewReader(out).ReadString('\n')
-		if line != "writing\n" {
-			cmd.Process.Kill()
-			cmd.Wait()
-			t.Fatalf("helper: %q", line)
-		}
+		h := qemutest.StartHelper(t, "TestKillHelper",
+			[]string{"QIMG_QCOW2_KILL_IMAGE=" + img, fmt.Sprintf("QIMG_QCOW2_KILL_SEED=%d", i)}, "writing")
 		delay := time.Duration(5+rng.Intn(150)) * time.Millisecond
 		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
+		h.Kill()
 		leaks := qemutest.CheckNoCorruption(t, img, fmt.Sprintf("%s killed after %v", c.opts, delay))
 		t.Logf("%s killed after %v: %d leaked clusters", c.opts, delay, leaks)
 	}

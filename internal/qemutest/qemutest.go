@@ -138,3 +138,39 @@ func (s *Buffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// Helper is a copy of the test binary running one test as a helper
+// process, for tests that kill a writer at random moments.
+type Helper struct {
+	Cmd *exec.Cmd
+	Out *bufio.Reader // its standard output after the ready line
+}
+
+// StartHelper runs the test binary with -test.run=^test$ and env added to
+// the environment, and waits until the helper prints the line ready (it
+// prints it just before the work to be interrupted starts).
+func StartHelper(t testing.TB, test string, env []string, ready string) *Helper {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1")
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	rd := bufio.NewReader(out)
+	if line, _ := rd.ReadString('\n'); line != ready+"\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("helper %s: %q, want %q", test, line, ready)
+	}
+	return &Helper{Cmd: cmd, Out: rd}
+}
+
+// Kill ends the helper with SIGKILL and reaps it.
+func (h *Helper) Kill() {
+	h.Cmd.Process.Kill()
+	h.Cmd.Wait()
+}
