@@ -25,10 +25,10 @@ func newSnapshotCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &snapshotOptions{}
 	c := &cobra.Command{
 		Use:   "snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
-		Short: "list the internal snapshots of an image",
-		Long: `List (-l) the internal snapshots of the image filename, as qemu-img does.
-Creating (-c), applying (-a) and deleting (-d) snapshots are not supported
-yet and are refused before the image is opened.`,
+		Short: "list, create or delete the internal snapshots of an image",
+		Long: `List (-l), create (-c) or delete (-d, by id or name) the internal snapshots
+of the image filename, as qemu-img does. Applying a snapshot (-a) is not
+supported yet and is refused before the image is opened.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runSnapshot(o, c, args[0], stdout)
@@ -38,8 +38,8 @@ yet and are refused before the image is opened.`,
 	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
 	f.BoolVarP(&o.list, "list", "l", false, "list the snapshots")
 	f.StringVarP(&o.apply, "apply", "a", "", "revert the image to a snapshot (not supported yet)")
-	f.StringVarP(&o.create, "create", "c", "", "create a snapshot (not supported yet)")
-	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (not supported yet)")
+	f.StringVarP(&o.create, "create", "c", "", "create a snapshot of the current state")
+	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (by id or name)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
@@ -57,8 +57,10 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 		return fmt.Errorf("Cannot mix '-l', '-a', '-c', '-d'. %s", tryHelp())
 	}
 	switch {
-	case o.apply != "", o.create != "", o.delete != "":
-		return image.Errorf(image.ErrUnsupported, "creating, applying and deleting internal snapshots is not supported yet")
+	case o.apply != "":
+		return image.Errorf(image.ErrUnsupported, "applying internal snapshots is not supported yet")
+	case o.create != "" || o.delete != "":
+		return changeSnapshots(o, filename)
 	case !o.list:
 		return nil // qemu-img does nothing without an action
 	}
@@ -77,4 +79,33 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 		printSnapshotTable(stdout, in.Snapshots)
 	}
 	return nil
+}
+
+// changeSnapshots runs -c or -d on an image opened for writing.
+func changeSnapshots(o *snapshotOptions, filename string) error {
+	if o.forceShare {
+		return fmt.Errorf("force-share=on can only be used with read-only images")
+	}
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
+		User: "snapshot", NoBacking: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
+	}
+	defer n.Close()
+	s, ok := n.Driver().(image.Snapshotter)
+	if !ok {
+		if o.create != "" {
+			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", o.create)
+		}
+		return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", o.delete)
+	}
+	if o.create != "" {
+		err = s.CreateSnapshot(o.create)
+	} else {
+		err = s.DeleteSnapshot(o.delete)
+	}
+	if err != nil {
+		return err
+	}
+	return n.Close()
 }

@@ -1,0 +1,315 @@
+package qcow2
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"time"
+
+	"qimg/image"
+)
+
+// Internal snapshots, created and deleted (qemu's qcow2_snapshot_create
+// and qcow2_snapshot_delete). Both run with the image to themselves (the
+// snapshot command holds it for writing) and order their writes so that a
+// crash leaves leaked clusters at worst:
+//
+//   - create: add one reference to every table and cluster the active L1
+//     reaches, clear the COPIED flags (the clusters are shared from now
+//     on), copy the L1 table, write the new snapshot table; the header
+//     switch to that table is the commit point;
+//   - delete: the header switch to a table without the snapshot comes
+//     first, then its references are dropped and the COPIED flags of what
+//     the active image alone owns again are set.
+
+// CreateSnapshot records the current guest view as snapshot name.
+func (q *Image) CreateSnapshot(name string) error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.snapshotWritable(); err != nil {
+		return err
+	}
+	snaps, err := q.readSnapshots()
+	if err != nil {
+		return err
+	}
+	// as in qemu, names need not be unique: ids are
+	if len(snaps) >= maxSnapshots {
+		return image.Errorf(nil, "Could not create snapshot '%s': File too large", name)
+	}
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	// one more reference to everything the active L1 reaches
+	if err := q.updateReferences(q.l1, 1); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	// shared now: no COPIED flag may stay
+	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
+		return err
+	}
+	l1Bytes := int64(len(q.l1)) * 8
+	l1Off, err := q.rc.alloc(max(1, (l1Bytes+q.clusterSize-1)>>q.clusterBits))
+	if err != nil {
+		return err
+	}
+	if err := q.writeMeta(encodeL1(q.l1), l1Off); err != nil {
+		return err
+	}
+	now := time.Now()
+	id := 1
+	for _, s := range snaps {
+		if n, err := strconv.Atoi(s.id); err == nil && n >= id {
+			id = n + 1
+		}
+	}
+	snaps = append(snaps, snapshot{l1TableOffset: uint64(l1Off), l1Size: uint32(len(q.l1)),
+		id: strconv.Itoa(id), name: name, dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
+		diskSize: uint64(q.size)})
+	return q.commitSnapshotTable(snaps)
+}
+
+// DeleteSnapshot removes the snapshot whose id or name is name.
+func (q *Image) DeleteSnapshot(name string) error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.snapshotWritable(); err != nil {
+		return err
+	}
+	snaps, err := q.readSnapshots()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
+	if i < 0 {
+		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
+	}
+	if i < 0 {
+		return image.Errorf(nil, "Could not delete snapshot '%s': snapshot not found", name)
+	}
+	gone := snaps[i]
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	l1, err := q.readTable(int64(gone.l1TableOffset), int(gone.l1Size))
+	if err != nil {
+		return err
+	}
+	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1)); err != nil {
+		return err
+	}
+	if err := q.updateReferences(l1, -1); err != nil {
+		return err
+	}
+	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	// what only the active image refers to again is its own
+	if err := q.setCopiedFlags(func(off int64) (bool, error) {
+		rc, err := q.rc.get(off >> q.clusterBits)
+		return rc == 1, err
+	}); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	return q.loadMetaClusters()
+}
+
+func (q *Image) snapshotWritable() error {
+	if err := q.checkWritable(); err != nil {
+		return err
+	}
+	if q.data != nil || q.h.dataFile != "" {
+		return image.Errorf(image.ErrUnsupported, "%s: internal snapshots are not supported with an external data file", q.filename)
+	}
+	return nil
+}
+
+// updateReferences adds delta to the refcount of every L2 table the L1
+// entries reach and of every cluster those tables point at (each cluster
+// of a compressed cluster's bytes, as qemu counts them). Runs of clusters
+// are updated together, one write per refcount block.
+func (q *Image) updateReferences(l1 []uint64, delta int64) error {
+	var clusters []int64
+	for _, e := range l1 {
+		l2off := l1Entry(e).l2Offset()
+		if l2off == 0 {
+			continue
+		}
+		clusters = append(clusters, l2off>>q.clusterBits)
+		t, err := q.l2Table(l2off)
+		if err != nil {
+			return err
+		}
+		for _, v := range t.entries {
+			le := l2Entry(v)
+			if le.compressed() {
+				off, length := compressedDescriptor(le, q.clusterBits)
+				for ci := off >> q.clusterBits; ci <= (off+length-1)>>q.clusterBits; ci++ {
+					clusters = append(clusters, ci)
+				}
+				continue
+			}
+			if host := le.hostOffset(); host != 0 {
+				clusters = append(clusters, host>>q.clusterBits)
+			}
+		}
+	}
+	slices.Sort(clusters)
+	for i := 0; i < len(clusters); {
+		// a run of distinct consecutive clusters; repeats (compressed
+		// clusters sharing a host cluster) start a new run
+		j := i + 1
+		for j < len(clusters) && clusters[j] == clusters[j-1]+1 {
+			j++
+		}
+		if err := q.rc.update(clusters[i], int64(j-i), delta); err != nil {
+			return fmt.Errorf("%s: updating snapshot references: %w", q.filename, err)
+		}
+		i = j
+	}
+	return nil
+}
+
+// setCopiedFlags sets the COPIED flag of every active L1 entry and of
+// every non-compressed L2 entry with a host cluster where copied(host)
+// says so and clears it elsewhere, then writes the tables that changed.
+func (q *Image) setCopiedFlags(copied func(host int64) (bool, error)) error {
+	for i, e := range q.l1 {
+		l2off := l1Entry(e).l2Offset()
+		if l2off == 0 {
+			continue
+		}
+		t, err := q.l2Table(l2off)
+		if err != nil {
+			return err
+		}
+		changed := false
+		for k, v := range t.entries {
+			le := l2Entry(v)
+			host := le.hostOffset()
+			if le.compressed() || host == 0 {
+				continue
+			}
+			c, err := copied(host)
+			if err != nil {
+				return err
+			}
+			nv := v &^ oflagCopied
+			if c {
+				nv |= oflagCopied
+			}
+			if nv != v {
+				t.entries[k], changed = nv, true
+			}
+		}
+		if changed {
+			if err := q.writeMeta(t.encode(q.extendedL2), l2off); err != nil {
+				return err
+			}
+		}
+		c, err := copied(l2off)
+		if err != nil {
+			return err
+		}
+		ne := e &^ oflagCopied
+		if c {
+			ne |= oflagCopied
+		}
+		q.l1[i] = ne
+	}
+	return q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset))
+}
+
+func encodeL1(l1 []uint64) []byte {
+	buf := make([]byte, len(l1)*8)
+	for i, v := range l1 {
+		be.PutUint64(buf[i*8:], v)
+	}
+	return buf
+}
+
+// commitSnapshotTable writes snaps as a new snapshot table in new
+// clusters, switches the header to it (the commit point) and frees the
+// old table.
+func (q *Image) commitSnapshotTable(snaps []snapshot) error {
+	var buf []byte
+	for _, s := range snaps {
+		var h [snapHeaderSize]byte
+		be.PutUint64(h[0:], s.l1TableOffset)
+		be.PutUint32(h[8:], s.l1Size)
+		be.PutUint16(h[12:], uint16(len(s.id)))
+		be.PutUint16(h[14:], uint16(len(s.name)))
+		be.PutUint32(h[16:], s.dateSec)
+		be.PutUint32(h[20:], s.dateNsec)
+		be.PutUint64(h[24:], s.vmClockNsec)
+		if s.vmStateSize <= 0xffffffff {
+			be.PutUint32(h[32:], uint32(s.vmStateSize))
+		}
+		extra := slices.Clone(s.extra)
+		if len(extra) < snapExtraKnown {
+			extra = append(extra, make([]byte, snapExtraKnown-len(extra))...)
+			be.PutUint64(extra[0:], s.vmStateSize)
+			be.PutUint64(extra[8:], s.diskSize)
+			be.PutUint64(extra[16:], uint64(max(s.icount, 0)))
+		}
+		be.PutUint32(h[36:], uint32(len(extra)))
+		buf = append(buf, h[:]...)
+		buf = append(buf, extra...)
+		buf = append(buf, s.id...)
+		buf = append(buf, s.name...)
+		buf = append(buf, make([]byte, (len(buf)+7)&^7-len(buf))...)
+	}
+	var off int64
+	if len(buf) > 0 {
+		var err error
+		if off, err = q.rc.alloc((int64(len(buf)) + q.clusterSize - 1) >> q.clusterBits); err != nil {
+			return err
+		}
+		if err := q.writeMeta(buf, off); err != nil {
+			return err
+		}
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	oldOff := int64(q.h.snapshotsOffset)
+	old, err := q.readSnapshots()
+	if err != nil {
+		return err
+	}
+	oldSize := snapshotTableBytes(old)
+	var hdr [12]byte
+	be.PutUint32(hdr[:], uint32(len(snaps)))
+	be.PutUint64(hdr[4:], uint64(off))
+	if err := q.writeMeta(hdr[:], offNbSnapshots); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	q.h.nbSnapshots, q.h.snapshotsOffset = uint32(len(snaps)), uint64(off)
+	if oldSize > 0 && oldOff > 0 {
+		if err := q.rc.release(oldOff, oldSize); err != nil {
+			return err
+		}
+	}
+	return q.loadMetaClusters()
+}
+
+// snapshotTableBytes is the size of a table holding snaps as read.
+func snapshotTableBytes(snaps []snapshot) int64 {
+	var n int64
+	for _, s := range snaps {
+		n += (snapHeaderSize + int64(len(s.extra)+len(s.id)+len(s.name)) + 7) &^ 7
+	}
+	return n
+}

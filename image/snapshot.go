@@ -1,0 +1,9 @@
+package image
+
+// Snapshotter is implemented by formats with internal snapshots that can
+// create and delete them (qcow2).
+type Snapshotter interface {
+	CreateSnapshot(name string) error
+	// DeleteSnapshot removes the snapshot whose id or name is name.
+	DeleteSnapshot(name string) error
+}
