@@ -25,10 +25,10 @@ func newSnapshotCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &snapshotOptions{}
 	c := &cobra.Command{
 		Use:   "snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
-		Short: "list, create or delete the internal snapshots of an image",
-		Long: `List (-l), create (-c) or delete (-d, by id or name) the internal snapshots
-of the image filename, as qemu-img does. Applying a snapshot (-a) is not
-supported yet and is refused before the image is opened.`,
+		Short: "list, create, apply or delete the internal snapshots of an image",
+		Long: `List (-l), create (-c), apply (-a) or delete (-d) the internal snapshots of
+the image filename, as qemu-img does; -a and -d find a snapshot by id or
+name. A snapshot whose size differs from the image's is not applied yet.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runSnapshot(o, c, args[0], stdout)
@@ -37,7 +37,7 @@ supported yet and is refused before the image is opened.`,
 	f := c.Flags()
 	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
 	f.BoolVarP(&o.list, "list", "l", false, "list the snapshots")
-	f.StringVarP(&o.apply, "apply", "a", "", "revert the image to a snapshot (not supported yet)")
+	f.StringVarP(&o.apply, "apply", "a", "", "revert the image to a snapshot")
 	f.StringVarP(&o.create, "create", "c", "", "create a snapshot of the current state")
 	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (by id or name)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
@@ -57,9 +57,7 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 		return fmt.Errorf("Cannot mix '-l', '-a', '-c', '-d'. %s", tryHelp())
 	}
 	switch {
-	case o.apply != "":
-		return image.Errorf(image.ErrUnsupported, "applying internal snapshots is not supported yet")
-	case o.create != "" || o.delete != "":
+	case o.create != "" || o.delete != "" || o.apply != "":
 		return changeSnapshots(o, filename)
 	case !o.list:
 		return nil // qemu-img does nothing without an action
@@ -94,14 +92,20 @@ func changeSnapshots(o *snapshotOptions, filename string) error {
 	defer n.Close()
 	s, ok := n.Driver().(image.Snapshotter)
 	if !ok {
-		if o.create != "" {
+		switch {
+		case o.create != "":
 			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", o.create)
+		case o.apply != "":
+			return fmt.Errorf("Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", o.apply)
 		}
 		return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", o.delete)
 	}
-	if o.create != "" {
+	switch {
+	case o.create != "":
 		err = s.CreateSnapshot(o.create)
-	} else {
+	case o.apply != "":
+		err = s.ApplySnapshot(o.apply)
+	default:
 		err = s.DeleteSnapshot(o.delete)
 	}
 	if err != nil {

@@ -313,3 +313,75 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 	}
 	return n
 }
+
+// ApplySnapshot makes the guest view that of the snapshot whose id or
+// name is name (qemu's qcow2_snapshot_goto): the snapshot's tables and
+// clusters gain the active image's reference, the active L1 table takes
+// the snapshot's entries (the commit point), and what the old view alone
+// used loses its reference. A snapshot of another size than the image is
+// not applied yet.
+func (q *Image) ApplySnapshot(name string) error {
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	if err := q.snapshotWritable(); err != nil {
+		return err
+	}
+	snaps, err := q.readSnapshots()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
+	if i < 0 {
+		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
+	}
+	if i < 0 {
+		return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
+	}
+	sn := snaps[i]
+	if int64(sn.diskSize) != q.size || int(sn.l1Size) > len(q.l1) {
+		return image.NotSupported("Could not apply snapshot '%s': applying a snapshot of another size than the image", name)
+	}
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	snapL1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	if err != nil {
+		return err
+	}
+	if err := q.updateReferences(snapL1, 1); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	old := slices.Clone(q.l1)
+	for k := range q.l1 {
+		q.l1[k] = 0
+		if k < len(snapL1) {
+			// shared with the snapshot: no COPIED flag yet
+			q.l1[k] = snapL1[k] &^ oflagCopied
+		}
+	}
+	if err := q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset)); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	if err := q.updateReferences(old, -1); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	if err := q.setCopiedFlags(func(off int64) (bool, error) {
+		rc, err := q.rc.get(off >> q.clusterBits)
+		return rc == 1, err
+	}); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	return q.loadMetaClusters()
+}
