@@ -13,10 +13,12 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 	if size == q.size {
 		return nil
 	}
-	if q.h.nbSnapshots > 0 {
-		return image.Errorf(image.ErrUnsupported, "Can't resize an image which has snapshots")
-	}
 	if size < q.size {
+		if q.h.nbSnapshots > 0 {
+			// growing leaves the snapshots' tables alone; shrinking would
+			// free clusters they share
+			return image.NotSupported("shrinking an image which has internal snapshots")
+		}
 		return q.shrink(size, prealloc)
 	}
 	return q.grow(size, prealloc)
