@@ -97,7 +97,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.BoolVarP(&o.noCreate, "no-create", "n", false, "write into an existing target")
 	f.StringVarP(&o.cache, "cache", "t", "unsafe", "target cache mode")
 	f.StringVarP(&o.sourceCache, "source-cache", "T", "writeback", "source cache mode")
-	f.StringVarP(&o.snapshot, "snapshot", "l", "", "source snapshot (not supported yet)")
+	f.StringVarP(&o.snapshot, "snapshot", "l", "", "convert an internal snapshot of the source (name, or snapshot.id=ID[,snapshot.name=NAME])")
 	f.StringVarP(&o.sparse, "sparse-size", "S", "", "zero run size that stays unallocated (0: none)")
 	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
 	f.StringVarP(&o.workers, "parallel", "m", "", "number of workers (1..16)")

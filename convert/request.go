@@ -103,6 +103,17 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			s.Close()
 		}
 	}()
+	var snap *image.SnapshotSpec
+	if r.Snapshot != "" {
+		if len(r.Sources) > 1 {
+			return image.Errorf(nil, "No support for concatenating multiple snapshot")
+		}
+		sp, err := image.ParseSnapshotSpec(r.Snapshot)
+		if err != nil {
+			return err
+		}
+		snap = &sp
+	}
 	var total int64
 	for _, name := range r.Sources {
 		s, err := image.Open(name, image.OpenOptions{Format: r.SourceFormat, Claim: SourceClaim, ForceShare: r.ForceShare,
@@ -111,10 +122,12 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("Could not open '%s': %w", name, err)
 		}
 		sources = append(sources, s)
+		if snap != nil {
+			if err := s.LoadSnapshot(*snap); err != nil {
+				return err
+			}
+		}
 		total += s.Size()
-	}
-	if r.Snapshot != "" {
-		return image.Errorf(image.ErrUnsupported, "Failed to load snapshot: internal snapshots are not supported yet")
 	}
 	if r.Bitmaps {
 		if err := r.checkBitmaps(sources); err != nil {

@@ -428,3 +428,27 @@ func CreateProtocol(filename, user string, c Claim) (*Node, error) {
 	}
 	return n, nil
 }
+
+// LoadSnapshot makes n, opened read-only, show an internal snapshot
+// instead of its current state (convert -l).
+func (n *Node) LoadSnapshot(sp SnapshotSpec) error {
+	l, ok := n.drv.(SnapshotLoader)
+	if !ok {
+		return Errorf(ErrUnsupported, "Failed to load snapshot: Block format '%s' used by device '' does not support temporarily loading internal snapshots", n.Format)
+	}
+	if n.writable {
+		return Errorf(ErrUnsupported, "Failed to load snapshot: the image must be opened read-only")
+	}
+	id, name := sp.ID, sp.Name
+	if sp.Either != "" {
+		// a bare name: an id first, then a name, as qemu tries them
+		if err := l.LoadSnapshot(sp.Either, ""); err == nil {
+			return nil
+		}
+		id, name = "", sp.Either
+	}
+	if err := l.LoadSnapshot(id, name); err != nil {
+		return Errorf(err, "Failed to load snapshot: %v", err)
+	}
+	return nil
+}

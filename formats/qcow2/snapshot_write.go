@@ -385,3 +385,33 @@ func (q *Image) ApplySnapshot(name string) error {
 	}
 	return q.loadMetaClusters()
 }
+
+// LoadSnapshot makes a read-only image show the snapshot with the given id
+// and/or name (empty: any) instead of its current state.
+func (q *Image) LoadSnapshot(id, name string) error {
+	if q.writable {
+		return image.Errorf(image.ErrUnsupported, "a snapshot can be loaded only read-only")
+	}
+	snaps, err := q.readSnapshots()
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(snaps, func(s snapshot) bool {
+		return (id == "" || s.id == id) && (name == "" || s.name == name)
+	})
+	if i < 0 || id == "" && name == "" {
+		return image.Errorf(nil, "Can't find snapshot")
+	}
+	sn := snaps[i]
+	if int64(sn.l1Size)*8 > maxL1Bytes {
+		return image.Corrupt("%s: snapshot L1 table too large", q.filename)
+	}
+	l1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	if err != nil {
+		return err
+	}
+	q.meta.Lock()
+	defer q.meta.Unlock()
+	q.l1, q.size = l1, int64(sn.diskSize)
+	return nil
+}
