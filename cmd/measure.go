@@ -25,7 +25,7 @@ type measureOptions struct {
 func newMeasureCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &measureOptions{}
 	c := &cobra.Command{
-		Use:   "measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] [-U] filename]",
+		Use:   "measure [--output=human|json] [-O output_fmt] [-o options] [--size N | [-f fmt] [-l snapshot] [-U] filename]",
 		Short: "compute the size an image would need",
 		Long: `Calculate the file size needed for a new image of format output_fmt, either
 empty and of size N, or holding what filename holds (as convert would write
@@ -48,7 +48,7 @@ copying the persistent bitmaps would add (convert --bitmaps).`,
 	f.StringArrayVarP(&o.options, "options", "o", nil, "options of the image to measure for, name=value[,…]")
 	f.StringVar(&o.size, "size", "", "size of an empty image to measure")
 	f.StringVarP(&o.format, "format", "f", "", "format of filename (probed when not given)")
-	f.StringVarP(&o.snapshot, "snapshot", "l", "", "measure a snapshot of filename (not supported yet)")
+	f.StringVarP(&o.snapshot, "snapshot", "l", "", "measure an internal snapshot of filename (name, or snapshot.id=ID[,snapshot.name=NAME])")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open filename even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
@@ -63,9 +63,6 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 	}
 	if o.size == "" && len(args) == 0 {
 		return fmt.Errorf("Either --size N or one filename must be specified.")
-	}
-	if o.snapshot != "" {
-		return image.Errorf(image.ErrUnsupported, "internal snapshots are not supported yet")
 	}
 	opts, err := image.ParseOptions(strings.Join(o.options, ","))
 	if err != nil {
@@ -85,6 +82,15 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 			return fmt.Errorf("Could not open '%s': %w", args[0], err)
 		}
 		defer src.Close()
+		if o.snapshot != "" {
+			sp, err := image.ParseSnapshotSpec(o.snapshot)
+			if err != nil {
+				return err
+			}
+			if err := src.LoadSnapshot(sp); err != nil {
+				return err
+			}
+		}
 		m.Source = src
 	}
 	info, err := image.Measure(o.outputFormat, m)
