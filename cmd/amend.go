@@ -1,0 +1,89 @@
+package cmd
+
+import (
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"qimg/create"
+	"qimg/image"
+)
+
+func init() { register(newAmendCmd) }
+
+type amendOptions struct {
+	format  string
+	options []string
+	cache   string
+	quiet   bool
+	force   bool
+}
+
+func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
+	o := &amendOptions{}
+	c := &cobra.Command{
+		Use:   "amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
+		Short: "change the options of an existing image",
+		Long: `Change format options of the image filename. For qcow2: size and
+lazy_refcounts; the other options accept only their current value for now.`,
+		Args: qemuArgs(cobra.ExactArgs(1)),
+		RunE: func(c *cobra.Command, args []string) error {
+			return runAmend(o, args[0], stdout)
+		},
+	}
+	f := c.Flags()
+	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
+	f.StringArrayVarP(&o.options, "options", "o", nil, "options to change, name=value[,…] (\"help\" lists them)")
+	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode for the image")
+	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	f.BoolP("progress", "p", false, "show progress (amend is quick: nothing is shown)")
+	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
+	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	return c
+}
+
+func runAmend(o *amendOptions, filename string, stdout io.Writer) error {
+	optString := strings.Join(o.options, ",")
+	if optString == "" {
+		return fmt.Errorf("Must specify options (-o). %s", tryHelp())
+	}
+	cache, err := image.ParseCacheMode(o.cache)
+	if err != nil {
+		return err
+	}
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
+		Cache: cache, User: "amend", NoBacking: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': %w", filename, err)
+	}
+	defer n.Close()
+	specs, err := create.OptionSpecs(n.Format)
+	a, ok := n.Driver().(image.Amender)
+	if !ok || err != nil {
+		return fmt.Errorf("Format driver '%s' does not support option amendment", n.Format)
+	}
+	if image.IsHelpOptions(optString) {
+		var amendable []image.OptionSpec
+		for _, s := range specs {
+			if !a.CreateOnly(s.Name) {
+				amendable = append(amendable, s)
+			}
+		}
+		fmt.Fprintf(stdout, "Amend options for '%s':\n", n.Format)
+		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(amendable), "Supported options:\n"))
+		return nil
+	}
+	opts, err := image.ParseOptions(optString)
+	if err != nil {
+		return err
+	}
+	if err := opts.Validate(specs); err != nil {
+		return err
+	}
+	if err := a.Amend(opts); err != nil {
+		return err
+	}
+	return n.Close()
+}
