@@ -76,16 +76,9 @@ func (q *Image) CreateSnapshot(name string) error {
 func (q *Image) DeleteSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	if err := q.snapshotWritable(); err != nil {
-		return err
-	}
-	snaps, err := q.readSnapshots()
+	snaps, i, err := q.findSnapshot(name)
 	if err != nil {
 		return err
-	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
-	if i < 0 {
-		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
 	}
 	if i < 0 {
 		return image.Errorf(nil, "Could not delete snapshot '%s': snapshot not found", name)
@@ -101,16 +94,39 @@ func (q *Image) DeleteSnapshot(name string) error {
 	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1)); err != nil {
 		return err
 	}
-	if err := q.updateReferences(l1, -1); err != nil {
+	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
 		return err
 	}
-	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
+	return q.dropReferences(l1)
+}
+
+// findSnapshot reads the table of a writable image and finds the snapshot
+// whose id, or else name, is name (-1 when none is).
+func (q *Image) findSnapshot(name string) ([]snapshot, int, error) {
+	if err := q.snapshotWritable(); err != nil {
+		return nil, 0, err
+	}
+	snaps, err := q.readSnapshots()
+	if err != nil {
+		return nil, 0, err
+	}
+	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
+	if i < 0 {
+		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
+	}
+	return snaps, i, nil
+}
+
+// dropReferences removes the references of a view (an L1 table) no
+// longer in use, then sets the COPIED flags of what only the active image
+// refers to again.
+func (q *Image) dropReferences(l1 []uint64) error {
+	if err := q.updateReferences(l1, -1); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	// what only the active image refers to again is its own
 	if err := q.setCopiedFlags(func(off int64) (bool, error) {
 		rc, err := q.rc.get(off >> q.clusterBits)
 		return rc == 1, err
@@ -323,16 +339,9 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 func (q *Image) ApplySnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	if err := q.snapshotWritable(); err != nil {
-		return err
-	}
-	snaps, err := q.readSnapshots()
+	snaps, i, err := q.findSnapshot(name)
 	if err != nil {
 		return err
-	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
-	if i < 0 {
-		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
 	}
 	if i < 0 {
 		return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
@@ -368,22 +377,7 @@ func (q *Image) ApplySnapshot(name string) error {
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	if err := q.updateReferences(old, -1); err != nil {
-		return err
-	}
-	if err := q.syncFiles(); err != nil {
-		return err
-	}
-	if err := q.setCopiedFlags(func(off int64) (bool, error) {
-		rc, err := q.rc.get(off >> q.clusterBits)
-		return rc == 1, err
-	}); err != nil {
-		return err
-	}
-	if err := q.syncFiles(); err != nil {
-		return err
-	}
-	return q.loadMetaClusters()
+	return q.dropReferences(old)
 }
 
 // LoadSnapshot makes a read-only image show the snapshot with the given id
