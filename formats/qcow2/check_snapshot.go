@@ -164,31 +164,7 @@ func (c *checker) fixSnapshotTable() error {
 	}
 	var buf []byte
 	for _, s := range c.snapTable {
-		buf = append(buf, make([]byte, (len(buf)+7)&^7-len(buf))...)
-		var h [snapHeaderSize]byte
-		be.PutUint64(h[0:], s.l1TableOffset)
-		be.PutUint32(h[8:], s.l1Size)
-		be.PutUint16(h[12:], uint16(len(s.id)))
-		be.PutUint16(h[14:], uint16(len(s.name)))
-		be.PutUint32(h[16:], s.dateSec)
-		be.PutUint32(h[20:], s.dateNsec)
-		be.PutUint64(h[24:], s.vmClockNsec)
-		if s.vmStateSize <= 0xffffffff {
-			be.PutUint32(h[32:], uint32(s.vmStateSize))
-		}
-		extra := max(uint32(snapExtraKnown), s.extraSize)
-		be.PutUint32(h[36:], extra)
-		buf = append(buf, h[:]...)
-		var known [snapExtraKnown]byte
-		be.PutUint64(known[0:], s.vmStateSize)
-		be.PutUint64(known[8:], s.diskSize)
-		be.PutUint64(known[16:], uint64(s.icount))
-		buf = append(buf, known[:]...)
-		if s.extraSize > snapExtraKnown {
-			buf = append(buf, s.extra[snapExtraKnown:]...)
-		}
-		buf = append(buf, s.id...)
-		buf = append(buf, s.name...)
+		buf = appendSnapshotEntry(buf, s.snapshot, s.extraSize)
 	}
 	if err := c.writeSnapshotTable(buf); err != nil {
 		c.res.checkErrors++

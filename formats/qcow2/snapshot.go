@@ -111,3 +111,36 @@ func snapshotInfos(snaps []snapshot) []image.SnapshotInfo {
 }
 
 func (s snapshot) String() string { return fmt.Sprintf("snapshot %s (%s)", s.id, s.name) }
+
+// appendSnapshotEntry appends one snapshot table entry, aligned to 8
+// bytes, with extraSize bytes of extra data (at least the snapExtraKnown
+// bytes qemu knows: vm_state_size_large, disk_size, icount, written from
+// the parsed values; extra data beyond them is kept as read).
+func appendSnapshotEntry(buf []byte, s snapshot, extraSize uint32) []byte {
+	buf = append(buf, make([]byte, (len(buf)+7)&^7-len(buf))...)
+	extraSize = max(extraSize, snapExtraKnown)
+	var h [snapHeaderSize]byte
+	be.PutUint64(h[0:], s.l1TableOffset)
+	be.PutUint32(h[8:], s.l1Size)
+	be.PutUint16(h[12:], uint16(len(s.id)))
+	be.PutUint16(h[14:], uint16(len(s.name)))
+	be.PutUint32(h[16:], s.dateSec)
+	be.PutUint32(h[20:], s.dateNsec)
+	be.PutUint64(h[24:], s.vmClockNsec)
+	if s.vmStateSize <= 0xffffffff {
+		be.PutUint32(h[32:], uint32(s.vmStateSize))
+	}
+	be.PutUint32(h[36:], extraSize)
+	buf = append(buf, h[:]...)
+	var known [snapExtraKnown]byte
+	be.PutUint64(known[0:], s.vmStateSize)
+	be.PutUint64(known[8:], s.diskSize)
+	be.PutUint64(known[16:], uint64(s.icount))
+	buf = append(buf, known[:]...)
+	// extra data qemu does not know, kept as read (zero-filled if short)
+	rest := make([]byte, extraSize-snapExtraKnown)
+	copy(rest, s.extra[min(len(s.extra), snapExtraKnown):])
+	buf = append(buf, rest...)
+	buf = append(buf, s.id...)
+	return append(buf, s.name...)
+}

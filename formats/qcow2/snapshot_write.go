@@ -259,30 +259,7 @@ func encodeL1(l1 []uint64) []byte {
 func (q *Image) commitSnapshotTable(snaps []snapshot) error {
 	var buf []byte
 	for _, s := range snaps {
-		var h [snapHeaderSize]byte
-		be.PutUint64(h[0:], s.l1TableOffset)
-		be.PutUint32(h[8:], s.l1Size)
-		be.PutUint16(h[12:], uint16(len(s.id)))
-		be.PutUint16(h[14:], uint16(len(s.name)))
-		be.PutUint32(h[16:], s.dateSec)
-		be.PutUint32(h[20:], s.dateNsec)
-		be.PutUint64(h[24:], s.vmClockNsec)
-		if s.vmStateSize <= 0xffffffff {
-			be.PutUint32(h[32:], uint32(s.vmStateSize))
-		}
-		extra := slices.Clone(s.extra)
-		if len(extra) < snapExtraKnown {
-			extra = append(extra, make([]byte, snapExtraKnown-len(extra))...)
-			be.PutUint64(extra[0:], s.vmStateSize)
-			be.PutUint64(extra[8:], s.diskSize)
-			be.PutUint64(extra[16:], uint64(max(s.icount, 0)))
-		}
-		be.PutUint32(h[36:], uint32(len(extra)))
-		buf = append(buf, h[:]...)
-		buf = append(buf, extra...)
-		buf = append(buf, s.id...)
-		buf = append(buf, s.name...)
-		buf = append(buf, make([]byte, (len(buf)+7)&^7-len(buf))...)
+		buf = appendSnapshotEntry(buf, s, uint32(len(s.extra)))
 	}
 	var off int64
 	if len(buf) > 0 {
