@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -70,23 +69,13 @@ func TestKillWhileCommitting(t *testing.T) {
 		top := filepath.Join(dir, "l2.qcow2")
 		base := bases[(i+2)%len(bases)]
 		h := qemutest.StartHelper(t, "TestKillHelper", []string{"QIMG_COMMIT_KILL_TOP=" + top, "QIMG_COMMIT_KILL_BASE=" + base}, "committing")
-		cmd, rd := h.Cmd, h.Out
-		start := time.Now()
 		if i < 0 {
-			rest, _ := rd.ReadString('\n')
-			cmd.Wait()
-			if rest != "done\n" {
-				t.Fatalf("helper: %q", rest)
-			}
-			span = time.Since(start)
+			span = h.Finish(t)
 			continue
 		}
 		delay := time.Duration(rng.Int63n(int64(span)))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		rest, _ := rd.ReadString('\n')
-		cmd.Wait()
-		when := fmt.Sprintf("commit -b %q killed after %v (%s)", base, delay, strings.TrimSpace(rest))
+		rest := h.KillAfter(delay)
+		when := fmt.Sprintf("commit -b %q killed after %v (%s)", base, delay, rest)
 		var leaks int64
 		for _, n := range []string{"l0.qcow2", "l1.qcow2", "l2.qcow2"} {
 			leaks += qemutest.CheckNoCorruption(t, filepath.Join(dir, n), when)

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -71,23 +70,13 @@ func TestKillWhileRebasing(t *testing.T) {
 		top := filepath.Join(dir, "img.qcow2")
 		target := targets[(i+2)%len(targets)]
 		h := qemutest.StartHelper(t, "TestKillHelper", []string{"QIMG_REBASE_KILL_IMAGE=" + top, "QIMG_REBASE_KILL_BACKING=" + target}, "rebasing")
-		cmd, rd := h.Cmd, h.Out
-		start := time.Now()
 		if i < 0 {
-			rest, _ := rd.ReadString('\n')
-			cmd.Wait()
-			if rest != "done\n" {
-				t.Fatalf("helper: %q", rest)
-			}
-			span = time.Since(start)
+			span = h.Finish(t)
 			continue
 		}
 		delay := time.Duration(rng.Int63n(int64(span)))
-		time.Sleep(delay)
-		cmd.Process.Signal(syscall.SIGKILL)
-		rest, _ := rd.ReadString('\n')
-		cmd.Wait()
-		when := fmt.Sprintf("rebase -b %q killed after %v (%s)", target, delay, strings.TrimSpace(rest))
+		rest := h.KillAfter(delay)
+		when := fmt.Sprintf("rebase -b %q killed after %v (%s)", target, delay, rest)
 		leaks := qemutest.CheckNoCorruption(t, top, when)
 		if out := qemutest.Run(t, "qemu-img", "compare", "-f", "qcow2", "-F", "raw", top, want); !strings.Contains(out, "identical") {
 			t.Fatalf("%s: the image changed: %s", when, out)

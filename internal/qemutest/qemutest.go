@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -142,8 +143,9 @@ func (s *Buffer) String() string {
 // Helper is a copy of the test binary running one test as a helper
 // process, for tests that kill a writer at random moments.
 type Helper struct {
-	Cmd *exec.Cmd
-	Out *bufio.Reader // its standard output after the ready line
+	Cmd   *exec.Cmd
+	Out   *bufio.Reader // its standard output after the ready line
+	ready time.Time
 }
 
 // StartHelper runs the test binary with -test.run=^test$ and env added to
@@ -166,7 +168,30 @@ func StartHelper(t testing.TB, test string, env []string, ready string) *Helper 
 		cmd.Wait()
 		t.Fatalf("helper %s: %q, want %q", test, line, ready)
 	}
-	return &Helper{Cmd: cmd, Out: rd}
+	return &Helper{Cmd: cmd, Out: rd, ready: time.Now()}
+}
+
+// Finish lets the helper run to its end, where it prints "done", and
+// returns how long it ran after its ready line: the span within which
+// later runs are killed.
+func (h *Helper) Finish(t testing.TB) time.Duration {
+	t.Helper()
+	rest, _ := h.Out.ReadString('\n')
+	h.Cmd.Wait()
+	if rest != "done\n" {
+		t.Fatalf("helper: %q, want \"done\"", rest)
+	}
+	return time.Since(h.ready)
+}
+
+// KillAfter kills the helper (SIGKILL) d after its ready line and returns
+// what it printed before dying, trimmed.
+func (h *Helper) KillAfter(d time.Duration) string {
+	time.Sleep(time.Until(h.ready.Add(d)))
+	h.Cmd.Process.Kill()
+	rest, _ := h.Out.ReadString('\n')
+	h.Cmd.Wait()
+	return strings.TrimSpace(rest)
 }
 
 // Kill ends the helper with SIGKILL and reaps it.
