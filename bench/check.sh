@@ -19,17 +19,8 @@ set -euo pipefail
 SIZE=${SIZE:-1T}
 CLUSTER=${CLUSTER:-64k}
 REPS=${REPS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DIR=${DIR:-$(mktemp -d /var/tmp/qimg-bench-check.XXXXXX)}
-mkdir -p "$DIR"
-cleanup() { if [[ "${KEEP:-}" != 1 ]]; then rm -rf "$DIR"; fi; }
-trap cleanup EXIT
-
-command -v qemu-img >/dev/null || { echo "bench: qemu-img is not installed" >&2; exit 1; }
-if [[ -z "${QIMG:-}" ]]; then
-	QIMG=$DIR/qimg
-	(cd "$ROOT" && go build -o "$QIMG" .)
-fi
+source "$(dirname "$0")/lib.sh"
+bench_setup qimg-bench-check
 
 # measure CMD…: runs it once, sets ELAPSED and CPU (seconds) and RSS (KiB)
 measure() {

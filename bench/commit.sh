@@ -29,18 +29,9 @@ SIZE=${SIZE:-1G}
 PCT_COMMIT=${PCT_COMMIT:-10}
 PCT_REBASE=${PCT_REBASE:-5}
 REPS=${REPS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DIR=${DIR:-$(mktemp -d /var/tmp/qimg-bench-commit.XXXXXX)}
-mkdir -p "$DIR"
-cleanup() { if [[ "${KEEP:-}" != 1 ]]; then rm -rf "$DIR"; fi; }
-trap cleanup EXIT
-
-command -v qemu-img >/dev/null || { echo "bench: qemu-img is not installed" >&2; exit 1; }
+source "$(dirname "$0")/lib.sh"
+bench_setup qimg-bench-commit
 command -v qemu-io >/dev/null || { echo "bench: qemu-io is not installed" >&2; exit 1; }
-if [[ -z "${QIMG:-}" ]]; then
-	QIMG=$DIR/qimg
-	(cd "$ROOT" && go build -o "$QIMG" .)
-fi
 
 MIB=$(( $(numfmt --from=iec "$SIZE") >> 20 ))
 

@@ -23,20 +23,9 @@ TEXT=${TEXT:-64M}
 SPARSE=${SPARSE:-64G}
 SPARSE_DATA=${SPARSE_DATA:-32M}
 REPS=${REPS:-3}
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-DIR=${DIR:-$(mktemp -d /var/tmp/qimg-bench.XXXXXX)}
-mkdir -p "$DIR"
-cleanup() { if [[ "${KEEP:-}" != 1 ]]; then rm -rf "$DIR"; fi; }
-trap cleanup EXIT
-
-command -v qemu-img >/dev/null || { echo "bench: qemu-img is not installed" >&2; exit 1; }
-if [[ -z "${QIMG:-}" ]]; then
-	QIMG=$DIR/qimg
-	(cd "$ROOT" && go build -o "$QIMG" .)
-	(cd "$ROOT" && go build -o "$DIR/gen" ./bench/gen)
-else
-	(cd "$ROOT" && go build -o "$DIR/gen" ./bench/gen)
-fi
+source "$(dirname "$0")/lib.sh"
+bench_setup qimg-bench
+(cd "$ROOT" && go build -o "$DIR/gen" ./bench/gen)
 GEN=$DIR/gen
 
 # measure CMD…: runs it once, sets ELAPSED (seconds) and RSS (KiB)
