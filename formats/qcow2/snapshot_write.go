@@ -66,10 +66,11 @@ func (q *Image) CreateSnapshot(name string) error {
 			id = n + 1
 		}
 	}
+	oldSize := snapshotTableBytes(snaps)
 	snaps = append(snaps, snapshot{l1TableOffset: uint64(l1Off), l1Size: uint32(len(q.l1)),
 		id: strconv.Itoa(id), name: name, dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
 		diskSize: uint64(q.size)})
-	return q.commitSnapshotTable(snaps)
+	return q.commitSnapshotTable(snaps, oldSize)
 }
 
 // DeleteSnapshot removes the snapshot whose id or name is name.
@@ -91,7 +92,8 @@ func (q *Image) DeleteSnapshot(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1)); err != nil {
+	oldSize := snapshotTableBytes(snaps)
+	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1), oldSize); err != nil {
 		return err
 	}
 	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
@@ -255,8 +257,8 @@ func encodeL1(l1 []uint64) []byte {
 
 // commitSnapshotTable writes snaps as a new snapshot table in new
 // clusters, switches the header to it (the commit point) and frees the
-// old table.
-func (q *Image) commitSnapshotTable(snaps []snapshot) error {
+// old table, oldSize bytes long.
+func (q *Image) commitSnapshotTable(snaps []snapshot, oldSize int64) error {
 	var buf []byte
 	for _, s := range snaps {
 		buf = appendSnapshotEntry(buf, s, uint32(len(s.extra)))
@@ -275,11 +277,6 @@ func (q *Image) commitSnapshotTable(snaps []snapshot) error {
 		return err
 	}
 	oldOff := int64(q.h.snapshotsOffset)
-	old, err := q.readSnapshots()
-	if err != nil {
-		return err
-	}
-	oldSize := snapshotTableBytes(old)
 	var hdr [12]byte
 	be.PutUint32(hdr[:], uint32(len(snaps)))
 	be.PutUint64(hdr[4:], uint64(off))
