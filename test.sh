@@ -9,4 +9,6 @@ if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
 	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q qemu-utils
 fi
+# The scripts run qimg from the test binary: static, as the README builds it.
+export CGO_ENABLED=0
 exec go test "$@" ./...
