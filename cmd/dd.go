@@ -28,7 +28,9 @@ func newDDCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Copy input to a new image output, converting its format as convert does.
 bs= sets the block size (512 by default, with size suffixes), count= copies
 only that many blocks, skip= starts that many blocks into the input. The
-output is as large as what is copied.`,
+output is as large as what is copied. Unlike qemu-img, blocks of the input
+that read as zeroes are left unallocated in the new output, which reads
+the same.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runDD(o, args, stderr)
