@@ -4,6 +4,7 @@ package create
 
 import (
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -171,7 +172,32 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 
 // Run creates the image: the protocol file is created without truncation
 // and locked for write and resize before it is truncated and formatted.
+//
+// The driver's own checks come first, so that a create it refuses leaves
+// an existing file untouched and makes no new one. A qcow2 create that
+// fails later removes the file, as qemu-img does; raw leaves it.
 func (p *Prepared) Run() error {
+	r := p.req
+	if p.format.CheckCreate != nil {
+		if err := p.format.CheckCreate(r.Options, r.Size); err != nil {
+			return err
+		}
+	}
+	err := p.create()
+	if err != nil && p.format.Name != "raw" {
+		removeLocal(r.Filename)
+	}
+	return err
+}
+
+// removeLocal removes a local file by name; other protocols keep theirs.
+func removeLocal(name string) {
+	if path, ok := image.LocalPath(name); ok {
+		os.Remove(path)
+	}
+}
+
+func (p *Prepared) create() error {
 	r := p.req
 	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
 	if err != nil {
