@@ -40,7 +40,19 @@ func OptionSpecs(format string) ([]image.OptionSpec, error) {
 	return f.CreateOptions, nil
 }
 
+// readOnlyDrivers are qemu's drivers that cannot create images; qemu-img
+// names them so, whether or not qimg reads their images.
+var readOnlyDrivers = map[string]bool{
+	"blkdebug": true, "blkverify": true, "bochs": true, "cloop": true, "compress": true,
+	"copy-before-write": true, "copy-on-read": true, "dmg": true, "ftp": true, "ftps": true,
+	"http": true, "https": true, "null-aio": true, "null-co": true, "preallocate": true,
+	"quorum": true, "replication": true, "snapshot-access": true, "throttle": true, "vvfat": true,
+}
+
 func creator(format string) (*image.Format, error) {
+	if readOnlyDrivers[format] {
+		return nil, image.Errorf(image.ErrUnsupported, "Format driver '%s' does not support image creation", format)
+	}
 	f, err := image.LookupFormat(format)
 	if err != nil {
 		return nil, err

@@ -225,19 +225,21 @@ func (o Options) Number(k string, def uint64) (uint64, error) {
 	return n, nil
 }
 
-// HelpText lists option specs as qemu-img's -o help does.
+// HelpText lists option specs as qemu-img's -o help does
+// (qemu_opts_print_help): sorted by name, "name=<type>" padded to 24
+// columns, then the help text; no defaults, as qemu-img shows none.
 func HelpText(specs []OptionSpec) string {
 	sorted := append([]OptionSpec(nil), specs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var b strings.Builder
 	b.WriteString("Supported options:\n")
 	for _, s := range sorted {
 		left := fmt.Sprintf("%s=<%s>", s.Name, s.Type)
-		help := s.Help
-		if s.Default != "" {
-			help += " (default: " + s.Default + ")"
+		if s.Help == "" {
+			fmt.Fprintf(&b, "  %s\n", left)
+			continue
 		}
-		fmt.Fprintf(&b, "  %-22s - %s\n", left, help)
+		fmt.Fprintf(&b, "  %-22s - %s\n", left, s.Help)
 	}
 	return b.String()
 }
