@@ -94,9 +94,9 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	req := create.Request{Filename: filename, Format: o.format, Size: -1,
 		BackingFile: o.backing, BackingFormat: o.backingFormat, NoOpenBacking: o.noOpenBacking}
 	if len(args) == 2 {
-		n, err := image.ParseSize(args[1])
+		n, err := image.ParseSizeArg("image size", args[1])
 		if err != nil {
-			return image.SizeError(err)
+			return err
 		}
 		req.Size = n
 	}

@@ -163,8 +163,10 @@ func checkOptionValue(s OptionSpec, v string) error {
 			return Errorf(nil, "Parameter '%s' expects a number", s.Name)
 		}
 	case OptSize:
-		if _, err := ParseSize(v); err != nil {
-			return Errorf(nil, "Parameter '%s' expects a non-negative number below 2^64; optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- and exabytes, respectively.", s.Name)
+		if _, err := ParseSize(v); errors.Is(err, ErrSizeRange) {
+			return Errorf(err, "Value '%s' is out of range for parameter '%s'", v, s.Name)
+		} else if err != nil {
+			return Errorf(err, "Parameter '%s' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.", s.Name)
 		}
 	}
 	return nil
