@@ -5,7 +5,6 @@ package create
 import (
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 
 	"qimg/image"
@@ -165,8 +164,8 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 				v = fmt.Sprint(n)
 			}
 		case set && s.Type == image.OptNumber:
-			if n, err := strconv.ParseUint(v, 0, 64); err == nil {
-				v = fmt.Sprint(n)
+			if n, err := image.ParseNumber(v); err == nil {
+				v = fmt.Sprint(int64(n))
 			}
 		case s.Type == image.OptString:
 			v = strings.ReplaceAll(v, ",", ",,")

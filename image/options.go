@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -159,8 +158,10 @@ func checkOptionValue(s OptionSpec, v string) error {
 			return Errorf(nil, "Parameter '%s' expects 'on' or 'off'", s.Name)
 		}
 	case OptNumber:
-		if _, err := strconv.ParseUint(v, 0, 64); err != nil {
-			return Errorf(nil, "Parameter '%s' expects a number", s.Name)
+		if _, err := ParseNumber(v); errors.Is(err, ErrSizeRange) {
+			return Errorf(err, "Value '%s' is too large for parameter '%s'", v, s.Name)
+		} else if err != nil {
+			return Errorf(err, "Parameter '%s' expects a number", s.Name)
 		}
 	case OptSize:
 		if _, err := ParseSize(v); errors.Is(err, ErrSizeRange) {
@@ -220,9 +221,38 @@ func (o Options) Number(k string, def uint64) (uint64, error) {
 	if !ok {
 		return def, nil
 	}
-	n, err := strconv.ParseUint(v, 0, 64)
+	n, err := ParseNumber(v)
 	if err != nil {
 		return 0, Errorf(err, "Parameter '%s' expects a number", k)
+	}
+	return n, nil
+}
+
+// ParseNumber parses a number option as QemuOpts does (strtoull in base
+// 0): blanks, a sign ("-1" wraps to 2^64-1), then 0x hexadecimal, 0
+// octal or decimal digits, nothing after them. ErrSizeRange above 2^64-1.
+func ParseNumber(v string) (uint64, error) {
+	s := strings.TrimLeft(v, " \t\n\v\f\r")
+	neg := strings.HasPrefix(s, "-")
+	if neg || strings.HasPrefix(s, "+") {
+		s = s[1:]
+	}
+	base := 10
+	switch {
+	case len(s) > 2 && lower(s[1]) == 'x' && s[0] == '0' && digitValue(s[2]) < 16:
+		s, base = s[2:], 16
+	case len(s) > 1 && s[0] == '0':
+		base = 8
+	}
+	n, rest, err := parseUint(s, base)
+	if rest != "" {
+		err = ErrSizeSyntax
+	}
+	if err != nil {
+		return 0, err
+	}
+	if neg {
+		n = -n
 	}
 	return n, nil
 }

@@ -37,3 +37,22 @@ func TestParseSize(t *testing.T) {
 		}
 	}
 }
+
+// TestParseNumber: number options as QemuOpts reads them (strtoull, base 0).
+func TestParseNumber(t *testing.T) {
+	for in, want := range map[string]uint64{
+		"16": 16, "0x10": 16, "010": 8, "+16": 16, " 16": 16, "0": 0, "-1": 1<<64 - 1,
+	} {
+		if got, err := ParseNumber(in); err != nil || got != want {
+			t.Errorf("ParseNumber(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for in, want := range map[string]error{
+		"": ErrSizeSyntax, "1_6": ErrSizeSyntax, "1.0": ErrSizeSyntax, "16k": ErrSizeSyntax,
+		"08": ErrSizeSyntax, "0x": ErrSizeSyntax, "99999999999999999999": ErrSizeRange,
+	} {
+		if got, err := ParseNumber(in); !errors.Is(err, want) {
+			t.Errorf("ParseNumber(%q) = %d, %v; want %v", in, got, err, want)
+		}
+	}
+}
