@@ -151,16 +151,16 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		opt.Workers = int(n)
 	}
 	if o.sparse != "" {
-		n, err := image.ParseSize(o.sparse)
+		n, err := image.ParseSizeArg("buffer size for sparse output", o.sparse)
 		if err != nil {
-			return fmt.Errorf("Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return err
 		}
 		opt.SparseSize, opt.SparseSizeGiven = n, true
 	}
 	if o.rate != "" {
-		n, err := image.ParseSize(o.rate)
+		n, err := image.ParseSizeArg("rate limit", o.rate)
 		if err != nil {
-			return fmt.Errorf("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return err
 		}
 		opt.RateLimit = n
 	}

@@ -46,11 +46,7 @@ the same.`,
 
 // ddSize parses a bs=, count= or skip= operand as qemu-img dd does.
 func ddSize(name, v string) (int64, error) {
-	n, err := image.ParseSize(v)
-	if err != nil {
-		return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", name)
-	}
-	return n, nil
+	return image.ParseSizeArg(name, v)
 }
 
 func runDD(o *ddOptions, operands []string, stderr io.Writer) error {
@@ -69,10 +65,7 @@ func runDD(o *ddOptions, operands []string, stderr io.Writer) error {
 		case "of":
 			d.Output = v
 		case "bs":
-			d.BlockSize, err = ddSize("bs", v)
-			if err == nil && (d.BlockSize < 1 || d.BlockSize > 1<<31-1) {
-				err = fmt.Errorf("Invalid bs specified. Must be between 1 and %d.", 1<<31-1)
-			}
+			d.BlockSize, err = image.ParseSizeIn("bs", v, 1, 1<<31-1)
 		case "count":
 			d.Count, err = ddSize("count", v)
 		case "skip":

@@ -55,6 +55,13 @@ func protocolFor(filename string) (driver, name string) {
 	return "file", filename
 }
 
+// LocalPath is the path of a filename on the file protocol; ok is false
+// for other protocols.
+func LocalPath(filename string) (path string, ok bool) {
+	driver, name := protocolFor(filename)
+	return name, driver == "file"
+}
+
 // identities maps protocol identities to their open node, so that a file
 // opened twice in one process is one node and its users meet there.
 var (
