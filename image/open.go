@@ -100,6 +100,9 @@ func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error
 		return nil, err
 	}
 	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: writable}
+	if c, ok := drv.(CanonicalNamer); ok {
+		n.Filename = c.CanonicalName()
+	}
 	id, ok := drv.(Identifier)
 	if !ok {
 		return n, nil
@@ -266,6 +269,9 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	}
 
 	n := &Node{Filename: nodeName(filename), Format: format, Probed: probed, writable: writable, fmt: fmtDrv, forceShare: o.ForceShare}
+	if _, ok := file.drv.(CanonicalNamer); ok {
+		n.Filename = file.Filename
+	}
 	parent.Child = n
 	if err := attach(parent); err != nil {
 		closeFile()
