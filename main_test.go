@@ -33,6 +33,7 @@ package main
 //
 //	[qemu]  qemu-img and qemu-io are on PATH (QIMG_REQUIRE_QEMU=1 makes their absence a failure)
 //	[root]  the test runs as root (permission bits do not stop reads)
+//	[nbdkit] nbdkit is on PATH (an error under QIMG_REQUIRE_QEMU=1 when it is not)
 //
 // Run one script: go test -run 'TestScripts/create_sizes' .
 // Rewrite the expected outputs inside the scripts: QIMG_UPDATE_SCRIPTS=1 go test -run TestScripts .
@@ -42,6 +43,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -97,6 +99,12 @@ func TestScripts(t *testing.T) {
 				return qemu, nil
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "nbdkit":
+				_, err := exec.LookPath("nbdkit")
+				if err != nil && os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
+					return false, fmt.Errorf("QIMG_REQUIRE_QEMU=1 but nbdkit is not on PATH (install nbdkit)")
+				}
+				return err == nil, nil
 			}
 			return false, errUnknownCondition(cond)
 		},
