@@ -38,6 +38,8 @@ var protocolPrefixes = []struct{ prefix, driver string }{
 	{"nbd+unix://", "nbd"},
 	{"nbd://", "nbd"},
 	{"nbd:", "nbd"},
+	{"http://", "http"},
+	{"https://", "https"},
 	{"file:", "file"},
 }
 
