@@ -72,7 +72,7 @@ func runResize(o *resizeOptions, filename, sizeArg string, stdout io.Writer) err
 	if err != nil {
 		return fmt.Errorf("Invalid preallocation mode '%s'", o.prealloc)
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite, User: "resize", NoBacking: true})
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite, User: "resize"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
