@@ -1,14 +1,25 @@
 package qcow2
 
-import "qimg/image"
+import (
+	"errors"
+
+	"qimg/image"
+)
 
 // Truncate grows the image; the added part is preallocated as asked.
 // Shrinking is not supported yet.
 func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
+	if size%512 != 0 {
+		return errors.New("The new size must be a multiple of 512")
+	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
 	if err := q.checkWritable(); err != nil {
 		return err
+	}
+	if q.h.nbSnapshots > 0 && q.h.version < 3 {
+		// version 2 snapshot entries need not record their size
+		return image.Errorf(image.ErrUnsupported, "Can't resize a v2 image which has snapshots")
 	}
 	if size == q.size {
 		return nil
