@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"errors"
+	"slices"
 
 	"qimg/image"
 )
@@ -50,6 +51,8 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if q.waitInflight(from>>q.clusterBits, (old+cs-1)>>q.clusterBits) {
 		old = q.size
 	}
+	// host clusters whose references go: punched once free
+	var dropped []int64
 	// clusters beyond the new end, in the tables that stay
 	for pos := from; pos < old; {
 		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
@@ -76,6 +79,7 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 				if err := q.releaseEntry(e); err != nil {
 					return err
 				}
+				dropped = append(dropped, q.ownHostCluster(e))
 			}
 		}
 		pos += n
@@ -99,10 +103,12 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 			if err := q.releaseEntry(l2Entry(e)); err != nil {
 				return err
 			}
+			dropped = append(dropped, q.ownHostCluster(l2Entry(e)))
 		}
 		if err := q.releaseLater(off, cs); err != nil {
 			return err
 		}
+		dropped = append(dropped, off)
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
@@ -117,6 +123,11 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if err := q.barrier(); err != nil {
 		return err
 	}
+	blocks, err := q.rc.dropEmptyBlocks()
+	if err != nil {
+		return err
+	}
+	q.punchFree(append(dropped, blocks...))
 	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
 	last, err := q.rc.lastUsed(fileClusters)
 	if err != nil {
@@ -127,6 +138,42 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 		_ = q.file.Truncate(end, image.PreallocOff)
 	}
 	return nil
+}
+
+// ownHostCluster is the image file cluster an entry's data takes alone,
+// 0 for none (unallocated, compressed, in an external data file).
+func (q *Image) ownHostCluster(e l2Entry) int64 {
+	if e.compressed() || q.data != nil {
+		return 0
+	}
+	return e.hostOffset()
+}
+
+// punchFree discards, in the image file, the given host clusters that no
+// longer have a reference, as qemu's shrink discards what it cuts off (a
+// snapshot may still hold some). A failure only leaves space allocated.
+func (q *Image) punchFree(clusters []int64) {
+	slices.Sort(clusters)
+	cs := q.clusterSize
+	var runStart, runEnd int64
+	for _, off := range clusters {
+		if off == 0 || off == runEnd-cs {
+			continue
+		}
+		if n, err := q.rc.get(off >> q.clusterBits); err != nil || n != 0 {
+			continue
+		}
+		if off != runEnd {
+			if runEnd > runStart {
+				_ = q.file.Discard(runStart, runEnd-runStart)
+			}
+			runStart = off
+		}
+		runEnd = off + cs
+	}
+	if runEnd > runStart {
+		_ = q.file.Discard(runStart, runEnd-runStart)
+	}
 }
 
 // grow enlarges the L1 table when the new size needs it, preallocates,
