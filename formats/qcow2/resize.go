@@ -7,8 +7,8 @@ import (
 	"qimg/image"
 )
 
-// Truncate grows the image; the added part is preallocated as asked.
-// Shrinking is not supported yet.
+// Truncate grows or shrinks the image; the added part is preallocated as
+// asked. Persistent bitmaps take the new size with it.
 func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 	if size%512 != 0 {
 		return errors.New("The new size must be a multiple of 512")
@@ -22,18 +22,22 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 		// version 2 snapshot entries need not record their size
 		return image.Errorf(image.ErrUnsupported, "Can't resize a v2 image which has snapshots")
 	}
+	bitmaps, err := q.bitmapsForResize()
+	if err != nil {
+		return err
+	}
 	if size == q.size {
 		return nil
 	}
 	if size < q.size {
-		if q.h.nbSnapshots > 0 {
-			// growing leaves the snapshots' tables alone; shrinking would
-			// free clusters they share
-			return image.NotSupported("shrinking an image which has internal snapshots")
-		}
-		return q.shrink(size, prealloc)
+		err = q.shrink(size, prealloc)
+	} else {
+		err = q.grow(size, prealloc)
 	}
-	return q.grow(size, prealloc)
+	if err == nil && bitmaps != nil {
+		bitmaps.resize(size)
+	}
+	return err
 }
 
 // shrink drops the guest clusters beyond the new size and the L2 tables
