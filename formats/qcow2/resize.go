@@ -40,8 +40,8 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 	return err
 }
 
-// shrink drops the guest clusters beyond the new size and the L2 tables
-// that only they used, records the new size, and cuts the file after the
+// shrink drops the active image's references to the guest clusters
+// beyond the new size and to the L2 tables only they used, records the new size, and cuts the file after the
 // last cluster still in use (qemu's order: discard, L1, size, file). The
 // caller holds the metadata lock.
 func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
@@ -57,7 +57,8 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	}
 	// host clusters whose references go: punched once free
 	var dropped []int64
-	// clusters beyond the new end, in the tables that stay
+	// clusters beyond the new end, in the tables that stay (a table
+	// shared with a snapshot is copied first, never cleared in place)
 	for pos := from; pos < old; {
 		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
 		l1i := pos / l2Span
@@ -88,7 +89,10 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 		}
 		pos += n
 	}
-	// whole tables beyond the new end
+	// whole tables beyond the new end. Data clusters hold one reference
+	// per table that points at them, so dropping a table shared with a
+	// snapshot drops the active view's references only, as qemu's copy
+	// and discard would; the snapshot's table and data keep theirs.
 	keep := l1Entries(size, q.clusterBits, q.l2Bits)
 	for i := keep; i < int64(len(q.l1)); i++ {
 		off := l1Entry(q.l1[i]).l2Offset()
