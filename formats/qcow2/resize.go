@@ -121,6 +121,12 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
+	if q.data != nil {
+		// the data file follows the guest size, as qemu cuts it
+		if err := q.data.Truncate(size, image.PreallocOff); err != nil {
+			return err
+		}
+	}
 	q.size = size
 	q.h.size = uint64(size)
 	var b [8]byte
@@ -197,6 +203,11 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	default:
 		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
 	}
+	if (prealloc == image.PreallocOff || prealloc == "") && q.dataFileRaw() {
+		// a raw data file reads as the guest disk only where the tables
+		// map every cluster: qemu preallocates them
+		prealloc = image.PreallocMetadata
+	}
 	old := q.size
 	// falloc and full in the image file allocate every new cluster as
 	// data over a file grown with zeroes: nothing shows through
@@ -218,6 +229,11 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 			return err
 		}
 	case prealloc == image.PreallocOff || prealloc == "":
+		if q.data != nil {
+			if err := q.data.Truncate(size, image.PreallocOff); err != nil {
+				return err
+			}
+		}
 	default:
 		if err := q.preallocate(old, size, prealloc); err != nil {
 			return err
@@ -239,6 +255,12 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
 	return q.writeHeaderBytes(b[:], offSize)
+}
+
+// dataFileRaw reports whether the external data file reads as the guest
+// disk (data_file_raw).
+func (q *Image) dataFileRaw() bool {
+	return q.data != nil && q.h.autoclear&autoclearDataFileRaw != 0
 }
 
 // backingShowsThrough reports whether guest bytes from old on would read
