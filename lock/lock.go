@@ -1,5 +1,10 @@
-// Package lock implements QEMU's image locking protocol with Linux
-// open-file-description (OFD) byte-range locks.
+// Package lock implements QEMU's image locking protocol with byte-range
+// locks: Linux open-file-description (OFD) locks, POSIX locks where there
+// are none (macOS, FreeBSD; QEMU falls back to them the same way), and
+// LockFileEx on Windows. One file per platform implements the three byte
+// operations (lock_ofd.go, lock_posix.go, lock_windows.go); the build tag
+// qimg_posixlocks makes a Linux build use the POSIX fallback, so that the
+// whole test suite can run against it.
 //
 // For each permission bit i (0 consistent-read, 1 write, 2 write-unchanged,
 // 3 resize), a process holds a shared lock on byte 100+i while it holds
@@ -11,8 +16,6 @@ package lock
 
 import (
 	"fmt"
-
-	"golang.org/x/sys/unix"
 )
 
 // Bits is the number of permission bits mirrored in locks.
@@ -38,13 +41,14 @@ func (c *Conflict) Error() string {
 
 // File holds the lock state of one open file description.
 type File struct {
-	fd     int
-	perm   uint8 // bits whose 100+i byte we hold
-	unshar uint8 // bits whose 200+i byte we hold
+	fd     uintptr // a descriptor, or a handle on Windows
+	perm   uint8   // bits whose 100+i byte we hold
+	unshar uint8   // bits whose 200+i byte we hold
 }
 
 // New starts lock bookkeeping for fd; no lock is taken.
-func New(fd int) *File { return &File{fd: fd} }
+// On Windows fd is the file's handle.
+func New(fd int) *File { return &File{fd: uintptr(fd)} }
 
 // Set takes exactly the locks for holding perm and refusing to share
 // everything not in shared. New locks are taken first and the opposite
@@ -70,13 +74,13 @@ func (f *File) Set(perm, shared uint8) error {
 func (f *File) take(perm, unshared uint8) error {
 	for i := uint(0); i < Bits; i++ {
 		if perm&(1<<i) != 0 && f.perm&(1<<i) == 0 {
-			if err := f.lock(permBase+int64(i), unix.F_RDLCK); err != nil {
+			if err := f.lockShared(permBase + int64(i)); err != nil {
 				return err
 			}
 			f.perm |= 1 << i
 		}
 		if unshared&(1<<i) != 0 && f.unshar&(1<<i) == 0 {
-			if err := f.lock(sharedBase+int64(i), unix.F_RDLCK); err != nil {
+			if err := f.lockShared(sharedBase + int64(i)); err != nil {
 				return err
 			}
 			f.unshar |= 1 << i
@@ -90,13 +94,13 @@ func (f *File) drop(perm, unshared uint8) error {
 	var first error
 	for i := uint(0); i < Bits; i++ {
 		if perm&(1<<i) == 0 && f.perm&(1<<i) != 0 {
-			if err := f.lock(permBase+int64(i), unix.F_UNLCK); err != nil && first == nil {
+			if err := f.unlock(permBase + int64(i)); err != nil && first == nil {
 				first = err
 			}
 			f.perm &^= 1 << i
 		}
 		if unshared&(1<<i) == 0 && f.unshar&(1<<i) != 0 {
-			if err := f.lock(sharedBase+int64(i), unix.F_UNLCK); err != nil && first == nil {
+			if err := f.unlock(sharedBase + int64(i)); err != nil && first == nil {
 				first = err
 			}
 			f.unshar &^= 1 << i
@@ -144,28 +148,6 @@ func (f *File) Release() error { return f.Set(0, 1<<Bits-1) }
 
 // Held returns the bits currently held and refused.
 func (f *File) Held() (perm, unshared uint8) { return f.perm, f.unshar }
-
-// test reports whether another file description holds a lock on byte off
-// that would conflict with an exclusive lock.
-func (f *File) test(off int64) (bool, error) {
-	lk := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: off, Len: 1}
-	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_GETLK, &lk); err != nil {
-		return false, &byteError{what: "Failed to test byte", off: off, err: err}
-	}
-	return lk.Type != unix.F_UNLCK, nil
-}
-
-func (f *File) lock(off int64, typ int16) error {
-	lk := unix.Flock_t{Type: typ, Whence: 0, Start: off, Len: 1}
-	if err := unix.FcntlFlock(uintptr(f.fd), unix.F_OFD_SETLK, &lk); err != nil {
-		what := "Failed to lock byte"
-		if typ == unix.F_UNLCK {
-			what = "Failed to unlock byte"
-		}
-		return &byteError{what: what, off: off, err: err}
-	}
-	return nil
-}
 
 // byteError is a failed fcntl on one lock byte (a file system without OFD
 // locks, say), worded as QEMU's: "Failed to lock byte 100: No locks

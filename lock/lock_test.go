@@ -1,3 +1,8 @@
+//go:build linux && !qimg_posixlocks
+
+// These tests count on OFD semantics: two descriptors of one process
+// conflict. POSIX locks (the fallback) never conflict inside a process.
+
 package lock
 
 import (
@@ -16,14 +21,6 @@ import (
 	"qimg/internal/qemutest"
 )
 
-const (
-	bRead  = 1 << 0 // consistent-read
-	bWrite = 1 << 1
-	bWU    = 1 << 2 // write-unchanged
-	bSize  = 1 << 3 // resize
-	bAll   = bRead | bWrite | bWU | bSize
-)
-
 // twoFiles opens one file twice: two open file descriptions, whose OFD
 // locks conflict with each other as those of two processes do.
 func twoFiles(t *testing.T) (path string, a, b *File) {
@@ -33,16 +30,6 @@ func twoFiles(t *testing.T) (path string, a, b *File) {
 		t.Fatal(err)
 	}
 	return path, openLock(t, path), openLock(t, path)
-}
-
-func openLock(t *testing.T, path string) *File {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return New(int(f.Fd()))
 }
 
 func TestSetTakesQemuBytes(t *testing.T) {
@@ -149,11 +136,6 @@ func TestConflictMatrix(t *testing.T) {
 			}
 		})
 	}
-}
-
-func isConflict(err error, bit uint, shared bool) bool {
-	var c *Conflict
-	return errors.As(err, &c) && c.Bit == bit && c.Shared == shared
 }
 
 // TestSetUpAndDown changes one description's claims up and down and checks
