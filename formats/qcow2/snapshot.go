@@ -110,6 +110,15 @@ func snapshotInfos(snaps []snapshot) []image.SnapshotInfo {
 	return out
 }
 
+// snapshotKeys lists the ids and names the selectors match against.
+func snapshotKeys(snaps []snapshot) []image.SnapshotKey {
+	keys := make([]image.SnapshotKey, len(snaps))
+	for i, s := range snaps {
+		keys[i] = image.SnapshotKey{ID: s.id, Name: s.name}
+	}
+	return keys
+}
+
 func (s snapshot) String() string { return fmt.Sprintf("snapshot %s (%s)", s.id, s.name) }
 
 // appendSnapshotEntry appends one snapshot table entry, aligned to 8

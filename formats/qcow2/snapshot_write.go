@@ -73,11 +73,12 @@ func (q *Image) CreateSnapshot(name string) error {
 	return q.commitSnapshotTable(snaps, oldSize)
 }
 
-// DeleteSnapshot removes the snapshot whose id or name is name.
+// DeleteSnapshot removes the first snapshot named name: qemu-img's -d
+// matches names only, never ids.
 func (q *Image) DeleteSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	snaps, i, err := q.findSnapshot(name)
+	snaps, i, err := q.findSnapshot(image.SnapshotByName(name))
 	if err != nil {
 		return err
 	}
@@ -103,8 +104,8 @@ func (q *Image) DeleteSnapshot(name string) error {
 }
 
 // findSnapshot reads the table of a writable image and finds the snapshot
-// whose id, or else name, is name (-1 when none is).
-func (q *Image) findSnapshot(name string) ([]snapshot, int, error) {
+// sp selects (-1 when none is).
+func (q *Image) findSnapshot(sp image.SnapshotSpec) ([]snapshot, int, error) {
 	if err := q.snapshotWritable(); err != nil {
 		return nil, 0, err
 	}
@@ -112,11 +113,7 @@ func (q *Image) findSnapshot(name string) ([]snapshot, int, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
-	if i < 0 {
-		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
-	}
-	return snaps, i, nil
+	return snaps, sp.Index(snapshotKeys(snaps)), nil
 }
 
 // dropReferences removes the references of a view (an L1 table) no
@@ -304,8 +301,8 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 	return n
 }
 
-// ApplySnapshot makes the guest view that of the snapshot whose id or
-// name is name (qemu's qcow2_snapshot_goto): the snapshot's tables and
+// ApplySnapshot makes the guest view that of the snapshot whose id, or
+// else name, is name (qemu's qcow2_snapshot_goto): the snapshot's tables and
 // clusters gain the active image's reference, the active L1 table takes
 // the snapshot's entries (the commit point), and what the old view alone
 // used loses its reference. A snapshot of another size than the image is
@@ -313,7 +310,7 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 func (q *Image) ApplySnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	snaps, i, err := q.findSnapshot(name)
+	snaps, i, err := q.findSnapshot(image.SnapshotByIDOrName(name))
 	if err != nil {
 		return err
 	}
@@ -354,9 +351,10 @@ func (q *Image) ApplySnapshot(name string) error {
 	return q.dropReferences(old)
 }
 
-// LoadSnapshot makes a read-only image show the snapshot with the given id
-// and/or name (empty: any) instead of its current state.
-func (q *Image) LoadSnapshot(id, name string) error {
+// LoadSnapshot makes a read-only image show the snapshot sp selects
+// instead of its current state. The image keeps its current size, as in
+// qemu: past the snapshot's end it reads unallocated.
+func (q *Image) LoadSnapshot(sp image.SnapshotSpec) error {
 	if q.writable {
 		return image.Errorf(image.ErrUnsupported, "a snapshot can be loaded only read-only")
 	}
@@ -364,10 +362,8 @@ func (q *Image) LoadSnapshot(id, name string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool {
-		return (id == "" || s.id == id) && (name == "" || s.name == name)
-	})
-	if i < 0 || id == "" && name == "" {
+	i := sp.Index(snapshotKeys(snaps))
+	if i < 0 {
 		return image.Errorf(nil, "Can't find snapshot")
 	}
 	sn := snaps[i]
@@ -380,6 +376,6 @@ func (q *Image) LoadSnapshot(id, name string) error {
 	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	q.l1, q.size = l1, int64(sn.diskSize)
+	q.l1 = l1
 	return nil
 }
