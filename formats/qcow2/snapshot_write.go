@@ -51,12 +51,8 @@ func (q *Image) CreateSnapshot(name string) error {
 	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
 		return err
 	}
-	l1Bytes := int64(len(q.l1)) * 8
-	l1Off, err := q.rc.alloc(max(1, (l1Bytes+q.clusterSize-1)>>q.clusterBits))
+	l1Off, err := q.copyL1()
 	if err != nil {
-		return err
-	}
-	if err := q.writeMeta(encodeL1(q.l1), l1Off); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -71,6 +67,21 @@ func (q *Image) CreateSnapshot(name string) error {
 		id: strconv.Itoa(id), name: name, dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
 		diskSize: uint64(q.size)})
 	return q.commitSnapshotTable(snaps, oldSize)
+}
+
+// copyL1 writes a copy of the active L1 table into new clusters and
+// returns its offset. An empty table (an image of size 0) takes no
+// cluster and has offset 0, as in qemu.
+func (q *Image) copyL1() (int64, error) {
+	if len(q.l1) == 0 {
+		return 0, nil
+	}
+	l1Bytes := int64(len(q.l1)) * 8
+	off, err := q.rc.alloc((l1Bytes + q.clusterSize - 1) >> q.clusterBits)
+	if err != nil {
+		return 0, err
+	}
+	return off, q.writeMeta(encodeL1(q.l1), off)
 }
 
 // DeleteSnapshot removes the first snapshot named name: qemu-img's -d
@@ -97,8 +108,10 @@ func (q *Image) DeleteSnapshot(name string) error {
 	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1), oldSize); err != nil {
 		return err
 	}
-	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
-		return err
+	if gone.l1Size > 0 {
+		if err := q.rc.release(int64(gone.l1TableOffset), int64(gone.l1Size)*8); err != nil {
+			return err
+		}
 	}
 	return q.dropReferences(l1)
 }
