@@ -323,6 +323,15 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 func (q *Image) ApplySnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
+	// qemu refuses while any bitmap is loaded, enabled or not, and before
+	// it looks for the snapshot
+	bitmaps, err := q.loadBitmapDir()
+	if err != nil {
+		return err
+	}
+	if len(bitmaps) > 0 {
+		return image.Errorf(nil, "Could not apply snapshot '%s': Device has active dirty bitmaps", name)
+	}
 	snaps, i, err := q.findSnapshot(image.SnapshotByIDOrName(name))
 	if err != nil {
 		return err
