@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"fmt"
+	"math"
 
 	"qimg/image"
 )
@@ -117,6 +118,34 @@ func snapshotKeys(snaps []snapshot) []image.SnapshotKey {
 		keys[i] = image.SnapshotKey{ID: s.id, Name: s.name}
 	}
 	return keys
+}
+
+// snapshotL1Error is what qemu's qcow2_validate_table says of a
+// snapshot's L1 table: its words, and the text of the errno that snapshot
+// -a prints in their place.
+type snapshotL1Error struct{ msg, errno string }
+
+func (e *snapshotL1Error) Error() string { return e.msg }
+func (e *snapshotL1Error) Unwrap() error { return image.ErrCorrupt }
+
+// checkL1 validates the snapshot's L1 table before it is read, as qemu
+// does before it loads, applies or deletes a snapshot.
+func (s snapshot) checkL1(clusterSize int64) error {
+	if int64(s.l1Size) > maxL1Bytes/8 {
+		return &snapshotL1Error{"Snapshot L1 table too large", "File too large"}
+	}
+	if s.l1TableOffset > math.MaxInt64-uint64(s.l1Size)*8 || s.l1TableOffset%uint64(clusterSize) != 0 {
+		return &snapshotL1Error{"Snapshot L1 table offset invalid", "Invalid argument"}
+	}
+	return nil
+}
+
+// readSnapshotL1 reads the snapshot's L1 table once checkL1 has passed.
+func (q *Image) readSnapshotL1(s snapshot) ([]uint64, error) {
+	if err := s.checkL1(q.clusterSize); err != nil {
+		return nil, err
+	}
+	return q.readTable(int64(s.l1TableOffset), int(s.l1Size))
 }
 
 func (s snapshot) String() string { return fmt.Sprintf("snapshot %s (%s)", s.id, s.name) }

@@ -100,9 +100,9 @@ func (q *Image) DeleteSnapshot(name string) error {
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	l1, err := q.readTable(int64(gone.l1TableOffset), int(gone.l1Size))
+	l1, err := q.readSnapshotL1(gone)
 	if err != nil {
-		return err
+		return image.Errorf(err, "Could not delete snapshot '%s': %v", name, err)
 	}
 	oldSize := snapshotTableBytes(snaps)
 	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1), oldSize); err != nil {
@@ -315,11 +315,13 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 }
 
 // ApplySnapshot makes the guest view that of the snapshot whose id, or
-// else name, is name (qemu's qcow2_snapshot_goto): the snapshot's tables and
-// clusters gain the active image's reference, the active L1 table takes
-// the snapshot's entries (the commit point), and what the old view alone
-// used loses its reference. A snapshot of another size than the image is
-// not applied yet.
+// else name, is name (qemu's qcow2_snapshot_goto), at the snapshot's
+// size: the snapshot's tables and clusters gain the active image's
+// reference, the active L1 table takes the snapshot's entries (the commit
+// point), and what the old view alone used loses its reference. When the
+// size changes or the L1 table must grow, the new L1 table goes to new
+// clusters and one header write switches size and table together, so that
+// a crash leaves either view whole.
 func (q *Image) ApplySnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
@@ -340,13 +342,17 @@ func (q *Image) ApplySnapshot(name string) error {
 		return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
 	}
 	sn := snaps[i]
-	if int64(sn.diskSize) != q.size || int(sn.l1Size) > len(q.l1) {
-		return image.NotSupported("Could not apply snapshot '%s': applying a snapshot of another size than the image", name)
+	if err := sn.checkL1(q.clusterSize); err != nil {
+		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: %s", name, err.(*snapshotL1Error).errno)
+	}
+	size := int64(sn.diskSize)
+	if err := q.checkSnapshotSize(name, size); err != nil {
+		return err
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	snapL1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	snapL1, err := q.readSnapshotL1(sn)
 	if err != nil {
 		return err
 	}
@@ -356,21 +362,91 @@ func (q *Image) ApplySnapshot(name string) error {
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	old := slices.Clone(q.l1)
-	for k := range q.l1 {
-		q.l1[k] = 0
-		if k < len(snapL1) {
-			// shared with the snapshot: no COPIED flag yet
-			q.l1[k] = snapL1[k] &^ oflagCopied
-		}
+	// qemu's table keeps its length unless the snapshot's size or table
+	// needs more entries
+	n := max(len(q.l1), len(snapL1), int(l1Entries(size, q.clusterBits, q.l2Bits)))
+	l1 := make([]uint64, n)
+	for k, e := range snapL1 {
+		// shared with the snapshot: no COPIED flag yet
+		l1[k] = e &^ oflagCopied
 	}
-	if err := q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset)); err != nil {
+	old := q.l1
+	if n == len(q.l1) && size == q.size {
+		err = q.overwriteL1(l1)
+	} else {
+		err = q.switchL1(l1, size)
+	}
+	if err != nil {
+		return err
+	}
+	return q.dropReferences(old)
+}
+
+// checkSnapshotSize refuses a snapshot size the image cannot take, with
+// the words of qemu's qcow2_co_truncate, which snapshot -a runs first.
+func (q *Image) checkSnapshotSize(name string, size int64) error {
+	if size == q.size {
+		return nil
+	}
+	fail := func(why string) error {
+		return image.Errorf(nil, "Could not apply snapshot '%s': %s", name, why)
+	}
+	switch {
+	case q.h.version < 3:
+		return fail("Can't resize a v2 image which has snapshots")
+	case size%512 != 0 || size < 0:
+		return fail("The new size must be a multiple of 512")
+	case size > 1<<62 || l1Entries(size, q.clusterBits, q.l2Bits)*8 > maxL1Bytes:
+		return fail("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+	}
+	return nil
+}
+
+// overwriteL1 writes l1, of the active table's length, over the active
+// table in place.
+func (q *Image) overwriteL1(l1 []uint64) error {
+	if err := q.writeMeta(encodeL1(l1), int64(q.h.l1TableOffset)); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	return q.dropReferences(old)
+	q.l1 = l1
+	return nil
+}
+
+// switchL1 writes l1 to new clusters, then switches the header's virtual
+// size, L1 size and L1 offset in one write (they lie side by side), then
+// frees the old table.
+func (q *Image) switchL1(l1 []uint64, size int64) error {
+	off, err := q.rc.alloc((int64(len(l1))*8 + q.clusterSize - 1) >> q.clusterBits)
+	if err != nil {
+		return err
+	}
+	if err := q.writeMeta(encodeL1(l1), off); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	var hdr [offL1TableOffset + 8 - offSize]byte
+	be.PutUint64(hdr[0:], uint64(size))
+	be.PutUint32(hdr[offCryptMethod-offSize:], q.h.cryptMethod)
+	be.PutUint32(hdr[offL1Size-offSize:], uint32(len(l1)))
+	be.PutUint64(hdr[offL1TableOffset-offSize:], uint64(off))
+	if err := q.writeHeaderBytes(hdr[:], offSize); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	oldOff, oldLen := int64(q.h.l1TableOffset), int64(q.h.l1Size)
+	q.h.size, q.h.l1Size, q.h.l1TableOffset = uint64(size), uint32(len(l1)), uint64(off)
+	q.size, q.l1 = size, l1
+	if oldLen == 0 {
+		return nil
+	}
+	return q.rc.release(oldOff, oldLen*8)
 }
 
 // LoadSnapshot makes a read-only image show the snapshot sp selects
@@ -388,11 +464,7 @@ func (q *Image) LoadSnapshot(sp image.SnapshotSpec) error {
 	if i < 0 {
 		return image.Errorf(nil, "Can't find snapshot")
 	}
-	sn := snaps[i]
-	if int64(sn.l1Size)*8 > maxL1Bytes {
-		return image.Corrupt("%s: snapshot L1 table too large", q.filename)
-	}
-	l1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	l1, err := q.readSnapshotL1(snaps[i])
 	if err != nil {
 		return err
 	}
