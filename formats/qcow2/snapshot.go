@@ -1,7 +1,9 @@
 package qcow2
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"math"
 
 	"qimg/image"
@@ -21,72 +23,94 @@ type snapshot struct {
 	extra         []byte
 }
 
-// readSnapshots reads the snapshot table. It is strict: any entry out of
-// bounds fails the whole read (repairs belong to check -r).
+// readSnapshots reads the snapshot table as qemu's qcow2_read_snapshots
+// does at open: strict (a bad entry fails the whole read; repairs belong
+// to check -r), the table read in order through one buffer, and what lies
+// beyond the end of the file read as zeroes. The header check has bounded
+// the entry count; the table's total size is bounded here.
 func (q *Image) readSnapshots() ([]snapshot, error) {
-	h := q.h
-	n := int(h.nbSnapshots)
+	n := int(q.h.nbSnapshots)
 	if n == 0 {
 		return nil, nil
 	}
-	fileSize := q.file.Size()
-	off := int64(h.snapshotsOffset)
-	var total int64
+	r := bufio.NewReaderSize(&paddedReader{file: q.file, off: int64(q.h.snapshotsOffset)}, 64<<10)
 	snaps := make([]snapshot, 0, min(n, 1024))
+	var total int64
 	for i := 0; i < n; i++ {
-		if total > maxSnapshotTableBytes {
-			return nil, image.Corrupt("%s: snapshot table too large", q.filename)
-		}
-		if off+snapHeaderSize > fileSize {
-			return nil, image.Corrupt("%s: snapshot table entry %d lies beyond the end of the file", q.filename, i)
-		}
-		var hdr [snapHeaderSize]byte
-		if _, err := q.file.ReadAt(hdr[:], off); err != nil {
+		s, size, err := readSnapshotEntry(r, i, q.h.size)
+		if err != nil {
 			return nil, err
 		}
-		s := snapshot{
-			l1TableOffset: be.Uint64(hdr[0:]),
-			l1Size:        be.Uint32(hdr[8:]),
-			dateSec:       be.Uint32(hdr[16:]),
-			dateNsec:      be.Uint32(hdr[20:]),
-			vmClockNsec:   be.Uint64(hdr[24:]),
-			vmStateSize:   uint64(be.Uint32(hdr[32:])),
-			icount:        -1,
+		// qemu's count: entries aligned to 8 bytes, the last one not
+		if total = (total+7)&^7 + size; total > maxSnapshotTableBytes {
+			return nil, image.Corrupt("Snapshot table is too big")
 		}
-		idSize := int64(be.Uint16(hdr[12:]))
-		nameSize := int64(be.Uint16(hdr[14:]))
-		extraSize := int64(be.Uint32(hdr[36:]))
-		if extraSize > maxSnapshotExtraData {
-			return nil, image.Corrupt("%s: snapshot %d: extra data too large", q.filename, i)
-		}
-		rest := extraSize + idSize + nameSize
-		if off+snapHeaderSize+rest > fileSize {
-			return nil, image.Corrupt("%s: snapshot table entry %d lies beyond the end of the file", q.filename, i)
-		}
-		buf := make([]byte, rest)
-		if _, err := q.file.ReadAt(buf, off+snapHeaderSize); err != nil {
-			return nil, err
-		}
-		s.extra = buf[:extraSize]
-		if extraSize >= 8 {
-			s.vmStateSize = be.Uint64(s.extra)
-		}
-		if extraSize >= 16 {
-			s.diskSize = be.Uint64(s.extra[8:])
-		} else {
-			s.diskSize = h.size
-		}
-		if extraSize >= 24 {
-			s.icount = int64(be.Uint64(s.extra[16:]))
-		}
-		s.id = string(buf[extraSize : extraSize+idSize])
-		s.name = string(buf[extraSize+idSize:])
-		size := (snapHeaderSize + rest + 7) &^ 7
-		off += size
-		total += size
 		snaps = append(snaps, s)
 	}
 	return snaps, nil
+}
+
+// readSnapshotEntry reads entry i of the table from r, which stands at
+// the entry's 8-byte aligned start, and leaves r at the next one. It
+// returns the entry's size without the padding after it. diskSize is the image's, for entries
+// without one of their own.
+func readSnapshotEntry(r *bufio.Reader, i int, diskSize uint64) (snapshot, int64, error) {
+	var hdr [snapHeaderSize]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return snapshot{}, 0, err
+	}
+	s := snapshot{
+		l1TableOffset: be.Uint64(hdr[0:]),
+		l1Size:        be.Uint32(hdr[8:]),
+		dateSec:       be.Uint32(hdr[16:]),
+		dateNsec:      be.Uint32(hdr[20:]),
+		vmClockNsec:   be.Uint64(hdr[24:]),
+		vmStateSize:   uint64(be.Uint32(hdr[32:])),
+		diskSize:      diskSize,
+		icount:        -1,
+	}
+	idSize := int64(be.Uint16(hdr[12:]))
+	nameSize := int64(be.Uint16(hdr[14:]))
+	extraSize := int64(be.Uint32(hdr[36:]))
+	if extraSize > maxSnapshotExtraData {
+		return snapshot{}, 0, image.Corrupt("Too much extra metadata in snapshot table entry %d", i)
+	}
+	buf := make([]byte, extraSize+idSize+nameSize) // bounded: 1 KiB + 2 × 64 KiB
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return snapshot{}, 0, err
+	}
+	s.extra = buf[:extraSize]
+	if extraSize >= 8 {
+		s.vmStateSize = be.Uint64(s.extra)
+	}
+	if extraSize >= 16 {
+		s.diskSize = be.Uint64(s.extra[8:])
+	}
+	if extraSize >= 24 {
+		s.icount = int64(be.Uint64(s.extra[16:]))
+	}
+	s.id = string(buf[extraSize : extraSize+idSize])
+	s.name = string(buf[extraSize+idSize:])
+	size := snapHeaderSize + int64(len(buf))
+	aligned := (size + 7) &^ 7
+	if _, err := r.Discard(int(aligned - size)); err != nil {
+		return snapshot{}, 0, err
+	}
+	return s, size, nil
+}
+
+// paddedReader reads the image file from off on, zeroes past its end.
+type paddedReader struct {
+	file *image.Node
+	off  int64
+}
+
+func (p *paddedReader) Read(b []byte) (int, error) {
+	if err := p.file.ReadPadded(b, p.off); err != nil {
+		return 0, err
+	}
+	p.off += int64(len(b))
+	return len(b), nil
 }
 
 // snapshotInfos converts the table for info.

@@ -35,7 +35,7 @@ func (q *Image) CreateSnapshot(name string) error {
 	}
 	// as in qemu, names need not be unique: ids are
 	if len(snaps) >= maxSnapshots {
-		return image.Errorf(nil, "Could not create snapshot '%s': File too large", name)
+		return image.Errorf(nil, "Could not create snapshot '%s': -27 (File too large)", name)
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
