@@ -12,12 +12,15 @@ import (
 // Internal snapshots, created and deleted (qemu's qcow2_snapshot_create
 // and qcow2_snapshot_delete). Both run with the image to themselves (the
 // snapshot command holds it for writing) and order their writes so that a
-// crash leaves leaked clusters at worst:
+// crash leaves leaked clusters or missing COPIED flags at worst, never a
+// COPIED flag on a shared cluster (through which a write would change a
+// snapshot):
 //
-//   - create: add one reference to every table and cluster the active L1
-//     reaches, clear the COPIED flags (the clusters are shared from now
-//     on), copy the L1 table, write the new snapshot table; the header
-//     switch to that table is the commit point;
+//   - create: clear the COPIED flags of the active tables (the clusters
+//     are about to be shared), add one reference to every table and
+//     cluster the active L1 reaches, copy the L1 table, write the new
+//     snapshot table; the header switch to that table is the commit
+//     point;
 //   - delete: the header switch to a table without the snapshot comes
 //     first, then its references are dropped and the COPIED flags of what
 //     the active image alone owns again are set.
@@ -40,15 +43,21 @@ func (q *Image) CreateSnapshot(name string) error {
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	// one more reference to everything the active L1 reaches
-	if err := q.updateReferences(q.l1, 1); err != nil {
+	// the COPIED flags go first and reach the disk before any refcount
+	// rises: a crash in between leaves flags missing on clusters the
+	// active image alone uses (a write then copies them), never a flag on
+	// a shared cluster (a write would change the snapshot)
+	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	// shared now: no COPIED flag may stay
-	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
+	// one more reference to everything the active L1 reaches
+	if err := q.updateReferences(q.l1, 1); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
 		return err
 	}
 	l1Off, err := q.copyL1()
