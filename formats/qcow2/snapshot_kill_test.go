@@ -135,3 +135,76 @@ func checkSnapshotsRead(t *testing.T, img, when string) {
 		}
 	}
 }
+
+// TestApplyKillHelper is the process TestKillWhileApplying kills: it
+// applies the snapshots s-small and s-big in turn, snapshotKillRounds
+// times, then prints "done".
+func TestApplyKillHelper(t *testing.T) {
+	img := os.Getenv("QIMG_QCOW2_APPLY_KILL_IMAGE")
+	if img == "" {
+		t.Skip("helper process of TestKillWhileApplying")
+	}
+	n, err := image.Open(img, image.OpenOptions{Format: "qcow2", Writable: true, Claim: image.ClaimWrite})
+	if err != nil {
+		fmt.Println("open:", err)
+		os.Exit(2)
+	}
+	q := n.Driver().(*Image)
+	fmt.Println("applying")
+	for i := 0; i < snapshotKillRounds; i++ {
+		if err := q.ApplySnapshot([]string{"s-small", "s-big"}[i%2]); err != nil {
+			fmt.Println("apply:", err)
+			os.Exit(2)
+		}
+	}
+	if err := n.Close(); err != nil {
+		fmt.Println("close:", err)
+		os.Exit(2)
+	}
+	fmt.Println("done")
+}
+
+// TestKillWhileApplying kills snapshot -a between snapshots of two sizes
+// (the L1 table moves with the size) at random moments: the image shows
+// one snapshot or the other, whole, with the size it was taken at, and
+// keeps the promise of TestKillWhileSnapshotting.
+func TestKillWhileApplying(t *testing.T) {
+	qemutest.Need(t, "qemu-img", "qemu-io")
+	if testing.Short() {
+		t.Skip("short")
+	}
+	src := filepath.Join(t.TempDir(), "src.qcow2")
+	createImage(t, src, "cluster_size=4096", 32<<20)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 7 0 8M", "-c", "write -P 8 20M 1M", src)
+	qemutest.Run(t, "qemu-img", "snapshot", "-c", "s-small", src)
+	qemutest.Run(t, "qemu-img", "resize", "-q", src, "64M")
+	qemutest.Run(t, "qemu-io", "-c", "write -P 9 60M 1M", src)
+	qemutest.Run(t, "qemu-img", "snapshot", "-c", "s-big", src)
+	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
+	span := 100 * time.Millisecond
+	for round := -1; round < 8; round++ {
+		img := filepath.Join(t.TempDir(), "img.qcow2")
+		qemutest.Run(t, "cp", src, img)
+		h := qemutest.StartHelper(t, "TestApplyKillHelper", []string{"QIMG_QCOW2_APPLY_KILL_IMAGE=" + img}, "applying")
+		if round < 0 {
+			span = h.Finish(t)
+			checkSnapshotPromise(t, img, "a whole run")
+			continue
+		}
+		delay := time.Duration(rng.Int63n(int64(span)))
+		rest := h.KillAfter(delay)
+		when := fmt.Sprintf("apply killed after %v of %v (%s)", delay, span, rest)
+		checkSnapshotPromise(t, img, when)
+		reads := []string{"-c", "read -P 7 0 8M", "-c", "read -P 8 20M 1M"}
+		info := qemutest.Run(t, "qemu-img", "info", "--output=json", img)
+		switch {
+		case strings.Contains(info, `"virtual-size": 67108864,`):
+			reads = append(reads, "-c", "read -P 9 60M 1M", "-c", "read -P 0 32M 28M")
+		case !strings.Contains(info, `"virtual-size": 33554432,`):
+			t.Fatalf("%s: neither snapshot's size:\n%s", when, info)
+		}
+		qemutest.Run(t, "qemu-io", append(reads, img)...)
+		qemutest.Run(t, "qemu-io", "-c", "write -P 10 0 8M", "-c", "write -P 10 20M 1M", img)
+		checkSnapshotsRead(t, img, when)
+	}
+}
