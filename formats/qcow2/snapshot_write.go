@@ -43,6 +43,11 @@ func (q *Image) CreateSnapshot(name string) error {
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
+	// what gains a reference, checked before anything is written
+	clusters, err := q.referencedClusters(q.l1)
+	if err != nil {
+		return image.Errorf(err, "Could not create snapshot '%s': -27 (File too large)", name)
+	}
 	// the COPIED flags go first and reach the disk before any refcount
 	// rises: a crash in between leaves flags missing on clusters the
 	// active image alone uses (a write then copies them), never a flag on
@@ -54,7 +59,7 @@ func (q *Image) CreateSnapshot(name string) error {
 		return err
 	}
 	// one more reference to everything the active L1 reaches
-	if err := q.updateReferences(q.l1, 1); err != nil {
+	if err := q.addReferences(clusters, 1); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {
@@ -171,10 +176,21 @@ func (q *Image) snapshotWritable() error {
 }
 
 // updateReferences adds delta to the refcount of every L2 table the L1
-// entries reach and of every cluster those tables point at (each cluster
-// of a compressed cluster's bytes, as qemu counts them). Runs of clusters
-// are updated together, one write per refcount block.
+// entries reach and of every cluster those tables point at.
 func (q *Image) updateReferences(l1 []uint64, delta int64) error {
+	clusters, err := q.referencedClusters(l1)
+	if err != nil {
+		return err
+	}
+	return q.addReferences(clusters, delta)
+}
+
+// referencedClusters lists, sorted, the L2 tables the L1 entries reach and
+// the clusters those tables point at (each cluster of a compressed
+// cluster's bytes, as qemu counts them; repeats stay). It fails, before
+// anything is written, on a cluster no refcount table qemu allows could
+// cover (qemu: EFBIG).
+func (q *Image) referencedClusters(l1 []uint64) ([]int64, error) {
 	var clusters []int64
 	for _, e := range l1 {
 		l2off := l1Entry(e).l2Offset()
@@ -184,7 +200,7 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		clusters = append(clusters, l2off>>q.clusterBits)
 		t, err := q.l2Table(l2off)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, v := range t.entries {
 			le := l2Entry(v)
@@ -201,6 +217,18 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		}
 	}
 	slices.Sort(clusters)
+	if n := len(clusters); n > 0 && clusters[n-1] >= maxRefcountTableBytes/8*q.rc.perBlock {
+		return nil, image.Errorf(image.ErrCorrupt, "%s: cluster %#x lies beyond what a refcount table can cover: File too large",
+			q.filename, clusters[n-1]<<q.clusterBits)
+	}
+	return clusters, nil
+}
+
+// addReferences adds delta to the refcount of each of the sorted clusters
+// (a repeated one gains delta for each time it is listed). Runs of
+// consecutive clusters are updated together, one write per refcount
+// block.
+func (q *Image) addReferences(clusters []int64, delta int64) error {
 	for i := 0; i < len(clusters); {
 		// a run of distinct consecutive clusters; repeats (compressed
 		// clusters sharing a host cluster) start a new run
@@ -208,7 +236,12 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		for j < len(clusters) && clusters[j] == clusters[j-1]+1 {
 			j++
 		}
-		if err := q.rc.update(clusters[i], int64(j-i), delta); err != nil {
+		err := q.rc.update(clusters[i], int64(j-i), delta)
+		for err == errAgain {
+			// a refcount block was added for the run: the run again
+			err = q.rc.update(clusters[i], int64(j-i), delta)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: updating snapshot references: %w", q.filename, err)
 		}
 		i = j
