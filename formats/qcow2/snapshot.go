@@ -113,13 +113,24 @@ func (p *paddedReader) Read(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// qemu hands snapshots around in a QEMUSnapshotInfo, whose id_str and
+// name are char[128] and char[256]: names are cut to 255 bytes when a
+// snapshot is created, and ids and names when a table is listed.
+const (
+	maxSnapshotInfoID   = 127
+	maxSnapshotInfoName = 255
+)
+
+// cut returns s cut to n bytes, as qemu's pstrcpy does.
+func cut(s string, n int) string { return s[:min(len(s), n)] }
+
 // snapshotInfos converts the table for info.
 func snapshotInfos(snaps []snapshot) []image.SnapshotInfo {
 	out := make([]image.SnapshotInfo, 0, len(snaps))
 	for _, s := range snaps {
 		si := image.SnapshotInfo{
-			ID:          s.id,
-			Name:        s.name,
+			ID:          cut(s.id, maxSnapshotInfoID),
+			Name:        cut(s.name, maxSnapshotInfoName),
 			VMStateSize: int64(s.vmStateSize),
 			DateSec:     int64(s.dateSec),
 			DateNsec:    int64(s.dateNsec),

@@ -29,10 +29,7 @@ import (
 func (q *Image) CreateSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	if err := q.snapshotWritable(); err != nil {
-		return err
-	}
-	snaps, err := q.readSnapshots()
+	snaps, err := q.writableSnapshots()
 	if err != nil {
 		return err
 	}
@@ -78,7 +75,7 @@ func (q *Image) CreateSnapshot(name string) error {
 	}
 	oldSize := snapshotTableBytes(snaps)
 	snaps = append(snaps, snapshot{l1TableOffset: uint64(l1Off), l1Size: uint32(len(q.l1)),
-		id: strconv.Itoa(id), name: name, dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
+		id: strconv.Itoa(id), name: cut(name, maxSnapshotInfoName), dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
 		diskSize: uint64(q.size)})
 	return q.commitSnapshotTable(snaps, oldSize)
 }
@@ -103,10 +100,16 @@ func (q *Image) copyL1() (int64, error) {
 func (q *Image) DeleteSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	snaps, i, err := q.findSnapshot(image.SnapshotByName(name))
+	// qemu-img finds it in the listed table, where names are cut
+	snaps, err := q.writableSnapshots()
 	if err != nil {
 		return err
 	}
+	listed := snapshotKeys(snaps)
+	for k := range listed {
+		listed[k].Name = cut(listed[k].Name, maxSnapshotInfoName)
+	}
+	i := image.SnapshotByName(name).Index(listed)
 	if i < 0 {
 		return image.Errorf(nil, "Could not delete snapshot '%s': snapshot not found", name)
 	}
@@ -130,13 +133,19 @@ func (q *Image) DeleteSnapshot(name string) error {
 	return q.dropReferences(l1)
 }
 
+// writableSnapshots reads the snapshot table of an image whose snapshots
+// may change.
+func (q *Image) writableSnapshots() ([]snapshot, error) {
+	if err := q.snapshotWritable(); err != nil {
+		return nil, err
+	}
+	return q.readSnapshots()
+}
+
 // findSnapshot reads the table of a writable image and finds the snapshot
 // sp selects (-1 when none is).
 func (q *Image) findSnapshot(sp image.SnapshotSpec) ([]snapshot, int, error) {
-	if err := q.snapshotWritable(); err != nil {
-		return nil, 0, err
-	}
-	snaps, err := q.readSnapshots()
+	snaps, err := q.writableSnapshots()
 	if err != nil {
 		return nil, 0, err
 	}
