@@ -433,24 +433,25 @@ func (q *Image) ApplySnapshot(name string) error {
 	return q.dropReferences(old)
 }
 
-// checkSnapshotSize refuses a snapshot size the image cannot take, with
-// the words of qemu's qcow2_co_truncate, which snapshot -a runs first.
+// checkSnapshotSize refuses a snapshot size the image cannot take as
+// qemu's qcow2_co_truncate, which snapshot -a runs first, refuses it:
+// qemu-img then says which errno the truncate returned.
 func (q *Image) checkSnapshotSize(name string, size int64) error {
 	if size == q.size {
 		return nil
 	}
-	fail := func(why string) error {
-		return image.Errorf(nil, "Could not apply snapshot '%s': %s", name, why)
-	}
+	errno := ""
 	switch {
 	case q.h.version < 3:
-		return fail("Can't resize a v2 image which has snapshots")
+		errno = "Operation not supported" // "Can't resize a v2 image which has snapshots"
 	case size%512 != 0 || size < 0:
-		return fail("The new size must be a multiple of 512")
+		errno = "Invalid argument" // "The new size must be a multiple of 512"
 	case size > 1<<62 || l1Entries(size, q.clusterBits, q.l2Bits)*8 > maxL1Bytes:
-		return fail("The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+		errno = "File too large" // "Failed to grow the L1 table"
+	default:
+		return nil
 	}
-	return nil
+	return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: %s", name, errno)
 }
 
 // overwriteL1 writes l1, of the active table's length, over the active
