@@ -30,6 +30,9 @@ func (q *Image) CreateSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
 	snaps, err := q.writableSnapshots()
+	if err == errSnapshotDataFile {
+		return image.Errorf(err, "Could not create snapshot '%s': -95 (Operation not supported)", name)
+	}
 	if err != nil {
 		return err
 	}
@@ -101,7 +104,7 @@ func (q *Image) DeleteSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
 	// qemu-img finds it in the listed table, where names are cut
-	snaps, err := q.writableSnapshots()
+	snaps, err := q.readSnapshots()
 	if err != nil {
 		return err
 	}
@@ -112,6 +115,9 @@ func (q *Image) DeleteSnapshot(name string) error {
 	i := image.SnapshotByName(name).Index(listed)
 	if i < 0 {
 		return image.Errorf(nil, "Could not delete snapshot '%s': snapshot not found", name)
+	}
+	if err := q.snapshotWritable(); err != nil {
+		return image.Errorf(err, "Could not delete snapshot '%s': %v", name, err)
 	}
 	gone := snaps[i]
 	if err := q.flushMetaLocked(); err != nil {
@@ -178,11 +184,17 @@ func (q *Image) snapshotWritable() error {
 	if err := q.checkWritable(); err != nil {
 		return err
 	}
-	if q.data != nil || q.h.dataFile != "" {
-		return image.Errorf(image.ErrUnsupported, "%s: internal snapshots are not supported with an external data file", q.filename)
+	if q.hasDataFile() {
+		return errSnapshotDataFile
 	}
 	return nil
 }
+
+// errSnapshotDataFile: qemu has no internal snapshots with an external
+// data file (ENOTSUP); each command words it as qemu-img does.
+var errSnapshotDataFile = image.Errorf(image.ErrUnsupported, "Operation not supported")
+
+func (q *Image) hasDataFile() bool { return q.data != nil || q.h.dataFile != "" }
 
 // updateReferences adds delta to the refcount of every L2 table the L1
 // entries reach and of every cluster those tables point at.
@@ -386,6 +398,9 @@ func (q *Image) ApplySnapshot(name string) error {
 		return image.Errorf(nil, "Could not apply snapshot '%s': Device has active dirty bitmaps", name)
 	}
 	snaps, i, err := q.findSnapshot(image.SnapshotByIDOrName(name))
+	if err == errSnapshotDataFile {
+		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: %v", name, err)
+	}
 	if err != nil {
 		return err
 	}
