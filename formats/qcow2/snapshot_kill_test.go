@@ -120,7 +120,7 @@ func readsKillSource(t *testing.T, img string) {
 // snapshot); the guest data is intact.
 func TestKillWhileSnapshotting(t *testing.T) {
 	src := snapshotKillSource(t)
-	killSnapshotOps(t, src, "create", 12, func(img, _ string) { readsKillSource(t, img) })
+	killSnapshotOps(t, src, "create", 16, func(img, _ string) { readsKillSource(t, img) })
 }
 
 // TestKillWhileDeleting kills snapshot -d at random moments: the same
@@ -131,7 +131,7 @@ func TestKillWhileDeleting(t *testing.T) {
 		qemutest.Run(t, "qemu-io", "-c", fmt.Sprintf("write -P 9 %d 256k", 24<<20+i*256<<10), src)
 		qemutest.Run(t, "qemu-img", "snapshot", "-c", fmt.Sprintf("s%d", i), src)
 	}
-	killSnapshotOps(t, src, "delete", 10, func(img, _ string) { readsKillSource(t, img) })
+	killSnapshotOps(t, src, "delete", 8, func(img, _ string) { readsKillSource(t, img) })
 }
 
 // TestKillWhileApplying kills snapshot -a between snapshots of two sizes
