@@ -27,6 +27,7 @@ type convertOptions struct {
 	cache         string
 	sourceCache   string
 	snapshot      string
+	snapshotGiven bool // -l, even empty
 	sparse        string
 	rate          string
 	workers       string
@@ -82,6 +83,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
   qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
+			o.snapshotGiven = c.Flags().Changed("snapshot")
 			return runConvert(o, args, stdout, stderr)
 		},
 	}
@@ -134,8 +136,12 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if o.imageOpts || o.targetOpts {
 		return fmt.Errorf("--image-opts and --target-image-opts are not supported")
 	}
+	snap, err := snapshotSpec(o.snapshotGiven, o.snapshot)
+	if err != nil {
+		return err
+	}
 	req := convert.Request{
-		SourceFormat: o.sourceFormat, ForceShare: o.forceShare, Snapshot: o.snapshot,
+		SourceFormat: o.sourceFormat, ForceShare: o.forceShare, Snapshot: snap,
 		TargetFormat: o.targetFormat, BackingFile: o.backing, BackingFormat: o.backingFormat,
 		NoCreate: o.noCreate, TargetIsZero: o.targetIsZero,
 		Bitmaps: o.bitmaps, SkipBrokenBitmaps: o.skipBroken,

@@ -13,13 +13,14 @@ import (
 func init() { register(newMeasureCmd) }
 
 type measureOptions struct {
-	output       string
-	outputFormat string
-	options      []string
-	size         string
-	format       string
-	snapshot     string
-	forceShare   bool
+	output        string
+	outputFormat  string
+	options       []string
+	size          string
+	format        string
+	snapshot      string
+	snapshotGiven bool // -l, even empty
+	forceShare    bool
 }
 
 func newMeasureCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -39,6 +40,7 @@ copying the persistent bitmaps would add (convert --bitmaps).`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			o.snapshotGiven = c.Flags().Changed("snapshot")
 			return runMeasure(o, args, stdout)
 		},
 	}
@@ -64,6 +66,10 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 	if o.size == "" && len(args) == 0 {
 		return fmt.Errorf("Either --size N or one filename must be specified.")
 	}
+	snap, err := snapshotSpec(o.snapshotGiven, o.snapshot)
+	if err != nil {
+		return err
+	}
 	opts, err := image.ParseOptions(strings.Join(o.options, ","))
 	if err != nil {
 		return err
@@ -82,12 +88,8 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 			return fmt.Errorf("Could not open '%s': %w", args[0], err)
 		}
 		defer src.Close()
-		if o.snapshot != "" {
-			sp, err := image.ParseSnapshotSpec(o.snapshot)
-			if err != nil {
-				return err
-			}
-			if err := src.LoadSnapshot(sp); err != nil {
+		if snap != nil {
+			if err := src.LoadSnapshot(*snap); err != nil {
 				return err
 			}
 		}

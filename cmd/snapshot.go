@@ -27,8 +27,8 @@ func newSnapshotCmd(stdout, stderr io.Writer) *cobra.Command {
 		Use:   "snapshot [-U] [-q] [-f fmt] [-l | -a snapshot | -c snapshot | -d snapshot] filename",
 		Short: "list, create, apply or delete the internal snapshots of an image",
 		Long: `List (-l), create (-c), apply (-a) or delete (-d) the internal snapshots of
-the image filename, as qemu-img does; -a and -d find a snapshot by id or
-name. A snapshot whose size differs from the image's is not applied yet.`,
+the image filename, as qemu-img does: -a finds a snapshot by id, or else
+by name; -d by name only (the first of repeated names).`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
 			return runSnapshot(o, c, args[0], stdout)
@@ -39,7 +39,7 @@ name. A snapshot whose size differs from the image's is not applied yet.`,
 	f.BoolVarP(&o.list, "list", "l", false, "list the snapshots")
 	f.StringVarP(&o.apply, "apply", "a", "", "revert the image to a snapshot")
 	f.StringVarP(&o.create, "create", "c", "", "create a snapshot of the current state")
-	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (by id or name)")
+	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (by name)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
@@ -47,21 +47,27 @@ name. A snapshot whose size differs from the image's is not applied yet.`,
 }
 
 func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout io.Writer) error {
-	actions := 0
+	action := ""
 	for _, name := range []string{"list", "apply", "create", "delete"} {
 		if c.Flags().Changed(name) {
-			actions++
+			if action != "" {
+				return fmt.Errorf("Cannot mix '-l', '-a', '-c', '-d'. %s", tryHelp())
+			}
+			action = name
 		}
 	}
-	if actions > 1 {
-		return fmt.Errorf("Cannot mix '-l', '-a', '-c', '-d'. %s", tryHelp())
-	}
-	switch {
-	case o.create != "" || o.delete != "" || o.apply != "":
-		return changeSnapshots(o, filename)
-	case !o.list:
+	switch action {
+	case "":
 		return nil // qemu-img does nothing without an action
+	case "list":
+		return listSnapshots(o, filename, stdout)
 	}
+	// an empty name is a name: -c '' creates a snapshot without one
+	return changeSnapshots(o, action, filename)
+}
+
+// listSnapshots prints the snapshot table as qemu-img snapshot -l does.
+func listSnapshots(o *snapshotOptions, filename string, stdout io.Writer) error {
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimInfo, ForceShare: o.forceShare,
 		User: "snapshot", NoBacking: true})
 	if err != nil {
@@ -79,8 +85,8 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 	return nil
 }
 
-// changeSnapshots runs -c or -d on an image opened for writing.
-func changeSnapshots(o *snapshotOptions, filename string) error {
+// changeSnapshots runs -c, -a or -d on an image opened for writing.
+func changeSnapshots(o *snapshotOptions, action, filename string) error {
 	if o.forceShare {
 		return fmt.Errorf("force-share=on can only be used with read-only images")
 	}
@@ -92,18 +98,18 @@ func changeSnapshots(o *snapshotOptions, filename string) error {
 	defer n.Close()
 	s, ok := n.Driver().(image.Snapshotter)
 	if !ok {
-		switch {
-		case o.create != "":
+		switch action {
+		case "create":
 			return fmt.Errorf("Could not create snapshot '%s': -95 (Operation not supported)", o.create)
-		case o.apply != "":
+		case "apply":
 			return fmt.Errorf("Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", o.apply)
 		}
 		return fmt.Errorf("Could not delete snapshot '%s': snapshot not found", o.delete)
 	}
-	switch {
-	case o.create != "":
+	switch action {
+	case "create":
 		err = s.CreateSnapshot(o.create)
-	case o.apply != "":
+	case "apply":
 		err = s.ApplySnapshot(o.apply)
 	default:
 		err = s.DeleteSnapshot(o.delete)
@@ -112,4 +118,17 @@ func changeSnapshots(o *snapshotOptions, filename string) error {
 		return err
 	}
 	return n.Close()
+}
+
+// snapshotSpec parses a -l argument of convert or measure; nil when -l was
+// not given (an empty -l selects nothing and fails to load, as in qemu-img).
+func snapshotSpec(given bool, arg string) (*image.SnapshotSpec, error) {
+	if !given {
+		return nil, nil
+	}
+	sp, err := image.ParseSnapshotSpec(arg)
+	if err != nil {
+		return nil, err
+	}
+	return &sp, nil
 }

@@ -13,10 +13,10 @@ import (
 // Request is a convert operation, as qemu-img convert's flags give it.
 type Request struct {
 	Sources      []string
-	SourceFormat string          // -f; "" probes each source
-	SourceCache  image.CacheMode // -T; zero value: writeback
-	ForceShare   bool            // -U
-	Snapshot     string          // -l
+	SourceFormat string              // -f; "" probes each source
+	SourceCache  image.CacheMode     // -T; zero value: writeback
+	ForceShare   bool                // -U
+	Snapshot     *image.SnapshotSpec // -l; nil: the current state
 
 	Target        string
 	TargetFormat  string          // -O; "" means raw
@@ -103,16 +103,8 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			s.Close()
 		}
 	}()
-	var snap *image.SnapshotSpec
-	if r.Snapshot != "" {
-		if len(r.Sources) > 1 {
-			return image.Errorf(nil, "No support for concatenating multiple snapshot")
-		}
-		sp, err := image.ParseSnapshotSpec(r.Snapshot)
-		if err != nil {
-			return err
-		}
-		snap = &sp
+	if r.Snapshot != nil && len(r.Sources) > 1 {
+		return image.Errorf(nil, "No support for concatenating multiple snapshot")
 	}
 	var total int64
 	for _, name := range r.Sources {
@@ -122,8 +114,8 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			return fmt.Errorf("Could not open '%s': %w", name, err)
 		}
 		sources = append(sources, s)
-		if snap != nil {
-			if err := s.LoadSnapshot(*snap); err != nil {
+		if r.Snapshot != nil {
+			if err := s.LoadSnapshot(*r.Snapshot); err != nil {
 				return err
 			}
 		}

@@ -445,7 +445,7 @@ func CreateProtocol(filename, user string, c Claim) (*Node, error) {
 }
 
 // LoadSnapshot makes n, opened read-only, show an internal snapshot
-// instead of its current state (convert -l).
+// instead of its current state (convert -l, measure -l).
 func (n *Node) LoadSnapshot(sp SnapshotSpec) error {
 	l, ok := n.drv.(SnapshotLoader)
 	if !ok {
@@ -454,15 +454,7 @@ func (n *Node) LoadSnapshot(sp SnapshotSpec) error {
 	if n.writable {
 		return Errorf(ErrUnsupported, "Failed to load snapshot: the image must be opened read-only")
 	}
-	id, name := sp.ID, sp.Name
-	if sp.Either != "" {
-		// a bare name: an id first, then a name, as qemu tries them
-		if err := l.LoadSnapshot(sp.Either, ""); err == nil {
-			return nil
-		}
-		id, name = "", sp.Either
-	}
-	if err := l.LoadSnapshot(id, name); err != nil {
+	if err := l.LoadSnapshot(sp); err != nil {
 		return Errorf(err, "Failed to load snapshot: %v", err)
 	}
 	return nil

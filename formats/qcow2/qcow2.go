@@ -114,6 +114,11 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := q.init(h); err != nil {
 		return nil, err
 	}
+	// as qemu, every command refuses an image whose snapshot table it
+	// cannot read
+	if _, err := q.readSnapshots(); err != nil {
+		return nil, err
+	}
 	if o.Writable {
 		if err := q.openWritable(); err != nil {
 			return nil, err

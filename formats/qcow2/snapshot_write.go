@@ -12,12 +12,15 @@ import (
 // Internal snapshots, created and deleted (qemu's qcow2_snapshot_create
 // and qcow2_snapshot_delete). Both run with the image to themselves (the
 // snapshot command holds it for writing) and order their writes so that a
-// crash leaves leaked clusters at worst:
+// crash leaves leaked clusters or missing COPIED flags at worst, never a
+// COPIED flag on a shared cluster (through which a write would change a
+// snapshot):
 //
-//   - create: add one reference to every table and cluster the active L1
-//     reaches, clear the COPIED flags (the clusters are shared from now
-//     on), copy the L1 table, write the new snapshot table; the header
-//     switch to that table is the commit point;
+//   - create: clear the COPIED flags of the active tables (the clusters
+//     are about to be shared), add one reference to every table and
+//     cluster the active L1 reaches, copy the L1 table, write the new
+//     snapshot table; the header switch to that table is the commit
+//     point;
 //   - delete: the header switch to a table without the snapshot comes
 //     first, then its references are dropped and the COPIED flags of what
 //     the active image alone owns again are set.
@@ -26,37 +29,44 @@ import (
 func (q *Image) CreateSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	if err := q.snapshotWritable(); err != nil {
-		return err
+	snaps, err := q.writableSnapshots()
+	if err == errSnapshotDataFile {
+		return image.Errorf(err, "Could not create snapshot '%s': -95 (Operation not supported)", name)
 	}
-	snaps, err := q.readSnapshots()
 	if err != nil {
 		return err
 	}
 	// as in qemu, names need not be unique: ids are
 	if len(snaps) >= maxSnapshots {
-		return image.Errorf(nil, "Could not create snapshot '%s': File too large", name)
+		return image.Errorf(nil, "Could not create snapshot '%s': -27 (File too large)", name)
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	// one more reference to everything the active L1 reaches
-	if err := q.updateReferences(q.l1, 1); err != nil {
+	// what gains a reference, checked before anything is written
+	clusters, err := q.referencedClusters(q.l1)
+	if err != nil {
+		return image.Errorf(err, "Could not create snapshot '%s': -27 (File too large)", name)
+	}
+	// the COPIED flags go first and reach the disk before any refcount
+	// rises: a crash in between leaves flags missing on clusters the
+	// active image alone uses (a write then copies them), never a flag on
+	// a shared cluster (a write would change the snapshot)
+	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	// shared now: no COPIED flag may stay
-	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
+	// one more reference to everything the active L1 reaches
+	if err := q.addReferences(clusters, 1); err != nil {
 		return err
 	}
-	l1Bytes := int64(len(q.l1)) * 8
-	l1Off, err := q.rc.alloc(max(1, (l1Bytes+q.clusterSize-1)>>q.clusterBits))
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	l1Off, err := q.copyL1()
 	if err != nil {
-		return err
-	}
-	if err := q.writeMeta(encodeL1(q.l1), l1Off); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -68,55 +78,84 @@ func (q *Image) CreateSnapshot(name string) error {
 	}
 	oldSize := snapshotTableBytes(snaps)
 	snaps = append(snaps, snapshot{l1TableOffset: uint64(l1Off), l1Size: uint32(len(q.l1)),
-		id: strconv.Itoa(id), name: name, dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
+		id: strconv.Itoa(id), name: cut(name, maxSnapshotInfoName), dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
 		diskSize: uint64(q.size)})
 	return q.commitSnapshotTable(snaps, oldSize)
 }
 
-// DeleteSnapshot removes the snapshot whose id or name is name.
+// copyL1 writes a copy of the active L1 table into new clusters and
+// returns its offset. An empty table (an image of size 0) takes no
+// cluster and has offset 0, as in qemu.
+func (q *Image) copyL1() (int64, error) {
+	if len(q.l1) == 0 {
+		return 0, nil
+	}
+	l1Bytes := int64(len(q.l1)) * 8
+	off, err := q.rc.alloc((l1Bytes + q.clusterSize - 1) >> q.clusterBits)
+	if err != nil {
+		return 0, err
+	}
+	return off, q.writeMeta(encodeL1(q.l1), off)
+}
+
+// DeleteSnapshot removes the first snapshot named name: qemu-img's -d
+// matches names only, never ids.
 func (q *Image) DeleteSnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	snaps, i, err := q.findSnapshot(name)
+	// qemu-img finds it in the listed table, where names are cut
+	snaps, err := q.readSnapshots()
 	if err != nil {
 		return err
 	}
+	listed := snapshotKeys(snaps)
+	for k := range listed {
+		listed[k].Name = cut(listed[k].Name, maxSnapshotInfoName)
+	}
+	i := image.SnapshotByName(name).Index(listed)
 	if i < 0 {
 		return image.Errorf(nil, "Could not delete snapshot '%s': snapshot not found", name)
+	}
+	if err := q.snapshotWritable(); err != nil {
+		return image.Errorf(err, "Could not delete snapshot '%s': %v", name, err)
 	}
 	gone := snaps[i]
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	l1, err := q.readTable(int64(gone.l1TableOffset), int(gone.l1Size))
+	l1, err := q.readSnapshotL1(gone)
 	if err != nil {
-		return err
+		return image.Errorf(err, "Could not delete snapshot '%s': %v", name, err)
 	}
 	oldSize := snapshotTableBytes(snaps)
 	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1), oldSize); err != nil {
 		return err
 	}
-	if err := q.rc.release(int64(gone.l1TableOffset), max(8, int64(gone.l1Size)*8)); err != nil {
-		return err
+	if gone.l1Size > 0 {
+		if err := q.rc.release(int64(gone.l1TableOffset), int64(gone.l1Size)*8); err != nil {
+			return err
+		}
 	}
 	return q.dropReferences(l1)
 }
 
-// findSnapshot reads the table of a writable image and finds the snapshot
-// whose id, or else name, is name (-1 when none is).
-func (q *Image) findSnapshot(name string) ([]snapshot, int, error) {
+// writableSnapshots reads the snapshot table of an image whose snapshots
+// may change.
+func (q *Image) writableSnapshots() ([]snapshot, error) {
 	if err := q.snapshotWritable(); err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	snaps, err := q.readSnapshots()
+	return q.readSnapshots()
+}
+
+// findSnapshot reads the table of a writable image and finds the snapshot
+// sp selects (-1 when none is).
+func (q *Image) findSnapshot(sp image.SnapshotSpec) ([]snapshot, int, error) {
+	snaps, err := q.writableSnapshots()
 	if err != nil {
 		return nil, 0, err
 	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool { return s.id == name })
-	if i < 0 {
-		i = slices.IndexFunc(snaps, func(s snapshot) bool { return s.name == name })
-	}
-	return snaps, i, nil
+	return snaps, sp.Index(snapshotKeys(snaps)), nil
 }
 
 // dropReferences removes the references of a view (an L1 table) no
@@ -145,17 +184,34 @@ func (q *Image) snapshotWritable() error {
 	if err := q.checkWritable(); err != nil {
 		return err
 	}
-	if q.data != nil || q.h.dataFile != "" {
-		return image.Errorf(image.ErrUnsupported, "%s: internal snapshots are not supported with an external data file", q.filename)
+	if q.hasDataFile() {
+		return errSnapshotDataFile
 	}
 	return nil
 }
 
+// errSnapshotDataFile: qemu has no internal snapshots with an external
+// data file (ENOTSUP); each command words it as qemu-img does.
+var errSnapshotDataFile = image.Errorf(image.ErrUnsupported, "Operation not supported")
+
+func (q *Image) hasDataFile() bool { return q.data != nil || q.h.dataFile != "" }
+
 // updateReferences adds delta to the refcount of every L2 table the L1
-// entries reach and of every cluster those tables point at (each cluster
-// of a compressed cluster's bytes, as qemu counts them). Runs of clusters
-// are updated together, one write per refcount block.
+// entries reach and of every cluster those tables point at.
 func (q *Image) updateReferences(l1 []uint64, delta int64) error {
+	clusters, err := q.referencedClusters(l1)
+	if err != nil {
+		return err
+	}
+	return q.addReferences(clusters, delta)
+}
+
+// referencedClusters lists, sorted, the L2 tables the L1 entries reach and
+// the clusters those tables point at (each cluster of a compressed
+// cluster's bytes, as qemu counts them; repeats stay). It fails, before
+// anything is written, on a cluster no refcount table qemu allows could
+// cover (qemu: EFBIG).
+func (q *Image) referencedClusters(l1 []uint64) ([]int64, error) {
 	var clusters []int64
 	for _, e := range l1 {
 		l2off := l1Entry(e).l2Offset()
@@ -165,7 +221,7 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		clusters = append(clusters, l2off>>q.clusterBits)
 		t, err := q.l2Table(l2off)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		for _, v := range t.entries {
 			le := l2Entry(v)
@@ -182,6 +238,18 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		}
 	}
 	slices.Sort(clusters)
+	if n := len(clusters); n > 0 && clusters[n-1] >= maxRefcountTableBytes/8*q.rc.perBlock {
+		return nil, image.Errorf(image.ErrCorrupt, "%s: cluster %#x lies beyond what a refcount table can cover: File too large",
+			q.filename, clusters[n-1]<<q.clusterBits)
+	}
+	return clusters, nil
+}
+
+// addReferences adds delta to the refcount of each of the sorted clusters
+// (a repeated one gains delta for each time it is listed). Runs of
+// consecutive clusters are updated together, one write per refcount
+// block.
+func (q *Image) addReferences(clusters []int64, delta int64) error {
 	for i := 0; i < len(clusters); {
 		// a run of distinct consecutive clusters; repeats (compressed
 		// clusters sharing a host cluster) start a new run
@@ -189,7 +257,12 @@ func (q *Image) updateReferences(l1 []uint64, delta int64) error {
 		for j < len(clusters) && clusters[j] == clusters[j-1]+1 {
 			j++
 		}
-		if err := q.rc.update(clusters[i], int64(j-i), delta); err != nil {
+		err := q.rc.update(clusters[i], int64(j-i), delta)
+		for err == errAgain {
+			// a refcount block was added for the run: the run again
+			err = q.rc.update(clusters[i], int64(j-i), delta)
+		}
+		if err != nil {
 			return fmt.Errorf("%s: updating snapshot references: %w", q.filename, err)
 		}
 		i = j
@@ -304,16 +377,30 @@ func snapshotTableBytes(snaps []snapshot) int64 {
 	return n
 }
 
-// ApplySnapshot makes the guest view that of the snapshot whose id or
-// name is name (qemu's qcow2_snapshot_goto): the snapshot's tables and
-// clusters gain the active image's reference, the active L1 table takes
-// the snapshot's entries (the commit point), and what the old view alone
-// used loses its reference. A snapshot of another size than the image is
-// not applied yet.
+// ApplySnapshot makes the guest view that of the snapshot whose id, or
+// else name, is name (qemu's qcow2_snapshot_goto), at the snapshot's
+// size: the snapshot's tables and clusters gain the active image's
+// reference, the active L1 table takes the snapshot's entries (the commit
+// point), and what the old view alone used loses its reference. When the
+// size changes or the L1 table must grow, the new L1 table goes to new
+// clusters and one header write switches size and table together, so that
+// a crash leaves either view whole.
 func (q *Image) ApplySnapshot(name string) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	snaps, i, err := q.findSnapshot(name)
+	// qemu refuses while any bitmap is loaded, enabled or not, and before
+	// it looks for the snapshot
+	bitmaps, err := q.loadBitmapDir()
+	if err != nil {
+		return err
+	}
+	if len(bitmaps) > 0 {
+		return image.Errorf(nil, "Could not apply snapshot '%s': Device has active dirty bitmaps", name)
+	}
+	snaps, i, err := q.findSnapshot(image.SnapshotByIDOrName(name))
+	if err == errSnapshotDataFile {
+		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: %v", name, err)
+	}
 	if err != nil {
 		return err
 	}
@@ -321,13 +408,17 @@ func (q *Image) ApplySnapshot(name string) error {
 		return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: No such file or directory", name)
 	}
 	sn := snaps[i]
-	if int64(sn.diskSize) != q.size || int(sn.l1Size) > len(q.l1) {
-		return image.NotSupported("Could not apply snapshot '%s': applying a snapshot of another size than the image", name)
+	if err := sn.checkL1(q.clusterSize); err != nil {
+		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: %s", name, err.(*snapshotL1Error).errno)
+	}
+	size := int64(sn.diskSize)
+	if err := q.checkSnapshotSize(name, size); err != nil {
+		return err
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
-	snapL1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	snapL1, err := q.readSnapshotL1(sn)
 	if err != nil {
 		return err
 	}
@@ -337,26 +428,98 @@ func (q *Image) ApplySnapshot(name string) error {
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
-	old := slices.Clone(q.l1)
-	for k := range q.l1 {
-		q.l1[k] = 0
-		if k < len(snapL1) {
-			// shared with the snapshot: no COPIED flag yet
-			q.l1[k] = snapL1[k] &^ oflagCopied
-		}
+	// qemu's table keeps its length unless the snapshot's size or table
+	// needs more entries
+	n := max(len(q.l1), len(snapL1), int(l1Entries(size, q.clusterBits, q.l2Bits)))
+	l1 := make([]uint64, n)
+	for k, e := range snapL1 {
+		// shared with the snapshot: no COPIED flag yet
+		l1[k] = e &^ oflagCopied
 	}
-	if err := q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset)); err != nil {
-		return err
+	old := q.l1
+	if n == len(q.l1) && size == q.size {
+		err = q.overwriteL1(l1)
+	} else {
+		err = q.switchL1(l1, size)
 	}
-	if err := q.syncFiles(); err != nil {
+	if err != nil {
 		return err
 	}
 	return q.dropReferences(old)
 }
 
-// LoadSnapshot makes a read-only image show the snapshot with the given id
-// and/or name (empty: any) instead of its current state.
-func (q *Image) LoadSnapshot(id, name string) error {
+// checkSnapshotSize refuses a snapshot size the image cannot take as
+// qemu's qcow2_co_truncate, which snapshot -a runs first, refuses it:
+// qemu-img then says which errno the truncate returned.
+func (q *Image) checkSnapshotSize(name string, size int64) error {
+	if size == q.size {
+		return nil
+	}
+	errno := ""
+	switch {
+	case q.h.version < 3:
+		errno = "Operation not supported" // "Can't resize a v2 image which has snapshots"
+	case size%512 != 0 || size < 0:
+		errno = "Invalid argument" // "The new size must be a multiple of 512"
+	case size > 1<<62 || l1Entries(size, q.clusterBits, q.l2Bits)*8 > maxL1Bytes:
+		errno = "File too large" // "Failed to grow the L1 table"
+	default:
+		return nil
+	}
+	return image.Errorf(nil, "Could not apply snapshot '%s': Failed to load snapshot: %s", name, errno)
+}
+
+// overwriteL1 writes l1, of the active table's length, over the active
+// table in place.
+func (q *Image) overwriteL1(l1 []uint64) error {
+	if err := q.writeMeta(encodeL1(l1), int64(q.h.l1TableOffset)); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	q.l1 = l1
+	return nil
+}
+
+// switchL1 writes l1 to new clusters, then switches the header's virtual
+// size, L1 size and L1 offset in one write (they lie side by side), then
+// frees the old table.
+func (q *Image) switchL1(l1 []uint64, size int64) error {
+	off, err := q.rc.alloc((int64(len(l1))*8 + q.clusterSize - 1) >> q.clusterBits)
+	if err != nil {
+		return err
+	}
+	if err := q.writeMeta(encodeL1(l1), off); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	var hdr [offL1TableOffset + 8 - offSize]byte
+	be.PutUint64(hdr[0:], uint64(size))
+	be.PutUint32(hdr[offCryptMethod-offSize:], q.h.cryptMethod)
+	be.PutUint32(hdr[offL1Size-offSize:], uint32(len(l1)))
+	be.PutUint64(hdr[offL1TableOffset-offSize:], uint64(off))
+	if err := q.writeHeaderBytes(hdr[:], offSize); err != nil {
+		return err
+	}
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	oldOff, oldLen := int64(q.h.l1TableOffset), int64(q.h.l1Size)
+	q.h.size, q.h.l1Size, q.h.l1TableOffset = uint64(size), uint32(len(l1)), uint64(off)
+	q.size, q.l1 = size, l1
+	if oldLen == 0 {
+		return nil
+	}
+	return q.rc.release(oldOff, oldLen*8)
+}
+
+// LoadSnapshot makes a read-only image show the snapshot sp selects
+// instead of its current state. The image keeps its current size, as in
+// qemu: past the snapshot's end it reads unallocated.
+func (q *Image) LoadSnapshot(sp image.SnapshotSpec) error {
 	if q.writable {
 		return image.Errorf(image.ErrUnsupported, "a snapshot can be loaded only read-only")
 	}
@@ -364,22 +527,16 @@ func (q *Image) LoadSnapshot(id, name string) error {
 	if err != nil {
 		return err
 	}
-	i := slices.IndexFunc(snaps, func(s snapshot) bool {
-		return (id == "" || s.id == id) && (name == "" || s.name == name)
-	})
-	if i < 0 || id == "" && name == "" {
+	i := sp.Index(snapshotKeys(snaps))
+	if i < 0 {
 		return image.Errorf(nil, "Can't find snapshot")
 	}
-	sn := snaps[i]
-	if int64(sn.l1Size)*8 > maxL1Bytes {
-		return image.Corrupt("%s: snapshot L1 table too large", q.filename)
-	}
-	l1, err := q.readTable(int64(sn.l1TableOffset), int(sn.l1Size))
+	l1, err := q.readSnapshotL1(snaps[i])
 	if err != nil {
 		return err
 	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	q.l1, q.size = l1, int64(sn.diskSize)
+	q.l1 = l1
 	return nil
 }
