@@ -129,6 +129,11 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		}
 		total += s.Size()
 	}
+	if r.NoCreate {
+		if err := r.checkConcatBacking(r.BackingFile); err != nil {
+			return err
+		}
+	}
 	if r.Bitmaps {
 		if err := r.checkBitmaps(sources); err != nil {
 			return err
@@ -195,6 +200,15 @@ func (r *Request) openTarget() (*image.Node, error) {
 	return t, nil
 }
 
+// checkConcatBacking refuses a backing file (-B or -o backing_file) for the
+// target of several sources, as qemu-img does.
+func (r *Request) checkConcatBacking(backing string) error {
+	if len(r.Sources) > 1 && backing != "" {
+		return image.Errorf(nil, "Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	return nil
+}
+
 // createTarget creates the target of size bytes with the -o options and
 // the -B backing file, after the checks qemu-img makes.
 func (r *Request) createTarget(size int64) error {
@@ -228,6 +242,9 @@ func (r *Request) createTarget(size int64) error {
 	}
 	if r.BackingFormat != "" {
 		backingFmt = r.BackingFormat
+	}
+	if err := r.checkConcatBacking(backing); err != nil {
+		return err
 	}
 	if backing != "" && backingFmt == "" {
 		return image.Errorf(nil, "Use of backing file requires explicit backing format")
