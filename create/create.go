@@ -99,26 +99,25 @@ func Prepare(r Request) (*Prepared, error) {
 		size = n
 	}
 	backing, hasBacking := o.Get("backing_file")
-	backingFmt, _ := o.Get("backing_fmt")
+	backingFmt, fmtGiven := o.Get("backing_fmt")
 	if hasBacking && backing == r.Filename {
 		return nil, image.Errorf(nil, "Error: Trying to create an image with the same filename as the backing file")
 	}
 	if hasBacking && backing == "" {
 		return nil, image.Errorf(nil, "Expected backing file name, got empty string")
 	}
-	if backing != "" && backingFmt == "" {
-		return nil, image.Errorf(nil, "Backing file specified without backing format")
-	}
+	// qemu-img opens the backing file unless -u, whether or not it needs
+	// its size, and only then asks for its format.
 	if backing != "" && !r.NoOpenBacking {
-		full := image.ResolveBacking(r.Filename, backing)
-		bn, err := image.Open(full, image.OpenOptions{Format: backingFmt, Claim: image.ClaimRead, ForceShare: true, User: "create backing check", NoBacking: true})
+		backingSize, err := checkBacking(r.Filename, backing, backingFmt, fmtGiven)
 		if err != nil {
-			return nil, image.Errorf(err, "%s. Could not open backing image.", err)
+			return nil, err
 		}
 		if size < 0 {
-			size = bn.Size()
+			size = backingSize
 		}
-		bn.Close()
+	} else if backing != "" && !fmtGiven {
+		return nil, image.Errorf(nil, "Backing file specified without backing format")
 	}
 	if size < 0 {
 		return nil, image.Errorf(nil, "Image creation needs a size parameter")
@@ -127,6 +126,24 @@ func Prepare(r Request) (*Prepared, error) {
 	r.Size = size
 	r.Options = o
 	return &Prepared{req: r, format: f, Summary: summary(r.Format, f.CreateOptions, o)}, nil
+}
+
+// checkBacking opens the backing file as qemu-img create does (probing its
+// format when none is given) and returns its size.
+func checkBacking(filename, backing, format string, formatGiven bool) (int64, error) {
+	if _, ok := image.Lookup(format); formatGiven && !ok {
+		return 0, image.Errorf(image.ErrUnsupported, "Unknown driver '%s'. Could not open backing image.", format)
+	}
+	bn, err := image.Open(image.ResolveBacking(filename, backing), image.OpenOptions{Format: format, Claim: image.ClaimRead,
+		ForceShare: true, User: "create backing check", NoBacking: true})
+	if err != nil {
+		return 0, image.Errorf(err, "%s. Could not open backing image.", err)
+	}
+	defer bn.Close()
+	if !formatGiven {
+		return 0, image.Errorf(nil, "Backing file specified without backing format. Detected format of %s.", bn.Format)
+	}
+	return bn.Size(), nil
 }
 
 func declares(specs []image.OptionSpec, name string) bool {

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"math"
 	"math/bits"
+	"strings"
 
 	"qimg/formats/file"
 	"qimg/image"
@@ -47,6 +48,19 @@ func fileOptions() []image.OptionSpec {
 	return out
 }
 
+// blockdevDrivers are the driver names qemu 7.2 (Debian's build) accepts
+// as a backing format, whether or not qimg reads them.
+var blockdevDrivers = map[string]bool{}
+
+func init() {
+	for _, name := range strings.Fields(`blkdebug blklogwrites blkreplay blkverify bochs cloop
+		compress copy-before-write copy-on-read dmg file snapshot-access ftp ftps gluster
+		host_cdrom host_device http https iscsi luks nbd nfs null-aio null-co nvme parallels
+		preallocate qcow qcow2 qed quorum raw rbd replication ssh throttle vdi vhdx vmdk vpc vvfat`) {
+		blockdevDrivers[name] = true
+	}
+}
+
 // createParams are validated creation options.
 type createParams struct {
 	version       uint32
@@ -78,6 +92,9 @@ func parseCreateOptions(o image.Options) (*createParams, error) {
 	case "1.1", "v3":
 	default:
 		return nil, image.Errorf(nil, "Parameter 'version' does not accept value '%s'", v)
+	}
+	if v, ok := o.Get("backing_fmt"); ok && !blockdevDrivers[v] {
+		return nil, image.Errorf(nil, "Parameter 'backing-fmt' does not accept value '%s'", v)
 	}
 	cs, err := o.Size("cluster_size", 1<<defaultClusterBits)
 	if err != nil {
@@ -128,6 +145,8 @@ func parseCreateOptions(o image.Options) (*createParams, error) {
 		return nil, image.Errorf(nil, "External data files are%s", v3)
 	case p.extendedL2 && p.clusterBits < minExtendedL2ClusterBits:
 		return nil, image.Errorf(nil, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	case p.backingFormat != "" && p.backingFile == "":
+		return nil, image.Errorf(nil, "Backing format cannot be used without backing file")
 	case p.dataFileRaw && p.dataFile == "":
 		return nil, image.Errorf(nil, "data-file-raw requires data-file")
 	case p.dataFileRaw && p.backingFile != "":
