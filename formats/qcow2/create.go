@@ -260,7 +260,12 @@ func Create(c *image.CreateContext) error {
 			return err
 		}
 		defer dataNode.Close()
-		if err := dataNode.Truncate(size, image.PreallocOff); err != nil {
+		// emptied first, as qemu creates it: old bytes must not show
+		// through a data file that is raw or later made so
+		if err := dataNode.Truncate(0, image.PreallocOff); err != nil {
+			return err
+		}
+		if err := dataNode.Truncate(size, dataFilePrealloc(p.prealloc)); err != nil {
 			return err
 		}
 	}
@@ -273,6 +278,15 @@ func Create(c *image.CreateContext) error {
 		return err
 	}
 	return q.finishCreate()
+}
+
+// dataFilePrealloc is how qemu preallocates an external data file: falloc
+// and full reach the data file, metadata only the qcow2 file.
+func dataFilePrealloc(mode image.Prealloc) image.Prealloc {
+	if mode == image.PreallocMetadata {
+		return image.PreallocOff
+	}
+	return mode
 }
 
 // newImageForCreate writes the refcount table and first refcount block
