@@ -11,17 +11,9 @@ import (
 
 // createOptions are qemu-img's -o options for qcow2 (with the file
 // protocol's). They are declared in the order in which qemu-img's
-// "Formatting" line lists them, with the defaults it shows; -o help sorts
-// them by name.
+// "Formatting" line lists them (the encryption options first), with the
+// defaults it shows; -o help sorts them by name.
 var createOptions = append([]image.OptionSpec{
-	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
-	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
-	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression", Default: "zlib"},
-	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
-	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
-	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
-	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
 	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
 	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
 	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
@@ -31,6 +23,14 @@ var createOptions = append([]image.OptionSpec{
 	{Name: "encrypt.ivgen-hash-alg", Type: image.OptString, Help: "Name of IV generator hash algorithm"},
 	{Name: "encrypt.hash-alg", Type: image.OptString, Help: "Name of encryption hash algorithm"},
 	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
+	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
+	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression", Default: "zlib"},
+	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
+	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
+	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
 	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
 	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
 	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates", Default: "off"},
