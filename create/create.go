@@ -200,10 +200,8 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 
 // Run creates the image: the protocol file is created without truncation
 // and locked for write and resize before it is truncated and formatted.
-//
 // The driver's own checks come first, so that a create it refuses leaves
-// an existing file untouched and makes no new one. A qcow2 create that
-// fails later removes the file, as qemu-img does; raw leaves it.
+// an existing file untouched and makes no new one.
 func (p *Prepared) Run() error {
 	r := p.req
 	if p.format.CheckCreate != nil {
@@ -211,28 +209,24 @@ func (p *Prepared) Run() error {
 			return err
 		}
 	}
-	err := p.create()
-	if err != nil && p.format.Name != "raw" {
-		removeLocal(r.Filename)
-	}
-	return err
-}
-
-// removeLocal removes a local file by name; other protocols keep theirs.
-func removeLocal(name string) {
-	if path, ok := image.LocalPath(name); ok {
-		os.Remove(path)
-	}
-}
-
-func (p *Prepared) create() error {
-	r := p.req
 	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
 	if err != nil {
 		return err
 	}
+	err = p.formatFile(file)
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// formatFile empties the locked protocol file and formats it. A qcow2
+// create that fails once the file is emptied removes it, as qemu-img
+// does; raw leaves it. A file that was never emptied (locked by another
+// process, not writable) is never removed.
+func (p *Prepared) formatFile(file *image.Node) error {
+	r := p.req
 	if err := file.Truncate(0, image.PreallocOff); err != nil {
-		file.Close()
 		return err
 	}
 	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options}
@@ -241,9 +235,18 @@ func (p *Prepared) create() error {
 			return image.Open(image.ResolveBacking(r.Filename, name), image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, User: "create", NoBacking: true})
 		}
 	}
-	err = p.format.Create(ctx)
-	if cerr := file.Close(); err == nil {
-		err = cerr
+	err := p.format.Create(ctx)
+	if err != nil && p.format.Name != "raw" {
+		removeLocal(r.Filename)
 	}
 	return err
+}
+
+// removeLocal removes a regular local file by name; devices and other
+// protocols keep theirs.
+func removeLocal(name string) {
+	path, ok := image.LocalPath(name)
+	if st, err := os.Lstat(path); ok && err == nil && st.Mode().IsRegular() {
+		os.Remove(path)
+	}
 }
