@@ -278,10 +278,17 @@ func (r *Request) createTarget(size int64) error {
 	if err := opts.Validate(typesOnly); err != nil {
 		return err
 	}
+	// qemu-img creates the target without opening its backing file
 	p, err := create.Prepare(create.Request{Filename: r.Target, Format: r.TargetFormat, Size: size, Options: opts,
-		BackingFile: backing, BackingFormat: backingFmt})
+		BackingFile: backing, BackingFormat: backingFmt, NoOpenBacking: true})
 	if err != nil {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	if err := p.Check(); err != nil {
+		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	if err := r.checkTargetBacking(backing, backingFmt); err != nil {
+		return err
 	}
 	if err := r.checkTargetFree(); err != nil {
 		return err
@@ -290,6 +297,22 @@ func (r *Request) createTarget(size int64) error {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
 	}
 	return nil
+}
+
+// checkTargetBacking opens the target's backing file before the target is
+// made: qemu-img finds a missing one only when it opens the new target,
+// and leaves that target behind; qimg refuses with the same words and
+// makes nothing.
+func (r *Request) checkTargetBacking(backing, format string) error {
+	if backing == "" {
+		return nil
+	}
+	n, err := image.Open(image.ResolveBacking(r.Target, backing), image.OpenOptions{Format: format, Claim: image.ClaimRead,
+		ForceShare: true, User: "convert backing check", NoBacking: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Target, err)
+	}
+	return n.Close()
 }
 
 // checkTargetFree refuses, before create truncates it, an existing target

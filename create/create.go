@@ -204,10 +204,8 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 // an existing file untouched and makes no new one.
 func (p *Prepared) Run() error {
 	r := p.req
-	if p.format.CheckCreate != nil {
-		if err := p.format.CheckCreate(r.Options, r.Size); err != nil {
-			return err
-		}
+	if err := p.Check(); err != nil {
+		return err
 	}
 	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
 	if err != nil {
@@ -218,6 +216,14 @@ func (p *Prepared) Run() error {
 		err = cerr
 	}
 	return err
+}
+
+// Check runs the driver's own checks of the options and size.
+func (p *Prepared) Check() error {
+	if p.format.CheckCreate == nil {
+		return nil
+	}
+	return p.format.CheckCreate(p.req.Options, p.req.Size)
 }
 
 // formatFile empties the locked protocol file and formats it. A qcow2
