@@ -139,6 +139,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			return err
 		}
 	}
+	if r.NoCreate && r.Bitmaps && !supportsBitmaps(target) {
+		return bitmapsUnsupported(target.Format)
+	}
 	created := false
 	if !r.NoCreate {
 		if err := r.createTarget(total); err != nil {
@@ -286,6 +289,9 @@ func (r *Request) createTarget(size int64) error {
 	}
 	if err := p.Check(); err != nil {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	if r.Bitmaps && !holdsBitmaps(r.TargetFormat, opts) {
+		return bitmapsUnsupported(r.TargetFormat)
 	}
 	if err := r.checkTargetBacking(backing, backingFmt); err != nil {
 		return err
