@@ -45,7 +45,9 @@ file protocol.
 
 The protocol file is created without truncation and locked for write and
 resize (QEMU's lock bytes) before it is truncated and formatted: creating over
-an image that a running QEMU uses fails and leaves it intact.`,
+an image that a running QEMU uses fails and leaves it intact. Every option is
+checked before any file is touched: a refused create makes no file and leaves
+an existing one as it was, where qemu-img would have emptied or removed it.`,
 		Example: `  qimg create -f raw disk.img 10G
   qimg create -f raw -o preallocation=full disk.img 1G
   qimg create -f raw -o help`,

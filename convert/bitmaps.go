@@ -43,7 +43,7 @@ func sourceBitmaps(src *image.Node) ([]image.BitmapInfo, error) {
 func (r *Request) copyBitmaps(src, target *image.Node, warn func(string)) error {
 	dst, ok := target.Driver().(image.BitmapStore)
 	if !ok || !supportsBitmaps(target) {
-		return image.Errorf(image.ErrUnsupported, "Format driver '%s' does not support bitmaps", target.Format)
+		return bitmapsUnsupported(target.Format)
 	}
 	infos, err := sourceBitmaps(src)
 	if err != nil {
@@ -98,6 +98,18 @@ func (r *Request) copyBitmaps(src, target *image.Node, warn func(string)) error 
 
 // supportsBitmaps reports whether a node's format can hold persistent
 // bitmaps (qcow2 v2 images cannot).
+// holdsBitmaps tells whether a target created with these options can hold
+// persistent bitmaps: qcow2 version 3 only. qemu-img finds out after the
+// copy and leaves the target; qimg refuses before making or emptying it.
+func holdsBitmaps(format string, o image.Options) bool {
+	compat := o.String("compat", "1.1")
+	return format == "qcow2" && compat != "0.10" && compat != "v2"
+}
+
+func bitmapsUnsupported(format string) error {
+	return image.Errorf(image.ErrUnsupported, "Format driver '%s' does not support bitmaps", format)
+}
+
 func supportsBitmaps(n *image.Node) bool {
 	if _, ok := n.Driver().(image.BitmapStore); !ok {
 		return false

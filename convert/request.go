@@ -121,10 +121,18 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		}
 		total += s.Size()
 	}
+	if r.NoCreate {
+		if err := r.checkConcatBacking(r.BackingFile); err != nil {
+			return err
+		}
+	}
 	if r.Bitmaps {
 		if err := r.checkBitmaps(sources); err != nil {
 			return err
 		}
+	}
+	if r.NoCreate && r.Bitmaps && !supportsBitmaps(target) {
+		return bitmapsUnsupported(target.Format)
 	}
 	created := false
 	if !r.NoCreate {
@@ -187,6 +195,15 @@ func (r *Request) openTarget() (*image.Node, error) {
 	return t, nil
 }
 
+// checkConcatBacking refuses a backing file (-B or -o backing_file) for the
+// target of several sources, as qemu-img does.
+func (r *Request) checkConcatBacking(backing string) error {
+	if len(r.Sources) > 1 && backing != "" {
+		return image.Errorf(nil, "Having a backing file for the target makes no sense when concatenating multiple input images")
+	}
+	return nil
+}
+
 // createTarget creates the target of size bytes with the -o options and
 // the -B backing file, after the checks qemu-img makes.
 func (r *Request) createTarget(size int64) error {
@@ -221,6 +238,9 @@ func (r *Request) createTarget(size int64) error {
 	if r.BackingFormat != "" {
 		backingFmt = r.BackingFormat
 	}
+	if err := r.checkConcatBacking(backing); err != nil {
+		return err
+	}
 	if backing != "" && backingFmt == "" {
 		return image.Errorf(nil, "Use of backing file requires explicit backing format")
 	}
@@ -253,10 +273,20 @@ func (r *Request) createTarget(size int64) error {
 	if err := opts.Validate(typesOnly); err != nil {
 		return err
 	}
+	// qemu-img creates the target without opening its backing file
 	p, err := create.Prepare(create.Request{Filename: r.Target, Format: r.TargetFormat, Size: size, Options: opts,
-		BackingFile: backing, BackingFormat: backingFmt})
+		BackingFile: backing, BackingFormat: backingFmt, NoOpenBacking: true})
 	if err != nil {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	if err := p.Check(); err != nil {
+		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
+	}
+	if r.Bitmaps && !holdsBitmaps(r.TargetFormat, opts) {
+		return bitmapsUnsupported(r.TargetFormat)
+	}
+	if err := r.checkTargetBacking(backing, backingFmt); err != nil {
+		return err
 	}
 	if err := r.checkTargetFree(); err != nil {
 		return err
@@ -265,6 +295,22 @@ func (r *Request) createTarget(size int64) error {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
 	}
 	return nil
+}
+
+// checkTargetBacking opens the target's backing file before the target is
+// made: qemu-img finds a missing one only when it opens the new target,
+// and leaves that target behind; qimg refuses with the same words and
+// makes nothing.
+func (r *Request) checkTargetBacking(backing, format string) error {
+	if backing == "" {
+		return nil
+	}
+	n, err := image.Open(image.ResolveBacking(r.Target, backing), image.OpenOptions{Format: format, Claim: image.ClaimRead,
+		ForceShare: true, User: "convert backing check", NoBacking: true})
+	if err != nil {
+		return fmt.Errorf("Could not open '%s': Could not open backing file: %w", r.Target, err)
+	}
+	return n.Close()
 }
 
 // checkTargetFree refuses, before create truncates it, an existing target

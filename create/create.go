@@ -99,26 +99,25 @@ func Prepare(r Request) (*Prepared, error) {
 		size = n
 	}
 	backing, hasBacking := o.Get("backing_file")
-	backingFmt, _ := o.Get("backing_fmt")
+	backingFmt, fmtGiven := o.Get("backing_fmt")
 	if hasBacking && backing == r.Filename {
 		return nil, image.Errorf(nil, "Error: Trying to create an image with the same filename as the backing file")
 	}
 	if hasBacking && backing == "" {
 		return nil, image.Errorf(nil, "Expected backing file name, got empty string")
 	}
-	if backing != "" && backingFmt == "" {
-		return nil, image.Errorf(nil, "Backing file specified without backing format")
-	}
+	// qemu-img opens the backing file unless -u, whether or not it needs
+	// its size, and only then asks for its format.
 	if backing != "" && !r.NoOpenBacking {
-		full := image.ResolveBacking(r.Filename, backing)
-		bn, err := image.Open(full, image.OpenOptions{Format: backingFmt, Claim: image.ClaimRead, ForceShare: true, User: "create backing check", NoBacking: true})
+		backingSize, err := checkBacking(r.Filename, backing, backingFmt, fmtGiven)
 		if err != nil {
-			return nil, image.Errorf(err, "%s. Could not open backing image.", err)
+			return nil, err
 		}
 		if size < 0 {
-			size = bn.Size()
+			size = backingSize
 		}
-		bn.Close()
+	} else if backing != "" && !fmtGiven {
+		return nil, image.Errorf(nil, "Backing file specified without backing format")
 	}
 	if size < 0 {
 		return nil, image.Errorf(nil, "Image creation needs a size parameter")
@@ -127,6 +126,24 @@ func Prepare(r Request) (*Prepared, error) {
 	r.Size = size
 	r.Options = o
 	return &Prepared{req: r, format: f, Summary: summary(r.Format, f.CreateOptions, o)}, nil
+}
+
+// checkBacking opens the backing file as qemu-img create does (probing its
+// format when none is given) and returns its size.
+func checkBacking(filename, backing, format string, formatGiven bool) (int64, error) {
+	if _, ok := image.Lookup(format); formatGiven && !ok {
+		return 0, image.Errorf(image.ErrUnsupported, "Unknown driver '%s'. Could not open backing image.", format)
+	}
+	bn, err := image.Open(image.ResolveBacking(filename, backing), image.OpenOptions{Format: format, Claim: image.ClaimRead,
+		ForceShare: true, User: "create backing check", NoBacking: true})
+	if err != nil {
+		return 0, image.Errorf(err, "%s. Could not open backing image.", err)
+	}
+	defer bn.Close()
+	if !formatGiven {
+		return 0, image.Errorf(nil, "Backing file specified without backing format. Detected format of %s.", bn.Format)
+	}
+	return bn.Size(), nil
 }
 
 func declares(specs []image.OptionSpec, name string) bool {
@@ -183,39 +200,39 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 
 // Run creates the image: the protocol file is created without truncation
 // and locked for write and resize before it is truncated and formatted.
-//
 // The driver's own checks come first, so that a create it refuses leaves
-// an existing file untouched and makes no new one. A qcow2 create that
-// fails later removes the file, as qemu-img does; raw leaves it.
+// an existing file untouched and makes no new one.
 func (p *Prepared) Run() error {
 	r := p.req
-	if p.format.CheckCreate != nil {
-		if err := p.format.CheckCreate(r.Options, r.Size); err != nil {
-			return err
-		}
+	if err := p.Check(); err != nil {
+		return err
 	}
-	err := p.create()
-	if err != nil && p.format.Name != "raw" {
-		removeLocal(r.Filename)
-	}
-	return err
-}
-
-// removeLocal removes a local file by name; other protocols keep theirs.
-func removeLocal(name string) {
-	if path, ok := image.LocalPath(name); ok {
-		os.Remove(path)
-	}
-}
-
-func (p *Prepared) create() error {
-	r := p.req
 	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
 	if err != nil {
 		return err
 	}
+	err = p.formatFile(file)
+	if cerr := file.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Check runs the driver's own checks of the options and size.
+func (p *Prepared) Check() error {
+	if p.format.CheckCreate == nil {
+		return nil
+	}
+	return p.format.CheckCreate(p.req.Options, p.req.Size)
+}
+
+// formatFile empties the locked protocol file and formats it. A qcow2
+// create that fails once the file is emptied removes it, as qemu-img
+// does; raw leaves it. A file that was never emptied (locked by another
+// process, not writable) is never removed.
+func (p *Prepared) formatFile(file *image.Node) error {
+	r := p.req
 	if err := file.Truncate(0, image.PreallocOff); err != nil {
-		file.Close()
 		return err
 	}
 	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options}
@@ -224,9 +241,18 @@ func (p *Prepared) create() error {
 			return image.Open(image.ResolveBacking(r.Filename, name), image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, User: "create", NoBacking: true})
 		}
 	}
-	err = p.format.Create(ctx)
-	if cerr := file.Close(); err == nil {
-		err = cerr
+	err := p.format.Create(ctx)
+	if err != nil && p.format.Name != "raw" {
+		removeLocal(r.Filename)
 	}
 	return err
+}
+
+// removeLocal removes a regular local file by name; devices and other
+// protocols keep theirs.
+func removeLocal(name string) {
+	path, ok := image.LocalPath(name)
+	if st, err := os.Lstat(path); ok && err == nil && st.Mode().IsRegular() {
+		os.Remove(path)
+	}
 }

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"math"
 	"math/bits"
+	"strings"
 
 	"qimg/formats/file"
 	"qimg/image"
@@ -10,17 +11,9 @@ import (
 
 // createOptions are qemu-img's -o options for qcow2 (with the file
 // protocol's). They are declared in the order in which qemu-img's
-// "Formatting" line lists them, with the defaults it shows; -o help sorts
-// them by name.
+// "Formatting" line lists them (the encryption options first), with the
+// defaults it shows; -o help sorts them by name.
 var createOptions = append([]image.OptionSpec{
-	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
-	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
-	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression", Default: "zlib"},
-	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
-	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
-	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
-	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
 	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
 	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
 	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
@@ -30,6 +23,14 @@ var createOptions = append([]image.OptionSpec{
 	{Name: "encrypt.ivgen-hash-alg", Type: image.OptString, Help: "Name of IV generator hash algorithm"},
 	{Name: "encrypt.hash-alg", Type: image.OptString, Help: "Name of encryption hash algorithm"},
 	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
+	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
+	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
+	{Name: "compression_type", Type: image.OptString, Help: "Compression method used for image cluster compression", Default: "zlib"},
+	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
+	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
+	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
 	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
 	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
 	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates", Default: "off"},
@@ -45,6 +46,19 @@ func fileOptions() []image.OptionSpec {
 		}
 	}
 	return out
+}
+
+// blockdevDrivers are the driver names qemu 7.2 (Debian's build) accepts
+// as a backing format, whether or not qimg reads them.
+var blockdevDrivers = map[string]bool{}
+
+func init() {
+	for _, name := range strings.Fields(`blkdebug blklogwrites blkreplay blkverify bochs cloop
+		compress copy-before-write copy-on-read dmg file snapshot-access ftp ftps gluster
+		host_cdrom host_device http https iscsi luks nbd nfs null-aio null-co nvme parallels
+		preallocate qcow qcow2 qed quorum raw rbd replication ssh throttle vdi vhdx vmdk vpc vvfat`) {
+		blockdevDrivers[name] = true
+	}
 }
 
 // createParams are validated creation options.
@@ -63,7 +77,7 @@ type createParams struct {
 }
 
 // parseCreateOptions checks the options as qemu-img does, with its
-// wording, before anything is written.
+// wording and in its order, before anything is written.
 func parseCreateOptions(o image.Options) (*createParams, error) {
 	p := &createParams{version: 3, clusterBits: defaultClusterBits, refcountOrder: defaultRefcountOrder}
 	if v, ok := o.Get("encrypt.format"); ok || o.Bool("encryption", false) {
@@ -72,79 +86,118 @@ func parseCreateOptions(o image.Options) (*createParams, error) {
 		}
 		return nil, image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=%s) is not supported yet", v)
 	}
-	switch v := o.String("compat", "1.1"); v {
-	case "0.10", "v2":
-		p.version = 2
-	case "1.1", "v3":
-	default:
-		return nil, image.Errorf(nil, "Parameter 'version' does not accept value '%s'", v)
+	if err := p.readEnums(o); err != nil {
+		return nil, err
 	}
 	cs, err := o.Size("cluster_size", 1<<defaultClusterBits)
 	if err != nil {
 		return nil, err
 	}
-	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
-		return nil, image.Errorf(nil, "Cluster size must be a power of two between 512 and 2048k")
-	}
-	p.clusterBits = uint32(bits.TrailingZeros64(uint64(cs)))
 	rb, err := o.Number("refcount_bits", 16)
 	if err != nil {
 		return nil, err
 	}
-	if rb == 0 || rb > 64 || rb&(rb-1) != 0 {
-		return nil, image.Errorf(nil, "Refcount width must be a power of two and may not exceed 64 bits")
-	}
-	p.refcountOrder = uint32(bits.TrailingZeros64(rb))
 	p.extendedL2 = o.Bool("extended_l2", false)
 	p.lazyRefcounts = o.Bool("lazy_refcounts", false)
-	switch v := o.String("compression_type", "zlib"); v {
-	case "zlib":
-	case "zstd":
-		p.compression = compressionZstd
-	default:
-		return nil, image.Errorf(nil, "Parameter 'compression-type' does not accept value '%s'", v)
-	}
-	switch v := o.String("preallocation", "off"); v {
-	case "off", "metadata", "falloc", "full":
-		p.prealloc = image.Prealloc(v)
-	default:
-		return nil, image.Errorf(nil, "Parameter 'preallocation' does not accept value '%s'", v)
-	}
 	p.dataFile = o.String("data_file", "")
 	p.dataFileRaw = o.Bool("data_file_raw", false)
 	p.backingFile = o.String("backing_file", "")
 	p.backingFormat = o.String("backing_fmt", "")
-	v3 := " only supported with compatibility level 1.1 and above (use version=v3 or greater)"
-	switch {
-	case p.version < 3 && p.lazyRefcounts:
-		return nil, image.Errorf(nil, "Lazy refcounts%s", v3)
-	case p.version < 3 && p.refcountOrder != defaultRefcountOrder:
-		return nil, image.Errorf(nil, "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
-	case p.version < 3 && p.extendedL2:
-		return nil, image.Errorf(nil, "Extended L2 entries are%s", v3)
-	case p.version < 3 && p.compression != compressionZlib:
-		return nil, image.Errorf(nil, "Non-zlib compression type is%s", v3)
-	case p.version < 3 && p.dataFile != "":
-		return nil, image.Errorf(nil, "External data files are%s", v3)
-	case p.extendedL2 && p.clusterBits < minExtendedL2ClusterBits:
-		return nil, image.Errorf(nil, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
-	case p.dataFileRaw && p.dataFile == "":
-		return nil, image.Errorf(nil, "data-file-raw requires data-file")
-	case p.dataFileRaw && p.backingFile != "":
-		return nil, image.Errorf(nil, "Backing file and data-file-raw cannot be used at the same time")
-	case p.backingFile != "" && p.prealloc != image.PreallocOff && !p.extendedL2:
-		// preallocated clusters would hide the backing file; with
-		// subclusters they stay unallocated and keep reading it
-		return nil, image.Errorf(nil, "Backing file and preallocation can only be used at the same time if extended_l2 is on")
+	if err := p.checkLayout(cs, rb); err != nil {
+		return nil, err
 	}
-	if len(p.backingFile) > maxBackingNameSize {
-		return nil, image.Errorf(nil, "Backing file name too long")
+	if err := p.checkReferences(); err != nil {
+		return nil, err
 	}
 	if p.dataFileRaw && p.prealloc == image.PreallocOff {
 		// a raw data file needs every guest cluster mapped at its own offset
 		p.prealloc = image.PreallocMetadata
 	}
 	return p, nil
+}
+
+// readEnums reads the options qemu converts to its QAPI enumerations,
+// refused first and in the order of qemu's structure.
+func (p *createParams) readEnums(o image.Options) error {
+	switch v := o.String("compat", "1.1"); v {
+	case "0.10", "v2":
+		p.version = 2
+	case "1.1", "v3":
+	default:
+		return image.Errorf(nil, "Parameter 'version' does not accept value '%s'", v)
+	}
+	if v, ok := o.Get("backing_fmt"); ok && !blockdevDrivers[v] {
+		return image.Errorf(nil, "Parameter 'backing-fmt' does not accept value '%s'", v)
+	}
+	switch v := o.String("preallocation", "off"); v {
+	case "off", "metadata", "falloc", "full":
+		p.prealloc = image.Prealloc(v)
+	default:
+		return image.Errorf(nil, "Parameter 'preallocation' does not accept value '%s'", v)
+	}
+	switch v := o.String("compression_type", "zlib"); v {
+	case "zlib":
+	case "zstd":
+		p.compression = compressionZstd
+	default:
+		return image.Errorf(nil, "Parameter 'compression-type' does not accept value '%s'", v)
+	}
+	return nil
+}
+
+// v3Only ends qemu's refusals of version 3 features on compat=0.10.
+const v3Only = " only supported with compatibility level 1.1 and above (use version=v3 or greater)"
+
+// checkLayout checks extended L2, the cluster size and the refcount width,
+// in qemu's order, and sets the sizes.
+func (p *createParams) checkLayout(cs int64, refcountBits uint64) error {
+	if p.version < 3 && p.extendedL2 {
+		return image.Errorf(nil, "Extended L2 entries are%s", v3Only)
+	}
+	if cs < 1<<minClusterBits || cs > 1<<maxClusterBits || cs&(cs-1) != 0 {
+		return image.Errorf(nil, "Cluster size must be a power of two between 512 and 2048k")
+	}
+	p.clusterBits = uint32(bits.TrailingZeros64(uint64(cs)))
+	if p.extendedL2 && p.clusterBits < minExtendedL2ClusterBits {
+		return image.Errorf(nil, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
+	}
+	if p.backingFile != "" && p.prealloc != image.PreallocOff && !p.extendedL2 {
+		// preallocated clusters would hide the backing file; with
+		// subclusters they stay unallocated and keep reading it
+		return image.Errorf(nil, "Backing file and preallocation can only be used at the same time if extended_l2 is on")
+	}
+	if p.backingFormat != "" && p.backingFile == "" {
+		return image.Errorf(nil, "Backing format cannot be used without backing file")
+	}
+	if p.version < 3 && p.lazyRefcounts {
+		return image.Errorf(nil, "Lazy refcounts%s", v3Only)
+	}
+	if refcountBits == 0 || refcountBits > 64 || refcountBits&(refcountBits-1) != 0 {
+		return image.Errorf(nil, "Refcount width must be a power of two and may not exceed 64 bits")
+	}
+	p.refcountOrder = uint32(bits.TrailingZeros64(refcountBits))
+	if p.version < 3 && p.refcountOrder != defaultRefcountOrder {
+		return image.Errorf(nil, "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)")
+	}
+	return nil
+}
+
+// checkReferences checks the data file, the compression type and the
+// backing file name, in qemu's order.
+func (p *createParams) checkReferences() error {
+	switch {
+	case p.dataFileRaw && p.dataFile == "":
+		return image.Errorf(nil, "data-file-raw requires data-file")
+	case p.dataFileRaw && p.backingFile != "":
+		return image.Errorf(nil, "Backing file and data-file-raw cannot be used at the same time")
+	case p.version < 3 && p.dataFile != "":
+		return image.Errorf(nil, "External data files are%s", v3Only)
+	case p.version < 3 && p.compression != compressionZlib:
+		return image.Errorf(nil, "Non-zlib compression type is%s", v3Only)
+	case len(p.backingFile) > maxBackingNameSize:
+		return image.Errorf(nil, "Backing file name too long")
+	}
+	return nil
 }
 
 // CheckCreate validates create options and the size with qemu-img's
@@ -241,7 +294,12 @@ func Create(c *image.CreateContext) error {
 			return err
 		}
 		defer dataNode.Close()
-		if err := dataNode.Truncate(size, image.PreallocOff); err != nil {
+		// emptied first, as qemu creates it: old bytes must not show
+		// through a data file that is raw or later made so
+		if err := dataNode.Truncate(0, image.PreallocOff); err != nil {
+			return err
+		}
+		if err := dataNode.Truncate(size, dataFilePrealloc(p.prealloc)); err != nil {
 			return err
 		}
 	}
@@ -254,6 +312,15 @@ func Create(c *image.CreateContext) error {
 		return err
 	}
 	return q.finishCreate()
+}
+
+// dataFilePrealloc is how qemu preallocates an external data file: falloc
+// and full reach the data file, metadata only the qcow2 file.
+func dataFilePrealloc(mode image.Prealloc) image.Prealloc {
+	if mode == image.PreallocMetadata {
+		return image.PreallocOff
+	}
+	return mode
 }
 
 // newImageForCreate writes the refcount table and first refcount block
