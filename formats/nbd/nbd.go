@@ -73,12 +73,8 @@ func (d *Driver) MultiConn() bool { return d.conn.MultiConn() }
 // ReadAt reads p at off in requests of at most the server's maximum
 // block size, widened to its minimum block size where p is not aligned.
 func (d *Driver) ReadAt(p []byte, off int64) (int, error) {
-	align := int64(d.conn.minBlock)
-	if off%align != 0 || int64(len(p))%align != 0 {
-		start := off / align * align
-		end := (off + int64(len(p)) + align - 1) / align * align
-		buf := make([]byte, end-start)
-		if err := d.read(buf, start); err != nil {
+	if buf, start, err := d.readAligned(p, off); err != nil || buf != nil {
+		if err != nil {
 			return 0, err
 		}
 		copy(p, buf[off-start:])
@@ -88,6 +84,23 @@ func (d *Driver) ReadAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// readAligned reads the blocks of the server's minimum size that cover p
+// at off, when p is not aligned to them (nil when it is): unaligned reads
+// copy out of them, unaligned writes patch them.
+func (d *Driver) readAligned(p []byte, off int64) (buf []byte, start int64, err error) {
+	align := int64(d.conn.minBlock)
+	if off%align == 0 && int64(len(p))%align == 0 {
+		return nil, 0, nil
+	}
+	start = off / align * align
+	end := (off + int64(len(p)) + align - 1) / align * align
+	buf = make([]byte, end-start)
+	if err := d.read(buf, start); err != nil {
+		return nil, 0, err
+	}
+	return buf, start, nil
 }
 
 func (d *Driver) read(p []byte, off int64) error {
@@ -108,12 +121,8 @@ func (d *Driver) WriteAt(p []byte, off int64) (int, error) {
 		return 0, err
 	}
 	d.forgetStatus()
-	align := int64(d.conn.minBlock)
-	if off%align != 0 || int64(len(p))%align != 0 {
-		start := off / align * align
-		end := (off + int64(len(p)) + align - 1) / align * align
-		buf := make([]byte, end-start)
-		if err := d.read(buf, start); err != nil {
+	if buf, start, err := d.readAligned(p, off); err != nil || buf != nil {
+		if err != nil {
 			return 0, err
 		}
 		copy(buf[off-start:], p)
