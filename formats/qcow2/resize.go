@@ -57,12 +57,13 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	}
 	// host clusters whose references go: punched once free
 	var dropped []int64
-	// clusters beyond the new end, in the tables that stay (a table
-	// shared with a snapshot is copied first, never cleared in place)
+	// clusters beyond the new end, in the table that stays (a table
+	// shared with a snapshot is copied first, never cleared in place; a
+	// missing one is allocated, as qemu's discard does, for its layout)
 	for pos := from; pos < old; {
 		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
 		l1i := pos / l2Span
-		if l1i < int64(len(q.l1)) && l1Entry(q.l1[l1i]).l2Offset() != 0 && pos%l2Span != 0 {
+		if l1i < int64(len(q.l1)) && pos%l2Span != 0 {
 			t, err := q.l2ForWrite(l1i)
 			if err != nil {
 				return err
