@@ -214,8 +214,9 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	// data over a file grown with zeroes: nothing shows through
 	inFile := (prealloc == image.PreallocFalloc || prealloc == image.PreallocFull) && q.data == nil
 	zero := q.backingShowsThrough(old) && !inFile
-	if zero && q.h.version < 3 {
-		// no zero clusters: qemu refuses rather than show the backing file
+	if zero && q.h.version < 3 && roundUpTo(old, q.clusterSize) < size {
+		// no zero clusters for the whole clusters past the old one: qemu
+		// refuses rather than show the backing file
 		return image.Errorf(image.ErrUnsupported, "Failed to zero out new clusters: Operation not supported")
 	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
