@@ -41,9 +41,10 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 }
 
 // shrink drops the active image's references to the guest clusters
-// beyond the new size and to the L2 tables only they used, records the new size, and cuts the file after the
-// last cluster still in use (qemu's order: discard, L1, size, file). The
-// caller holds the metadata lock.
+// beyond the new size and to the L2 tables only they used, records the
+// new size, frees what no longer has a reference and cuts the file after
+// the last cluster still in use (qemu's order: discard, L1, size, file).
+// The caller holds the metadata lock.
 func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if prealloc != image.PreallocOff && prealloc != "" {
 		return image.Errorf(image.ErrUnsupported, "Preallocation can't be used for shrinking an image")
@@ -365,6 +366,22 @@ func (q *Image) copyTail(e l2Entry, to, host int64) error {
 	return q.writeData(tail, host, true)
 }
 
+// zeroReused makes the host clusters [host, host+n) that lie inside the
+// image file read as zeroes: preallocation may take clusters freed
+// earlier, whose old bytes (a bitmap directory, a snapshot's table) must
+// not become guest data. Clusters of an external data file are the
+// guest's own and stay as they are.
+func (q *Image) zeroReused(host, n int64) error {
+	if q.data != nil {
+		return nil
+	}
+	end := min(host+n, q.file.Size())
+	if end <= host {
+		return nil
+	}
+	return q.file.WriteZeroes(host, end-host, false)
+}
+
 // growL1 moves the L1 table to n entries: the new table is written, then
 // the header points at it, then the old one is freed.
 func (q *Image) growL1(n int64) error {
@@ -459,6 +476,9 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 			if err != nil {
 				return err
 			}
+			if err := q.zeroReused(host, k*cs); err != nil {
+				return err
+			}
 			if head != nil && c == from>>q.clusterBits {
 				if err := q.writeData(head, host+from&(cs-1)-int64(len(head)), true); err != nil {
 					return err
@@ -539,6 +559,9 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated b
 		return err
 	}
 	if err := r.update(start>>q.clusterBits, nData, 1); err != nil {
+		return err
+	}
+	if err := q.zeroReused(start, nData*cs); err != nil {
 		return err
 	}
 	if err := q.file.Truncate(start+nData*cs, mode); err != nil {
