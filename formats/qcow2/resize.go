@@ -41,10 +41,10 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 }
 
 // shrink drops the active image's references to the guest clusters
-// beyond the new size and to the L2 tables only they used, records the
-// new size, frees what no longer has a reference and cuts the file after
-// the last cluster still in use (qemu's order: discard, L1, size, file).
-// The caller holds the metadata lock.
+// beyond the new size and to the L2 tables only they used, frees what no
+// longer has a reference and cuts the file after the last cluster still
+// in use. qemu records the new size last; qimg first (see below), with
+// the same result. The caller holds the metadata lock.
 func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if prealloc != image.PreallocOff && prealloc != "" {
 		return image.Errorf(image.ErrUnsupported, "Preallocation can't be used for shrinking an image")
@@ -55,6 +55,15 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	old := q.size
 	if q.waitInflight(from>>q.clusterBits, (old+cs-1)>>q.clusterBits) {
 		old = q.size
+	}
+	// the header shrinks first: a process killed while the clusters go
+	// leaves them past the end (referenced, unused), never a cut part
+	// that reads the backing file's data within the old size
+	if err := q.recordSize(size); err != nil {
+		return err
+	}
+	if err := q.barrier(); err != nil {
+		return err
 	}
 	// host clusters whose references go: punched once free
 	var dropped []int64
@@ -128,16 +137,6 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 		if err := q.data.Truncate(size, image.PreallocOff); err != nil {
 			return err
 		}
-	}
-	q.size = size
-	q.h.size = uint64(size)
-	var b [8]byte
-	be.PutUint64(b[:], uint64(size))
-	if err := q.writeHeaderBytes(b[:], offSize); err != nil {
-		return err
-	}
-	if err := q.barrier(); err != nil {
-		return err
 	}
 	blocks, err := q.rc.dropEmptyBlocks()
 	if err != nil {
@@ -254,6 +253,12 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	if err := q.barrier(); err != nil {
 		return err
 	}
+	return q.recordSize(size)
+}
+
+// recordSize makes size the virtual size, in memory and in the header.
+func (q *Image) recordSize(size int64) error {
+	q.size = size
 	q.h.size = uint64(size)
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
