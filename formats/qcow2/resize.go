@@ -41,9 +41,10 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 }
 
 // shrink drops the active image's references to the guest clusters
-// beyond the new size and to the L2 tables only they used, records the new size, and cuts the file after the
-// last cluster still in use (qemu's order: discard, L1, size, file). The
-// caller holds the metadata lock.
+// beyond the new size and to the L2 tables only they used, frees what no
+// longer has a reference and cuts the file after the last cluster still
+// in use. qemu records the new size last; qimg first (see below), with
+// the same result. The caller holds the metadata lock.
 func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if prealloc != image.PreallocOff && prealloc != "" {
 		return image.Errorf(image.ErrUnsupported, "Preallocation can't be used for shrinking an image")
@@ -55,14 +56,24 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if q.waitInflight(from>>q.clusterBits, (old+cs-1)>>q.clusterBits) {
 		old = q.size
 	}
+	// the header shrinks first: a process killed while the clusters go
+	// leaves them past the end (referenced, unused), never a cut part
+	// that reads the backing file's data within the old size
+	if err := q.recordSize(size); err != nil {
+		return err
+	}
+	if err := q.barrier(); err != nil {
+		return err
+	}
 	// host clusters whose references go: punched once free
 	var dropped []int64
-	// clusters beyond the new end, in the tables that stay (a table
-	// shared with a snapshot is copied first, never cleared in place)
+	// clusters beyond the new end, in the table that stays (a table
+	// shared with a snapshot is copied first, never cleared in place; a
+	// missing one is allocated, as qemu's discard does, for its layout)
 	for pos := from; pos < old; {
 		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
 		l1i := pos / l2Span
-		if l1i < int64(len(q.l1)) && l1Entry(q.l1[l1i]).l2Offset() != 0 && pos%l2Span != 0 {
+		if l1i < int64(len(q.l1)) && pos%l2Span != 0 {
 			t, err := q.l2ForWrite(l1i)
 			if err != nil {
 				return err
@@ -126,16 +137,6 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 		if err := q.data.Truncate(size, image.PreallocOff); err != nil {
 			return err
 		}
-	}
-	q.size = size
-	q.h.size = uint64(size)
-	var b [8]byte
-	be.PutUint64(b[:], uint64(size))
-	if err := q.writeHeaderBytes(b[:], offSize); err != nil {
-		return err
-	}
-	if err := q.barrier(); err != nil {
-		return err
 	}
 	blocks, err := q.rc.dropEmptyBlocks()
 	if err != nil {
@@ -213,8 +214,9 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	// data over a file grown with zeroes: nothing shows through
 	inFile := (prealloc == image.PreallocFalloc || prealloc == image.PreallocFull) && q.data == nil
 	zero := q.backingShowsThrough(old) && !inFile
-	if zero && q.h.version < 3 {
-		// no zero clusters: qemu refuses rather than show the backing file
+	if zero && q.h.version < 3 && roundUpTo(old, q.clusterSize) < size {
+		// no zero clusters for the whole clusters past the old one: qemu
+		// refuses rather than show the backing file
 		return image.Errorf(image.ErrUnsupported, "Failed to zero out new clusters: Operation not supported")
 	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
@@ -251,6 +253,12 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	if err := q.barrier(); err != nil {
 		return err
 	}
+	return q.recordSize(size)
+}
+
+// recordSize makes size the virtual size, in memory and in the header.
+func (q *Image) recordSize(size int64) error {
+	q.size = size
 	q.h.size = uint64(size)
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
@@ -363,6 +371,22 @@ func (q *Image) copyTail(e l2Entry, to, host int64) error {
 	return q.writeData(tail, host, true)
 }
 
+// zeroReused makes the host clusters [host, host+n) that lie inside the
+// image file read as zeroes: preallocation may take clusters freed
+// earlier, whose old bytes (a bitmap directory, a snapshot's table) must
+// not become guest data. Clusters of an external data file are the
+// guest's own and stay as they are.
+func (q *Image) zeroReused(host, n int64) error {
+	if q.data != nil {
+		return nil
+	}
+	end := min(host+n, q.file.Size())
+	if end <= host {
+		return nil
+	}
+	return q.file.WriteZeroes(host, end-host, false)
+}
+
 // growL1 moves the L1 table to n entries: the new table is written, then
 // the header points at it, then the old one is freed.
 func (q *Image) growL1(n int64) error {
@@ -457,6 +481,9 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 			if err != nil {
 				return err
 			}
+			if err := q.zeroReused(host, k*cs); err != nil {
+				return err
+			}
 			if head != nil && c == from>>q.clusterBits {
 				if err := q.writeData(head, host+from&(cs-1)-int64(len(head)), true); err != nil {
 					return err
@@ -537,6 +564,9 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated b
 		return err
 	}
 	if err := r.update(start>>q.clusterBits, nData, 1); err != nil {
+		return err
+	}
+	if err := q.zeroReused(start, nData*cs); err != nil {
 		return err
 	}
 	if err := q.file.Truncate(start+nData*cs, mode); err != nil {

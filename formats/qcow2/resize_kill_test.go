@@ -16,7 +16,7 @@ import (
 
 // resizeKillSizes are the sizes TestResizeKillHelper moves its image
 // between: it grows and shrinks across L2 tables and bitmap clusters.
-var resizeKillSizes = []int64{40 << 20, 12 << 20, 64 << 20, 9<<20 + 512}
+var resizeKillSizes = []int64{20 << 20, 6 << 20, 32 << 20, 9<<19 + 512}
 
 // TestResizeKillHelper is the process TestKillWhileResizing kills: it
 // opens the image, resizes it and closes it, over and over.
@@ -42,10 +42,11 @@ func TestResizeKillHelper(t *testing.T) {
 }
 
 // TestKillWhileResizing kills resizes of an image with persistent
-// bitmaps at random moments: qemu-img check finds leaks at worst, the
-// size is one of those asked for, the guest data is intact, and qemu
-// opens the image read/write, its bitmaps either consistent at the
-// image's size or marked in use.
+// bitmaps, plain or over a longer backing file, at random moments:
+// qemu-img check finds leaks at worst, the size is one of those asked
+// for, the guest data is intact (no grown part reads the backing file),
+// and qemu opens the image read/write, its bitmaps either consistent at
+// the image's size or marked in use.
 func TestKillWhileResizing(t *testing.T) {
 	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
@@ -53,27 +54,45 @@ func TestKillWhileResizing(t *testing.T) {
 	}
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	for round := 0; round < 8; round++ {
-		img := filepath.Join(t.TempDir(), "img.qcow2")
-		createImage(t, img, "cluster_size=4096", 32<<20)
+		dir := t.TempDir()
+		img := filepath.Join(dir, "img.qcow2")
+		opts := "cluster_size=4096"
+		overlay := round%2 == 1
+		if overlay {
+			// a backing file longer than every size: the grown parts
+			// must read zeroes, never its 0x11
+			base := filepath.Join(dir, "base.raw")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "raw", base, "40M")
+			qemutest.Run(t, "qemu-io", "-f", "raw", "-c", "write -P 0x11 0 40M", base)
+			opts += ",backing_file=base.raw,backing_fmt=raw"
+		}
+		createImage(t, img, opts, 16<<20)
 		qemutest.Run(t, "qemu-img", "bitmap", "--add", "-g", "4096", img, "on")
 		qemutest.Run(t, "qemu-img", "bitmap", "--add", "--disable", img, "off")
-		qemutest.Run(t, "qemu-io", "-c", "write -P 7 0 8M", img)
+		qemutest.Run(t, "qemu-io", "-c", "write -P 7 0 16M", img)
 		h := qemutest.StartHelper(t, "TestResizeKillHelper", []string{"QIMG_QCOW2_RESIZE_KILL_IMAGE=" + img}, "resizing")
-		delay := time.Duration(1+rng.Intn(80)) * time.Millisecond
+		delay := time.Duration(1+rng.Intn(150)) * time.Millisecond
 		when := fmt.Sprintf("resizes killed after %v", delay)
 		if rest := h.KillAfter(delay); rest != "" {
 			t.Fatalf("%s: the helper stopped by itself: %s", when, rest)
 		}
 		leaks := qemutest.CheckNoCorruption(t, img, when)
 		size := imageSize(t, img)
-		if size != 32<<20 && !containsSize(resizeKillSizes, size) {
+		if size != 16<<20 && !containsSize(resizeKillSizes, size) {
 			t.Fatalf("%s: size %d was never asked for", when, size)
 		}
 		// qemu-io opens read/write: a consistent bitmap of the wrong
 		// size would make it refuse the image
-		out, err := exec.Command("qemu-io", "-c", "read -P 7 0 8M", img).CombinedOutput()
+		out, err := exec.Command("qemu-io", "-c", "read -P 7 0 4M", img).CombinedOutput()
 		if err != nil || strings.Contains(string(out), "failed") {
 			t.Fatalf("%s: qemu-io: %v\n%s", when, err, out)
+		}
+		if overlay {
+			for i, b := range rawOf(t, img) {
+				if b == 0x11 {
+					t.Fatalf("%s: byte %d reads the backing file", when, i)
+				}
+			}
 		}
 		t.Logf("%s: size %d, %d leaked clusters", when, size, leaks)
 	}
