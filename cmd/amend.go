@@ -14,11 +14,12 @@ import (
 func init() { register(newAmendCmd) }
 
 type amendOptions struct {
-	format  string
-	options []string
-	cache   string
-	quiet   bool
-	force   bool
+	format   string
+	options  []string
+	cache    string
+	quiet    bool
+	force    bool
+	progress bool
 }
 
 func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -26,11 +27,13 @@ func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
 		Short: "change the options of an existing image",
-		Long: `Change format options of the image filename. For qcow2: size and
-lazy_refcounts; the other options accept only their current value for now.`,
+		Long: `Change format options of the image filename. For qcow2: compat (0.10
+or 1.1), refcount_bits, lazy_refcounts, size, data_file and data_file_raw (as
+qemu-img allows them). Unlike qemu-img, a refused amend changes nothing, and a
+downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
-			return runAmend(o, args[0], stdout)
+			return runAmend(o, args[0], stdout, stderr)
 		},
 	}
 	f := c.Flags()
@@ -38,17 +41,26 @@ lazy_refcounts; the other options accept only their current value for now.`,
 	f.StringArrayVarP(&o.options, "options", "o", nil, "options to change, name=value[,…] (\"help\" lists them)")
 	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode for the image")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.BoolP("progress", "p", false, "show progress (amend is quick: nothing is shown)")
+	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
 	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 
-func runAmend(o *amendOptions, filename string, stdout io.Writer) error {
+func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error {
 	optString := strings.Join(o.options, ",")
 	if optString == "" {
 		return fmt.Errorf("Must specify options (-o). %s", tryHelp())
 	}
+	// as qemu-img: the progress output starts here, its 0 comes when the
+	// driver is called and its end of line in any case
+	mode := ""
+	if o.progress {
+		mode = "on"
+	}
+	p := newProgress(mode, o.quiet, stdout, stderr)
+	defer p.stop()
+	defer p.end()
 	cache, err := image.ParseCacheMode(o.cache)
 	if err != nil {
 		return err
@@ -79,10 +91,20 @@ func runAmend(o *amendOptions, filename string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	for _, k := range opts.Keys() {
+		if a.CreateOnly(k) {
+			return fmt.Errorf("Invalid parameter '%s'. This option is only supported for image creation", k)
+		}
+	}
 	if err := opts.Validate(specs); err != nil {
 		return err
 	}
-	if err := a.Amend(opts); err != nil {
+	p.print(0)
+	err = a.Amend(opts, func(done, total int64) {
+		p.report(done, total, float32(100)*float32(done)/float32(total))
+	})
+	p.print(100)
+	if err != nil {
 		return err
 	}
 	return n.Close()

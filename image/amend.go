@@ -4,7 +4,10 @@ package image
 // existing image (qemu-img amend). Options are validated against the
 // format's CreateOptions first.
 type Amender interface {
-	Amend(o Options) error
+	// Amend changes the options given; progress, when not nil, is told
+	// the work done of the work expected, as qemu's amend status
+	// callback is.
+	Amend(o Options, progress func(done, total int64)) error
 	// CreateOnly names the options that only creation takes.
 	CreateOnly(option string) bool
 }

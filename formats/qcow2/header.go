@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 
 	"qimg/image"
@@ -475,4 +476,13 @@ func featureTable() []byte {
 		copy(b[2:2+featureNameSize], e.name)
 	}
 	return buf
+}
+
+// clone is a copy of the header whose extensions can change without
+// changing h's.
+func (h *header) clone() *header {
+	nh := *h
+	nh.extensions = slices.Clone(h.extensions)
+	nh.tail = slices.Clone(h.tail)
+	return &nh
 }
