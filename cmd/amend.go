@@ -3,11 +3,11 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"qimg/create"
 	"qimg/image"
 )
 
@@ -71,30 +71,22 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	defer n.Close()
-	specs, err := create.OptionSpecs(n.Format)
 	a, ok := n.Driver().(image.Amender)
-	if !ok || err != nil {
+	if !ok {
 		return fmt.Errorf("Format driver '%s' does not support option amendment", n.Format)
 	}
+	specs := a.AmendOptions()
 	if image.IsHelpOptions(optString) {
-		var amendable []image.OptionSpec
-		for _, s := range specs {
-			if !a.CreateOnly(s.Name) {
-				amendable = append(amendable, s)
-			}
-		}
 		fmt.Fprintf(stdout, "Amend options for '%s':\n", n.Format)
-		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(amendable), "Supported options:\n"))
+		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(specs), "Supported options:\n"))
 		return nil
 	}
 	opts, err := image.ParseOptions(optString)
 	if err != nil {
 		return err
 	}
-	for _, k := range opts.Keys() {
-		if a.CreateOnly(k) {
-			return fmt.Errorf("Invalid parameter '%s'. This option is only supported for image creation", k)
-		}
+	if err := checkAmendKeys(a, opts); err != nil {
+		return err
 	}
 	if err := opts.Validate(specs); err != nil {
 		return err
@@ -108,4 +100,20 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return err
 	}
 	return n.Close()
+}
+
+// checkAmendKeys refuses options the format cannot amend, saying when
+// creation takes them, as qemu-img does.
+func checkAmendKeys(a image.Amender, opts image.Options) error {
+	specs := a.AmendOptions()
+	for _, k := range opts.Keys() {
+		switch {
+		case slices.ContainsFunc(specs, func(s image.OptionSpec) bool { return s.Name == k }):
+		case a.CreateOnly(k):
+			return fmt.Errorf("Invalid parameter '%s'. This option is only supported for image creation", k)
+		default:
+			return fmt.Errorf("Invalid parameter '%s'", k)
+		}
+	}
+	return nil
 }

@@ -3,17 +3,38 @@ package qcow2
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 	"strings"
 
 	"qimg/image"
 )
 
-// createOnly are the options qemu accepts only when an image is created.
-var createOnly = map[string]bool{"cluster_size": true, "preallocation": true, "extended_l2": true,
-	"compression_type": true, "nocow": true, "extent_size_hint": true}
+// amendOptions are the options qemu's qcow2 amend takes (its help shows
+// no defaults); encryption options are only taken by encrypted images.
+var amendOptions = []image.OptionSpec{
+	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
+	{Name: "compat", Type: image.OptString, Help: "Compatibility level (v2 [0.10] or v3 [1.1])"},
+	{Name: "backing_file", Type: image.OptString, Help: "File name of a base image"},
+	{Name: "backing_fmt", Type: image.OptString, Help: "Image format of the base image"},
+	{Name: "data_file", Type: image.OptString, Help: "File name of an external data file"},
+	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
+	{Name: "encrypt.keyslot", Type: image.OptNumber, Help: "Select a single keyslot to modify explicitly"},
+	{Name: "encrypt.state", Type: image.OptString, Help: "Select new state of affected keyslots (active/inactive)"},
+	{Name: "encrypt.old-secret", Type: image.OptString, Help: "Select all keyslots that match this password"},
+	{Name: "encrypt.new-secret", Type: image.OptString, Help: "New secret to set in the matching keyslots. Empty string to erase"},
+	{Name: "encrypt.iter-time", Type: image.OptNumber, Help: "Time to spend in PBKDF in milliseconds"},
+	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates"},
+	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits"},
+}
 
-// CreateOnly reports whether an option is taken only at creation.
-func (q *Image) CreateOnly(option string) bool { return createOnly[option] }
+// AmendOptions are the options Amend takes.
+func (q *Image) AmendOptions() []image.OptionSpec { return amendOptions }
+
+// CreateOnly reports whether qcow2 itself takes an option at creation
+// (not the file protocol's options: qemu-img calls those unknown).
+func (q *Image) CreateOnly(option string) bool {
+	return slices.ContainsFunc(formatCreateOptions, func(s image.OptionSpec) bool { return s.Name == option })
+}
 
 // amendPlan is what an amend asks for, parsed from its options.
 type amendPlan struct {
@@ -83,11 +104,9 @@ func (q *Image) Amend(o image.Options, progress func(done, total int64)) error {
 // order qemu reads them.
 func (q *Image) parseAmend(o image.Options) (*amendPlan, error) {
 	for _, k := range o.Keys() {
-		if createOnly[k] {
-			return nil, image.Errorf(nil, "Invalid parameter '%s'. This option is only supported for image creation", k)
-		}
-		if strings.HasPrefix(k, "encrypt") {
-			return nil, image.NotSupported("amending %s", k)
+		if strings.HasPrefix(k, "encrypt.") {
+			// qimg opens no encrypted image
+			return nil, image.Errorf(nil, "Can't amend encryption options - encryption not present")
 		}
 	}
 	p := &amendPlan{version: q.h.version, refcountOrder: q.h.refcountOrder,

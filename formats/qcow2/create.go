@@ -3,6 +3,7 @@ package qcow2
 import (
 	"fmt"
 	"math/bits"
+	"slices"
 
 	"qimg/formats/file"
 	"qimg/image"
@@ -12,7 +13,10 @@ import (
 // protocol's). They are declared in the order in which qemu-img's
 // "Formatting" line lists them, with the defaults it shows; -o help sorts
 // them by name.
-var createOptions = append([]image.OptionSpec{
+var createOptions = append(slices.Clip(formatCreateOptions), fileOptions()...)
+
+// formatCreateOptions are qcow2's own creation options.
+var formatCreateOptions = []image.OptionSpec{
 	{Name: "cluster_size", Type: image.OptSize, Help: "qcow2 cluster size", Default: "65536"},
 	{Name: "extended_l2", Type: image.OptBool, Help: "Extended L2 tables", Default: "off"},
 	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, metadata, falloc, full)"},
@@ -34,7 +38,7 @@ var createOptions = append([]image.OptionSpec{
 	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
 	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates", Default: "off"},
 	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits", Default: "16"},
-}, fileOptions()...)
+}
 
 // fileOptions are the file protocol's options that qcow2 passes on.
 func fileOptions() []image.OptionSpec {
