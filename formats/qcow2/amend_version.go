@@ -47,9 +47,13 @@ func (q *Image) upgrade(steps *amendProgress) error {
 }
 
 // insertFeatureTable adds qemu's feature name table where qemu writes it:
-// after the backing format, data file and crypto extensions.
+// after the backing format, data file and crypto extensions, in first
+// clusters of 8 KiB and more (qemu leaves it out of smaller ones).
 func (h *header) insertFeatureTable() {
 	h.setExtension(extFeatureTable, nil)
+	if h.clusterSize() < 8192 {
+		return
+	}
 	at := 0
 	for i, e := range h.extensions {
 		if e.typ == extBackingFormat || e.typ == extDataFile || e.typ == extCrypto {

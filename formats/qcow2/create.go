@@ -203,9 +203,8 @@ func Create(c *image.CreateContext) error {
 	if p.dataFile != "" {
 		h.extensions = append(h.extensions, extension{typ: extDataFile, data: []byte(p.dataFile)})
 	}
-	if p.version >= 3 && h.clusterSize() >= 8192 {
-		// qemu leaves the feature name table out of small first clusters
-		h.extensions = append(h.extensions, extension{typ: extFeatureTable, data: featureTable()})
+	if p.version >= 3 {
+		h.insertFeatureTable()
 	}
 	if _, err := h.encode(); err != nil {
 		return err
