@@ -66,7 +66,7 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return err
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
-		Cache: cache, User: "amend", NoBacking: true})
+		Cache: cache, User: "amend"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
