@@ -51,8 +51,9 @@ type amendPlan struct {
 
 // Amend changes options of an existing image as qemu's
 // qcow2_amend_options does, in its order: upgrade, refcount width, data
-// file, lazy refcounts, size, downgrade. Unlike qemu, every refusal is
-// found before the first change, so a refused amend changes nothing.
+// file, lazy refcounts, size, downgrade. Unlike qemu, every refusal of
+// amend's own is found before the first change, so such a refused amend
+// changes nothing (a resize's refusals still come in their turn).
 func (q *Image) Amend(o image.Options, progress func(done, total int64)) error {
 	p, err := q.parseAmend(o)
 	if err != nil {
@@ -229,14 +230,12 @@ func (q *Image) switchHeader(nh *header) error {
 	return q.syncFiles()
 }
 
-// amendLazyRefcounts sets or clears the lazy refcounts feature bit. The
-// image is flushed first, so its refcounts are right whichever way.
+// amendLazyRefcounts sets or clears the lazy refcounts feature bit
+// (checkAmend has refused it on version 2). The image is flushed first,
+// so its refcounts are right whichever way.
 func (q *Image) amendLazyRefcounts(on bool) error {
 	q.meta.Lock()
 	defer q.meta.Unlock()
-	if on && q.h.version < 3 {
-		return image.Errorf(nil, "Lazy refcounts only supported with compatibility level 1.1 and above (use compat=1.1 or greater)")
-	}
 	nh := q.h.clone()
 	if on {
 		nh.compatible |= compatLazyRefcounts
