@@ -26,28 +26,35 @@ type refcountChange struct {
 
 // checkRefcountWidth refuses a width too narrow for a refcount the image
 // holds, naming the first such cluster as qemu does, after the progress
-// qemu's first walk reports up to that cluster.
+// qemu's first walk reports up to that cluster. It also refuses a table
+// naming one block twice: the walks would read it again and again.
 func (q *Image) checkRefcountWidth(order uint32, steps *amendProgress) error {
 	q.meta.RLock()
 	defer q.meta.RUnlock()
 	r := q.rc
 	newBits := uint(1) << order
-	if newBits >= r.bits {
-		return nil
-	}
-	for ti := range int64(len(r.table)) {
-		b, err := r.block(ti)
-		if err != nil || b == nil {
-			if err != nil {
-				return err
-			}
+	seen := map[uint64]int64{}
+	for ti, e := range r.table {
+		off := e & refcountTableOffsetMask
+		if off == 0 {
 			continue
+		}
+		if first, ok := seen[off]; ok {
+			return image.Corrupt("%s: refcount table entries %d and %d name the same block (%#x)", q.filename, first, ti, off)
+		}
+		seen[off] = int64(ti)
+		if newBits >= r.bits {
+			continue
+		}
+		b, err := r.block(int64(ti))
+		if err != nil {
+			return err
 		}
 		for i := range r.perBlock {
 			if v := r.get1(b.buf, i); v>>newBits != 0 {
-				off := (ti<<r.blockBits + i) << q.clusterBits
+				off := (int64(ti)<<r.blockBits + i) << q.clusterBits
 				steps.begin(opRefcountOrder)
-				for j := range ti + 1 {
+				for j := range int64(ti) + 1 {
 					steps.status(j, 3*int64(len(r.table)))
 				}
 				return image.Errorf(nil, "Cannot decrease refcount entry width to %d bits: Cluster at offset %#x has a refcount of %d", newBits, off, v)

@@ -171,12 +171,17 @@ func (q *Image) expandZeroClusters(steps *amendProgress) error {
 		total += int64(s.l1Size)
 	}
 	visited := int64(0)
+	// a table met again (shared with a snapshot, or named by a hostile
+	// L1 many times) has no zero cluster left: the work stays
+	// proportional to the file
+	expanded := map[int64]bool{}
 	expand := func(l1 []uint64) error {
 		for _, e := range l1 {
-			if l2off := l1Entry(e).l2Offset(); l2off != 0 {
+			if l2off := l1Entry(e).l2Offset(); l2off != 0 && !expanded[l2off] {
 				if err := q.expandZeroesInL2(l2off); err != nil {
 					return err
 				}
+				expanded[l2off] = true
 			}
 			visited++
 			steps.status(visited, total)
