@@ -52,23 +52,29 @@ func TestAmendKillHelper(t *testing.T) {
 }
 
 // TestKillWhileAmending kills amend (SIGKILL) at random moments of a run
-// of refcount width and version changes: qemu-img check finds leaks at
-// worst, and the guest data is intact.
+// of refcount width and version changes of an overlay (its zero clusters
+// become clusters of zeroes in the downgrade): qemu-img check finds leaks
+// at worst, and the guest data is intact.
 func TestKillWhileAmending(t *testing.T) {
 	qemutest.Need(t, "qemu-img", "qemu-io")
 	if testing.Short() {
 		t.Skip("short")
 	}
-	src := filepath.Join(t.TempDir(), "src.qcow2")
-	createImage(t, src, "cluster_size=4096", 32<<20)
+	src := t.TempDir()
+	base := filepath.Join(src, "base.qcow2")
+	createImage(t, base, "", 32<<20)
+	qemutest.Run(t, "qemu-io", "-c", "write -P 9 0 32M", base)
+	top := filepath.Join(src, "top.qcow2")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "cluster_size=4096", "-b", "base.qcow2", "-F", "qcow2", top)
 	qemutest.Run(t, "qemu-io", "-c", "write -P 7 0 8M", "-c", "write -z 10M 2M", "-c", "write -P 8 20M 1M",
-		"-c", "write -z 20M 64k", src)
+		"-c", "write -z 20M 64k", top)
 	rng := rand.New(rand.NewSource(time.Now().UnixNano()))
 	// a first run goes to its end: kills land anywhere within its time
 	span := 100 * time.Millisecond
 	for round := -1; round < 16; round++ {
-		img := filepath.Join(t.TempDir(), "img.qcow2")
-		qemutest.Run(t, "cp", src, img)
+		dir := t.TempDir()
+		qemutest.Run(t, "cp", base, top, dir)
+		img := filepath.Join(dir, "top.qcow2")
 		h := qemutest.StartHelper(t, "TestAmendKillHelper", []string{"QIMG_QCOW2_AMEND_KILL_IMAGE=" + img}, "amending")
 		when := "amend run to its end"
 		if round < 0 {
@@ -79,8 +85,8 @@ func TestKillWhileAmending(t *testing.T) {
 			when = fmt.Sprintf("amend killed after %v (%s)", delay, rest)
 		}
 		leaks := qemutest.CheckNoCorruption(t, img, when)
-		qemutest.Run(t, "qemu-io", "-c", "read -P 7 0 8M", "-c", "read -P 0 10M 2M", "-c", "read -P 0 20M 64k",
-			"-c", "read -P 8 20544k 960k", "-c", "read -P 0 21M 11M", img)
+		qemutest.Run(t, "qemu-io", "-c", "read -P 7 0 8M", "-c", "read -P 9 8M 2M", "-c", "read -P 0 10M 2M",
+			"-c", "read -P 9 12M 8M", "-c", "read -P 0 20M 64k", "-c", "read -P 8 20544k 960k", "-c", "read -P 9 21M 11M", img)
 		t.Logf("%s: %d leaked clusters", when, leaks)
 	}
 }
