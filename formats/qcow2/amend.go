@@ -183,7 +183,7 @@ func (q *Image) checkAmend(p *amendPlan, steps *amendProgress) error {
 		if size == 0 {
 			size = q.Size()
 		}
-		return q.checkDowngrade(p.refcountOrder, size)
+		return q.checkDowngrade(p.refcountOrder, size, steps)
 	}
 	return nil
 }

@@ -67,7 +67,7 @@ func (h *header) insertFeatureTable() {
 // checkDowngrade refuses a downgrade where qemu refuses it, with its
 // words; order and size are the refcount order and the size the image
 // will have when the downgrade comes.
-func (q *Image) checkDowngrade(order uint32, size int64) error {
+func (q *Image) checkDowngrade(order uint32, size int64, steps *amendProgress) error {
 	if order != defaultRefcountOrder {
 		return image.Errorf(nil, "compat=0.10 requires refcount_bits=16")
 	}
@@ -95,6 +95,12 @@ func (q *Image) checkDowngrade(order uint32, size int64) error {
 			return image.Errorf(nil, "Failed to check block status")
 		}
 		if has {
+			// qemu finds them after the zero expansion: its progress
+			steps.begin(opDowngrade)
+			total := l1EntriesTotal(q.l1, snaps)
+			for i := range total {
+				steps.status(i+1, total)
+			}
 			return image.Errorf(nil, "Cannot downgrade an image with zstd compression type and existing compressed clusters")
 		}
 	}
@@ -166,10 +172,7 @@ func (q *Image) expandZeroClusters(steps *amendProgress) error {
 	if err != nil {
 		return err
 	}
-	total := int64(len(q.l1))
-	for _, s := range snaps {
-		total += int64(s.l1Size)
-	}
+	total := l1EntriesTotal(q.l1, snaps)
 	visited := int64(0)
 	// a table met again (shared with a snapshot, or named by a hostile
 	// L1 many times) has no zero cluster left: the work stays
@@ -204,6 +207,16 @@ func (q *Image) expandZeroClusters(steps *amendProgress) error {
 		}
 	}
 	return nil
+}
+
+// l1EntriesTotal is the number of L1 entries of the active view and the
+// snapshots: the work of a zero expansion.
+func l1EntriesTotal(l1 []uint64, snaps []snapshot) int64 {
+	total := int64(len(l1))
+	for _, s := range snaps {
+		total += int64(s.l1Size)
+	}
+	return total
 }
 
 // expandZeroesInL2 expands the zero clusters of one L2 table.
