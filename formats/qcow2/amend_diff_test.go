@@ -97,8 +97,9 @@ func amendDiffRound(t *testing.T, rng *rand.Rand, round int) {
 				continue
 			}
 			snaps = append(snaps, name)
-		} else {
-			qemutest.Run(t, "qemu-io", "-c", cmd, a)
+		} else if exec.Command("qemu-io", "-c", cmd, a).Run() != nil {
+			// compressed writes onto allocated clusters fail
+			cmd += " (refused)"
 		}
 		story = append(story, cmd)
 	}
