@@ -11,10 +11,15 @@ package main
 //	sum FILE                print FILE's sha256 (then: cp stdout before.sum … cmp stdout before.sum)
 //	dropline REGEXP FILE…   delete the lines matching REGEXP from each FILE, in place
 //	replace OLD NEW FILE…   replace every OLD by NEW in each FILE, in place
-//	waitlock FILE           wait (up to 30 s) until another process holds a QEMU lock byte on FILE
+//	waitlock FILE [BYTE…]   wait (up to 30 s) until another process holds a QEMU lock byte on FILE
+//	                        (each BYTE given, e.g. 201: it refuses to share "write"; any one without)
+//	waitout REGEXP PROG ARGS…  run PROG again (up to 30 s) until its stdout matches REGEXP
+//	                        (a state a background process reaches after taking its locks)
 //	truncate FILE SIZE      set FILE's length in bytes (creating it)
 //	status N PROG ARGS…     run PROG and require exit status N; its stdout and stderr
 //	                        become the script's (for commands with several failure codes)
+//	httpserve VAR [norange] serve the work folder over HTTP on 127.0.0.1 (byte ranges, as
+//	                        http.ServeContent serves them; none with norange) and set $VAR to its URL
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
@@ -30,6 +35,7 @@ package main
 //
 //	[qemu]  qemu-img and qemu-io are on PATH (QIMG_REQUIRE_QEMU=1 makes their absence a failure)
 //	[root]  the test runs as root (permission bits do not stop reads)
+//	[nbdkit] nbdkit is on PATH (an error under QIMG_REQUIRE_QEMU=1 when it is not)
 //
 // Run one script: go test -run 'TestScripts/create_sizes' .
 // Rewrite the expected outputs inside the scripts: QIMG_UPDATE_SCRIPTS=1 go test -run TestScripts .
@@ -39,7 +45,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -94,17 +103,25 @@ func TestScripts(t *testing.T) {
 				return qemu, nil
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "nbdkit":
+				_, err := exec.LookPath("nbdkit")
+				if err != nil && os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
+					return false, fmt.Errorf("QIMG_REQUIRE_QEMU=1 but nbdkit is not on PATH (install nbdkit)")
+				}
+				return err == nil, nil
 			}
 			return false, errUnknownCondition(cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"sum":      cmdSum,
-			"dropline": cmdDropline,
-			"replace":  cmdReplace,
-			"waitlock": cmdWaitlock,
-			"truncate": cmdTruncate,
-			"probes":   cmdProbes,
-			"status":   cmdStatus,
+			"sum":       cmdSum,
+			"dropline":  cmdDropline,
+			"replace":   cmdReplace,
+			"waitlock":  cmdWaitlock,
+			"waitout":   cmdWaitout,
+			"truncate":  cmdTruncate,
+			"probes":    cmdProbes,
+			"status":    cmdStatus,
+			"httpserve": cmdHTTPServe,
 		},
 	})
 }
@@ -160,31 +177,67 @@ func cmdReplace(ts *testscript.TestScript, neg bool, args []string) {
 }
 
 // cmdWaitlock waits until another process holds one of QEMU's lock bytes
-// (100..299) on the file: a background qemu-io has opened the image.
+// (100..299) on the file, or each of the bytes named: QEMU takes its bytes
+// one at a time, so a test that needs a given refusal waits for its byte.
 func cmdWaitlock(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) != 1 {
-		ts.Fatalf("usage: waitlock FILE")
+	if neg || len(args) < 1 {
+		ts.Fatalf("usage: waitlock FILE [BYTE...]")
 	}
 	p := ts.MkAbs(args[0])
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		if held, err := lockHeld(p); err == nil && held {
-			return
+	ranges := [][2]int64{{100, 200}}
+	if len(args) > 1 {
+		ranges = nil
+		for _, a := range args[1:] {
+			b, err := strconv.ParseInt(a, 10, 64)
+			ts.Check(err)
+			ranges = append(ranges, [2]int64{b, 1})
 		}
+	}
+	waitUntil(ts, "a lock on "+args[0], func() bool {
+		for _, r := range ranges {
+			if held, err := lockHeld(p, r[0], r[1]); err != nil || !held {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// cmdWaitout runs a command until its standard output matches a pattern.
+func cmdWaitout(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: waitout REGEXP PROG ARGS...")
+	}
+	re, err := regexp.Compile(args[0])
+	ts.Check(err)
+	waitUntil(ts, strconv.Quote(args[0])+" in the output of "+args[1], func() bool {
+		cmd := exec.Command(args[1], args[2:]...)
+		cmd.Dir = ts.Getenv("WORK")
+		cmd.Env = append(os.Environ(), "PATH="+ts.Getenv("PATH"))
+		out, _ := cmd.Output()
+		return re.Match(out)
+	})
+}
+
+// waitUntil polls cond for up to 30 s: scripts wait for a state, never
+// for a time.
+func waitUntil(ts *testscript.TestScript, what string, cond func() bool) {
+	deadline := time.Now().Add(30 * time.Second)
+	for !cond() {
 		if time.Now().After(deadline) {
-			ts.Fatalf("no process took a lock on %s within 30s", args[0])
+			ts.Fatalf("no %s within 30s", what)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-func lockHeld(path string) (bool, error) {
+func lockHeld(path string, start, length int64) (bool, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return false, err
 	}
 	defer unix.Close(fd)
-	fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: 100, Len: 200}
+	fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: length}
 	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &fl); err != nil {
 		return false, err
 	}
@@ -258,4 +311,39 @@ func cmdProbes(ts *testscript.TestScript, neg bool, args []string) {
 	if got := format(ts.ReadFile("stdout")); got != want {
 		ts.Fatalf("%s: qemu-img says %s, qimg says %s", args[0], want, got)
 	}
+}
+
+// cmdHTTPServe serves the work folder over HTTP until the script ends.
+func cmdHTTPServe(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 1 || len(args) > 2 || len(args) == 2 && args[1] != "norange" {
+		ts.Fatalf("usage: httpserve VAR [norange]")
+	}
+	var h http.Handler = http.FileServer(http.Dir(ts.Getenv("WORK")))
+	if len(args) == 2 {
+		files := h
+		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			r.Header.Del("Range")
+			files.ServeHTTP(noRanges{w}, r)
+		})
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts.Check(err)
+	srv := &http.Server{Handler: h}
+	go srv.Serve(ln)
+	ts.Defer(func() { srv.Close() })
+	ts.Setenv(args[0], "http://"+ln.Addr().String())
+}
+
+// noRanges hides the Accept-Ranges header of a response: a server that
+// serves whole files only.
+type noRanges struct{ http.ResponseWriter }
+
+func (w noRanges) WriteHeader(code int) {
+	w.Header().Del("Accept-Ranges")
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w noRanges) Write(b []byte) (int, error) {
+	w.Header().Del("Accept-Ranges")
+	return w.ResponseWriter.Write(b)
 }

@@ -25,7 +25,7 @@ SPARSE_DATA=${SPARSE_DATA:-32M}
 REPS=${REPS:-3}
 source "$(dirname "$0")/lib.sh"
 bench_setup qimg-bench
-(cd "$ROOT" && go build -o "$DIR/gen" ./bench/gen)
+(cd "$ROOT" && CGO_ENABLED=0 go build -o "$DIR/gen" ./bench/gen)
 GEN=$DIR/gen
 
 # measure CMD…: runs it once, sets ELAPSED (seconds) and RSS (KiB)

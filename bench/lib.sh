@@ -12,6 +12,6 @@ bench_setup() {
 	command -v qemu-img >/dev/null || { echo "bench: qemu-img is not installed" >&2; exit 1; }
 	if [[ -z "${QIMG:-}" ]]; then
 		QIMG=$DIR/qimg
-		(cd "$ROOT" && go build -o "$QIMG" .)
+		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$QIMG" .)
 	fi
 }

@@ -123,9 +123,9 @@ an NBD server.`,
 func runBitmap(o *bitmapOptions, c *cobra.Command, args []string, stdout io.Writer) error {
 	var granularity int64
 	if o.granularity != "" {
-		g, err := image.ParseSize(o.granularity)
-		if err != nil || g < 0 {
-			return errors.New("Invalid granularity specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		g, err := image.ParseSizeArg("granularity", o.granularity)
+		if err != nil {
+			return err
 		}
 		granularity = g
 	}

@@ -29,7 +29,10 @@ func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Perform a consistency check on the disk image filename.
 
 -r leaks repairs leaked clusters; -r all repairs every kind of error, which
-may lose data when the metadata is badly damaged.
+may lose data when the metadata is badly damaged. Unlike qemu-img 7.2, a
+repair of a qcow2 image with both persistent bitmaps and internal snapshots
+keeps the snapshots' clusters (qemu-img counts them as leaked and frees
+them, losing the snapshots).
 
 Exit status: 0 no errors, 1 the check could not complete, 2 corruptions
 were found, 3 only leaks were found, 63 the format has no check.`,

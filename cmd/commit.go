@@ -68,9 +68,9 @@ func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) erro
 	}
 	req := commit.Request{Filename: filename, Format: o.format, Base: o.base, Drop: o.drop}
 	if o.rate != "" {
-		n, err := image.ParseSize(o.rate)
-		if err != nil || n < 0 {
-			return fmt.Errorf("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		n, err := image.ParseSizeArg("rate limit", o.rate)
+		if err != nil {
+			return err
 		}
 		req.RateLimit = n
 	}

@@ -55,7 +55,10 @@ image output_filename of format output_fmt (raw when -O is not given).
 
 The whole backing chain of the source is read and flattened, unless -B names
 a backing file for the target: then the target records only what differs
-from it. Runs of zeroes (at least sparse_size bytes, 4k by default, aligned
+from it. Unlike qemu-img, with -B (and with -n onto an image with a backing
+file) ranges that the backing file already reads the same are left
+unallocated and zeroes are written as zero clusters, so the target is
+smaller and reads the same, as long as its backing file is the one named. Runs of zeroes (at least sparse_size bytes, 4k by default, aligned
 to it; 0 turns detection off) are left unallocated. -c compresses the
 target's clusters (qcow2), in parallel. -n writes into an existing target
 instead of creating one; --target-is-zero says it already reads as zeroes.
@@ -148,16 +151,16 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		opt.Workers = int(n)
 	}
 	if o.sparse != "" {
-		n, err := image.ParseSize(o.sparse)
+		n, err := image.ParseSizeArg("buffer size for sparse output", o.sparse)
 		if err != nil {
-			return fmt.Errorf("Invalid buffer size for sparse output specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return err
 		}
 		opt.SparseSize, opt.SparseSizeGiven = n, true
 	}
 	if o.rate != "" {
-		n, err := image.ParseSize(o.rate)
+		n, err := image.ParseSizeArg("rate limit", o.rate)
 		if err != nil {
-			return fmt.Errorf("Invalid rate limit specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return err
 		}
 		opt.RateLimit = n
 	}

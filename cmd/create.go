@@ -3,7 +3,6 @@ package cmd
 import (
 	"fmt"
 	"io"
-	"sort"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -41,8 +40,8 @@ The size is in bytes, or carries a suffix k, M, G, T, P or E (powers of 1024;
 
 -o takes name=value pairs separated by commas (a literal comma is written
 ",,"); it may be repeated. "-o help" lists the options of the format with
-their types and defaults; with a filename it adds the options of the file
-protocol.
+their types, as qemu-img does; with a filename it adds the options of the
+file protocol.
 
 The protocol file is created without truncation and locked for write and
 resize (QEMU's lock bytes) before it is truncated and formatted: creating over
@@ -95,9 +94,9 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	req := create.Request{Filename: filename, Format: o.format, Size: -1,
 		BackingFile: o.backing, BackingFormat: o.backingFormat, NoOpenBacking: o.noOpenBacking}
 	if len(args) == 2 {
-		n, err := image.ParseSize(args[1])
+		n, err := image.ParseSizeArg("image size", args[1])
 		if err != nil {
-			return image.SizeError(err)
+			return err
 		}
 		req.Size = n
 	}
@@ -132,11 +131,9 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// printOptionHelp lists create options as qemu-img's "-o help" does
-// (qemu_opts_print_help): sorted by name, "name=<type>" padded to 24
-// columns, then the help text. Without a filename only the format's own
-// options are listed, with qemu-img's note about the protocol's. Called
-// as qimg, each line also names the default where there is one.
+// printOptionHelp lists create options as qemu-img's "-o help" does.
+// Without a filename only the format's own options are listed, with
+// qemu-img's note about the protocol's.
 func printOptionHelp(w io.Writer, format string, specs []image.OptionSpec, withProtocol bool) {
 	var list []image.OptionSpec
 	seen := map[string]bool{}
@@ -147,25 +144,12 @@ func printOptionHelp(w io.Writer, format string, specs []image.OptionSpec, withP
 		seen[s.Name] = true
 		list = append(list, s)
 	}
-	sort.SliceStable(list, func(i, j int) bool { return list[i].Name < list[j].Name })
 	if withProtocol {
 		fmt.Fprintln(w, "Supported options:")
 	} else {
 		fmt.Fprintf(w, "Supported %s options:\n", format)
 	}
-	for _, s := range list {
-		line := fmt.Sprintf("  %s=<%s>", s.Name, s.Type)
-		if s.Help != "" {
-			if len(line) < 24 {
-				line += strings.Repeat(" ", 24-len(line))
-			}
-			line += " - " + s.Help
-		}
-		if progName != "qemu-img" && s.Default != "" {
-			line += fmt.Sprintf(" (default: %s)", s.Default)
-		}
-		fmt.Fprintln(w, line)
-	}
+	fmt.Fprint(w, strings.TrimPrefix(image.HelpText(list), "Supported options:\n"))
 	if !withProtocol {
 		fmt.Fprint(w, "\nThe protocol level may support further options.\nSpecify the target filename to include those options.\n")
 	}

@@ -28,7 +28,9 @@ func newDDCmd(stdout, stderr io.Writer) *cobra.Command {
 		Long: `Copy input to a new image output, converting its format as convert does.
 bs= sets the block size (512 by default, with size suffixes), count= copies
 only that many blocks, skip= starts that many blocks into the input. The
-output is as large as what is copied.`,
+output is as large as what is copied. Unlike qemu-img, blocks of the input
+that read as zeroes are left unallocated in the new output, which reads
+the same.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			return runDD(o, args, stderr)
@@ -44,11 +46,7 @@ output is as large as what is copied.`,
 
 // ddSize parses a bs=, count= or skip= operand as qemu-img dd does.
 func ddSize(name, v string) (int64, error) {
-	n, err := image.ParseSize(v)
-	if err != nil {
-		return 0, fmt.Errorf("Invalid %s specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.", name)
-	}
-	return n, nil
+	return image.ParseSizeArg(name, v)
 }
 
 func runDD(o *ddOptions, operands []string, stderr io.Writer) error {
@@ -67,10 +65,7 @@ func runDD(o *ddOptions, operands []string, stderr io.Writer) error {
 		case "of":
 			d.Output = v
 		case "bs":
-			d.BlockSize, err = ddSize("bs", v)
-			if err == nil && (d.BlockSize < 1 || d.BlockSize > 1<<31-1) {
-				err = fmt.Errorf("Invalid bs specified. Must be between 1 and %d.", 1<<31-1)
-			}
+			d.BlockSize, err = image.ParseSizeIn("bs", v, 1, 1<<31-1)
 		case "count":
 			d.Count, err = ddSize("count", v)
 		case "skip":

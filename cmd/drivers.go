@@ -3,6 +3,8 @@ package cmd
 // Every driver registers itself with image from its init.
 import (
 	_ "qimg/formats/file"
+	_ "qimg/formats/http"
+	_ "qimg/formats/nbd"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
 )

@@ -116,7 +116,7 @@ func printInfoHuman(w io.Writer, in *image.Info) error {
 	if in.ClusterSize != 0 {
 		fmt.Fprintf(w, "cluster_size: %d\n", in.ClusterSize)
 	}
-	if in.DirtyFlag {
+	if in.DirtyFlag != nil && *in.DirtyFlag {
 		fmt.Fprintf(w, "cleanly shut down: no\n")
 	}
 	if in.BackingFilename != "" {

@@ -47,14 +47,14 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}
-	start, err := image.ParseSize(o.startOffset)
+	start, err := image.ParseSizeArg("start offset", o.startOffset)
 	if err != nil {
-		return fmt.Errorf("Invalid start offset specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		return err
 	}
 	length := int64(-1)
 	if o.maxLength != "" {
-		if length, err = image.ParseSize(o.maxLength); err != nil {
-			return fmt.Errorf("Invalid max length specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+		if length, err = image.ParseSizeArg("max length", o.maxLength); err != nil {
+			return err
 		}
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})

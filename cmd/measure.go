@@ -70,9 +70,9 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 	}
 	m := &image.MeasureContext{Options: opts}
 	if o.size != "" {
-		n, err := image.ParseSize(o.size)
+		n, err := image.ParseSizeArg("image size", o.size)
 		if err != nil {
-			return fmt.Errorf("Invalid image size specified. You may use k, M, G, T, P or E suffixes for kilobytes, megabytes, gigabytes, terabytes, petabytes and exabytes.")
+			return err
 		}
 		m.Size = n
 	} else {

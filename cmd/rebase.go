@@ -39,8 +39,11 @@ In safe mode (the default) the ranges filename does not allocate itself are
 compared between the old and the new backing file, and those that differ
 are copied from the old one into filename first, so that its content does
 not change. Ranges both backing chains take from the same image, or that
-read as zeroes in both, are not even read. With -u only the name in the
-header changes: the new backing file must then show the same content.
+read as zeroes in both, are not even read. Unlike qemu-img, a range the old
+backing file reads as zeroes is recorded as zero clusters, not written as
+data, so filename stays small; it reads the same as long as its backing
+file is the new one. With -u only the name in the header changes: the new
+backing file must then show the same content.
 
 -t is the cache mode of filename, -T that of the backing files (writeback
 by default), -U opens the backing files even if another process uses them,

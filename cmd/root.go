@@ -134,6 +134,7 @@ neither read (unless -U is given) nor written.`,
 		}
 		root.AddCommand(c)
 	}
+	completeFlags(root)
 	return root
 }
 

@@ -198,11 +198,11 @@ func (r *Request) openTarget() (*image.Node, error) {
 // createTarget creates the target of size bytes with the -o options and
 // the -B backing file, after the checks qemu-img makes.
 func (r *Request) createTarget(size int64) error {
-	f, err := image.LookupFormat(r.TargetFormat)
+	specs, err := create.OptionSpecs(r.TargetFormat)
 	if err != nil {
 		return err
 	}
-	specs, err := create.OptionSpecs(r.TargetFormat)
+	f, err := image.LookupFormat(r.TargetFormat)
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,7 @@ package create
 
 import (
 	"fmt"
-	"strconv"
+	"os"
 	"strings"
 
 	"qimg/image"
@@ -39,7 +39,19 @@ func OptionSpecs(format string) ([]image.OptionSpec, error) {
 	return f.CreateOptions, nil
 }
 
+// readOnlyDrivers are qemu's drivers that cannot create images; qemu-img
+// names them so, whether or not qimg reads their images.
+var readOnlyDrivers = map[string]bool{
+	"blkdebug": true, "blkverify": true, "bochs": true, "cloop": true, "compress": true,
+	"copy-before-write": true, "copy-on-read": true, "dmg": true, "ftp": true, "ftps": true,
+	"http": true, "https": true, "null-aio": true, "null-co": true, "preallocate": true,
+	"quorum": true, "replication": true, "snapshot-access": true, "throttle": true, "vvfat": true,
+}
+
 func creator(format string) (*image.Format, error) {
+	if readOnlyDrivers[format] {
+		return nil, image.Errorf(image.ErrUnsupported, "Format driver '%s' does not support image creation", format)
+	}
 	f, err := image.LookupFormat(format)
 	if err != nil {
 		return nil, err
@@ -152,8 +164,8 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 				v = fmt.Sprint(n)
 			}
 		case set && s.Type == image.OptNumber:
-			if n, err := strconv.ParseUint(v, 0, 64); err == nil {
-				v = fmt.Sprint(n)
+			if n, err := image.ParseNumber(v); err == nil {
+				v = fmt.Sprint(int64(n))
 			}
 		case s.Type == image.OptString:
 			v = strings.ReplaceAll(v, ",", ",,")
@@ -171,7 +183,32 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 
 // Run creates the image: the protocol file is created without truncation
 // and locked for write and resize before it is truncated and formatted.
+//
+// The driver's own checks come first, so that a create it refuses leaves
+// an existing file untouched and makes no new one. A qcow2 create that
+// fails later removes the file, as qemu-img does; raw leaves it.
 func (p *Prepared) Run() error {
+	r := p.req
+	if p.format.CheckCreate != nil {
+		if err := p.format.CheckCreate(r.Options, r.Size); err != nil {
+			return err
+		}
+	}
+	err := p.create()
+	if err != nil && p.format.Name != "raw" {
+		removeLocal(r.Filename)
+	}
+	return err
+}
+
+// removeLocal removes a local file by name; other protocols keep theirs.
+func removeLocal(name string) {
+	if path, ok := image.LocalPath(name); ok {
+		os.Remove(path)
+	}
+}
+
+func (p *Prepared) create() error {
 	r := p.req
 	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
 	if err != nil {

@@ -63,6 +63,20 @@ type Identifier interface {
 	Identity() string
 }
 
+// CanonicalNamer is implemented by protocol drivers whose objects have a
+// name of their own that QEMU shows instead of the one given (an NBD
+// export's URI, whichever syntax named it).
+type CanonicalNamer interface {
+	CanonicalName() string
+}
+
+// InfoLess is implemented by protocol drivers that have no QEMU get_info
+// (NBD): a format that passes its file through (raw) reports no dirty flag
+// over them, as qemu-img info shows.
+type InfoLess interface {
+	InfoLess()
+}
+
 // AllocatedSizer reports the bytes the image occupies on its storage
 // (`disk size`, `actual-size`); -1 when unknown.
 type AllocatedSizer interface {

@@ -5,7 +5,7 @@ package image
 type Info struct {
 	Filename              string          `json:"filename"`
 	Format                string          `json:"format"`
-	DirtyFlag             bool            `json:"dirty-flag"`
+	DirtyFlag             *bool           `json:"dirty-flag,omitempty"`
 	ActualSize            *int64          `json:"actual-size,omitempty"`
 	VirtualSize           int64           `json:"virtual-size"`
 	ClusterSize           int64           `json:"cluster-size,omitempty"`
@@ -48,6 +48,10 @@ func CollectInfo(n *Node) (*Info, error) {
 	host := n
 	if f := n.File(); f != nil {
 		host = f
+	}
+	_, informer := n.drv.(Informer)
+	if _, infoLess := host.drv.(InfoLess); informer || !infoLess {
+		info.DirtyFlag = new(bool)
 	}
 	if a, ok := host.drv.(AllocatedSizer); ok {
 		if s := a.AllocatedSize(); s >= 0 {

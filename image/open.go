@@ -38,6 +38,8 @@ var protocolPrefixes = []struct{ prefix, driver string }{
 	{"nbd+unix://", "nbd"},
 	{"nbd://", "nbd"},
 	{"nbd:", "nbd"},
+	{"http://", "http"},
+	{"https://", "https"},
 	{"file:", "file"},
 }
 
@@ -53,6 +55,13 @@ func protocolFor(filename string) (driver, name string) {
 		}
 	}
 	return "file", filename
+}
+
+// LocalPath is the path of a filename on the file protocol; ok is false
+// for other protocols.
+func LocalPath(filename string) (path string, ok bool) {
+	driver, name := protocolFor(filename)
+	return name, driver == "file"
 }
 
 // identities maps protocol identities to their open node, so that a file
@@ -93,6 +102,9 @@ func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error
 		return nil, err
 	}
 	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: writable}
+	if c, ok := drv.(CanonicalNamer); ok {
+		n.Filename = c.CanonicalName()
+	}
 	id, ok := drv.(Identifier)
 	if !ok {
 		return n, nil
@@ -259,6 +271,9 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	}
 
 	n := &Node{Filename: nodeName(filename), Format: format, Probed: probed, writable: writable, fmt: fmtDrv, forceShare: o.ForceShare}
+	if _, ok := file.drv.(CanonicalNamer); ok {
+		n.Filename = file.Filename
+	}
 	parent.Child = n
 	if err := attach(parent); err != nil {
 		closeFile()

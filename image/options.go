@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strconv"
 	"strings"
 )
 
@@ -159,12 +158,16 @@ func checkOptionValue(s OptionSpec, v string) error {
 			return Errorf(nil, "Parameter '%s' expects 'on' or 'off'", s.Name)
 		}
 	case OptNumber:
-		if _, err := strconv.ParseUint(v, 0, 64); err != nil {
-			return Errorf(nil, "Parameter '%s' expects a number", s.Name)
+		if _, err := ParseNumber(v); errors.Is(err, ErrSizeRange) {
+			return Errorf(err, "Value '%s' is too large for parameter '%s'", v, s.Name)
+		} else if err != nil {
+			return Errorf(err, "Parameter '%s' expects a number", s.Name)
 		}
 	case OptSize:
-		if _, err := ParseSize(v); err != nil {
-			return Errorf(nil, "Parameter '%s' expects a non-negative number below 2^64; optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta- and exabytes, respectively.", s.Name)
+		if _, err := ParseSize(v); errors.Is(err, ErrSizeRange) {
+			return Errorf(err, "Value '%s' is out of range for parameter '%s'", v, s.Name)
+		} else if err != nil {
+			return Errorf(err, "Parameter '%s' expects a non-negative number below 2^64\nOptional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively.", s.Name)
 		}
 	}
 	return nil
@@ -218,26 +221,57 @@ func (o Options) Number(k string, def uint64) (uint64, error) {
 	if !ok {
 		return def, nil
 	}
-	n, err := strconv.ParseUint(v, 0, 64)
+	n, err := ParseNumber(v)
 	if err != nil {
 		return 0, Errorf(err, "Parameter '%s' expects a number", k)
 	}
 	return n, nil
 }
 
-// HelpText lists option specs as qemu-img's -o help does.
+// ParseNumber parses a number option as QemuOpts does (strtoull in base
+// 0): blanks, a sign ("-1" wraps to 2^64-1), then 0x hexadecimal, 0
+// octal or decimal digits, nothing after them. ErrSizeRange above 2^64-1.
+func ParseNumber(v string) (uint64, error) {
+	s := strings.TrimLeft(v, " \t\n\v\f\r")
+	neg := strings.HasPrefix(s, "-")
+	if neg || strings.HasPrefix(s, "+") {
+		s = s[1:]
+	}
+	base := 10
+	switch {
+	case len(s) > 2 && lower(s[1]) == 'x' && s[0] == '0' && digitValue(s[2]) < 16:
+		s, base = s[2:], 16
+	case len(s) > 1 && s[0] == '0':
+		base = 8
+	}
+	n, rest, err := parseUint(s, base)
+	if rest != "" {
+		err = ErrSizeSyntax
+	}
+	if err != nil {
+		return 0, err
+	}
+	if neg {
+		n = -n
+	}
+	return n, nil
+}
+
+// HelpText lists option specs as qemu-img's -o help does
+// (qemu_opts_print_help): sorted by name, "name=<type>" padded to 24
+// columns, then the help text; no defaults, as qemu-img shows none.
 func HelpText(specs []OptionSpec) string {
 	sorted := append([]OptionSpec(nil), specs...)
-	sort.Slice(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
+	sort.SliceStable(sorted, func(i, j int) bool { return sorted[i].Name < sorted[j].Name })
 	var b strings.Builder
 	b.WriteString("Supported options:\n")
 	for _, s := range sorted {
 		left := fmt.Sprintf("%s=<%s>", s.Name, s.Type)
-		help := s.Help
-		if s.Default != "" {
-			help += " (default: " + s.Default + ")"
+		if s.Help == "" {
+			fmt.Fprintf(&b, "  %s\n", left)
+			continue
 		}
-		fmt.Fprintf(&b, "  %-22s - %s\n", left, help)
+		fmt.Fprintf(&b, "  %-22s - %s\n", left, s.Help)
 	}
 	return b.String()
 }

@@ -38,6 +38,10 @@ type Format struct {
 	// Create formats a protocol node that create/ has opened, locked and
 	// truncated to zero; format drivers only.
 	Create func(c *CreateContext) error
+	// CheckCreate validates the options and size of a create with the
+	// driver's words before any file is touched; nil when the option
+	// types are all there is to check.
+	CheckCreate func(o Options, size int64) error
 	// Measure computes the size an image of this format would need
 	// (qemu-img measure); nil when the format cannot tell.
 	Measure func(m *MeasureContext) (*MeasureInfo, error)

@@ -30,14 +30,10 @@ func init() {
 // format drivers' -o help as qemu-img does.
 var CreateOptions = []image.OptionSpec{
 	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, falloc, full)", Check: preallocCheck{}},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off, falloc, full)"},
 	{Name: "nocow", Type: image.OptBool, Help: "Turn off copy-on-write (valid only on btrfs)"},
 	{Name: "extent_size_hint", Type: image.OptSize, Help: "Extent size hint for the image file, 0 to disable"},
 }
-
-type preallocCheck struct{}
-
-func (preallocCheck) CheckValue(v string) error { return CheckPrealloc(v) }
 
 // CheckPrealloc validates a preallocation mode for files with qemu-img's
 // words: a mode QEMU knows but files lack (metadata) is unsupported, any

@@ -90,6 +90,7 @@ func TestBadInput(t *testing.T) {
 		{"huge l1_size", func(b []byte) []byte { put32(b, offL1Size, 0x10000000); return b }, "L1 table too large"},
 		{"l1_size beyond the file", func(b []byte) []byte { put32(b, offL1Size, 1<<20); return b }, "beyond the end of the file"},
 		{"l1_size too small", func(b []byte) []byte { put64(b, offSize, 1<<40); return b }, "L1 table is too small"},
+		{"size of 1 EiB", func(b []byte) []byte { put64(b, offSize, 1<<60); return b }, "Image is too big"},
 		{"huge refcount table", func(b []byte) []byte { put32(b, offRefcountTableClusters, 0xffffffff); return b }, "Reference count table too large"},
 		{"refcount table beyond the file", func(b []byte) []byte { put32(b, offRefcountTableClusters, 1000); return b }, "beyond the end of the file"},
 		{"misaligned L1 table", func(b []byte) []byte { put64(b, offL1TableOffset, get64(b, offL1TableOffset)+8); return b }, "offset invalid"},

@@ -28,6 +28,9 @@ type bitmapTracker struct {
 	mu      sync.Mutex
 	set     []image.BitmapUpdate // the set to store at the end
 	enabled []*image.DirtyBitmap // the bits writes set
+	// marked says the open marked bitmaps in-use, which the close undoes;
+	// an image whose bitmaps were all in use already is left as it is
+	marked bool
 }
 
 var bitmapTrackers sync.Map // *Image → *bitmapTracker
@@ -65,9 +68,12 @@ func (q *Image) startBitmapTracking() error {
 		marked := image.BitmapUpdate{BitmapInfo: info}
 		marked.InUse = true
 		inUse = append(inUse, marked)
+		t.marked = t.marked || !info.InUse
 	}
-	if err := q.StoreBitmaps(inUse); err != nil {
-		return err
+	if t.marked {
+		if err := q.StoreBitmaps(inUse); err != nil {
+			return err
+		}
 	}
 	bitmapTrackers.Store(q, t)
 	return nil
@@ -99,6 +105,9 @@ func (q *Image) finishBitmapTracking() error {
 	t := v.(*bitmapTracker)
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if !t.marked {
+		return nil
+	}
 	return q.StoreBitmaps(t.set)
 }
 
@@ -127,4 +136,74 @@ func (q *Image) trackStoredBitmaps(stored []image.BitmapUpdate) {
 		set = append(set, u)
 	}
 	t.set = set
+	t.marked = true
+}
+
+// bitmapsForResize readies the tracked bitmaps for a change of the image
+// size (qemu's qcow2_truncate_bitmaps_check): a bitmap in use since before
+// the open refuses it, and the disabled ones are loaded, since every
+// bitmap is stored again at the new size. It returns nil for an image
+// without tracked bitmaps. The caller holds the metadata lock.
+func (q *Image) bitmapsForResize() (*bitmapTracker, error) {
+	v, ok := bitmapTrackers.Load(q)
+	if !ok {
+		return nil, nil
+	}
+	t := v.(*bitmapTracker)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, u := range t.set {
+		if u.InUse {
+			return nil, fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", u.Name)
+		}
+	}
+	var dir []bitmapDirEntry
+	for i := range t.set {
+		if t.set[i].Data != nil {
+			continue
+		}
+		if dir == nil {
+			var err error
+			if dir, err = q.loadBitmapDir(); err != nil {
+				return nil, err
+			}
+		}
+		for j := range dir {
+			if dir[j].name != t.set[i].Name {
+				continue
+			}
+			d, err := q.loadBitmapData(&dir[j])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", q.filename, err)
+			}
+			t.set[i].Data = d
+		}
+	}
+	return t, nil
+}
+
+// resize gives every tracked bitmap the image's new size: the bits past
+// a shrunk end go, a grown end adds clean bits. A clean close stores them.
+func (t *bitmapTracker) resize(size int64) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for i := range t.set {
+		old := t.set[i].Data
+		if old == nil {
+			continue
+		}
+		d := image.NewDirtyBitmap(size, old.Granularity())
+		old.EachExtent(func(e image.DirtyExtent) error {
+			if e.Offset < size {
+				d.Set(e.Offset, min(e.Length, size-e.Offset))
+			}
+			return nil
+		})
+		t.set[i].Data = d
+		for j := range t.enabled {
+			if t.enabled[j] == old {
+				t.enabled[j] = d
+			}
+		}
+	}
 }

@@ -1,7 +1,7 @@
 package qcow2
 
 import (
-	"fmt"
+	"math"
 	"math/bits"
 	"slices"
 
@@ -151,6 +151,36 @@ func parseCreateOptions(o image.Options) (*createParams, error) {
 	return p, nil
 }
 
+// CheckCreate validates create options and the size with qemu-img's
+// words, before create touches any file.
+func CheckCreate(o image.Options, size int64) error {
+	_, _, err := checkCreate(o, size)
+	return err
+}
+
+// checkCreate returns the parsed options and the size rounded up to whole
+// sectors, as qemu-img creates images.
+func checkCreate(o image.Options, size int64) (*createParams, int64, error) {
+	p, err := parseCreateOptions(o)
+	if err != nil {
+		return nil, 0, err
+	}
+	if size > math.MaxInt64-511 {
+		// qemu's rounding up overflows into a negative size
+		return nil, 0, image.Errorf(nil, "Could not resize image: Image size cannot be negative")
+	}
+	size = (size + 511) &^ 511
+	l2Bits := p.clusterBits - 3
+	if p.extendedL2 {
+		l2Bits--
+	}
+	// the L1 table must fit qemu's limit
+	if l1Entries(size, p.clusterBits, l2Bits)*8 > maxL1Bytes || size > 1<<62 {
+		return nil, 0, image.Errorf(nil, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
+	}
+	return p, size, nil
+}
+
 // l1Entries is the L1 size a virtual size needs.
 func l1Entries(size int64, clusterBits, l2Bits uint32) int64 {
 	span := int64(1) << (clusterBits + l2Bits)
@@ -163,12 +193,10 @@ func l1Entries(size int64, clusterBits, l2Bits uint32) int64 {
 // The header is written last, after everything it points to is on disk,
 // so that a create interrupted midway leaves no file that looks valid.
 func Create(c *image.CreateContext) error {
-	p, err := parseCreateOptions(c.Options)
+	p, size, err := checkCreate(c.Options, c.Size)
 	if err != nil {
 		return err
 	}
-	// qemu-img creates images of whole sectors
-	size := (c.Size + 511) &^ 511
 	h := &header{
 		version:         p.version,
 		clusterBits:     p.clusterBits,
@@ -209,15 +237,11 @@ func Create(c *image.CreateContext) error {
 	if _, err := h.encode(); err != nil {
 		return err
 	}
-	// the L1 table must fit qemu's limit
-	if l1Entries(size, h.clusterBits, h.l2Bits())*8 > maxL1Bytes || size > 1<<62 {
-		return image.Errorf(nil, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
-	}
 	var dataNode *image.Node
 	if p.dataFile != "" {
 		dataNode, err = image.CreateProtocol(p.dataFile, "create data file", image.ClaimCreate)
 		if err != nil {
-			return fmt.Errorf("Could not create data file: %w", err)
+			return err
 		}
 		defer dataNode.Close()
 		if err := dataNode.Truncate(size, image.PreallocOff); err != nil {

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -231,6 +232,10 @@ func (h *header) checkTables(fileSize int64) error {
 		need = 1
 	} else {
 		need = (h.size + (1 << shift) - 1) >> shift
+	}
+	if need > math.MaxInt32 {
+		// qemu keeps the L1 index of the VM state in an int
+		return image.Errorf(image.ErrCorrupt, "Image is too big")
 	}
 	if h.size > 0 && need > uint64(h.l1Size) {
 		return image.Errorf(image.ErrCorrupt, "L1 table is too small")

@@ -25,7 +25,8 @@ func (q *Image) Info(info *image.Info) error {
 	corrupt := q.corrupt || h.incompatible&incompatCorrupt != 0
 	q.meta.RUnlock()
 	info.ClusterSize = q.clusterSize
-	info.DirtyFlag = h.incompatible&incompatDirty != 0
+	dirty := h.incompatible&incompatDirty != 0
+	info.DirtyFlag = &dirty
 	info.Encrypted = h.cryptMethod != cryptNone
 	fi := &formatInfo{RefcountBits: h.refcountBits(), CompressionType: "zlib"}
 	if h.compressionType == compressionZstd {

@@ -14,6 +14,7 @@ func init() {
 		Open:          Open,
 		CreateOptions: createOptions,
 		Create:        Create,
+		CheckCreate:   CheckCreate,
 		Measure:       Measure,
 	})
 }

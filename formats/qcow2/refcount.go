@@ -637,3 +637,55 @@ func (r *refcounts) addOne16(buf []byte, lo, hi int64) bool {
 	}
 	return true
 }
+
+// dropEmptyBlocks takes out of the table the refcount blocks that count
+// nothing but themselves, as qemu's shrink does (qcow2_shrink_reftable):
+// the table is written and synced first, then a block that another block
+// counts loses that reference. It returns the offsets of the blocks.
+func (r *refcounts) dropEmptyBlocks() ([]int64, error) {
+	table := slices.Clone(r.table)
+	var dropped []int64
+	for ti, e := range r.table {
+		off := int64(e & refcountTableOffsetMask)
+		if off == 0 {
+			continue
+		}
+		b, err := r.block(int64(ti))
+		if err != nil {
+			return nil, err
+		}
+		own := int64(-1)
+		if ci := off >> r.q.clusterBits; ci>>r.blockBits == int64(ti) {
+			own = ci & (r.perBlock - 1)
+		}
+		if own < 0 && r.firstUsed(b.buf, 0, r.perBlock) >= 0 ||
+			own >= 0 && (r.firstUsed(b.buf, 0, own) >= 0 || r.firstUsed(b.buf, own+1, r.perBlock) >= 0) {
+			continue
+		}
+		table[ti] = 0
+		dropped = append(dropped, off)
+	}
+	if len(dropped) == 0 {
+		return nil, nil
+	}
+	if err := r.q.writeMeta(encodeL1(table), r.tableOffset); err != nil {
+		return nil, err
+	}
+	if err := r.q.barrier(); err != nil {
+		return nil, err
+	}
+	r.table = table
+	for _, off := range dropped {
+		ci := off >> r.q.clusterBits
+		r.blocks.drop(off)
+		delete(r.q.metaClusters, ci)
+		r.free = min(r.free, ci)
+		if b, err := r.block(ci >> r.blockBits); err == nil && b != nil {
+			// counted by a block that stays
+			if err := r.update(ci, 1, -1); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return dropped, nil
+}

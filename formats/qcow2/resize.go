@@ -1,31 +1,47 @@
 package qcow2
 
-import "qimg/image"
+import (
+	"errors"
+	"slices"
 
-// Truncate grows the image; the added part is preallocated as asked.
-// Shrinking is not supported yet.
+	"qimg/image"
+)
+
+// Truncate grows or shrinks the image; the added part is preallocated as
+// asked. Persistent bitmaps take the new size with it.
 func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
+	if size%512 != 0 {
+		return errors.New("The new size must be a multiple of 512")
+	}
 	q.meta.Lock()
 	defer q.meta.Unlock()
 	if err := q.checkWritable(); err != nil {
+		return err
+	}
+	if q.h.nbSnapshots > 0 && q.h.version < 3 {
+		// version 2 snapshot entries need not record their size
+		return image.Errorf(image.ErrUnsupported, "Can't resize a v2 image which has snapshots")
+	}
+	bitmaps, err := q.bitmapsForResize()
+	if err != nil {
 		return err
 	}
 	if size == q.size {
 		return nil
 	}
 	if size < q.size {
-		if q.h.nbSnapshots > 0 {
-			// growing leaves the snapshots' tables alone; shrinking would
-			// free clusters they share
-			return image.NotSupported("shrinking an image which has internal snapshots")
-		}
-		return q.shrink(size, prealloc)
+		err = q.shrink(size, prealloc)
+	} else {
+		err = q.grow(size, prealloc)
 	}
-	return q.grow(size, prealloc)
+	if err == nil && bitmaps != nil {
+		bitmaps.resize(size)
+	}
+	return err
 }
 
-// shrink drops the guest clusters beyond the new size and the L2 tables
-// that only they used, records the new size, and cuts the file after the
+// shrink drops the active image's references to the guest clusters
+// beyond the new size and to the L2 tables only they used, records the new size, and cuts the file after the
 // last cluster still in use (qemu's order: discard, L1, size, file). The
 // caller holds the metadata lock.
 func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
@@ -39,7 +55,10 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if q.waitInflight(from>>q.clusterBits, (old+cs-1)>>q.clusterBits) {
 		old = q.size
 	}
-	// clusters beyond the new end, in the tables that stay
+	// host clusters whose references go: punched once free
+	var dropped []int64
+	// clusters beyond the new end, in the tables that stay (a table
+	// shared with a snapshot is copied first, never cleared in place)
 	for pos := from; pos < old; {
 		n := min(old-pos, (pos/l2Span+1)*l2Span-pos)
 		l1i := pos / l2Span
@@ -65,11 +84,15 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 				if err := q.releaseEntry(e); err != nil {
 					return err
 				}
+				dropped = append(dropped, q.ownHostCluster(e))
 			}
 		}
 		pos += n
 	}
-	// whole tables beyond the new end
+	// whole tables beyond the new end. Data clusters hold one reference
+	// per table that points at them, so dropping a table shared with a
+	// snapshot drops the active view's references only, as qemu's copy
+	// and discard would; the snapshot's table and data keep theirs.
 	keep := l1Entries(size, q.clusterBits, q.l2Bits)
 	for i := keep; i < int64(len(q.l1)); i++ {
 		off := l1Entry(q.l1[i]).l2Offset()
@@ -88,13 +111,21 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 			if err := q.releaseEntry(l2Entry(e)); err != nil {
 				return err
 			}
+			dropped = append(dropped, q.ownHostCluster(l2Entry(e)))
 		}
 		if err := q.releaseLater(off, cs); err != nil {
 			return err
 		}
+		dropped = append(dropped, off)
 	}
 	if err := q.flushMetaLocked(); err != nil {
 		return err
+	}
+	if q.data != nil {
+		// the data file follows the guest size, as qemu cuts it
+		if err := q.data.Truncate(size, image.PreallocOff); err != nil {
+			return err
+		}
 	}
 	q.size = size
 	q.h.size = uint64(size)
@@ -106,6 +137,11 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	if err := q.barrier(); err != nil {
 		return err
 	}
+	blocks, err := q.rc.dropEmptyBlocks()
+	if err != nil {
+		return err
+	}
+	q.punchFree(append(dropped, blocks...))
 	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
 	last, err := q.rc.lastUsed(fileClusters)
 	if err != nil {
@@ -118,43 +154,213 @@ func (q *Image) shrink(size int64, prealloc image.Prealloc) error {
 	return nil
 }
 
+// ownHostCluster is the image file cluster an entry's data takes alone,
+// 0 for none (unallocated, compressed, in an external data file).
+func (q *Image) ownHostCluster(e l2Entry) int64 {
+	if e.compressed() || q.data != nil {
+		return 0
+	}
+	return e.hostOffset()
+}
+
+// punchFree discards, in the image file, the given host clusters that no
+// longer have a reference, as qemu's shrink discards what it cuts off (a
+// snapshot may still hold some). A failure only leaves space allocated.
+func (q *Image) punchFree(clusters []int64) {
+	slices.Sort(clusters)
+	cs := q.clusterSize
+	var runStart, runEnd int64
+	for _, off := range clusters {
+		if off == 0 || off == runEnd-cs {
+			continue
+		}
+		if n, err := q.rc.get(off >> q.clusterBits); err != nil || n != 0 {
+			continue
+		}
+		if off != runEnd {
+			if runEnd > runStart {
+				_ = q.file.Discard(runStart, runEnd-runStart)
+			}
+			runStart = off
+		}
+		runEnd = off + cs
+	}
+	if runEnd > runStart {
+		_ = q.file.Discard(runStart, runEnd-runStart)
+	}
+}
+
 // grow enlarges the L1 table when the new size needs it, preallocates,
-// and then records the new size in the header (qemu's qcow2_co_truncate
-// order). The caller holds the metadata lock.
+// makes the new area read as zeroes where a backing file would show
+// through, and then records the new size in the header (qemu's
+// qcow2_co_truncate order). The caller holds the metadata lock.
 func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	if size > 1<<62 || l1Entries(size, q.clusterBits, q.l2Bits)*8 > maxL1Bytes {
 		return image.Errorf(image.ErrUnsupported, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
 	}
+	switch prealloc {
+	case image.PreallocOff, "", image.PreallocMetadata, image.PreallocFalloc, image.PreallocFull:
+	default:
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
+	}
+	if (prealloc == image.PreallocOff || prealloc == "") && q.dataFileRaw() {
+		// a raw data file reads as the guest disk only where the tables
+		// map every cluster: qemu preallocates them
+		prealloc = image.PreallocMetadata
+	}
 	old := q.size
+	// falloc and full in the image file allocate every new cluster as
+	// data over a file grown with zeroes: nothing shows through
+	inFile := (prealloc == image.PreallocFalloc || prealloc == image.PreallocFull) && q.data == nil
+	zero := q.backingShowsThrough(old) && !inFile
+	if zero && q.h.version < 3 {
+		// no zero clusters: qemu refuses rather than show the backing file
+		return image.Errorf(image.ErrUnsupported, "Failed to zero out new clusters: Operation not supported")
+	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
 		if err := q.growL1(need); err != nil {
 			return err
 		}
 	}
 	q.size = size
-	switch prealloc {
-	case image.PreallocOff, "":
-	case image.PreallocMetadata:
+	switch {
+	case inFile:
+		if err := q.preallocateFile(old, size, prealloc, q.backingShowsThrough(old)); err != nil {
+			return err
+		}
+	case prealloc == image.PreallocOff || prealloc == "":
+		if q.data != nil {
+			if err := q.data.Truncate(size, image.PreallocOff); err != nil {
+				return err
+			}
+		}
+	default:
 		if err := q.preallocate(old, size, prealloc); err != nil {
 			return err
 		}
-	case image.PreallocFalloc, image.PreallocFull:
-		if q.data != nil {
-			if err := q.preallocate(old, size, prealloc); err != nil {
-				return err
-			}
-			break
-		}
-		if err := q.preallocateFile(old, size, prealloc); err != nil {
+	}
+	if zero {
+		if err := q.zeroNewArea(old, size); err != nil {
 			return err
 		}
-	default:
-		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
+	}
+	// the tables describe the new area before the header says it exists
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	if err := q.barrier(); err != nil {
+		return err
 	}
 	q.h.size = uint64(size)
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
 	return q.writeHeaderBytes(b[:], offSize)
+}
+
+// dataFileRaw reports whether the external data file reads as the guest
+// disk (data_file_raw).
+func (q *Image) dataFileRaw() bool {
+	return q.data != nil && q.h.autoclear&autoclearDataFileRaw != 0
+}
+
+// backingShowsThrough reports whether guest bytes from old on would read
+// the backing file's data: it is longer than the image was.
+func (q *Image) backingShowsThrough(old int64) bool {
+	return q.backing != nil && q.backing.Size() > old
+}
+
+// zeroNewArea makes the guest bytes [old, size) read as zeroes instead of
+// the backing file's data, as qemu does: zero flags from the first whole
+// subcluster (or cluster) on, zeroes written before it. The caller holds
+// the metadata lock and has set q.size.
+func (q *Image) zeroNewArea(old, size int64) error {
+	cs := q.clusterSize
+	unit := cs
+	if q.extendedL2 {
+		unit = cs / subclusters
+	}
+	zeroStart := roundUpTo(old, unit)
+	pos := zeroStart
+	if pos < size && pos%cs != 0 {
+		n := min(size, roundUpTo(pos, cs)) - pos
+		err := q.zeroSubclusters(pos, n)
+		if err == errWholeCluster {
+			err = q.writeLocked(zeroes[:n], pos)
+		}
+		if err != nil {
+			return err
+		}
+		pos += n
+	}
+	// the last cluster is zeroed whole: its part past the end is unused
+	l2Span := cs << q.l2Bits
+	for end := roundUpTo(size, cs); pos < end; {
+		n := min(end-pos, (pos/l2Span+1)*l2Span-pos)
+		if err := q.zeroClusters(pos, n, false); err != nil {
+			return err
+		}
+		pos += n
+	}
+	if zeroStart > old {
+		return q.writeLocked(zeroes[:min(zeroStart, size)-old], old)
+	}
+	return nil
+}
+
+// writeLocked writes guest data while the caller holds the metadata lock
+// for writing, allocating (and copying on write) where needed.
+func (q *Image) writeLocked(p []byte, off int64) error {
+	for done := 0; done < len(p); {
+		n, err := q.allocWrite(p[done:], off+int64(done))
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// straddlingHead returns the guest bytes [from rounded down to unit,
+// from), nil when from starts a unit: preallocation gives the cluster
+// that holds from a new host cluster, which must keep what the guest read
+// there (qemu's copy on write before the new area).
+func (q *Image) straddlingHead(from, unit int64) ([]byte, error) {
+	inUnit := from & (unit - 1)
+	if inUnit == 0 {
+		return nil, nil
+	}
+	head := make([]byte, inUnit)
+	if err := q.readGuestLocked(head, from-inUnit); err != nil {
+		return nil, err
+	}
+	return head, nil
+}
+
+// preallocUnit is the granularity of qemu's copy on write around a
+// preallocated range: the subcluster with extended L2 entries.
+func (q *Image) preallocUnit() int64 {
+	if q.extendedL2 {
+		return q.clusterSize / subclusters
+	}
+	return q.clusterSize
+}
+
+// copyTail writes, after the new end to, the rest of its unit as qemu's
+// copy on write leaves it in a newly allocated host cluster: the backing
+// file's bytes past the end where the cluster was unallocated, zeroes
+// where it read as zeroes. host is where guest offset to lies.
+func (q *Image) copyTail(e l2Entry, to, host int64) error {
+	n := roundUpTo(to, q.preallocUnit()) - to
+	if n == 0 {
+		return nil
+	}
+	tail := make([]byte, n)
+	if e&oflagZero == 0 && q.backing != nil {
+		if err := q.backing.ReadPadded(tail, to); err != nil {
+			return err
+		}
+	}
+	return q.writeData(tail, host, true)
 }
 
 // growL1 moves the L1 table to n entries: the new table is written, then
@@ -205,6 +411,11 @@ func (q *Image) growL1(n int64) error {
 // file still shows through.
 func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 	cs := q.clusterSize
+	head, err := q.straddlingHead(from, q.preallocUnit())
+	if err != nil {
+		return err
+	}
+	lastCluster := (to - 1) >> q.clusterBits
 	l2Span := cs << q.l2Bits
 	hostEnd := int64(-1)
 	for off := from &^ (cs - 1); off < to; {
@@ -246,10 +457,24 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 			if err != nil {
 				return err
 			}
+			if head != nil && c == from>>q.clusterBits {
+				if err := q.writeData(head, host+from&(cs-1)-int64(len(head)), true); err != nil {
+					return err
+				}
+			}
+			runEnd := host + k*cs
+			if c+k-1 == lastCluster {
+				// qemu's file ends at the last unit of the new area
+				lastHost := host + (k-1)*cs
+				if err := q.copyTail(l2Entry(t.entries[i+int(k)-1]), to, lastHost+to&(cs-1)); err != nil {
+					return err
+				}
+				runEnd = lastHost + roundUpTo(to-lastCluster*cs, q.preallocUnit())
+			}
 			for j := int64(0); j < k; j++ {
 				t.entries[i+int(j)] = uint64(host+j*cs) | oflagCopied
 			}
-			hostEnd = max(hostEnd, host+k*cs)
+			hostEnd = max(hostEnd, runEnd)
 			c += k
 		}
 		if fresh {
@@ -283,10 +508,18 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 // qemu does for falloc and full: refcount structures sized for all the new
 // clusters are placed after the last used cluster, the data clusters
 // follow them in one run (allocated on the file system as asked), and the
-// L2 tables are allocated last, wherever there is room.
-func (q *Image) preallocateFile(from, to int64, mode image.Prealloc) error {
+// L2 tables are allocated last, wherever there is room. The cluster
+// that straddles from gets a new host cluster too, with its old part
+// copied. allocated says whether extended L2 entries mark the new
+// subclusters allocated, so that they read the zeroes of the file rather
+// than the backing file.
+func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated bool) error {
 	cs := q.clusterSize
 	r := q.rc
+	head, err := q.straddlingHead(from, cs)
+	if err != nil {
+		return err
+	}
 	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
 	last, err := r.lastUsed(fileClusters)
 	if err != nil {
@@ -309,6 +542,11 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc) error {
 	if err := q.file.Truncate(start+nData*cs, mode); err != nil {
 		return err
 	}
+	if head != nil {
+		if err := q.writeData(head, start, true); err != nil {
+			return err
+		}
+	}
 	host := start
 	l2Span := cs << q.l2Bits
 	for off := from &^ (cs - 1); off < to; {
@@ -326,8 +564,11 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc) error {
 			i := idx0 + int(c-c0)
 			old = append(old, l2Entry(t.entries[i]))
 			// with extended L2 entries qemu leaves the subclusters
-			// unallocated: they read as zero or from the backing file
+			// unallocated unless the backing file would show through
 			t.entries[i] = uint64(host) | oflagCopied
+			if q.extendedL2 && allocated {
+				t.bitmaps[i] = uint64(^uint32(0))
+			}
 			host += cs
 		}
 		if err := q.writeL2(t, idx0, idx0+int(cEnd-c0)); err != nil {

@@ -328,7 +328,7 @@ func TestDirtyImageRepaired(t *testing.T) {
 	}
 	info, err := image.CollectInfo(n)
 	n.Close()
-	if err != nil || !info.DirtyFlag {
+	if err != nil || info.DirtyFlag == nil || !*info.DirtyFlag {
 		t.Fatalf("dirty flag not reported: %v", err)
 	}
 	n = openWritable(t, img)

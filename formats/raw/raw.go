@@ -18,6 +18,7 @@ func init() {
 		FileClaim:     image.PassThroughClaim,
 		CreateOptions: file.CreateOptions,
 		Create:        Create,
+		CheckCreate:   checkCreate,
 		Measure:       Measure,
 	})
 }
@@ -34,6 +35,12 @@ type Raw struct {
 // Open opens a raw image over its protocol node.
 func Open(o *image.OpenContext) (image.Driver, error) {
 	return &Raw{file: o.File, probed: o.Probed}, nil
+}
+
+// checkCreate refuses a preallocation mode files lack, after qemu-img
+// has printed its "Formatting" line and before any file is made.
+func checkCreate(o image.Options, _ int64) error {
+	return file.CheckPrealloc(o.String("preallocation", "off"))
 }
 
 // Create sizes the protocol file, preallocating as asked. Like QEMU's

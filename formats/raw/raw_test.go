@@ -169,7 +169,10 @@ func TestCreate(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := opts.Validate(raw.CreateOptions); tc.wantErr != "" && tc.wantErr != "The image size is too large for file format 'raw'" {
+		if err := opts.Validate(raw.CreateOptions); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.CheckCreate(opts, tc.size); tc.wantErr != "" && tc.wantErr != "The image size is too large for file format 'raw'" {
 			if err == nil || err.Error() != tc.wantErr {
 				t.Errorf("validate %s: %v, want %q", tc.prealloc, err, tc.wantErr)
 			}

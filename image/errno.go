@@ -1,0 +1,22 @@
+package image
+
+import (
+	"errors"
+	"syscall"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Strerror words a system error as the C library's strerror does, which
+// is what qemu-img prints ("Input/output error", "No space left on
+// device"): Go's texts are glibc's with a lower-case first letter. Errors
+// that carry no errno keep their own text.
+func Strerror(err error) string {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return err.Error()
+	}
+	s := errno.Error()
+	r, n := utf8.DecodeRuneInString(s)
+	return string(unicode.ToUpper(r)) + s[n:]
+}
