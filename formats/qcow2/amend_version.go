@@ -37,6 +37,10 @@ func (q *Image) upgrade(steps *amendProgress) error {
 	nh.refcountOrder = defaultRefcountOrder
 	nh.compressionType, nh.tail = compressionZlib, nil
 	nh.incompatible, nh.compatible, nh.autoclear = 0, 0, 0
+	// a bitmaps extension left in a version 2 image (qemu's downgrade
+	// leaves it) is stale: qemu drops it too
+	nh.setExtension(extBitmaps, nil)
+	nh.bitmaps = nil
 	nh.insertFeatureTable()
 	if err := q.switchHeader(nh); err != nil {
 		return err
