@@ -116,11 +116,13 @@ func (q *Image) checkDowngrade(order uint32, size int64, steps *amendProgress) e
 func (q *Image) hasCompressedClusters() (bool, error) {
 	q.meta.RLock()
 	defer q.meta.RUnlock()
+	seen := map[int64]bool{}
 	for _, e := range q.l1 {
 		l2off := l1Entry(e).l2Offset()
-		if l2off == 0 {
+		if l2off == 0 || seen[l2off] {
 			continue
 		}
+		seen[l2off] = true
 		t, err := q.l2Table(l2off)
 		if err != nil {
 			return false, err
