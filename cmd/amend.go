@@ -14,18 +14,19 @@ import (
 func init() { register(newAmendCmd) }
 
 type amendOptions struct {
-	format   string
-	options  []string
-	cache    string
-	quiet    bool
-	force    bool
-	progress bool
+	format    string
+	options   []string
+	cache     string
+	quiet     bool
+	force     bool
+	progress  bool
+	imageOpts bool
 }
 
 func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &amendOptions{}
 	c := &cobra.Command{
-		Use:   "amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
+		Use:   "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
 		Short: "change the options of an existing image",
 		Long: `Change format options of the image filename. For qcow2: compat (0.10
 or 1.1), refcount_bits, lazy_refcounts, size, data_file and data_file_raw (as
@@ -44,6 +45,7 @@ downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
 	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
 	return c
 }
 
@@ -51,6 +53,9 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 	optString := strings.Join(o.options, ",")
 	if optString == "" {
 		return fmt.Errorf("Must specify options (-o). %s", tryHelp())
+	}
+	if o.imageOpts {
+		return fmt.Errorf("--image-opts is not supported")
 	}
 	// as qemu-img: the progress output starts here, its 0 comes when the
 	// driver is called and its end of line in any case
