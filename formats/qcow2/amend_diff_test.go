@@ -20,7 +20,8 @@ import (
 
 // TestAmendAgainstQemu amends random images (cluster sizes, versions,
 // refcount widths, overlays, data, zeroes, discards, compressed clusters,
-// snapshots) with random option sets, each step from twin files: qemu-img
+// snapshots) with random option sets (sizes among them, with and without
+// a version change), each step from twin files: qemu-img
 // amend on one, qimg's Amend on the other. Both must accept or refuse
 // alike (qimg refusing with qemu's words and changing nothing); after a
 // success both must show the same guest data, snapshots and info, and
@@ -104,7 +105,8 @@ func amendDiffRound(t *testing.T, rng *rand.Rand, round int) {
 		story = append(story, cmd)
 	}
 	choices := []string{"compat=0.10", "compat=1.1", "lazy_refcounts=on", "lazy_refcounts=off",
-		"compat=0.10,refcount_bits=16", "compat=1.1,lazy_refcounts=on"}
+		"compat=0.10,refcount_bits=16", "compat=1.1,lazy_refcounts=on",
+		fmt.Sprintf("size=%d", 2*size), fmt.Sprintf("compat=0.10,size=%d", 2*size), fmt.Sprintf("compat=1.1,size=%d", size+512)}
 	for _, w := range widths {
 		choices = append(choices, fmt.Sprintf("refcount_bits=%d", w), fmt.Sprintf("compat=1.1,refcount_bits=%d", w))
 	}
