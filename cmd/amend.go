@@ -3,34 +3,38 @@ package cmd
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/spf13/cobra"
 
-	"qimg/create"
 	"qimg/image"
 )
 
 func init() { register(newAmendCmd) }
 
 type amendOptions struct {
-	format  string
-	options []string
-	cache   string
-	quiet   bool
-	force   bool
+	format    string
+	options   []string
+	cache     string
+	quiet     bool
+	force     bool
+	progress  bool
+	imageOpts bool
 }
 
 func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &amendOptions{}
 	c := &cobra.Command{
-		Use:   "amend [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
+		Use:   "amend [--object objectdef] [--image-opts] [-p] [-q] [-f fmt] [-t cache] [--force] -o options filename",
 		Short: "change the options of an existing image",
-		Long: `Change format options of the image filename. For qcow2: size and
-lazy_refcounts; the other options accept only their current value for now.`,
+		Long: `Change format options of the image filename. For qcow2: compat (0.10
+or 1.1), refcount_bits, lazy_refcounts, size, data_file and data_file_raw (as
+qemu-img allows them). Unlike qemu-img, a refused amend changes nothing, and a
+downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
-			return runAmend(o, args[0], stdout)
+			return runAmend(o, args[0], stdout, stderr)
 		},
 	}
 	f := c.Flags()
@@ -38,17 +42,30 @@ lazy_refcounts; the other options accept only their current value for now.`,
 	f.StringArrayVarP(&o.options, "options", "o", nil, "options to change, name=value[,…] (\"help\" lists them)")
 	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode for the image")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.BoolP("progress", "p", false, "show progress (amend is quick: nothing is shown)")
+	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
 	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
 	return c
 }
 
-func runAmend(o *amendOptions, filename string, stdout io.Writer) error {
+func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error {
 	optString := strings.Join(o.options, ",")
 	if optString == "" {
 		return fmt.Errorf("Must specify options (-o). %s", tryHelp())
 	}
+	if o.imageOpts {
+		return fmt.Errorf("--image-opts is not supported")
+	}
+	// as qemu-img: the progress output starts here, its 0 comes when the
+	// driver is called and its end of line in any case
+	mode := ""
+	if o.progress {
+		mode = "on"
+	}
+	p := newProgress(mode, o.quiet, stdout, stderr)
+	defer p.stop()
+	defer p.end()
 	cache, err := image.ParseCacheMode(o.cache)
 	if err != nil {
 		return err
@@ -59,31 +76,49 @@ func runAmend(o *amendOptions, filename string, stdout io.Writer) error {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
 	defer n.Close()
-	specs, err := create.OptionSpecs(n.Format)
 	a, ok := n.Driver().(image.Amender)
-	if !ok || err != nil {
+	if !ok {
 		return fmt.Errorf("Format driver '%s' does not support option amendment", n.Format)
 	}
+	specs := a.AmendOptions()
 	if image.IsHelpOptions(optString) {
-		var amendable []image.OptionSpec
-		for _, s := range specs {
-			if !a.CreateOnly(s.Name) {
-				amendable = append(amendable, s)
-			}
-		}
 		fmt.Fprintf(stdout, "Amend options for '%s':\n", n.Format)
-		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(amendable), "Supported options:\n"))
+		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(specs), "Supported options:\n"))
 		return nil
 	}
 	opts, err := image.ParseOptions(optString)
 	if err != nil {
 		return err
 	}
+	if err := checkAmendKeys(a, opts); err != nil {
+		return err
+	}
 	if err := opts.Validate(specs); err != nil {
 		return err
 	}
-	if err := a.Amend(opts); err != nil {
+	p.print(0)
+	err = a.Amend(opts, func(done, total int64) {
+		p.report(done, total, float32(100)*float32(done)/float32(total))
+	})
+	p.print(100)
+	if err != nil {
 		return err
 	}
 	return n.Close()
+}
+
+// checkAmendKeys refuses options the format cannot amend, saying when
+// creation takes them, as qemu-img does.
+func checkAmendKeys(a image.Amender, opts image.Options) error {
+	specs := a.AmendOptions()
+	for _, k := range opts.Keys() {
+		switch {
+		case slices.ContainsFunc(specs, func(s image.OptionSpec) bool { return s.Name == k }):
+		case a.CreateOnly(k):
+			return fmt.Errorf("Invalid parameter '%s'. This option is only supported for image creation", k)
+		default:
+			return fmt.Errorf("Invalid parameter '%s'", k)
+		}
+	}
+	return nil
 }

@@ -101,6 +101,18 @@ func (p *progress) update(done, total int64) {
 	}
 }
 
+// report prints v, the percentage an operation computed itself from done
+// of total (amend computes it as qemu-img does).
+func (p *progress) report(done, total int64, v float32) {
+	p.mu.Lock()
+	if p.bar != nil && total != p.total {
+		p.bar.ChangeMax64(max(total, 1))
+	}
+	p.done, p.total = done, total
+	p.mu.Unlock()
+	p.print(v)
+}
+
 // start prints the first value, before anything is opened, as qemu-img.
 func (p *progress) start() {
 	if p.mode != "json" {

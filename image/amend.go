@@ -1,10 +1,15 @@
 package image
 
 // Amender is implemented by formats whose options can change on an
-// existing image (qemu-img amend). Options are validated against the
-// format's CreateOptions first.
+// existing image (qemu-img amend).
 type Amender interface {
-	Amend(o Options) error
-	// CreateOnly names the options that only creation takes.
+	// Amend changes the options given, validated against AmendOptions;
+	// progress, when not nil, is told the work done of the work
+	// expected, as qemu's amend status callback is.
+	Amend(o Options, progress func(done, total int64)) error
+	// AmendOptions are the options Amend takes (qemu's amend_opts).
+	AmendOptions() []OptionSpec
+	// CreateOnly reports whether the format takes an option (that is not
+	// an amend option) at creation.
 	CreateOnly(option string) bool
 }

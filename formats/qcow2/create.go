@@ -3,6 +3,7 @@ package qcow2
 import (
 	"math"
 	"math/bits"
+	"slices"
 	"strings"
 
 	"qimg/formats/file"
@@ -13,7 +14,10 @@ import (
 // protocol's). They are declared in the order in which qemu-img's
 // "Formatting" line lists them (the encryption options first), with the
 // defaults it shows; -o help sorts them by name.
-var createOptions = append([]image.OptionSpec{
+var createOptions = append(slices.Clip(formatCreateOptions), fileOptions()...)
+
+// formatCreateOptions are qcow2's own creation options.
+var formatCreateOptions = []image.OptionSpec{
 	{Name: "encryption", Type: image.OptBool, Help: "Encrypt the image with format 'aes'. (Deprecated in favor of encrypt.format=aes)"},
 	{Name: "encrypt.format", Type: image.OptString, Help: "Encrypt the image, format choices: 'aes', 'luks'"},
 	{Name: "encrypt.key-secret", Type: image.OptString, Help: "ID of secret providing qcow AES key or LUKS passphrase"},
@@ -35,7 +39,7 @@ var createOptions = append([]image.OptionSpec{
 	{Name: "data_file_raw", Type: image.OptBool, Help: "The external data file must stay valid as a raw image"},
 	{Name: "lazy_refcounts", Type: image.OptBool, Help: "Postpone refcount updates", Default: "off"},
 	{Name: "refcount_bits", Type: image.OptNumber, Help: "Width of a reference count entry in bits", Default: "16"},
-}, fileOptions()...)
+}
 
 // fileOptions are the file protocol's options that qcow2 passes on.
 func fileOptions() []image.OptionSpec {
@@ -280,9 +284,8 @@ func Create(c *image.CreateContext) error {
 	if p.dataFile != "" {
 		h.extensions = append(h.extensions, extension{typ: extDataFile, data: []byte(p.dataFile)})
 	}
-	if p.version >= 3 && h.clusterSize() >= 8192 {
-		// qemu leaves the feature name table out of small first clusters
-		h.extensions = append(h.extensions, extension{typ: extFeatureTable, data: featureTable()})
+	if p.version >= 3 {
+		h.insertFeatureTable()
 	}
 	if _, err := h.encode(); err != nil {
 		return err

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 
 	"qimg/image"
@@ -479,4 +480,13 @@ func featureTable() []byte {
 		copy(b[2:2+featureNameSize], e.name)
 	}
 	return buf
+}
+
+// clone is a copy of the header whose extensions can change without
+// changing h's.
+func (h *header) clone() *header {
+	nh := *h
+	nh.extensions = slices.Clone(h.extensions)
+	nh.tail = slices.Clone(h.tail)
+	return &nh
 }

@@ -62,11 +62,7 @@ func newRefcounts(q *Image) *refcounts {
 		blockBits: q.clusterBits + 3 - h.refcountOrder,
 	}
 	r.perBlock = 1 << r.blockBits
-	if bits == 64 {
-		r.max = ^uint64(0)
-	} else {
-		r.max = 1<<bits - 1
-	}
+	r.max = refcountMax(bits)
 	n := max(minRefcountBlocks, l2CacheTables(q.size, q.clusterBits, q.l2Bits)/refcountCacheRatio)
 	r.blocks = newLRU[*refBlock](n)
 	return r
@@ -84,6 +80,14 @@ func (r *refcounts) load() error {
 	r.table = t
 	r.pending = nil // the blocks are read again from the file
 	return nil
+}
+
+// refcountMax is the largest refcount of the given width.
+func refcountMax(bits uint) uint64 {
+	if bits == 64 {
+		return ^uint64(0)
+	}
+	return 1<<bits - 1
 }
 
 func (r *refcounts) get1(buf []byte, i int64) uint64 {
