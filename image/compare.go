@@ -144,7 +144,7 @@ func qemuStatus(n *Node, e Extent, size int64) blockStatus {
 		eof: e.End() == size}
 	if !e.Allocated && e.Zero {
 		if chain := n.Chain(); e.Depth < len(chain) && chain[e.Depth].Backing() != nil {
-			s.allocated = true
+			s.allocated, s.offsetValid = true, false
 		}
 	}
 	return s
