@@ -43,6 +43,71 @@ type span struct{ off, n int64 }
 type job struct {
 	off, n int64
 	spans  []span
+	steps  int64 // qemu-img's progress steps that end in the job's window
+}
+
+// progressStep is qemu-img rebase's buffer (IO_BUF_SIZE): its loop goes
+// through the image in steps of at most this many bytes.
+const progressStep = 2 << 20
+
+// qemuLoop replays qemu-img rebase's loop, which reports its progress:
+// it walks runs of one allocation state in steps of at most progressStep
+// bytes, cuts a step through an unallocated run at the ends of the old
+// and new backing files, and counts one progress step for each step
+// through an unallocated run.
+type qemuLoop struct {
+	size, oldSize, newSize int64
+	pos, runEnd            int64
+	allocated              bool
+	open                   bool // the run may continue: its status answer was cut short
+}
+
+// run starts the run [off, end), or extends the current one when that was
+// cut short by a status query and has the same state; cut says the new
+// answer was cut short too. It returns the progress steps that end the
+// previous run, held back while it might have continued.
+func (l *qemuLoop) run(off, end int64, allocated, cut bool) int64 {
+	if l.open && off == l.runEnd && allocated == l.allocated {
+		l.runEnd, l.open = end, cut
+		return 0
+	}
+	l.open = false
+	k := l.stepsUpTo(l.runEnd)
+	l.pos, l.runEnd, l.allocated, l.open = off, end, allocated, cut
+	return k
+}
+
+// stepsUpTo advances through the steps of the run that end at or before
+// limit and returns how many of them are progress steps.
+func (l *qemuLoop) stepsUpTo(limit int64) int64 {
+	var k int64
+	for l.pos < l.runEnd {
+		n := min(progressStep, l.size-l.pos, l.runEnd-l.pos)
+		if !l.allocated {
+			for _, b := range []int64{l.oldSize, l.newSize} {
+				if l.pos < b && l.pos+n > b {
+					n = b - l.pos
+				}
+			}
+		}
+		if l.pos+n > limit || l.open && l.pos+n == l.runEnd && n < progressStep {
+			break
+		}
+		if !l.allocated {
+			k++
+		}
+		l.pos += n
+	}
+	return k
+}
+
+// progressTotal is qemu-img rebase's divisor: each progress step adds
+// 100% divided by it.
+func progressTotal(size int64) int64 {
+	if size == 0 {
+		return 0
+	}
+	return size / min(size, progressStep)
 }
 
 func (c *comparer) run() error {
@@ -60,7 +125,7 @@ func (c *comparer) run() error {
 	}
 	c.pool.New = func() any { b := make([]byte, 2*c.window); return &b }
 	if c.progress != nil {
-		c.progress(0, c.size)
+		c.progress(0, progressTotal(c.size))
 	}
 	return convert.Pipeline(c.ctx, c.workers,
 		c.produce,
@@ -68,18 +133,20 @@ func (c *comparer) run() error {
 			if err := c.execute(ctx, j); err != nil {
 				return err
 			}
-			c.report(j.n)
+			c.report(j.steps)
 			return nil
 		})
 }
 
-func (c *comparer) report(n int64) {
-	if c.progress == nil {
+// report counts a job's progress steps: each is the same fraction, so
+// the order in which jobs finish does not change the values printed.
+func (c *comparer) report(steps int64) {
+	if c.progress == nil || steps == 0 {
 		return
 	}
 	c.mu.Lock()
-	c.done += n
-	c.progress(c.done, c.size)
+	c.done += steps
+	c.progress(c.done, progressTotal(c.size))
 	c.mu.Unlock()
 }
 
@@ -99,12 +166,17 @@ func (c *comparer) produce(ctx context.Context, jobs chan<- *job) error {
 			return ctx.Err()
 		}
 	}
+	loop := &qemuLoop{size: c.size, oldSize: c.oldSize, newSize: c.newSize}
 	for off := int64(0); off < c.size; {
-		e, err := c.top.BlockStatus(off, min(c.size-off, maxQuery))
+		q := min(c.size-off, maxQuery)
+		e, err := c.top.BlockStatus(off, q)
 		if err != nil {
 			return fmt.Errorf("error while reading block status at offset %d: %w", off, err)
 		}
 		end := off + e.Length
+		if k := loop.run(off, end, e.Allocated, e.Length == q && end < c.size); cur != nil {
+			cur.steps += k
+		}
 		for pos := off; pos < end; {
 			w := pos / c.window * c.window
 			wEnd := min(w+c.window, c.size)
@@ -117,6 +189,7 @@ func (c *comparer) produce(ctx context.Context, jobs chan<- *job) error {
 				cur = &job{off: w, n: wEnd - w}
 			}
 			k := min(end, wEnd) - pos
+			cur.steps += loop.stepsUpTo(pos + k)
 			if !e.Allocated {
 				cur.spans = append(cur.spans, span{pos, k})
 			}

@@ -29,8 +29,10 @@ type Request struct {
 	ForceShare    bool   // -U: open the backing files whatever else uses them
 	// Workers comparing in parallel; 0: DefaultWorkers.
 	Workers int
-	// Progress, when set, is called with the bytes of the image looked
-	// at so far and its size.
+	// Progress, when set, is called with the steps of qemu-img rebase's
+	// loop done so far and the number that makes 100% (each step is
+	// worth 100/total percent; the steps through ranges the image
+	// allocates count nothing).
 	Progress func(done, total int64)
 }
 
