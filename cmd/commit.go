@@ -82,7 +82,7 @@ func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) erro
 	if err := o.progress.check(); err != nil {
 		return err
 	}
-	err = withProgress(string(o.progress), o.quiet, "committing", stdout, stderr, func(report func(done, total int64)) error {
+	err = withJobProgress(string(o.progress), o.quiet, "committing", stdout, stderr, func(report func(done, total int64)) error {
 		req.Progress = report
 		return req.Run(context.Background())
 	})

@@ -157,6 +157,20 @@ func (p *progress) updateSteps(done, total int64) {
 	}
 }
 
+// updateJob is the callback of operations that report the progress of a
+// qemu block job: qemu-img computes the value in float, done divided by
+// total, times 100.
+func (p *progress) updateJob(done, total int64) {
+	if done == 0 || total <= 0 {
+		p.update(done, total)
+		return
+	}
+	p.mu.Lock()
+	p.done, p.total = done, total
+	p.mu.Unlock()
+	p.print(float32(float32(done)/float32(total)) * 100)
+}
+
 // start prints the first value, before anything is opened, as qemu-img.
 func (p *progress) start() {
 	if p.mode != "json" {
@@ -221,6 +235,13 @@ func (p *progress) stop() {
 func withProgress(flag string, quiet bool, describe string, stdout, stderr io.Writer,
 	run func(report func(done, total int64)) error) error {
 	return runWithProgress(flag, quiet, describe, progressSkip, stdout, stderr, (*progress).update, run)
+}
+
+// withJobProgress is withProgress for operations that report a block
+// job's progress (see updateJob).
+func withJobProgress(flag string, quiet bool, describe string, stdout, stderr io.Writer,
+	run func(report func(done, total int64)) error) error {
+	return runWithProgress(flag, quiet, describe, progressSkip, stdout, stderr, (*progress).updateJob, run)
 }
 
 // withStepProgress is withProgress for operations that report relative
