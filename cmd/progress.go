@@ -171,6 +171,22 @@ func (p *progress) updateJob(done, total int64) {
 	p.print(float32(float32(done)/float32(total)) * 100)
 }
 
+// addPart is qemu_progress_print's relative form as qemu-img compare
+// uses it: after each chunk it adds the chunk's share of the total, in
+// float, to the value.
+func (p *progress) addPart(part, total int64) {
+	if total <= 0 || part <= 0 {
+		return
+	}
+	delta := float32(float32(part)/float32(total)) * 100
+	p.mu.Lock()
+	p.done += part
+	p.total = total
+	v := p.current + float32(delta/100*100)
+	p.mu.Unlock()
+	p.print(v)
+}
+
 // start prints the first value, before anything is opened, as qemu-img.
 func (p *progress) start() {
 	if p.mode != "json" {
