@@ -108,7 +108,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		workers = DefaultWorkers
 	}
 	c := &convert.Copy{Sources: []*image.Node{top}, Target: base, IntoBase: true, BaseSize: baseSize,
-		Options: convert.Options{Workers: workers, RateLimit: r.RateLimit, Progress: r.Progress}}
+		Options: convert.Options{Workers: workers, OutOfOrder: true, RateLimit: r.RateLimit, Progress: r.Progress}}
 	if err := convert.Run(ctx, c); err != nil {
 		return err
 	}

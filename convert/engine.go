@@ -32,6 +32,16 @@ type Copy struct {
 	// what the layers above decide, in the steps of qemu's commit job.
 	IntoBase bool
 	BaseSize int64
+	// Rebase makes the run a safe rebase: the single source is the image
+	// with its old backing chain, the Target the same image, NewBacking
+	// (nil: none) the chain it is to sit on. Ranges the image allocates,
+	// and those both chains take from the same image or both read as
+	// zeroes, are left; elsewhere what the old chain shows is written
+	// where the new one shows something else. Progress counts the steps
+	// of qemu-img rebase's loop (each worth 100% divided by Progress's
+	// total).
+	Rebase     bool
+	NewBacking *image.Node
 	// From skips that many bytes of the (single) source, and Length, when
 	// positive, copies no more than that (dd's skip= and count=).
 	From, Length int64
@@ -62,6 +72,8 @@ type piece struct {
 	// runOff is where the run of pieces that are not kept, which the
 	// piece belongs to, begins (IntoBase: qemu's dirty area).
 	runOff int64
+	// imageAllocated: the image itself allocates the piece (Rebase).
+	imageAllocated bool
 }
 
 func (p piece) end() int64 { return p.off + p.n }
@@ -147,6 +159,10 @@ type engine struct {
 	base        *image.Node // the target's backing node
 	keepDepth   []int       // per source: chain depth of base in it, -1 if absent
 	chains      [][]*image.Node
+	newChain    []*image.Node // Rebase: the new backing chain
+	loop        *rebaseLoop   // Rebase: qemu-img rebase's progress steps
+	oldStatus   statusCache   // Rebase: the image's chain (the producer's)
+	newStatus   statusCache   // Rebase: the new backing chain (the producer's)
 	limit       *RateLimiter
 	pool        *pool
 
@@ -161,7 +177,7 @@ func Run(ctx context.Context, c *Copy) error {
 		return err
 	}
 	e := &engine{Copy: c, ctx: ctx}
-	if (c.IntoBase || c.From > 0 || c.Length > 0) && len(c.Sources) != 1 {
+	if (c.IntoBase || c.Rebase || c.From > 0 || c.Length > 0) && len(c.Sources) != 1 {
 		return image.Errorf(nil, "a commit or a part of a source copies one source")
 	}
 	for _, s := range c.Sources {
@@ -183,9 +199,12 @@ func Run(ctx context.Context, c *Copy) error {
 		return err
 	}
 	if c.Progress != nil {
-		total, err := e.countProgress()
-		if err != nil {
-			return err
+		total := rebaseProgressTotal(e.size)
+		if !c.Rebase {
+			var err error
+			if total, err = e.countProgress(); err != nil {
+				return err
+			}
 		}
 		e.total = total
 		c.Progress(0, e.total)
@@ -209,7 +228,7 @@ func (e *engine) setup() error {
 		e.compress = w
 		e.cluster = w.CompressedClusterSize()
 	}
-	e.detecting = e.SparseSize > 0 && !e.CopyOffload && !e.IntoBase
+	e.detecting = e.SparseSize > 0 && !e.CopyOffload && !e.IntoBase || e.Rebase
 	e.zeroAsData = e.SparseSize == 0 && !e.IntoBase
 	e.grain = max(e.SparseSize, sectorSize)
 	if e.cluster > e.grain {
@@ -237,8 +256,21 @@ func (e *engine) setup() error {
 	// A commit keeps what comes from the target itself.
 	e.base = t.Backing()
 	kept := e.base
-	if e.IntoBase {
+	switch {
+	case e.IntoBase:
 		e.base, kept = nil, t
+	case e.Rebase:
+		e.base, kept = e.NewBacking, nil
+		if e.base != nil {
+			e.newChain = e.base.Chain()
+		}
+		e.loop = &rebaseLoop{size: e.size}
+		if e.base != nil {
+			e.loop.newSize = e.base.Size()
+		}
+		if b := t.Backing(); b != nil {
+			e.loop.oldSize = b.Size()
+		}
 	}
 	e.keepDepth = make([]int, len(e.Sources))
 	for i, s := range e.Sources {
@@ -354,7 +386,13 @@ func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 	if e.IntoBase && off < e.BaseSize {
 		n = min(n, e.BaseSize-off) // beyond, the grown base must read as zeroes
 	}
-	ext, err := s.BlockStatusChain(off, n)
+	var ext image.Extent
+	var err error
+	if e.Rebase {
+		ext, err = e.oldStatus.get(s, off, n)
+	} else {
+		ext, err = s.BlockStatusChain(off, n)
+	}
 	if err != nil {
 		if !e.Salvage {
 			return piece{}, fmt.Errorf("error while reading block status at offset %d: %w", pos, err)
@@ -366,6 +404,9 @@ func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 		return piece{n: min(e.sizes[i]-off, 64<<10), kind: kData, src: i, srcOff: off}, nil
 	}
 	p := piece{n: ext.Length, src: i, srcOff: off}
+	if e.Rebase {
+		return e.rebaseStatus(p, ext)
+	}
 	switch {
 	case e.keepDepth[i] >= 0 && ext.Depth >= e.keepDepth[i] && !(e.IntoBase && off >= e.BaseSize):
 		p.kind = kKeep
@@ -467,6 +508,11 @@ func appendJobMarks(marks []mark, p piece) []mark {
 // addMarks adds the progress steps that end inside p.
 func (e *engine) addMarks(marks []mark, p piece) []mark {
 	switch {
+	case e.Rebase:
+		for k := e.loop.feed(p.off, p.end(), p.imageAllocated); k > 0; k-- {
+			marks = append(marks, mark{add: 1})
+		}
+		return marks
 	case e.IntoBase && p.kind != kKeep:
 		return appendJobMarks(marks, p)
 	case !e.IntoBase && e.isData(p.kind):
@@ -690,6 +736,10 @@ func (e *engine) finish(j *job) error {
 		e.progressMu.Lock()
 		for _, m := range j.marks {
 			e.done += m.add
+			if e.Rebase {
+				e.Progress(e.done, e.total) // steps: qemu-img goes past 100% too
+				continue
+			}
 			e.Progress(min(e.done, e.total), e.total)
 		}
 		e.progressMu.Unlock()
@@ -1119,18 +1169,25 @@ func (e *engine) copyRange(j *job, o op) error {
 }
 
 // writeZeroes makes a range of the target read as zeroes, writing only
-// where it does not already (through its backing chain).
+// where it does not already (through its backing chain; for a rebase,
+// through the new one, the image allocating nothing there).
 func (e *engine) writeZeroes(off, n int64) error {
-	if e.TargetZero {
+	view := e.Target
+	if e.Rebase {
+		view = e.base
+	}
+	if e.TargetZero || view == nil {
 		return nil
 	}
-	for end := off + n; off < end; {
-		ext, err := e.Target.BlockStatusChain(off, end-off)
+	for end := min(off+n, view.Size()); off < end; {
+		ext, err := view.BlockStatusChain(off, end-off)
 		if err != nil {
 			return err
 		}
 		if !ext.Zero {
-			if err := e.Target.WriteZeroes(off, ext.Length, true); err != nil {
+			// a rebased image's zeroes hide its backing file: never
+			// unmapped to it
+			if err := e.Target.WriteZeroes(off, ext.Length, !e.Rebase); err != nil {
 				return err
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 
+	"qimg/convert"
 	"qimg/image"
 )
 
@@ -104,8 +105,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if !r.Unsafe {
-		c := &comparer{ctx: ctx, top: top, old: top.Backing(), new: newBacking, workers: r.Workers, progress: r.Progress}
-		if err := c.run(); err != nil {
+		c := &convert.Copy{Sources: []*image.Node{top}, Target: top, Rebase: true, NewBacking: newBacking,
+			Options: convert.Options{Workers: r.Workers, OutOfOrder: true, SparseSize: -1, Progress: r.Progress}}
+		if err := convert.Run(ctx, c); err != nil {
 			return err
 		}
 		if err := top.Flush(); err != nil {
