@@ -19,7 +19,7 @@ type commitOptions struct {
 	base      string
 	rate      string
 	drop      bool
-	progress  bool
+	progress  progressFlag
 	quiet     bool
 	imageOpts bool
 }
@@ -55,7 +55,7 @@ second, -t is the cache mode (writeback by default).`,
 	f.StringVarP(&o.base, "base", "b", "", "image of the backing chain to commit into (implies -d)")
 	f.BoolVarP(&o.drop, "drop", "d", false, "do not empty filename afterwards")
 	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
-	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
+	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
@@ -79,11 +79,10 @@ func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) erro
 		return err
 	}
 	req.Cache = cache
-	mode := ""
-	if o.progress {
-		mode = "on"
+	if err := o.progress.check(); err != nil {
+		return err
 	}
-	err = withProgress(mode, o.quiet, "committing", stdout, stderr, func(report func(done, total int64)) error {
+	err = withJobProgress(string(o.progress), o.quiet, "committing", stdout, stderr, func(report func(done, total int64)) error {
 		req.Progress = report
 		return req.Run(context.Background())
 	})

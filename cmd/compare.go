@@ -89,14 +89,20 @@ func runCompare(o *compareOptions, name1, name2 string, stdout, stderr io.Writer
 	// qemu-img prints the verdict between the last progress line and the
 	// end of the progress output.
 	p := newProgress(mode, o.quiet, stdout, stderr)
+	p.minSkip = compareProgressSkip
 	defer p.stop()
 	p.start()
+	var reported int64
+	report := func(done, total int64) {
+		p.addPart(done-reported, total)
+		reported = done
+	}
 	say := func(format string, args ...any) {
 		if !o.quiet {
 			fmt.Fprintf(stdout, format, args...)
 		}
 	}
-	res, err := image.Compare(a, b, o.strict, p.update, func() { say("Warning: Image size mismatch!\n") })
+	res, err := image.Compare(a, b, o.strict, report, func() { say("Warning: Image size mismatch!\n") })
 	if err != nil {
 		p.end()
 		return err
@@ -115,3 +121,7 @@ func runCompare(o *compareOptions, name1, name2 string, stdout, stderr io.Writer
 	}
 	return &exitError{code: 1}
 }
+
+// compareProgressSkip is qemu-img compare's min_skip: a line every two
+// points.
+const compareProgressSkip = 2

@@ -31,7 +31,7 @@ type convertOptions struct {
 	sparse        string
 	rate          string
 	workers       string
-	progress      string
+	progress      progressFlag
 	compress      bool
 	copyOffload   bool
 	quiet         bool
@@ -96,8 +96,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the target's backing file")
 	f.BoolVarP(&o.compress, "compress", "c", false, "compress the target's clusters")
 	f.BoolVarP(&o.copyOffload, "copy-range-offloading", "C", false, "copy with offload (copy_file_range)")
-	f.StringVarP(&o.progress, "progress", "p", "", "show progress (--progress=json: JSON lines on stderr)")
-	f.Lookup("progress").NoOptDefVal = "on"
+	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.noCreate, "no-create", "n", false, "write into an existing target")
 	f.StringVarP(&o.cache, "cache", "t", "unsafe", "target cache mode")
@@ -182,10 +181,8 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if err := req.Options.Validate(); err != nil {
 		return err
 	}
-	switch o.progress {
-	case "", "on", "json":
-	default:
-		return fmt.Errorf("--progress must be used with json as argument, or alone")
+	if err := o.progress.check(); err != nil {
+		return err
 	}
 	if err := req.Validate(); err != nil {
 		return err
@@ -210,7 +207,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if !o.quiet {
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
-	return withProgress(o.progress, o.quiet, "", stdout, stderr, func(report func(done, total int64)) error {
+	return withProgress(string(o.progress), o.quiet, "", stdout, stderr, func(report func(done, total int64)) error {
 		req.Progress = report
 		return req.Run(context.Background())
 	})

@@ -86,11 +86,11 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 			fmt.Fprint(w, "}")
 			return nil
 		}
-		if !e.Data {
-			return nil
-		}
-		if !e.HasOffset {
+		if e.Data && !e.HasOffset {
 			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+		}
+		if !e.Data || e.Zero {
+			return nil // qemu-img lists data only, not zeroed ranges
 		}
 		name := filename
 		if e.Host != nil {

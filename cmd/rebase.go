@@ -19,7 +19,7 @@ type rebaseOptions struct {
 	sourceCache   string
 	backing       string
 	backingFormat string
-	progress      bool
+	progress      progressFlag
 	quiet         bool
 	unsafe        bool
 	forceShare    bool
@@ -65,7 +65,7 @@ by default), -U opens the backing files even if another process uses them,
 	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the new backing file")
 	f.BoolVarP(&o.unsafe, "unsafe", "u", false, "only rewrite the backing file name")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open backing files that another process uses")
-	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
+	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
@@ -94,11 +94,10 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	mode := ""
-	if o.progress {
-		mode = "on"
+	if err := o.progress.check(); err != nil {
+		return err
 	}
-	err = withProgress(mode, o.quiet, "rebasing", stdout, stderr, func(report func(done, total int64)) error {
+	err = withStepProgress(string(o.progress), o.quiet, "rebasing", rebaseProgressSkip, stdout, stderr, func(report func(done, total int64)) error {
 		req.Progress = report
 		return req.Run(context.Background())
 	})
@@ -107,3 +106,6 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	}
 	return nil
 }
+
+// rebaseProgressSkip is qemu-img rebase's min_skip: a line every two points.
+const rebaseProgressSkip = 2

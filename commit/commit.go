@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"qimg/convert"
 	"qimg/image"
 )
 
@@ -28,8 +29,9 @@ type Request struct {
 	RateLimit int64
 	// Workers copying in parallel; 0: DefaultWorkers.
 	Workers int
-	// Progress, when set, is called with the bytes of the top image
-	// looked at so far and its size (qemu's job progress).
+	// Progress, when set, is called with the bytes that the layers above
+	// the base decide, done so far, and their total: qemu's commit job
+	// progress, which moves when one of its operations ends.
 	Progress func(done, total int64)
 }
 
@@ -95,14 +97,19 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			}
 		}
 	}()
-	c := &copier{ctx: ctx, above: chain[:depth], base: base, baseSize: base.Size(), rate: r.RateLimit,
-		workers: r.Workers, progress: r.Progress}
+	baseSize := base.Size()
 	if top.Size() > base.Size() {
 		if err := base.Truncate(top.Size(), image.PreallocOff); err != nil {
 			return fmt.Errorf("Could not resize '%s': %w", base.Filename, err)
 		}
 	}
-	if err := c.run(); err != nil {
+	workers := r.Workers
+	if workers <= 0 {
+		workers = DefaultWorkers
+	}
+	c := &convert.Copy{Sources: []*image.Node{top}, Target: base, IntoBase: true, BaseSize: baseSize,
+		Options: convert.Options{Workers: workers, OutOfOrder: true, RateLimit: r.RateLimit, Progress: r.Progress}}
+	if err := convert.Run(ctx, c); err != nil {
 		return err
 	}
 	// the base holds everything on disk before the top lets go of it

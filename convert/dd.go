@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"qimg/create"
@@ -25,12 +26,10 @@ type DD struct {
 	Warn func(string)
 }
 
-// ddChunk is how much one read and write carries: dd's block size only
-// decides sizes and offsets, not the I/O pattern.
-const ddChunk = 1 << 20
-
-// Run creates the output and copies. Runs the input reads as zeroes are
-// not written: the new output reads as zeroes there already.
+// Run creates the output and copies on the engine: dd's block size only
+// decides sizes and offsets, not the I/O pattern. Runs the input reads as
+// zeroes (and zero blocks of its data) are not written: the new output
+// reads as zeroes there already.
 func (d *DD) Run(ctx context.Context) error {
 	if d.BlockSize <= 0 {
 		d.BlockSize = 512
@@ -69,34 +68,32 @@ func (d *DD) Run(ctx context.Context) error {
 	}
 	defer out.Close()
 
-	pos := d.Skip * d.BlockSize
+	from := d.Skip * d.BlockSize
 	if skipBeyond {
 		if d.Warn != nil {
 			d.Warn(fmt.Sprintf("%s: cannot skip to specified offset", d.Input))
 		}
-		pos = size
+		return out.Close()
 	}
-	buf := make([]byte, ddChunk)
-	for outPos := int64(0); pos < size; {
-		if err := ctx.Err(); err != nil {
-			return err
+	// The new output reads as zeroes: zero runs of the input stay holes.
+	c := &Copy{Sources: []*image.Node{in}, Target: out, TargetZero: true, From: from, Length: outSize,
+		Options: Options{SparseSize: -1}}
+	if outSize > 0 {
+		if err := Run(ctx, c); err != nil {
+			return ddError(err)
 		}
-		e, err := in.BlockStatusChain(pos, size-pos)
-		if err != nil {
-			return err
-		}
-		n := e.Length
-		if !e.Zero {
-			n = min(n, ddChunk)
-			if err := in.ReadPadded(buf[:n], pos); err != nil {
-				return fmt.Errorf("error while reading from input image file: %w", err)
-			}
-			if _, err := out.WriteAt(buf[:n], outPos); err != nil {
-				return fmt.Errorf("error while writing to output image file: %w", err)
-			}
-		}
-		pos += n
-		outPos += n
 	}
 	return out.Close()
+}
+
+// ddError words the engine's I/O errors as qemu-img dd does.
+func ddError(err error) error {
+	var ioErr *IOError
+	if !errors.As(err, &ioErr) {
+		return err
+	}
+	if ioErr.Op == "reading" {
+		return fmt.Errorf("error while reading from input image file: %w", ioErr.Err)
+	}
+	return fmt.Errorf("error while writing to output image file: %w", ioErr.Err)
 }

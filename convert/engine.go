@@ -23,6 +23,28 @@ type Copy struct {
 	// Otherwise a zero run is written where the target (through its
 	// backing chain) does not already read as zeroes.
 	TargetZero bool
+	// IntoBase makes the run a commit: the Target is an image of the
+	// (single) source's backing chain. What the layers above it do not
+	// decide is left as it is, the base's own data in place; the rest is
+	// written without zero detection, data as data and zeroes as zeroes.
+	// BaseSize is the Target's size before it grew to the source's:
+	// beyond it the Target must read as zeroes. Progress then counts
+	// what the layers above decide, in the steps of qemu's commit job.
+	IntoBase bool
+	BaseSize int64
+	// Rebase makes the run a safe rebase: the single source is the image
+	// with its old backing chain, the Target the same image, NewBacking
+	// (nil: none) the chain it is to sit on. Ranges the image allocates,
+	// and those both chains take from the same image or both read as
+	// zeroes, are left; elsewhere what the old chain shows is written
+	// where the new one shows something else. Progress counts the steps
+	// of qemu-img rebase's loop (each worth 100% divided by Progress's
+	// total).
+	Rebase     bool
+	NewBacking *image.Node
+	// From skips that many bytes of the (single) source, and Length, when
+	// positive, copies no more than that (dd's skip= and count=).
+	From, Length int64
 	Options
 }
 
@@ -47,6 +69,11 @@ type piece struct {
 	// extOff and extEnd delimit the block status extent the piece
 	// comes from, in target offsets: progress counts in its steps.
 	extOff, extEnd int64
+	// runOff is where the run of pieces that are not kept, which the
+	// piece belongs to, begins (IntoBase: qemu's dirty area).
+	runOff int64
+	// imageAllocated: the image itself allocates the piece (Rebase).
+	imageAllocated bool
 }
 
 func (p piece) end() int64 { return p.off + p.n }
@@ -97,6 +124,21 @@ type op struct {
 	hostOff int64
 }
 
+// IOError is a failed read of a source or write of the target, at a
+// target offset, in convert's words; callers with other words (dd) find
+// it with errors.As.
+type IOError struct {
+	Op  string // "reading" or "writing"
+	Off int64
+	Err error
+}
+
+func (e *IOError) Error() string {
+	return fmt.Sprintf("error while %s at byte %d: %v", e.Op, e.Off, e.Err)
+}
+
+func (e *IOError) Unwrap() error { return e.Err }
+
 // engine is the state of one Copy run.
 type engine struct {
 	*Copy
@@ -117,6 +159,10 @@ type engine struct {
 	base        *image.Node // the target's backing node
 	keepDepth   []int       // per source: chain depth of base in it, -1 if absent
 	chains      [][]*image.Node
+	newChain    []*image.Node // Rebase: the new backing chain
+	loop        *rebaseLoop   // Rebase: qemu-img rebase's progress steps
+	oldStatus   statusCache   // Rebase: the image's chain (the producer's)
+	newStatus   statusCache   // Rebase: the new backing chain (the producer's)
 	limit       *RateLimiter
 	pool        *pool
 
@@ -131,9 +177,20 @@ func Run(ctx context.Context, c *Copy) error {
 		return err
 	}
 	e := &engine{Copy: c, ctx: ctx}
+	if (c.IntoBase || c.Rebase || c.From > 0 || c.Length > 0) && len(c.Sources) != 1 {
+		return image.Errorf(nil, "a commit or a part of a source copies one source")
+	}
 	for _, s := range c.Sources {
 		e.sizes = append(e.sizes, s.Size())
 		e.size += s.Size()
+	}
+	if c.From > 0 || c.Length > 0 {
+		end := e.sizes[0]
+		if c.Length > 0 && c.Length < end-c.From {
+			end = c.From + c.Length
+		}
+		e.sizes[0] = max(end, c.From)
+		e.size = e.sizes[0] - c.From
 	}
 	if e.size > c.Target.Size() {
 		return image.Errorf(nil, "output file is smaller than input file")
@@ -142,9 +199,12 @@ func Run(ctx context.Context, c *Copy) error {
 		return err
 	}
 	if c.Progress != nil {
-		total, err := e.countProgress()
-		if err != nil {
-			return err
+		total := rebaseProgressTotal(e.size)
+		if !c.Rebase {
+			var err error
+			if total, err = e.countProgress(); err != nil {
+				return err
+			}
 		}
 		e.total = total
 		c.Progress(0, e.total)
@@ -168,8 +228,8 @@ func (e *engine) setup() error {
 		e.compress = w
 		e.cluster = w.CompressedClusterSize()
 	}
-	e.detecting = e.SparseSize > 0 && !e.CopyOffload
-	e.zeroAsData = e.SparseSize == 0
+	e.detecting = e.SparseSize > 0 && !e.CopyOffload && !e.IntoBase || e.Rebase
+	e.zeroAsData = e.SparseSize == 0 && !e.IntoBase
 	e.grain = max(e.SparseSize, sectorSize)
 	if e.cluster > e.grain {
 		e.grain = e.cluster
@@ -193,20 +253,41 @@ func (e *engine) setup() error {
 	// With a backing file, what the source takes from that very file
 	// (same protocol node) is left to show through; anything else is
 	// compared with it.
+	// A commit keeps what comes from the target itself.
 	e.base = t.Backing()
+	kept := e.base
+	switch {
+	case e.IntoBase:
+		e.base, kept = nil, t
+	case e.Rebase:
+		e.base, kept = e.NewBacking, nil
+		if e.base != nil {
+			e.newChain = e.base.Chain()
+		}
+		e.loop = &rebaseLoop{size: e.size}
+		if e.base != nil {
+			e.loop.newSize = e.base.Size()
+		}
+		if b := t.Backing(); b != nil {
+			e.loop.oldSize = b.Size()
+		}
+	}
 	e.keepDepth = make([]int, len(e.Sources))
 	for i, s := range e.Sources {
 		e.keepDepth[i] = -1
 		e.chains = append(e.chains, s.Chain())
-		if e.base == nil {
+		if kept == nil {
 			continue
 		}
 		for d, n := range e.chains[i] {
-			if sameImage(n, e.base) {
+			if sameImage(n, kept) {
 				e.keepDepth[i] = d
 				break
 			}
 		}
+	}
+	if e.IntoBase && e.keepDepth[0] < 1 {
+		return image.Errorf(nil, "the target is not in the backing chain of the source")
 	}
 	e.pool = newPool(e.Workers + 2)
 	return nil
@@ -246,6 +327,12 @@ type walker struct {
 	src    int
 	srcOff int64
 	ext    piece // rest of the current extent, starting at srcOff; n == 0: none
+	runOff int64 // start of the current run of pieces that are not kept
+	inRun  bool
+}
+
+func newWalker(e *engine, quiet bool) *walker {
+	return &walker{e: e, quiet: quiet, srcOff: e.From}
 }
 
 // peek returns the current extent from target offset pos on, querying
@@ -266,6 +353,12 @@ func (w *walker) peek(pos int64) (piece, bool, error) {
 			return piece{}, false, err
 		}
 		p.extOff, p.extEnd = pos, pos+p.n
+		if p.kind == kKeep {
+			w.inRun = false
+		} else if !w.inRun {
+			w.runOff, w.inRun = pos, true
+		}
+		p.runOff = w.runOff
 		w.ext = p
 	}
 	p := w.ext
@@ -289,7 +382,17 @@ func (w *walker) take(pos, n int64) piece {
 // status classifies the extent of source i at off.
 func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 	s := e.Sources[i]
-	ext, err := s.BlockStatusChain(off, min(e.sizes[i]-off, maxStatusQuery))
+	n := min(e.sizes[i]-off, maxStatusQuery)
+	if e.IntoBase && off < e.BaseSize {
+		n = min(n, e.BaseSize-off) // beyond, the grown base must read as zeroes
+	}
+	var ext image.Extent
+	var err error
+	if e.Rebase {
+		ext, err = e.oldStatus.get(s, off, n)
+	} else {
+		ext, err = s.BlockStatusChain(off, n)
+	}
 	if err != nil {
 		if !e.Salvage {
 			return piece{}, fmt.Errorf("error while reading block status at offset %d: %w", pos, err)
@@ -301,10 +404,13 @@ func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 		return piece{n: min(e.sizes[i]-off, 64<<10), kind: kData, src: i, srcOff: off}, nil
 	}
 	p := piece{n: ext.Length, src: i, srcOff: off}
+	if e.Rebase {
+		return e.rebaseStatus(p, ext)
+	}
 	switch {
-	case e.keepDepth[i] >= 0 && ext.Depth >= e.keepDepth[i]:
+	case e.keepDepth[i] >= 0 && ext.Depth >= e.keepDepth[i] && !(e.IntoBase && off >= e.BaseSize):
 		p.kind = kKeep
-	case ext.Zero:
+	case ext.Zero || ext.Depth >= e.keepDepth[i] && e.IntoBase:
 		p.kind = kZero
 	default:
 		p.kind = kData
@@ -324,10 +430,19 @@ func (e *engine) isData(k kind) bool {
 	return k == kData || k == kZero && e.zeroAsData
 }
 
+// counts says whether progress counts a piece of this kind: data (and
+// zeroes with -S 0) for convert, what the layers above decide for commit.
+func (e *engine) counts(k kind) bool {
+	if e.IntoBase {
+		return k != kKeep
+	}
+	return e.isData(k)
+}
+
 // countProgress walks block status once, as qemu-img does, to learn how
 // many bytes progress counts.
 func (e *engine) countProgress() (int64, error) {
-	w := &walker{e: e, quiet: true}
+	w := newWalker(e, true)
 	var total, pos int64
 	for {
 		p, ok, err := w.peek(pos)
@@ -338,7 +453,7 @@ func (e *engine) countProgress() (int64, error) {
 			return total, nil
 		}
 		w.take(pos, p.n)
-		if e.isData(p.kind) {
+		if e.counts(p.kind) {
 			total += p.n
 		}
 		pos += p.n
@@ -359,13 +474,60 @@ func appendMarks(marks []mark, p piece) []mark {
 	return marks
 }
 
+// qemu's commit job (a mirror) goes through each dirty area in passes of
+// at most mirrorChunk bytes (its buffer), and through each block status
+// extent of a pass in operations of at most mirrorIO bytes of data (zero
+// extents in one); its progress moves when an operation ends.
+const (
+	mirrorChunk = 16 << 20
+	mirrorIO    = 1 << 20
+)
+
+// appendJobMarks adds the progress steps of qemu's commit job that end
+// inside p: the ends of its operations.
+func appendJobMarks(marks []mark, p piece) []mark {
+	first := p.runOff + (p.off-p.runOff)/mirrorChunk*mirrorChunk
+	for cs := first; cs < p.end(); cs += mirrorChunk {
+		segStart, segEnd := max(cs, p.extOff), min(cs+mirrorChunk, p.extEnd)
+		if segStart >= segEnd {
+			continue
+		}
+		step := segEnd - segStart
+		if p.kind == kData {
+			step = mirrorIO
+		}
+		for op := segStart + max(0, (p.off-segStart)/step)*step; op < segEnd && op < p.end(); op += step {
+			if end := min(op+step, segEnd); end > p.off && end <= p.end() {
+				marks = append(marks, mark{add: end - op})
+			}
+		}
+	}
+	return marks
+}
+
+// addMarks adds the progress steps that end inside p.
+func (e *engine) addMarks(marks []mark, p piece) []mark {
+	switch {
+	case e.Rebase:
+		for k := e.loop.feed(p.off, p.end(), p.imageAllocated); k > 0; k-- {
+			marks = append(marks, mark{add: 1})
+		}
+		return marks
+	case e.IntoBase && p.kind != kKeep:
+		return appendJobMarks(marks, p)
+	case !e.IntoBase && e.isData(p.kind):
+		return appendMarks(marks, p)
+	}
+	return marks
+}
+
 // maxBulkPieces bounds the pieces one bulk job carries.
 const maxBulkPieces = 256
 
 // produce cuts the source into jobs and hands them to the workers.
 func (e *engine) produce(jobs chan<- *job) error {
 	defer close(jobs)
-	w := &walker{e: e}
+	w := newWalker(e, false)
 	var seq uint64
 	var bulk *job
 	send := func(j *job) error {
@@ -383,6 +545,7 @@ func (e *engine) produce(jobs chan<- *job) error {
 		if bulk == nil {
 			bulk = &job{off: p.off}
 		}
+		bulk.marks = e.addMarks(bulk.marks, p)
 		if k := len(bulk.pieces); k > 0 && bulk.pieces[k-1].kind == p.kind {
 			bulk.pieces[k-1].n += p.n
 		} else {
@@ -454,9 +617,7 @@ func (e *engine) produce(jobs chan<- *job) error {
 		j := &job{off: ps[0].off, pieces: ps}
 		for _, q := range ps {
 			j.n += q.n
-			if e.isData(q.kind) {
-				j.marks = appendMarks(j.marks, q)
-			}
+			j.marks = e.addMarks(j.marks, q)
 		}
 		if j.buf, err = e.pool.get(e.ctx); err != nil {
 			return err
@@ -575,6 +736,10 @@ func (e *engine) finish(j *job) error {
 		e.progressMu.Lock()
 		for _, m := range j.marks {
 			e.done += m.add
+			if e.Rebase {
+				e.Progress(e.done, e.total) // steps: qemu-img goes past 100% too
+				continue
+			}
 			e.Progress(min(e.done, e.total), e.total)
 		}
 		e.progressMu.Unlock()
@@ -925,7 +1090,7 @@ func (e *engine) read(p piece, b []byte) error {
 		return nil
 	}
 	if !e.Salvage {
-		return fmt.Errorf("error while reading at byte %d: %w", p.off, err)
+		return &IOError{Op: "reading", Off: p.off, Err: err}
 	}
 	badStart, bad := int64(-1), error(nil)
 	report := func() {
@@ -976,7 +1141,7 @@ func (e *engine) execute(j *job) error {
 			if errors.Is(err, context.Canceled) {
 				return err
 			}
-			return fmt.Errorf("error while writing at byte %d: %w", o.off, err)
+			return &IOError{Op: "writing", Off: o.off, Err: err}
 		}
 	}
 	return nil
@@ -1004,18 +1169,25 @@ func (e *engine) copyRange(j *job, o op) error {
 }
 
 // writeZeroes makes a range of the target read as zeroes, writing only
-// where it does not already (through its backing chain).
+// where it does not already (through its backing chain; for a rebase,
+// through the new one, the image allocating nothing there).
 func (e *engine) writeZeroes(off, n int64) error {
-	if e.TargetZero {
+	view := e.Target
+	if e.Rebase {
+		view = e.base
+	}
+	if e.TargetZero || view == nil {
 		return nil
 	}
-	for end := off + n; off < end; {
-		ext, err := e.Target.BlockStatusChain(off, end-off)
+	for end := min(off+n, view.Size()); off < end; {
+		ext, err := view.BlockStatusChain(off, end-off)
 		if err != nil {
 			return err
 		}
 		if !ext.Zero {
-			if err := e.Target.WriteZeroes(off, ext.Length, true); err != nil {
+			// a rebased image's zeroes hide its backing file: never
+			// unmapped to it
+			if err := e.Target.WriteZeroes(off, ext.Length, !e.Rebase); err != nil {
 				return err
 			}
 		}

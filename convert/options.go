@@ -1,8 +1,9 @@
-// Package convert is the streaming block-copy engine behind convert (and
-// later dd, rebase and commit): a producer walks the block status of the
-// source chain, workers read, find zero runs and compress, and a writer
-// stores the result in order (or the workers themselves, out of order).
-// Buffers come from a bounded pool, so memory does not grow with the image.
+// Package convert is the streaming block-copy engine behind convert, dd,
+// commit and rebase: a producer walks the block status of the source
+// chain, workers read, find zero runs and compress, and a writer stores
+// the result in order (or the workers themselves, out of order). Buffers
+// come from a bounded pool, so memory does not grow with the image.
+// Commit (Copy.IntoBase) and rebase (Copy.Rebase) are modes of one Copy.
 package convert
 
 import (

@@ -2,6 +2,7 @@ package convert
 
 import (
 	"context"
+	"sync"
 	"unsafe"
 )
 
@@ -37,29 +38,44 @@ func alignedBytes(size int64) []byte {
 // pool hands out a fixed number of buffers: the producer takes one per
 // data job before it dispatches the job, in job order, so that a job the
 // in-order writer waits for always holds its buffer and memory stays flat.
+// The buffer returned last is handed out first: a copy that needs few at
+// a time allocates (and faults in) only those few.
 type pool struct {
-	ch chan *buffer
+	tokens chan struct{} // one per buffer not handed out
+	mu     sync.Mutex
+	free   []*buffer
 }
 
 func newPool(count int) *pool {
-	p := &pool{ch: make(chan *buffer, count)}
+	p := &pool{tokens: make(chan struct{}, count)}
 	for range count {
-		p.ch <- &buffer{}
+		p.tokens <- struct{}{}
 	}
 	return p
 }
 
 func (p *pool) get(ctx context.Context) (*buffer, error) {
 	select {
-	case b := <-p.ch:
-		return b, nil
+	case <-p.tokens:
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if n := len(p.free); n > 0 {
+		b := p.free[n-1]
+		p.free = p.free[:n-1]
+		return b, nil
+	}
+	return &buffer{}, nil
 }
 
 func (p *pool) put(b *buffer) {
-	if b != nil {
-		p.ch <- b
+	if b == nil {
+		return
 	}
+	p.mu.Lock()
+	p.free = append(p.free, b)
+	p.mu.Unlock()
+	p.tokens <- struct{}{}
 }

@@ -62,7 +62,7 @@ func Compare(a, b *Node, strict bool, progress func(done, total int64), sizeMism
 		}
 		// runs are compared whole; reads go by chunks
 		n := min(e1.Length, e2.Length)
-		if strict && !sameStatus(e1, e2) {
+		if strict && qemuStatus(a, e1, common) != qemuStatus(b, e2, common) {
 			res.Difference, res.Offset = DiffStatus, off
 			return res, nil
 		}
@@ -128,11 +128,26 @@ func Compare(a, b *Node, strict bool, progress func(done, total int64), sizeMism
 	return res, nil
 }
 
-// sameStatus is strict mode's test: the same allocation, zero and data
-// state, and both with or without a host offset.
-func sameStatus(a, b Extent) bool {
-	return a.Allocated == b.Allocated && a.Zero == b.Zero && a.Data == b.Data &&
-		(a.HostOffset >= 0) == (b.HostOffset >= 0)
+// blockStatus is the part of qemu's block status word that strict mode
+// compares: allocation, zero, data, a valid host offset, and whether the
+// run ends at the image's end (BDRV_BLOCK_EOF).
+type blockStatus struct {
+	allocated, zero, data, offsetValid, eof bool
+}
+
+// qemuStatus is the status qemu reports for the extent e of n's chain.
+// Zeroes beyond the end of a short backing file count as allocated there,
+// as qemu synthesizes them; the run ends at the image's end when it
+// reaches size (both images have that size in strict mode).
+func qemuStatus(n *Node, e Extent, size int64) blockStatus {
+	s := blockStatus{allocated: e.Allocated, zero: e.Zero, data: e.Data, offsetValid: e.HostOffset >= 0,
+		eof: e.End() == size}
+	if !e.Allocated && e.Zero {
+		if chain := n.Chain(); e.Depth < len(chain) && chain[e.Depth].Backing() != nil {
+			s.allocated, s.offsetValid = true, false
+		}
+	}
+	return s
 }
 
 // firstDifferingSector returns the offset of the first 512-byte sector in

@@ -238,11 +238,14 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 	if b == nil || off >= b.Size() {
 		// Nothing below decides: reads see zeroes. Depth names the last
 		// layer that covers the offset (the one whose backing file ends
-		// before it, or the bottom), as qemu-img map reports it.
+		// before it, or the bottom), as qemu-img map reports it, with the
+		// place a preallocated subcluster keeps.
 		e.Zero = true
 		e.Data = false
-		e.HostOffset = -1
 		e.Depth = 0
+		if e.HostOffset >= 0 {
+			e.Host = n.dataHost()
+		}
 		return e, nil
 	}
 	be, err := b.BlockStatusChain(off, min(e.Length, b.Size()-off))

@@ -11,6 +11,7 @@ import (
 	"context"
 	"fmt"
 
+	"qimg/convert"
 	"qimg/image"
 )
 
@@ -29,8 +30,10 @@ type Request struct {
 	ForceShare    bool   // -U: open the backing files whatever else uses them
 	// Workers comparing in parallel; 0: DefaultWorkers.
 	Workers int
-	// Progress, when set, is called with the bytes of the image looked
-	// at so far and its size.
+	// Progress, when set, is called with the steps of qemu-img rebase's
+	// loop done so far and the number that makes 100% (each step is
+	// worth 100/total percent; the steps through ranges the image
+	// allocates count nothing).
 	Progress func(done, total int64)
 }
 
@@ -102,8 +105,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		return err
 	}
 	if !r.Unsafe {
-		c := &comparer{ctx: ctx, top: top, old: top.Backing(), new: newBacking, workers: r.Workers, progress: r.Progress}
-		if err := c.run(); err != nil {
+		c := &convert.Copy{Sources: []*image.Node{top}, Target: top, Rebase: true, NewBacking: newBacking,
+			Options: convert.Options{Workers: r.Workers, OutOfOrder: true, SparseSize: -1, Progress: r.Progress}}
+		if err := convert.Run(ctx, c); err != nil {
 			return err
 		}
 		if err := top.Flush(); err != nil {

@@ -211,12 +211,10 @@ func (q *Image) walkL2(t *l2Table, off, n int64) (mapping, error) {
 			if typ != m.typ || typ == ctCompressed {
 				break
 			}
-			if (typ == ctNormal) && host != m.host+m.length {
+			if host >= 0 && host != m.host+m.length {
+				// a run keeps one contiguous host range, as qemu's
+				// count_contiguous_subclusters: map reports its place
 				break
-			}
-			if typ == ctZeroAlloc && host != m.host+m.length {
-				// still zero: merge, but the host offset is then not contiguous
-				m.host = -1
 			}
 		}
 		m.length += span
@@ -231,9 +229,6 @@ func (q *Image) walkL2(t *l2Table, off, n int64) (mapping, error) {
 	}
 	if m.length > n {
 		m.length = n
-	}
-	if m.typ != ctNormal && m.typ != ctZeroAlloc {
-		m.host = -1
 	}
 	return m, nil
 }

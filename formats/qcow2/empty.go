@@ -71,5 +71,53 @@ func (q *Image) MakeEmpty() error {
 		}
 	}
 	q.l2cache.clear()
-	return q.flushMetaLocked()
+	if err := q.flushMetaLocked(); err != nil {
+		return err
+	}
+	return q.trimFreeSpace()
+}
+
+// trimFreeSpace gives back to the file system the clusters no longer in
+// use, once their refcounts are on disk: the file ends after the last
+// used cluster and free runs before it are discarded, so that an emptied
+// image takes the room qemu's leaves (its header, tables and L1). Only
+// space is at stake: a failure leaves it allocated.
+func (q *Image) trimFreeSpace() error {
+	if q.rc == nil {
+		return nil
+	}
+	if err := q.barrier(); err != nil {
+		return err
+	}
+	cs := q.clusterSize
+	fileClusters := (q.file.Size() + cs - 1) >> q.clusterBits
+	last, err := q.rc.lastUsed(fileClusters)
+	if err != nil {
+		return err
+	}
+	if end := (last + 1) * cs; end < q.file.Size() {
+		_ = q.file.Truncate(end, image.PreallocOff)
+	}
+	for ci := int64(0); ci < last; {
+		v, err := q.rc.get(ci)
+		if err != nil {
+			return err
+		}
+		if v != 0 {
+			ci++
+			continue
+		}
+		run := ci
+		for ci < last {
+			if v, err = q.rc.get(ci); err != nil || v != 0 {
+				break
+			}
+			ci++
+		}
+		if err != nil {
+			return err
+		}
+		_ = q.file.Discard(run*cs, (ci-run)*cs)
+	}
+	return nil
 }

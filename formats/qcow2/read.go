@@ -151,6 +151,11 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 		if q.backing == nil {
 			e.Zero = true
 		}
+		// a subcluster of an allocated cluster keeps its place, as
+		// qemu's status (and so qemu-img map) reports it
+		if m.typ == ctUnallocAlloc && m.host >= 0 {
+			e.HostOffset = m.host
+		}
 	}
 	return e, nil
 }
