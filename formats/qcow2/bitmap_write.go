@@ -203,14 +203,13 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 			}
 			be.PutUint64(table[j*8:], uint64(off))
 		}
-		tclusters := (int64(len(table)) + cs - 1) / cs
-		off, err := alloc(tclusters)
+		// the table and the directory are written as they are, not padded
+		// to whole clusters: the file keeps the length qemu leaves
+		off, err := alloc((int64(len(table)) + cs - 1) / cs)
 		if err != nil {
 			return err
 		}
-		padded := make([]byte, tclusters*cs)
-		copy(padded, table)
-		if err := q.writeMeta(padded, off); err != nil {
+		if err := q.writeMeta(table, off); err != nil {
 			return err
 		}
 		e.tableOffset = uint64(off)
@@ -218,14 +217,11 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 	var dirOff int64
 	if len(p.entries) > 0 {
 		dir := encodeBitmapDir(p.entries)
-		dclusters := (int64(len(dir)) + cs - 1) / cs
-		off, err := alloc(dclusters)
+		off, err := alloc((int64(len(dir)) + cs - 1) / cs)
 		if err != nil {
 			return err
 		}
-		padded := make([]byte, dclusters*cs)
-		copy(padded, dir)
-		if err := q.writeMeta(padded, off); err != nil {
+		if err := q.writeMeta(dir, off); err != nil {
 			return err
 		}
 		dirOff = off

@@ -15,8 +15,8 @@ import (
 // qcow2_check_refcounts so that the messages, the counts and the repairs
 // come out as qemu's do:
 //
-//  0. read the snapshot table leniently (check_snapshot.go) and fail as
-//     qemu's open fails on bitmaps it cannot load (check_bitmap.go);
+//  0. read the snapshot table leniently (check_snapshot.go); bitmaps qemu
+//     cannot load failed the open already (loadBitmaps);
 //  1. count every reference to every host cluster of the image file from
 //     the metadata alone (check_count.go, check_l2.go, check_bitmap.go):
 //     header, active L1 and its L2 tables and data, snapshot table and
@@ -175,9 +175,6 @@ func (c *checker) logf(format string, args ...any) {
 // run is qemu's qcow2_co_check_locked with qcow2_check_refcounts inlined.
 func (c *checker) run() error {
 	q := c.q
-	if err := c.checkBitmapsLoad(); err != nil {
-		return err
-	}
 	c.fileSize = q.file.Size()
 	nb := (c.fileSize + c.cs - 1) >> q.clusterBits
 	if nb > maxCheckClusters {

@@ -113,6 +113,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := q.init(h); err != nil {
 		return nil, err
 	}
+	if err := q.loadBitmaps(); err != nil {
+		return nil, err
+	}
 	if o.Writable {
 		if err := q.openWritable(); err != nil {
 			return nil, err
