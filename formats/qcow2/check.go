@@ -62,6 +62,8 @@ type checker struct {
 	// the L2 tables must be read again (check_copied.go).
 	copiedSet, copiedClear bitset
 	copiedSlow             bool
+	// l2Writes counts the L2 entries a repair wrote while counting
+	l2Writes int
 
 	stored *storedRefs
 	// failed is set when counting could not go on (qemu fails the check
