@@ -81,6 +81,9 @@ func (c *checker) countL1(off, n int64, active bool) error {
 			}
 			l2 := l1Entry(e).l2Offset()
 			c.inc(l2, cs)
+			if active {
+				c.noteActive(l2 >> c.q.clusterBits)
+			}
 			if l2&(cs-1) != 0 {
 				c.logf("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", l2)
 				c.res.corruptions++
@@ -322,6 +325,7 @@ func (c *checker) countL2(t []byte, l2off int64, active bool, used []int) error 
 			continue
 		}
 		if active {
+			c.noteActive(k)
 			switch {
 			case k >= int64(len(c.copiedSet))*64:
 				c.copiedSlow = true

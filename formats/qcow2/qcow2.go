@@ -116,6 +116,12 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := q.loadBitmaps(); err != nil {
 		return nil, err
 	}
+	if o.Untrusted {
+		// before anything reads guest data or block status
+		if err := q.verifyReferences(); err != nil { // untrusted.go
+			return nil, err
+		}
+	}
 	if o.Writable {
 		if err := q.openWritable(); err != nil {
 			return nil, err
