@@ -113,6 +113,7 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 		}
 		names[u.Name] = true
 		var e bitmapDirEntry
+		data := u.Data
 		if u.Data == nil {
 			i := slices.IndexFunc(old, func(o bitmapDirEntry) bool { return o.name == u.Name })
 			if i < 0 {
@@ -127,6 +128,17 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 				// qemu refuses a consistent bitmap whose table does not
 				// cover the image
 				return nil, fmt.Errorf("Bitmap '%s' doesn't satisfy the constraints", u.Name)
+			}
+			if !u.InUse {
+				// written anew, as qemu stores again every bitmap it
+				// loaded: the file gets qemu's layout and length
+				var err error
+				q.meta.RLock()
+				data, err = q.loadBitmapData(&e)
+				q.meta.RUnlock()
+				if err != nil {
+					return nil, err
+				}
 			}
 		} else {
 			if err := q.checkBitmapConstraints(u.Name, u.Granularity); err != nil {
@@ -148,7 +160,7 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 			e.flags |= bmeFlagInUse
 		}
 		p.entries = append(p.entries, e)
-		p.data = append(p.data, u.Data)
+		p.data = append(p.data, data)
 		p.dirSize += e.size()
 	}
 	if p.dirSize > maxBitmapDirectorySize {
