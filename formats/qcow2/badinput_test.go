@@ -137,11 +137,11 @@ func TestBadInput(t *testing.T) {
 		{"compressed descriptor out of bounds", func(b []byte) []byte {
 			put64(b, firstL2(b), oflagCompressed|(1<<40))
 			return b
-		}, "lies outside the image file"},
+		}, "Input/output error"},
 		{"compressed garbage", func(b []byte) []byte {
 			put64(b, firstL2(b), oflagCompressed|4096)
 			return b
-		}, "compressed cluster"},
+		}, "Input/output error"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
