@@ -67,6 +67,8 @@ func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
 		"qimg": func() { os.Exit(cmd.Main(os.Args)) },
 		"qimg-as-qemu-img": func() {
+			// os.Args too: drivers name the program in lines they print
+			os.Args[0] = "qemu-img"
 			args := append([]string{"qemu-img"}, os.Args[1:]...)
 			os.Exit(cmd.Main(args))
 		},

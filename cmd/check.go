@@ -78,7 +78,7 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 		claim = image.ClaimWrite
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: fix != 0, Claim: claim,
-		ForceShare: o.forceShare, User: "check", Cache: cache, NoBacking: true, Check: true})
+		ForceShare: o.forceShare, User: "check", Cache: cache, Check: true})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}

@@ -10,10 +10,6 @@ import (
 // specification), read and written for qimg bitmap. A directory entry is
 // 24 bytes, the extra data, the name, and zero padding to a multiple of 8.
 
-// bmeFlagExtraCompatible: extra data unknown to the reader may be left as
-// it is (flag bit 2).
-const bmeFlagExtraCompatible = 1 << 2
-
 // bitmapDirEntry is one whole bitmap directory entry.
 type bitmapDirEntry struct {
 	tableOffset     uint64
@@ -21,7 +17,6 @@ type bitmapDirEntry struct {
 	flags           uint32
 	typ             uint8
 	granularityBits uint8
-	extra           []byte
 	name            string
 }
 
@@ -30,7 +25,7 @@ func dirEntrySize(nameSize, extraSize int) int {
 	return (bmeEntryHeaderSize + nameSize + extraSize + 7) &^ 7
 }
 
-func (e *bitmapDirEntry) size() int { return dirEntrySize(len(e.name), len(e.extra)) }
+func (e *bitmapDirEntry) size() int { return dirEntrySize(len(e.name), 0) }
 
 // bitmapTableEntries is the number of bitmap table entries of a bitmap of
 // the image's size: one per cluster of bitmap data.
@@ -40,31 +35,30 @@ func (q *Image) bitmapTableEntries(granularityBits uint8) int64 {
 	return (bytesN + q.clusterSize - 1) / q.clusterSize
 }
 
-// loadBitmapDir reads and validates the bitmap directory as qemu does when
-// it opens an image (bitmap_list_load): entry count and sizes, table
-// location and size, granularity, flags, type, and unique names. Extra
-// data is kept (and refused only where a bitmap is used).
+// loadBitmapDir reads and validates the bitmap directory as qemu's
+// bitmap_list_load does when it opens an image: entry count and sizes,
+// no extra data, and each entry's constraints (check_dir_entry). A
+// directory beyond the end of the file reads as zeroes, as qemu reads it.
+// Bitmaps count only when the autoclear bit says the extension is
+// consistent.
 func (q *Image) loadBitmapDir() ([]bitmapDirEntry, error) {
-	b := q.h.bitmaps
-	if b == nil || q.h.autoclear&autoclearBitmaps == 0 || b.nbBitmaps == 0 {
+	if !q.bitmapsEnabled() {
 		return nil, nil
 	}
+	b := q.h.bitmaps
 	if b.directorySize == 0 {
 		return nil, openErrorf("Requested bitmap directory size is zero")
 	}
 	if b.directorySize > maxBitmapDirectorySize {
 		return nil, openErrorf("Requested bitmap directory size is too big")
 	}
-	if b.directoryOffset%uint64(q.clusterSize) != 0 || b.directoryOffset > uint64(q.file.Size()) ||
-		b.directorySize > uint64(q.file.Size())-b.directoryOffset {
-		return nil, openErrorf("Failed to read bitmap directory: Invalid argument")
-	}
-	dir := make([]byte, b.directorySize) // bounded above and by the file
-	if _, err := q.file.ReadAt(dir, int64(b.directoryOffset)); err != nil {
-		return nil, openErrorf("Failed to read bitmap directory: %v", err)
+	dir := make([]byte, b.directorySize) // bounded just above
+	if b.directoryOffset <= uint64(maxHostOffset) {
+		if err := q.file.ReadPadded(dir, int64(b.directoryOffset)); err != nil {
+			return nil, openErrorf("Failed to read bitmap directory: %v", err)
+		}
 	}
 	var out []bitmapDirEntry
-	names := map[string]bool{}
 	for off := 0; off < len(dir); {
 		if off+bmeEntryHeaderSize > len(dir) {
 			return nil, openErrorf("Broken bitmap directory")
@@ -74,13 +68,13 @@ func (q *Image) loadBitmapDir() ([]bitmapDirEntry, error) {
 		}
 		d := dir[off:]
 		nameSize := int(be.Uint16(d[18:]))
-		extraSize := be.Uint32(d[20:])
-		if uint64(extraSize) > uint64(len(dir)) {
+		extraSize := int(be.Uint32(d[20:]))
+		next := off + dirEntrySize(nameSize, extraSize)
+		if extraSize > len(dir) || next > len(dir) {
 			return nil, openErrorf("Broken bitmap directory")
 		}
-		next := off + dirEntrySize(nameSize, int(extraSize))
-		if next > len(dir) {
-			return nil, openErrorf("Broken bitmap directory")
+		if extraSize != 0 {
+			return nil, openErrorf("Bitmap extra data is not supported")
 		}
 		e := bitmapDirEntry{
 			tableOffset:     be.Uint64(d),
@@ -88,16 +82,11 @@ func (q *Image) loadBitmapDir() ([]bitmapDirEntry, error) {
 			flags:           be.Uint32(d[12:]),
 			typ:             d[16],
 			granularityBits: d[17],
-			extra:           append([]byte(nil), d[bmeEntryHeaderSize:bmeEntryHeaderSize+int(extraSize)]...),
-			name:            string(d[bmeEntryHeaderSize+int(extraSize) : bmeEntryHeaderSize+int(extraSize)+nameSize]),
+			name:            string(d[bmeEntryHeaderSize : bmeEntryHeaderSize+nameSize]),
 		}
 		if err := q.checkDirEntry(&e); err != nil {
 			return nil, err
 		}
-		if names[e.name] {
-			return nil, openErrorf("Duplicate bitmap name '%s'", e.name)
-		}
-		names[e.name] = true
 		out = append(out, e)
 		off = next
 	}
@@ -112,12 +101,39 @@ func (q *Image) checkDirEntry(e *bitmapDirEntry) error {
 	phys := uint64(e.tableSize) * uint64(q.clusterSize)
 	bad := e.tableSize == 0 || e.tableOffset == 0 || e.tableOffset%uint64(q.clusterSize) != 0 ||
 		e.tableSize > bmeMaxTableSize || e.granularityBits > bmeMaxGranularityBits ||
-		e.granularityBits < bmeMinGranularityBits || e.flags&^uint32(bmeFlagInUse|bmeFlagAuto|bmeFlagExtraCompatible) != 0 ||
-		len(e.name) == 0 || len(e.name) > bmeMaxNameSize || e.typ != bmeTypeDirtyTracking ||
+		e.granularityBits < bmeMinGranularityBits || e.flags&bmeReservedFlags != 0 ||
+		len(e.name) > bmeMaxNameSize || e.typ != bmeTypeDirtyTracking ||
 		phys > bmeMaxPhysSize ||
 		e.flags&bmeFlagInUse == 0 && uint64(q.size) > (phys*8)<<e.granularityBits
 	if bad {
 		return openErrorf("Bitmap '%s' doesn't satisfy the constraints", e.name)
+	}
+	return nil
+}
+
+// loadBitmaps fails as qemu's open fails on bitmaps it cannot load
+// (qcow2_load_dirty_bitmaps): a directory that breaks the constraints, or
+// a bad table of a bitmap that is not in use. Every command answers the
+// same for such an image, as every qemu-img command does.
+func (q *Image) loadBitmaps() error {
+	dir, err := q.loadBitmapDir()
+	if err != nil {
+		return err
+	}
+	checked := map[[2]uint64]bool{} // tables shared by several entries are read once
+	for i := range dir {
+		e := &dir[i]
+		key := [2]uint64{e.tableOffset, uint64(e.tableSize)}
+		if e.flags&bmeFlagInUse != 0 || checked[key] {
+			continue // qemu does not load the data of a bitmap in use
+		}
+		if _, err := q.loadBitmapTableOf(e); err != nil {
+			return &openError{msg: err.Error()}
+		}
+		if err := q.checkBitmapTableSize(e); err != nil {
+			return &openError{msg: err.Error()}
+		}
+		checked[key] = true
 	}
 	return nil
 }
@@ -139,29 +155,30 @@ func encodeBitmapDir(entries []bitmapDirEntry) []byte {
 		d[16] = e.typ
 		d[17] = e.granularityBits
 		be.PutUint16(d[18:], uint16(len(e.name)))
-		be.PutUint32(d[20:], uint32(len(e.extra)))
-		copy(d[bmeEntryHeaderSize:], e.extra)
-		copy(d[bmeEntryHeaderSize+len(e.extra):], e.name)
+		copy(d[bmeEntryHeaderSize:], e.name) // no extra data: qemu refuses it
 		off += e.size()
 	}
 	return buf
 }
 
-// loadBitmapTableOf reads and checks the table of a directory entry.
+// loadBitmapTableOf reads and checks the table of a directory entry
+// (qemu's bitmap_table_load); what lies beyond the end of the file reads
+// as zeroes.
 func (q *Image) loadBitmapTableOf(e *bitmapDirEntry) ([]uint64, error) {
-	if e.tableOffset > uint64(q.file.Size()) || uint64(e.tableSize)*8 > uint64(q.file.Size())-e.tableOffset {
-		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': Invalid argument", e.name)
-	}
-	t, err := q.readTable(int64(e.tableOffset), int(e.tableSize)) // tableSize ≤ bmeMaxTableSize and within the file
+	t, err := q.loadBitmapTable(e)
 	if err != nil {
 		return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': %w", e.name, err)
 	}
-	for _, v := range t {
-		if !validBitmapEntry(v, q.clusterSize) {
-			return nil, fmt.Errorf("Could not read bitmap_table table from image for bitmap '%s': Invalid argument", e.name)
-		}
-	}
 	return t, nil
+}
+
+// checkBitmapTableSize: the table of a bitmap that is not in use covers
+// the image exactly (qemu's load_bitmap_data).
+func (q *Image) checkBitmapTableSize(e *bitmapDirEntry) error {
+	if int64(e.tableSize) != q.bitmapTableEntries(e.granularityBits) {
+		return fmt.Errorf("Could not read bitmap '%s' from image: Invalid argument", e.name)
+	}
+	return nil
 }
 
 // loadBitmapData reads the bits of a bitmap that is not in use.
@@ -170,8 +187,8 @@ func (q *Image) loadBitmapData(e *bitmapDirEntry) (*image.DirtyBitmap, error) {
 	if err != nil {
 		return nil, err
 	}
-	if int64(e.tableSize) != q.bitmapTableEntries(e.granularityBits) {
-		return nil, fmt.Errorf("Could not read bitmap '%s' from image: Invalid argument", e.name)
+	if err := q.checkBitmapTableSize(e); err != nil {
+		return nil, err
 	}
 	bm := image.NewDirtyBitmap(q.size, int64(1)<<e.granularityBits)
 	cs := q.clusterSize
@@ -228,9 +245,6 @@ func (q *Image) LoadBitmap(name string) (*image.DirtyBitmap, error) {
 		if e.flags&bmeFlagInUse != 0 {
 			return nil, fmt.Errorf("Bitmap '%s' is inconsistent and cannot be used", name)
 		}
-		if len(e.extra) > 0 {
-			return nil, image.NotSupported("Bitmap extra data is not supported")
-		}
 		return q.loadBitmapData(e)
 	}
 	return nil, fmt.Errorf("Dirty bitmap '%s' not found", name)
@@ -250,6 +264,11 @@ func (q *Image) CanStoreBitmap(name string, granularity int64, others []image.Bi
 	}
 	if err := q.checkBitmapConstraints(name, granularity); err != nil {
 		return err
+	}
+	if q.size == 0 {
+		// its table would be empty, which qemu refuses when it opens the
+		// image (qemu-img itself fails to store it and drops it)
+		return openErrorf("Bitmap '%s' doesn't satisfy the constraints", name)
 	}
 	dirSize := dirEntrySize(len(name), 0)
 	for _, o := range others {

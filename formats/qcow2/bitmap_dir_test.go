@@ -24,7 +24,7 @@ func TestBitmapDirMutations(t *testing.T) {
 	mustRun(t, "qemu-io", "-c", "write 0 100k", "-c", "write 10M 1M", orig)
 	mustRun(t, "qemu-img", "bitmap", "--merge", "b0", orig, "second")
 	base := readFile(t, orig)
-	h, err := parseHeader(base[:4096], int64(len(base)))
+	h, err := parseHeader(base[:4096])
 	if err != nil || h.bitmaps == nil {
 		t.Fatalf("header: %v", err)
 	}

@@ -52,9 +52,6 @@ func (q *Image) startBitmapTracking() error {
 			Enabled: e.flags&bmeFlagAuto != 0, InUse: e.flags&bmeFlagInUse != 0}
 		u := image.BitmapUpdate{BitmapInfo: info}
 		if !info.InUse && info.Enabled {
-			if len(e.extra) > 0 {
-				return image.NotSupported("%s: bitmap '%s': Bitmap extra data is not supported", q.filename, e.name)
-			}
 			q.meta.RLock()
 			d, err := q.loadBitmapData(e)
 			q.meta.RUnlock()

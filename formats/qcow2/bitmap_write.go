@@ -113,6 +113,7 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 		}
 		names[u.Name] = true
 		var e bitmapDirEntry
+		data := u.Data
 		if u.Data == nil {
 			i := slices.IndexFunc(old, func(o bitmapDirEntry) bool { return o.name == u.Name })
 			if i < 0 {
@@ -127,6 +128,17 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 				// qemu refuses a consistent bitmap whose table does not
 				// cover the image
 				return nil, fmt.Errorf("Bitmap '%s' doesn't satisfy the constraints", u.Name)
+			}
+			if !u.InUse {
+				// written anew, as qemu stores again every bitmap it
+				// loaded: the file gets qemu's layout and length
+				var err error
+				q.meta.RLock()
+				data, err = q.loadBitmapData(&e)
+				q.meta.RUnlock()
+				if err != nil {
+					return nil, err
+				}
 			}
 		} else {
 			if err := q.checkBitmapConstraints(u.Name, u.Granularity); err != nil {
@@ -148,7 +160,7 @@ func (q *Image) planBitmaps(old []bitmapDirEntry, set []image.BitmapUpdate) (*bi
 			e.flags |= bmeFlagInUse
 		}
 		p.entries = append(p.entries, e)
-		p.data = append(p.data, u.Data)
+		p.data = append(p.data, data)
 		p.dirSize += e.size()
 	}
 	if p.dirSize > maxBitmapDirectorySize {
@@ -203,14 +215,13 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 			}
 			be.PutUint64(table[j*8:], uint64(off))
 		}
-		tclusters := (int64(len(table)) + cs - 1) / cs
-		off, err := alloc(tclusters)
+		// the table and the directory are written as they are, not padded
+		// to whole clusters: the file keeps the length qemu leaves
+		off, err := alloc((int64(len(table)) + cs - 1) / cs)
 		if err != nil {
 			return err
 		}
-		padded := make([]byte, tclusters*cs)
-		copy(padded, table)
-		if err := q.writeMeta(padded, off); err != nil {
+		if err := q.writeMeta(table, off); err != nil {
 			return err
 		}
 		e.tableOffset = uint64(off)
@@ -218,14 +229,11 @@ func (q *Image) commitBitmaps(old []bitmapDirEntry, p *bitmapPlan) (err error) {
 	var dirOff int64
 	if len(p.entries) > 0 {
 		dir := encodeBitmapDir(p.entries)
-		dclusters := (int64(len(dir)) + cs - 1) / cs
-		off, err := alloc(dclusters)
+		off, err := alloc((int64(len(dir)) + cs - 1) / cs)
 		if err != nil {
 			return err
 		}
-		padded := make([]byte, dclusters*cs)
-		copy(padded, dir)
-		if err := q.writeMeta(padded, off); err != nil {
+		if err := q.writeMeta(dir, off); err != nil {
 			return err
 		}
 		dirOff = off

@@ -15,8 +15,8 @@ import (
 // qcow2_check_refcounts so that the messages, the counts and the repairs
 // come out as qemu's do:
 //
-//  0. read the snapshot table leniently (check_snapshot.go) and fail as
-//     qemu's open fails on bitmaps it cannot load (check_bitmap.go);
+//  0. read the snapshot table leniently (check_snapshot.go); bitmaps qemu
+//     cannot load failed the open already (loadBitmaps);
 //  1. count every reference to every host cluster of the image file from
 //     the metadata alone (check_count.go, check_l2.go, check_bitmap.go):
 //     header, active L1 and its L2 tables and data, snapshot table and
@@ -62,6 +62,13 @@ type checker struct {
 	// the L2 tables must be read again (check_copied.go).
 	copiedSet, copiedClear bitset
 	copiedSlow             bool
+	// l2Writes counts the L2 entries a repair wrote while counting
+	l2Writes int
+	// activeSeen (set for an untrusted image, untrusted.go) records the
+	// host clusters the active view names; duplicate is the first one
+	// named twice, -1 if none
+	activeSeen bitset
+	duplicate  int64
 
 	stored *storedRefs
 	// failed is set when counting could not go on (qemu fails the check
@@ -174,23 +181,7 @@ func (c *checker) logf(format string, args ...any) {
 
 // run is qemu's qcow2_co_check_locked with qcow2_check_refcounts inlined.
 func (c *checker) run() error {
-	q := c.q
-	if err := c.checkBitmapsLoad(); err != nil {
-		return err
-	}
-	c.fileSize = q.file.Size()
-	nb := (c.fileSize + c.cs - 1) >> q.clusterBits
-	if nb > maxCheckClusters {
-		return image.Errorf(image.ErrUnsupported, "File too large")
-	}
-	stored, err := loadStoredRefs(q)
-	if err != nil {
-		return err
-	}
-	c.stored = stored
-	stored.c = c
-	c.refs = newRefCounts(nb, stored.max)
-	if c.snapTable, c.snapshotsSize, err = c.readCheckSnapshots(); err != nil {
+	if err := c.prepare(); err != nil {
 		return err
 	}
 	if err := c.calculate(c.fix&image.FixErrors != 0); err != nil {
@@ -230,6 +221,26 @@ func (c *checker) run() error {
 		}
 	}
 	return nil
+}
+
+// prepare reads what the count needs: the stored refcount table and the
+// snapshot table, and sizes the counts by the file.
+func (c *checker) prepare() error {
+	q := c.q
+	c.fileSize = q.file.Size()
+	nb := (c.fileSize + c.cs - 1) >> q.clusterBits
+	if nb > maxCheckClusters {
+		return image.Errorf(image.ErrUnsupported, "File too large")
+	}
+	stored, err := loadStoredRefs(q)
+	if err != nil {
+		return err
+	}
+	c.stored = stored
+	stored.c = c
+	c.refs = newRefCounts(nb, stored.max)
+	c.snapTable, c.snapshotsSize, err = c.readCheckSnapshots()
+	return err
 }
 
 // calculate counts the references of every structure (qemu's

@@ -21,11 +21,27 @@ const (
 	l2AllAlloc = 0xffffffff
 )
 
-// l2Batch is a run of L1 entries whose L2 tables were read together.
+// l1Chunk is how many L1 entries are read at a time: the L1 table is
+// never held whole (it may have 4M entries, all naming one L2 table).
+const l1Chunk = 64 << 10
+
+// l2Batch is a run of used L1 entries whose L2 tables were read together:
+// tables adjacent in the file, or one table that consecutive entries all
+// name (read once, counted once per entry, as qemu counts it).
 type l2Batch struct {
-	first, count int // into the list of used L1 entries
-	buf          []byte
-	err          error
+	entries []uint64
+	buf     []byte
+	same    bool // every entry names the one table in buf
+	l1Err   bool // err is from reading the L1 table
+	err     error
+}
+
+// table is the L2 table of entry t of the batch.
+func (b *l2Batch) table(t int, cs int64) []byte {
+	if b.same {
+		return b.buf
+	}
+	return b.buf[int64(t)*cs : int64(t+1)*cs]
 }
 
 // countL1 counts the L1 table of n entries at off, its L2 tables and the
@@ -39,69 +55,35 @@ func (c *checker) countL1(off, n int64, active bool) error {
 	if c.failed != nil {
 		return c.failed
 	}
-	raw := make([]byte, n*8) // n is bounded by maxL1Bytes/8
-	if err := c.readPadded(raw, off); err != nil {
-		c.logf("ERROR: I/O error in check_refcounts_l1")
-		c.res.checkErrors++
-		return err
-	}
-	var used []int
-	for i := int64(0); i < n; i++ {
-		if be.Uint64(raw[i*8:]) != 0 {
-			used = append(used, int(i))
-		}
-	}
-	if len(used) == 0 {
-		return nil
-	}
 	cs := c.cs
-	entry := func(k int) uint64 { return be.Uint64(raw[used[k]*8:]) }
-	l2off := func(k int) int64 { return l1Entry(entry(k)).l2Offset() }
-
 	batchTables := max(1, int(l2BatchBytes/cs))
-	free := make(chan []byte, l2Buffers)
+	free := make(chan l2Batch, l2Buffers)
 	for range l2Buffers {
-		free <- make([]byte, int64(min(batchTables, len(used)))*cs)
+		free <- l2Batch{buf: make([]byte, int64(min(int64(batchTables), n))*cs),
+			entries: make([]uint64, 0, min(n, l1Chunk))}
 	}
 	out := make(chan l2Batch, l2Buffers)
 	done := make(chan struct{})
 	defer close(done)
-	go func() {
-		defer close(out)
-		for k := 0; k < len(used); {
-			var buf []byte
-			select {
-			case buf = <-free:
-			case <-done:
-				return
-			}
-			j := k + 1
-			for j < len(used) && j-k < batchTables && l2off(j) == l2off(j-1)+cs {
-				j++
-			}
-			b := l2Batch{first: k, count: j - k, buf: buf[:int64(j-k)*cs]}
-			b.err = c.readPadded(b.buf, l2off(k))
-			select {
-			case out <- b:
-			case <-done:
-				return
-			}
-			if b.err != nil {
-				return
-			}
-			k = j
-		}
-	}()
+	go c.readL2Batches(off, n, batchTables, free, out, done)
+	var used []int // the used entries of a table a run names
+	var writes int
 	for b := range out {
-		for t := 0; t < b.count; t++ {
-			k := b.first + t
-			e := entry(k)
+		if b.l1Err {
+			c.logf("ERROR: I/O error in check_refcounts_l1")
+			c.res.checkErrors++
+			return b.err
+		}
+		for t, e := range b.entries {
 			if e&l1ReservedMask != 0 {
 				c.logf("ERROR found L1 entry with reserved bits set: %x", e)
 				c.res.corruptions++
 			}
 			l2 := l1Entry(e).l2Offset()
 			c.inc(l2, cs)
+			if active {
+				c.noteActive(l2 >> c.q.clusterBits)
+			}
 			if l2&(cs-1) != 0 {
 				c.logf("ERROR l2_offset=%x: Table is not cluster aligned; L1 entry corrupted", l2)
 				c.res.corruptions++
@@ -111,13 +93,112 @@ func (c *checker) countL1(off, n int64, active bool) error {
 				c.res.checkErrors++
 				return b.err
 			}
-			if err := c.countL2(b.buf[int64(t)*cs:int64(t+1)*cs], l2, active); err != nil {
+			if !b.same {
+				if err := c.countL2(b.table(t, cs), l2, active, nil); err != nil {
+					return err
+				}
+				continue
+			}
+			// one table counted again and again: its used entries are
+			// found once (and again after a repair wrote to it)
+			if t == 0 || c.l2Writes != writes {
+				if t > 0 {
+					if err := c.readPadded(b.buf, l2); err != nil {
+						c.logf("ERROR: I/O error in check_refcounts_l2")
+						c.res.checkErrors++
+						return err
+					}
+				}
+				used = c.usedL2Entries(b.buf, used[:0])
+				writes = c.l2Writes
+			}
+			if err := c.countL2(b.buf, l2, active, used); err != nil {
 				return err
 			}
 		}
-		free <- b.buf[:cap(b.buf)]
+		free <- l2Batch{buf: b.buf[:cap(b.buf)], entries: b.entries[:0]}
 	}
 	return nil
+}
+
+// readL2Batches reads the L1 table of n entries at off in chunks and
+// sends its used entries with their L2 tables, in L1 order, until done.
+func (c *checker) readL2Batches(off, n int64, batchTables int, free chan l2Batch, out chan<- l2Batch, done <-chan struct{}) {
+	defer close(out)
+	cs := c.cs
+	send := func(b l2Batch) bool {
+		select {
+		case out <- b:
+			return b.err == nil
+		case <-done:
+			return false
+		}
+	}
+	// the buffers of the next batch; pending are its used entries
+	var next l2Batch
+	select {
+	case next = <-free:
+	case <-done:
+		return
+	}
+	pending := next.entries
+	flush := func() bool {
+		if len(pending) == 0 {
+			return true
+		}
+		first := l1Entry(pending[0]).l2Offset()
+		b := l2Batch{entries: pending, same: len(pending) > 1 && l1Entry(pending[1]).l2Offset() == first}
+		if b.same {
+			b.buf = next.buf[:cs]
+		} else {
+			b.buf = next.buf[:int64(len(pending))*cs]
+		}
+		b.err = c.readPadded(b.buf, first)
+		if !send(b) {
+			return false
+		}
+		select {
+		case next = <-free:
+		case <-done:
+			return false
+		}
+		pending = next.entries
+		return true
+	}
+	// joins tells whether the entry's table extends the pending batch: the
+	// next adjacent table, or the one table a run names (each bounded)
+	joins := func(e uint64) bool {
+		k := len(pending)
+		if k == 0 {
+			return true
+		}
+		first := l1Entry(pending[0]).l2Offset()
+		next := l1Entry(e).l2Offset()
+		same := next == first && (k == 1 || l1Entry(pending[1]).l2Offset() == first)
+		if same {
+			return k < l1Chunk
+		}
+		return k < batchTables && next == l1Entry(pending[k-1]).l2Offset()+cs && (k == 1 || l1Entry(pending[1]).l2Offset() != first)
+	}
+	raw := make([]byte, min(n, l1Chunk)*8)
+	for i := int64(0); i < n; i += l1Chunk {
+		chunk := raw[:min(n-i, l1Chunk)*8]
+		if err := c.readPadded(chunk, off+i*8); err != nil {
+			send(l2Batch{l1Err: true, err: err})
+			return
+		}
+		for j := 0; j < len(chunk); j += 8 {
+			e := be.Uint64(chunk[j:])
+			if e == 0 {
+				continue
+			}
+			if !joins(e) && !flush() {
+				return
+			}
+			pending = append(pending, e)
+		}
+	}
+	flush()
 }
 
 // readPadded reads the image file at off, zeroes beyond its end as qemu
@@ -129,9 +210,23 @@ func (c *checker) readPadded(p []byte, off int64) error {
 	return c.q.file.ReadPadded(p, off)
 }
 
+// usedL2Entries appends the indexes of the used entries of table t.
+func (c *checker) usedL2Entries(t []byte, idx []int) []int {
+	step := 8
+	if c.q.extendedL2 {
+		step = 16
+	}
+	for i := 0; i+step <= len(t); i += step {
+		if be.Uint64(t[i:]) != 0 || step == 16 && be.Uint64(t[i+8:]) != 0 {
+			idx = append(idx, i/step)
+		}
+	}
+	return idx
+}
+
 // countL2 counts the clusters the L2 table t (read from l2off) references
-// and checks its entries.
-func (c *checker) countL2(t []byte, l2off int64, active bool) error {
+// and checks its entries: those listed in used, or all when used is nil.
+func (c *checker) countL2(t []byte, l2off int64, active bool, used []int) error {
 	q := c.q
 	cs := c.cs
 	bits := q.clusterBits
@@ -145,7 +240,14 @@ func (c *checker) countL2(t []byte, l2off int64, active bool) error {
 	refs := c.refs
 	fileSize := c.fileSize
 	var next int64
-	for i := 0; i < n; i++ {
+	for k := 0; k < n; k++ {
+		i := k
+		if used != nil {
+			if k >= len(used) {
+				break
+			}
+			i = used[k]
+		}
 		e := be.Uint64(t[i*step:])
 		var bm uint64
 		if ext {
@@ -223,6 +325,7 @@ func (c *checker) countL2(t []byte, l2off int64, active bool) error {
 			continue
 		}
 		if active {
+			c.noteActive(k)
 			switch {
 			case k >= int64(len(c.copiedSet))*64:
 				c.copiedSlow = true
@@ -294,6 +397,7 @@ func (c *checker) fixUnalignedZero(l2off int64, i int, off int64, active bool) (
 		c.res.checkErrors++
 		return false, errIO
 	}
+	c.l2Writes++
 	if err := c.q.writeMeta(e[:step], at); err != nil {
 		c.res.checkErrors++
 		c.logf("ERROR: Failed to overwrite L2 table entry: %v", err)

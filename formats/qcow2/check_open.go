@@ -18,6 +18,9 @@ func openForCheck(o *image.OpenContext, h *header) (image.Driver, error) {
 	if err := q.init(h); err != nil {
 		return nil, err
 	}
+	if err := q.loadBitmaps(); err != nil {
+		return nil, err
+	}
 	if !o.Writable {
 		return q, nil
 	}

@@ -6,11 +6,14 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"qimg/image"
 )
@@ -421,4 +424,59 @@ func chkFirstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// TestCheckOneL2ManyTimes: an L1 table of 4M entries that all name one L2
+// table is counted without holding the L1 table or a list of its entries
+// (the memory stays far below the 32 MiB table) and without reading and
+// scanning the table 4M times.
+func TestCheckOneL2ManyTimes(t *testing.T) {
+	chkNeedQemu(t)
+	path := filepath.Join(t.TempDir(), "img.qcow2")
+	// 64-bit refcounts: 4M references overflow nothing
+	chkMust(t, "qemu-img", "create", "-q", "-f", "qcow2", "-o", "refcount_bits=64", path, "2047T")
+	chkMust(t, "qemu-io", "-c", "write -P 1 0 64k", path)
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var hdr [offL1TableOffset + 8]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		t.Fatal(err)
+	}
+	n := int(binary.BigEndian.Uint32(hdr[offL1Size:]))
+	l1 := make([]byte, n*8)
+	l1Off := int64(binary.BigEndian.Uint64(hdr[offL1TableOffset:]))
+	if _, err := f.ReadAt(l1[:8], l1Off); err != nil {
+		t.Fatal(err)
+	}
+	for i := 8; i < len(l1); i += 8 {
+		copy(l1[i:], l1[:8])
+	}
+	if _, err := f.WriteAt(l1, l1Off); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	l1 = nil
+
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	start := time.Now()
+	r, log, err := qimgCheck(t, path, "")
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// the L2 table and the data cluster, each counted n times
+	want := fmt.Sprintf("reference=%d", n)
+	if r.Corruptions != 2 || strings.Count(log, want) != 2 {
+		t.Fatalf("%d corruptions, log:\n%s\nwant 2 lines with %s", r.Corruptions, log, want)
+	}
+	allocated := after.TotalAlloc - before.TotalAlloc
+	// the open reads the L1 table once; the check adds its bounded buffers
+	if limit := uint64(n*8 + 16<<20); allocated > limit {
+		t.Errorf("open and check allocated %d MiB for an L1 table of %d MiB", allocated>>20, n*8>>20)
+	}
+	t.Logf("%d L1 entries: %v, %d MiB allocated", n, time.Since(start), allocated>>20)
 }

@@ -99,10 +99,10 @@ func fieldError(off int64, field string, v any, reason string) error {
 }
 
 // parseHeader decodes and validates the fixed header in buf (at least the
-// first min(cluster, file) bytes of the image; at least 104 bytes) against
-// the file size. It does not read anything the header points to except
+// first min(cluster, file) bytes of the image; at least 104 bytes). It
+// does not read anything the header points to except
 // the extensions, which must lie in buf.
-func parseHeader(buf []byte, fileSize int64) (*header, error) {
+func parseHeader(buf []byte) (*header, error) {
 	if len(buf) < headerV2Length || string(buf[:4]) != magic {
 		return nil, image.Errorf(image.ErrWrongFormat, "Image is not in qcow2 format")
 	}
@@ -172,7 +172,7 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 			return nil, image.Errorf(image.ErrCorrupt, "Backing file name too long")
 		}
 	}
-	if err := h.checkTables(fileSize); err != nil {
+	if err := h.checkTables(); err != nil {
 		return nil, err
 	}
 	if err := h.parseExtensions(buf); err != nil {
@@ -204,9 +204,12 @@ func (h *header) checkCompression() error {
 }
 
 // checkTables validates the table locations and sizes against the fixed
-// limits and the file size, before anything is allocated for them.
-func (h *header) checkTables(fileSize int64) error {
-	cs := uint64(h.clusterSize())
+// limits, before anything is allocated for them. Tables may lie beyond
+// the end of the file, as qemu allows: what is missing reads as zeroes
+// (a truncated image still opens, for info and for check to report and
+// repair it); only a writable open requires them inside the file
+// (tablesInFile).
+func (h *header) checkTables() error {
 	if h.size > 1<<63-1 {
 		return fieldError(offSize, "size", h.size, "too large")
 	}
@@ -218,7 +221,7 @@ func (h *header) checkTables(fileSize int64) error {
 	if h.refcountTableClusters == 0 {
 		return image.Errorf(image.ErrCorrupt, "Image does not contain a reference count table")
 	}
-	if err := checkRegion(h.refcountTableOffset, rtBytes, cs, fileSize, "Reference count table"); err != nil {
+	if err := h.checkRegion(h.refcountTableOffset, rtBytes, "Reference count table"); err != nil {
 		return err
 	}
 	// L1 table
@@ -241,7 +244,7 @@ func (h *header) checkTables(fileSize int64) error {
 		return image.Errorf(image.ErrCorrupt, "L1 table is too small")
 	}
 	if h.l1Size > 0 {
-		if err := checkRegion(h.l1TableOffset, uint64(h.l1Size)*8, cs, fileSize, "Active L1 table"); err != nil {
+		if err := h.checkRegion(h.l1TableOffset, uint64(h.l1Size)*8, "Active L1 table"); err != nil {
 			return err
 		}
 	}
@@ -250,20 +253,34 @@ func (h *header) checkTables(fileSize int64) error {
 	if h.nbSnapshots > maxSnapshots {
 		return image.Errorf(image.ErrCorrupt, "Snapshot table too large")
 	}
-	if h.snapshotsOffset%cs != 0 || h.snapshotsOffset > math.MaxInt64-uint64(h.nbSnapshots)*snapHeaderSize {
-		return image.Errorf(image.ErrCorrupt, "Snapshot table offset invalid")
+	return h.checkRegion(h.snapshotsOffset, uint64(h.nbSnapshots)*snapHeaderSize, "Snapshot table")
+}
+
+// checkRegion validates a table's offset as qemu's qcow2_validate_table
+// does: cluster aligned, and its end representable as a file offset.
+func (h *header) checkRegion(off, length uint64, what string) error {
+	if off%uint64(h.clusterSize()) != 0 || off > 1<<63-1-length {
+		return image.Errorf(image.ErrCorrupt, "%s offset invalid", what)
 	}
 	return nil
 }
 
-// checkRegion validates a table's offset (cluster aligned) and extent
-// (within the file, no overflow).
-func checkRegion(off, length, cs uint64, fileSize int64, what string) error {
-	if off%cs != 0 {
-		return image.Errorf(image.ErrCorrupt, "%s offset invalid", what)
+// tablesInFile refuses tables that lie beyond the end of the file, for a
+// writable open: writing an image whose tables are missing would
+// allocate over them. Such an image is repaired by check -r, or copied.
+func (h *header) tablesInFile(fileSize int64) error {
+	regions := []struct {
+		off, length uint64
+		what        string
+	}{
+		{h.refcountTableOffset, uint64(h.refcountTableClusters) << h.clusterBits, "Reference count table"},
+		{h.l1TableOffset, uint64(h.l1Size) * 8, "Active L1 table"},
+		{h.snapshotsOffset, uint64(h.nbSnapshots) * snapHeaderSize, "Snapshot table"},
 	}
-	if off > uint64(fileSize) || length > uint64(fileSize)-off {
-		return image.Errorf(image.ErrCorrupt, "%s lies beyond the end of the file (offset %#x, %d bytes, file size %d)", what, off, length, fileSize)
+	for _, r := range regions {
+		if r.length > 0 && r.off+r.length > uint64(fileSize) {
+			return image.Errorf(image.ErrCorrupt, "%s lies beyond the end of the file (offset %#x, %d bytes, file size %d)", r.what, r.off, r.length, fileSize)
+		}
 	}
 	return nil
 }

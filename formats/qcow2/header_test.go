@@ -12,7 +12,7 @@ import (
 // extension and every other field.
 func TestUnknownExtensionsPreserved(t *testing.T) {
 	b := seed(t, "ext.qcow2") // 16 KiB clusters, feature table
-	h, err := parseHeader(b[:16384], int64(len(b)))
+	h, err := parseHeader(b[:16384])
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -26,7 +26,7 @@ func TestUnknownExtensionsPreserved(t *testing.T) {
 	n := openWritable(t, img)
 	n.Close()
 	after := readFile(t, img)
-	h2, err := parseHeader(after[:16384], int64(len(after)))
+	h2, err := parseHeader(after[:16384])
 	if err != nil {
 		t.Fatal(err)
 	}

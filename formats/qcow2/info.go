@@ -43,7 +43,7 @@ func (q *Image) Info(info *image.Info) error {
 			fi.DataFile = h.dataFile
 			fi.DataFileRaw = boolp(h.autoclear&autoclearDataFileRaw != 0)
 		}
-		bms, err := q.readBitmapDirectory()
+		bms, err := q.loadBitmapDir()
 		if err != nil {
 			return err
 		}

@@ -103,7 +103,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if _, err := file.ReadAt(head, 0); err != nil {
 		return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
 	}
-	h, err := parseHeader(head, fileSize)
+	h, err := parseHeader(head)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +118,15 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	// cannot read
 	if _, err := q.readSnapshots(); err != nil {
 		return nil, err
+	}
+	if err := q.loadBitmaps(); err != nil {
+		return nil, err
+	}
+	if o.Untrusted {
+		// before anything reads guest data or block status
+		if err := q.verifyReferences(); err != nil { // untrusted.go
+			return nil, err
+		}
 	}
 	if o.Writable {
 		if err := q.openWritable(); err != nil {
@@ -159,7 +168,10 @@ func (q *Image) init(h *header) error {
 	q.extendedL2 = h.extendedL2()
 	q.cls = classifier{version: h.version, clusterBits: h.clusterBits, extendedL2: q.extendedL2,
 		dataFile: h.incompatible&incompatDataFile != 0}
-	l1, err := q.readTable(int64(h.l1TableOffset), int(h.l1Size))
+	// entries beyond the end of the file read as zeroes (unallocated), as
+	// qemu reads them: they are left out
+	l1Off := int64(h.l1TableOffset)
+	l1, err := q.readTable(l1Off, int(min(int64(h.l1Size), max(0, q.file.Size()-l1Off)/8)))
 	if err != nil {
 		return fmt.Errorf("Could not read L1 table: %w", err)
 	}
@@ -169,14 +181,15 @@ func (q *Image) init(h *header) error {
 }
 
 // readTable reads n big-endian words at off in bounded chunks; the caller
-// has checked n against its limit and the file size.
+// has checked n against its limit. Words beyond the end of the file read
+// as zeroes.
 func (q *Image) readTable(off int64, n int) ([]uint64, error) {
 	out := make([]uint64, n)
 	const chunk = 1 << 20
 	buf := make([]byte, min(int64(n)*8, chunk))
 	for i := 0; i < n; {
 		k := min(n-i, len(buf)/8)
-		if _, err := q.file.ReadAt(buf[:k*8], off+int64(i)*8); err != nil {
+		if err := q.file.ReadPadded(buf[:k*8], off+int64(i)*8); err != nil {
 			return nil, err
 		}
 		for j := 0; j < k; j++ {
@@ -197,11 +210,13 @@ func (q *Image) l2Table(off int64) (*l2Table, error) {
 		if off&(q.clusterSize-1) != 0 {
 			return nil, image.Corrupt("%s: L2 table offset %#x unaligned", q.filename, off)
 		}
-		if off < q.clusterSize || off > q.file.Size()-q.clusterSize {
-			return nil, image.Corrupt("%s: L2 table at %#x lies outside the image file (size %d)", q.filename, off, q.file.Size())
+		if off < q.clusterSize {
+			return nil, image.Corrupt("%s: L2 table at %#x overlaps the image header", q.filename, off)
 		}
+		// a table beyond the end of the file reads as zeroes, as qemu
+		// reads it
 		buf := make([]byte, q.clusterSize)
-		if _, err := q.file.ReadAt(buf, off); err != nil {
+		if err := q.file.ReadPadded(buf, off); err != nil {
 			return nil, err
 		}
 		return decodeL2(off, buf, q.extendedL2), nil

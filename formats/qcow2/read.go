@@ -51,19 +51,12 @@ func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 	return fmt.Errorf("qcow2: unknown cluster type %d", m.typ)
 }
 
-// readHost reads guest data at host offset off of the data file. Data in
-// the image file must start within it; bytes past its end read as zeroes
-// (the last cluster of an image may be short). An external data file may
-// be shorter than the image.
+// readHost reads guest data at host offset off of the data file. Bytes
+// past its end read as zeroes, as qemu reads them: the last cluster of an
+// image may be short, an external data file shorter than the image, and
+// a truncated image keeps its tables.
 func (q *Image) readHost(buf []byte, off int64) error {
-	if q.data != nil {
-		return q.data.ReadPadded(buf, off)
-	}
-	size := q.file.Size()
-	if off >= size {
-		return image.Corrupt("%s: data cluster at %#x lies beyond the end of the file (size %d)", q.filename, off, size)
-	}
-	return q.file.ReadPadded(buf, off)
+	return q.dataNode().ReadPadded(buf, off)
 }
 
 // maxInflatedBytes bounds the cache of decompressed clusters, which
@@ -99,7 +92,8 @@ func (q *Image) inflate(e l2Entry) ([]byte, error) {
 	off, length := compressedDescriptor(e, q.clusterBits)
 	size := q.file.Size()
 	if off >= size || off < q.clusterSize {
-		return nil, image.Corrupt("%s: compressed cluster at %#x lies outside the image file (size %d)", q.filename, off, size)
+		// qemu reads zeroes there, which do not inflate: EIO
+		return nil, errIO
 	}
 	// the sector count may run past the end of the file: read what exists
 	length = min(length, size-off)
@@ -109,7 +103,7 @@ func (q *Image) inflate(e l2Entry) ([]byte, error) {
 	}
 	out := make([]byte, q.clusterSize)
 	if err := decompress(q.h.compressionType, in, out); err != nil {
-		return nil, fmt.Errorf("%s: cluster at %#x: %w", q.filename, off, err)
+		return nil, errIO // as qemu words a cluster that does not inflate
 	}
 	return out, nil
 }

@@ -25,6 +25,9 @@ import (
 // persistent bitmaps (bitmap_track.go).
 func (q *Image) openWritable() error {
 	h := q.h
+	if err := h.tablesInFile(q.file.Size()); err != nil {
+		return err
+	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
 		return fmt.Errorf("Could not read refcount table: %w", err)
