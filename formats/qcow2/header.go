@@ -268,6 +268,8 @@ func (h *header) checkRegion(off, length uint64, what string) error {
 // tablesInFile refuses tables that lie beyond the end of the file, for a
 // writable open: writing an image whose tables are missing would
 // allocate over them. Such an image is repaired by check -r, or copied.
+// The snapshot table is not among them: as in qemu, what is missing of it
+// reads as zeroes and a new table is written elsewhere.
 func (h *header) tablesInFile(fileSize int64) error {
 	regions := []struct {
 		off, length uint64
@@ -275,7 +277,6 @@ func (h *header) tablesInFile(fileSize int64) error {
 	}{
 		{h.refcountTableOffset, uint64(h.refcountTableClusters) << h.clusterBits, "Reference count table"},
 		{h.l1TableOffset, uint64(h.l1Size) * 8, "Active L1 table"},
-		{h.snapshotsOffset, uint64(h.nbSnapshots) * snapHeaderSize, "Snapshot table"},
 	}
 	for _, r := range regions {
 		if r.length > 0 && r.off+r.length > uint64(fileSize) {
