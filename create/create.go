@@ -57,6 +57,11 @@ func Prepare(r Request) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !f.Protocol {
+		if err := image.CheckProtocol(r.Filename); err != nil {
+			return nil, err
+		}
+	}
 	o := r.Options
 	// qemu-img's order of checks: -o names and values, size given twice,
 	// -b/-F on a format without backing files.
@@ -173,7 +178,11 @@ func summary(format string, specs []image.OptionSpec, o image.Options) string {
 // and locked for write and resize before it is truncated and formatted.
 func (p *Prepared) Run() error {
 	r := p.req
-	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
+	protocol := "" // picked by the name, unless the format is a protocol
+	if p.format.Protocol {
+		protocol = r.Format
+	}
+	file, err := image.CreateProtocolAs(protocol, r.Filename, "create", image.ClaimCreate)
 	if err != nil {
 		return err
 	}

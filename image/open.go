@@ -33,28 +33,6 @@ type OpenOptions struct {
 	Check bool
 }
 
-// protocols by the prefix of a filename; plain paths use "file".
-var protocolPrefixes = []struct{ prefix, driver string }{
-	{"nbd+unix://", "nbd"},
-	{"nbd://", "nbd"},
-	{"nbd:", "nbd"},
-	{"file:", "file"},
-}
-
-// protocolFor picks the protocol driver for a filename and strips a
-// "file:" prefix.
-func protocolFor(filename string) (driver, name string) {
-	for _, p := range protocolPrefixes {
-		if strings.HasPrefix(filename, p.prefix) {
-			if p.driver == "file" {
-				return "file", strings.TrimPrefix(filename, p.prefix)
-			}
-			return p.driver, filename
-		}
-	}
-	return "file", filename
-}
-
 // identities maps protocol identities to their open node, so that a file
 // opened twice in one process is one node and its users meet there.
 var (
@@ -72,27 +50,20 @@ func forgetIdentity(n *Node) {
 	}
 }
 
-// nodeName is the name a node shows (info's "filename"): QEMU drops the
-// "file:" prefix of a local path.
-func nodeName(filename string) string {
-	if name, path := protocolFor(filename); name == "file" {
-		return path
-	}
-	return filename
-}
-
-// openProtocol opens (or finds already open) the protocol node for filename.
-func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error) {
-	name, path := protocolFor(filename)
-	f, err := LookupFormat(name)
-	if err != nil || f.OpenProtocol == nil {
-		return nil, fmt.Errorf("Unknown protocol '%s'", name)
+// openProtocol opens (or finds already open) the protocol node for
+// filename, with the driver its name picks, or with driver when the
+// command named a protocol driver as the format ("-f file").
+func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Node, error) {
+	name, path, shown := protocolOf(filename, driver)
+	f, err := lookupProtocol(name)
+	if err != nil {
+		return nil, err
 	}
 	drv, err := f.OpenProtocol(path, ProtocolOptions{Writable: writable, Cache: cache})
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: writable}
+	n := &Node{Filename: shown, Format: name, drv: drv, writable: writable}
 	id, ok := drv.(Identifier)
 	if !ok {
 		return n, nil
@@ -193,7 +164,19 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if len(seen) > 0 && o.BackingCache != nil {
 		cache = *o.BackingCache
 	}
-	file, err := openProtocol(filename, writable, cache)
+	var fmtDrv *Format
+	protocol := ""
+	if format != "" {
+		f, ok := Lookup(format)
+		if !ok {
+			return nil, Errorf(ErrUnsupported, "Unknown driver '%s'", format)
+		}
+		if f.Protocol {
+			protocol = format
+		}
+		fmtDrv = f
+	}
+	file, err := openProtocol(filename, protocol, writable, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -237,8 +220,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		}
 		probed = true
 	}
-	fmtDrv, err := LookupFormat(format)
-	if err != nil {
+	if fmtDrv, err = LookupFormat(format); err != nil {
 		closeFile()
 		return nil, err
 	}
@@ -299,8 +281,11 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 			return Errorf(ErrPermission, "%s: external data file refused for an untrusted image", n.Filename)
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
+		if err := refuseStream(name, "data file"); err != nil {
+			return fmt.Errorf("Could not open data file '%s': %w", name, err)
+		}
 		e := &Edge{Name: string(RoleDataFile), Role: RoleDataFile, Parent: n}
-		file, err := openProtocol(name, n.writable, o.Cache)
+		file, err := openProtocol(name, "", n.writable, o.Cache)
 		if err != nil {
 			return fmt.Errorf("Could not open data file '%s': %w", name, err)
 		}
@@ -333,6 +318,9 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		return Errorf(ErrPermission, "%s: backing file refused for an untrusted image", n.Filename)
 	}
 	full := ResolveBacking(n.Filename, name)
+	if err := refuseStream(full, "backing file"); err != nil {
+		return fmt.Errorf("Could not open backing file: %w", err)
+	}
 	e := &Edge{Name: string(RoleBacking), Role: RoleBacking, Parent: n}
 	e.Claim = n.childClaim(e)
 	bn, err := openChain(e, full, format, o, false, seen)
@@ -367,13 +355,6 @@ func ResolveBacking(overlay, name string) string {
 		return name
 	}
 	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name
-}
-
-// hasProtocol reports whether a name starts with "proto:", a colon before
-// any slash, as QEMU's path_has_protocol.
-func hasProtocol(name string) bool {
-	i := strings.IndexAny(name, ":/")
-	return i >= 0 && name[i] == ':'
 }
 
 // errChain marks a loop or a chain too deep: reported as it is rather than
@@ -412,16 +393,25 @@ func (e *LockError) Unwrap() error { return ErrLocked }
 // created if missing but not truncated), opens it read/write and grants
 // claim on it, so a file in use elsewhere is refused before it changes.
 func CreateProtocol(filename, user string, c Claim) (*Node, error) {
-	name, path := protocolFor(filename)
-	f, err := LookupFormat(name)
-	if err != nil || f.CreateProtocol == nil {
+	return CreateProtocolAs("", filename, user, c)
+}
+
+// CreateProtocolAs is CreateProtocol with the protocol driver a command
+// named as the format ("create -f file"); "" picks it by the name.
+func CreateProtocolAs(driver, filename, user string, c Claim) (*Node, error) {
+	name, path, shown := protocolOf(filename, driver)
+	f, err := lookupProtocol(name)
+	if err != nil {
+		return nil, err
+	}
+	if f.CreateProtocol == nil {
 		return nil, Errorf(ErrUnsupported, "Protocol driver '%s' does not support image creation", name)
 	}
 	drv, err := f.CreateProtocol(path, ProtocolOptions{Writable: true, Cache: CacheWriteback})
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: true, fmt: f}
+	n := &Node{Filename: shown, Format: name, drv: drv, writable: true, fmt: f}
 	if _, err := n.Claim(user, c); err != nil {
 		drv.Close()
 		return nil, lockError(filename, err)
