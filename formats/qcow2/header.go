@@ -153,6 +153,15 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 			h.tail = append([]byte(nil), buf[offCompressionType+1:h.headerLength]...)
 		}
 	}
+	if h.backingFileOffset != 0 && h.backingFileOffset > uint64(cs) {
+		return nil, image.Errorf(image.ErrCorrupt, "Invalid backing file offset")
+	}
+	if unknown := h.incompatible &^ incompatKnown; unknown != 0 {
+		// named from the image's own feature name table, read leniently
+		// as qemu reads it here
+		h.walkExtensions(buf, h.decodeExtension)
+		return nil, image.Errorf(image.ErrUnsupported, "Unsupported qcow2 feature(s): %s", unsupportedFeatures(h.features, unknown))
+	}
 	if h.refcountOrder > maxRefcountOrder {
 		return nil, image.Errorf(image.ErrCorrupt, "Reference count entry width too large; may not exceed 64 bits")
 	}
@@ -162,13 +171,8 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 	if h.extendedL2() && h.clusterBits < minExtendedL2ClusterBits {
 		return nil, image.Errorf(image.ErrCorrupt, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
 	}
-	if h.backingFileOffset != 0 {
-		if h.backingFileOffset > uint64(cs) {
-			return nil, image.Errorf(image.ErrCorrupt, "Invalid backing file offset")
-		}
-		if h.backingFileSize > maxBackingNameSize {
-			return nil, image.Errorf(image.ErrCorrupt, "Backing file name too long")
-		}
+	if h.backingFileOffset != 0 && h.backingFileSize > maxBackingNameSize {
+		return nil, image.Errorf(image.ErrCorrupt, "Backing file name too long")
 	}
 	if err := h.checkTables(fileSize); err != nil {
 		return nil, err
@@ -182,9 +186,6 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 			return nil, image.Errorf(image.ErrCorrupt, "Backing file name lies beyond the end of the file")
 		}
 		h.backingFile = string(buf[h.backingFileOffset:end])
-	}
-	if unknown := h.incompatible &^ incompatKnown; unknown != 0 {
-		return nil, image.Errorf(image.ErrUnsupported, "Unsupported qcow2 feature(s): %s", h.featureNames(0, unknown))
 	}
 	return h, nil
 }
@@ -264,8 +265,37 @@ func checkRegion(off, length, cs uint64, fileSize int64, what string) error {
 }
 
 // parseExtensions walks the header extensions between the header and the
-// end of the first cluster (or of buf, if the file is shorter).
+// end of the first cluster (or of buf, if the file is shorter). A known
+// extension given twice is read as qemu reads it, the last one winning,
+// and kept once, at its first place, for a rewrite of the header.
 func (h *header) parseExtensions(buf []byte) error {
+	return h.walkExtensions(buf, func(typ uint32, data []byte) error {
+		if known[typ] && h.replaceExtension(typ, data) {
+			return h.decodeExtension(typ, data)
+		}
+		h.extensions = append(h.extensions, extension{typ: typ, data: data})
+		return h.decodeExtension(typ, data)
+	})
+}
+
+// known are the extensions qimg decodes and writes itself; others are
+// kept as they are, every copy of them.
+var known = map[uint32]bool{extBackingFormat: true, extFeatureTable: true, extBitmaps: true, extCrypto: true, extDataFile: true}
+
+// replaceExtension replaces the data of an extension already read.
+func (h *header) replaceExtension(typ uint32, data []byte) bool {
+	for i := range h.extensions {
+		if h.extensions[i].typ == typ {
+			h.extensions[i].data = data
+			return true
+		}
+	}
+	return false
+}
+
+// walkExtensions calls visit for each extension in the area after the
+// header, in order, until the end marker.
+func (h *header) walkExtensions(buf []byte, visit func(typ uint32, data []byte) error) error {
 	if h.version < 3 && h.backingFileOffset == 0 && len(buf) <= headerV2Length {
 		return nil
 	}
@@ -277,7 +307,6 @@ func (h *header) parseExtensions(buf []byte) error {
 		end = int64(h.backingFileOffset)
 	}
 	off := int64(h.headerLength)
-	seen := map[uint32]bool{}
 	for {
 		if off+8 > end {
 			if off == end || h.version < 3 {
@@ -296,13 +325,7 @@ func (h *header) parseExtensions(buf []byte) error {
 		if length > end-off {
 			return image.Errorf(image.ErrCorrupt, "qcow2_read_extension: ERROR: ext_magic=0x%x ext_len=%d too large", typ, length)
 		}
-		data := append([]byte(nil), buf[off:off+length]...)
-		if seen[typ] && typ != extFeatureTable {
-			return image.Errorf(image.ErrCorrupt, "Duplicate header extension 0x%x", typ)
-		}
-		seen[typ] = true
-		h.extensions = append(h.extensions, extension{typ: typ, data: data})
-		if err := h.decodeExtension(typ, data); err != nil {
+		if err := visit(typ, append([]byte(nil), buf[off:off+length]...)); err != nil {
 			return err
 		}
 		off += (length + 7) &^ 7
@@ -317,6 +340,7 @@ func (h *header) decodeExtension(typ uint32, data []byte) error {
 		}
 		h.backingFormat = cString(data)
 	case extFeatureTable:
+		h.features = nil // the last table is the one qemu reads
 		for i := 0; i+featureEntrySize <= len(data); i += featureEntrySize {
 			e := data[i : i+featureEntrySize]
 			h.features = append(h.features, featureName{typ: e[0], bit: e[1], name: cString(e[2:])})
@@ -355,25 +379,24 @@ func cString(b []byte) string {
 	return string(b)
 }
 
-// featureNames names the set bits of mask (of feature type typ) from the
-// feature name table, as qemu's report_unsupported_feature does.
-func (h *header) featureNames(typ uint8, mask uint64) string {
+// unsupportedFeatures names the incompatible features of mask as qemu's
+// report_unsupported_feature does: the table's names in its order up to
+// the first empty one, then the bits left
+// unnamed as one hexadecimal mask.
+func unsupportedFeatures(table []featureName, mask uint64) string {
 	var names []string
-	for bit := uint8(0); bit < 64; bit++ {
-		if mask&(1<<bit) == 0 {
-			continue
+	for _, f := range table {
+		if f.name == "" {
+			break
 		}
-		name := ""
-		for _, f := range h.features {
-			if f.typ == typ && f.bit == bit {
-				name = f.name
-				break
-			}
+		if f.typ != 0 || f.bit >= 64 || mask&(1<<f.bit) == 0 {
+			continue // not an incompatible feature, or not set
 		}
-		if name == "" {
-			name = fmt.Sprintf("Unknown incompatible feature: %x", uint64(1)<<bit)
-		}
-		names = append(names, name)
+		names = append(names, f.name)
+		mask &^= 1 << f.bit
+	}
+	if mask != 0 {
+		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
 	}
 	return strings.Join(names, ", ")
 }
