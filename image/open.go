@@ -108,6 +108,11 @@ var trustNothing atomic.Bool
 // files and external data files, as OpenOptions.Untrusted does.
 func TrustNothing() { trustNothing.Store(true) }
 
+// Untrusted reports whether TrustNothing was called: commands that open
+// a chain image by image (info --backing-chain) refuse backing files
+// themselves.
+func Untrusted() bool { return trustNothing.Load() }
+
 // Open opens an image and, unless o.NoBacking, its backing chain, and
 // grants o.Claim on the top node. Nothing is written before every claim of
 // the chain has been granted (and locked on disk).
