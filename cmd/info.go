@@ -120,6 +120,9 @@ func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
 			return nil, fmt.Errorf("Could not open '%s': %s: backing file refused for an untrusted image", filename, name)
 		}
 		name, format = in.FullBackingFilename, in.BackingFilenameFormat
+		if err := image.RefuseStream(name, "backing file"); err != nil {
+			return nil, fmt.Errorf("Could not open '%s': %w", name, err)
+		}
 	}
 }
 

@@ -126,12 +126,12 @@ func CheckProtocol(filename string) error {
 	return err
 }
 
-// refuseStream refuses a file an image refers to (what: "backing file",
+// RefuseStream refuses a file an image refers to (what: "backing file",
 // "data file") that is a character device, a FIFO or a socket: opening or
 // reading one can block forever, and an image names one only to do harm.
 // Block devices and regular files pass, and so does a name that does not
 // exist: its open says what is wrong.
-func refuseStream(name, what string) error {
+func RefuseStream(name, what string) error {
 	driver, path := protocolFor(name)
 	if !fileProtocols[driver] {
 		return nil

@@ -286,7 +286,7 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 			return Errorf(ErrPermission, "%s: external data file refused for an untrusted image", n.Filename)
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
-		if err := refuseStream(name, "data file"); err != nil {
+		if err := RefuseStream(name, "data file"); err != nil {
 			return fmt.Errorf("Could not open data file '%s': %w", name, err)
 		}
 		e := &Edge{Name: string(RoleDataFile), Role: RoleDataFile, Parent: n}
@@ -323,7 +323,7 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		return Errorf(ErrPermission, "%s: backing file refused for an untrusted image", n.Filename)
 	}
 	full := ResolveBacking(n.Filename, name)
-	if err := refuseStream(full, "backing file"); err != nil {
+	if err := RefuseStream(full, "backing file"); err != nil {
 		return fmt.Errorf("Could not open backing file: %w", err)
 	}
 	e := &Edge{Name: string(RoleBacking), Role: RoleBacking, Parent: n}
