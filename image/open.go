@@ -3,6 +3,8 @@ package image
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -107,6 +109,21 @@ var trustNothing atomic.Bool
 // TrustNothing makes every later Open refuse format probing, backing
 // files and external data files, as OpenOptions.Untrusted does.
 func TrustNothing() { trustNothing.Store(true) }
+
+// warnings receives the warnings qemu-img prints on stderr while opening
+// an image; cmd points it at its standard error.
+var warnings io.Writer = os.Stderr
+
+// SetWarningOutput sets where warnings about opened images go.
+func SetWarningOutput(w io.Writer) { warnings = w }
+
+// warnProbedRaw prints qemu's warning for a raw image whose format was
+// probed and that is opened for writing: its first sector stays guarded.
+func warnProbedRaw(filename string) {
+	fmt.Fprintf(warnings, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
+		"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
+		"         Specify the 'raw' format explicitly to remove the restrictions.\n", filename)
+}
 
 // Untrusted reports whether TrustNothing was called: commands that open
 // a chain image by image (info --backing-chain) refuse backing files
@@ -271,6 +288,9 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		return nil, err
 	}
 	n.drv = drv
+	if probed && writable && format == "raw" {
+		warnProbedRaw(file.Filename)
+	}
 
 	if err := openReferences(n, o, seen); err != nil {
 		releaseEdge(parent)
