@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"math"
 	"strings"
 
 	"qimg/image"
@@ -142,9 +143,6 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 		if int64(h.headerLength) > cs {
 			return nil, image.Errorf(image.ErrCorrupt, "qcow2 header exceeds cluster size")
 		}
-		if h.headerLength%8 != 0 {
-			return nil, fieldError(offHeaderLength, "header_length", h.headerLength, "not a multiple of 8")
-		}
 		if int(h.headerLength) > len(buf) {
 			return nil, image.Errorf(image.ErrCorrupt, "qcow2 header is truncated")
 		}
@@ -192,12 +190,12 @@ func parseHeader(buf []byte, fileSize int64) (*header, error) {
 
 func (h *header) checkCompression() error {
 	switch {
-	case h.incompatible&incompatCompression != 0 && h.compressionType == compressionZlib:
-		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must not be set when compression type is zlib")
-	case h.incompatible&incompatCompression == 0 && h.compressionType != compressionZlib:
-		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must be set when compression type is not zlib")
 	case h.compressionType > compressionZstd:
 		return image.Errorf(image.ErrUnsupported, "qcow2: unknown compression type: %d", h.compressionType)
+	case h.incompatible&incompatCompression != 0 && h.compressionType == compressionZlib:
+		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must not be set")
+	case h.incompatible&incompatCompression == 0 && h.compressionType != compressionZlib:
+		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must be set")
 	}
 	return nil
 }
@@ -206,9 +204,6 @@ func (h *header) checkCompression() error {
 // limits and the file size, before anything is allocated for them.
 func (h *header) checkTables(fileSize int64) error {
 	cs := uint64(h.clusterSize())
-	if h.size > 1<<63-1 {
-		return fieldError(offSize, "size", h.size, "too large")
-	}
 	// refcount table
 	rtBytes := uint64(h.refcountTableClusters) << h.clusterBits
 	if rtBytes > maxRefcountTableBytes {
@@ -220,19 +215,31 @@ func (h *header) checkTables(fileSize int64) error {
 	if err := checkRegion(h.refcountTableOffset, rtBytes, cs, fileSize, "Reference count table"); err != nil {
 		return err
 	}
+	// snapshot table: its offset is checked even without snapshots, as
+	// qemu checks it
+	if h.nbSnapshots > maxSnapshots {
+		return image.Errorf(image.ErrCorrupt, "Too many snapshots")
+	}
+	if h.snapshotsOffset%cs != 0 || h.snapshotsOffset > math.MaxInt64-uint64(h.nbSnapshots)*snapHeaderSize {
+		return image.Errorf(image.ErrCorrupt, "Snapshot table offset invalid")
+	}
+	if h.nbSnapshots > 0 {
+		if err := checkRegion(h.snapshotsOffset, uint64(h.nbSnapshots)*snapHeaderSize, cs, fileSize, "Snapshot table"); err != nil {
+			return err
+		}
+	}
 	// L1 table
 	if uint64(h.l1Size)*8 > maxL1Bytes {
 		return image.Errorf(image.ErrCorrupt, "Active L1 table too large")
 	}
-	l2Bits := h.l2Bits()
-	shift := h.clusterBits + l2Bits
-	var need uint64
-	if shift >= 64 {
-		need = 1
-	} else {
-		need = (h.size + (1 << shift) - 1) >> shift
+	// the L1 entries the size needs, in qemu's unsigned 64-bit arithmetic
+	// (size_to_l1), which wraps for sizes near 2^64
+	shift := h.clusterBits + h.l2Bits()
+	need := (h.size + (1 << shift) - 1) >> shift
+	if need > math.MaxInt32 {
+		return image.Errorf(image.ErrCorrupt, "Image is too big")
 	}
-	if h.size > 0 && need > uint64(h.l1Size) {
+	if need > uint64(h.l1Size) {
 		return image.Errorf(image.ErrCorrupt, "L1 table is too small")
 	}
 	if h.l1Size > 0 {
@@ -240,14 +247,9 @@ func (h *header) checkTables(fileSize int64) error {
 			return err
 		}
 	}
-	// snapshot table
-	if h.nbSnapshots > maxSnapshots {
-		return image.Errorf(image.ErrCorrupt, "Too many snapshots")
-	}
-	if h.nbSnapshots > 0 {
-		if err := checkRegion(h.snapshotsOffset, uint64(h.nbSnapshots)*snapHeaderSize, cs, fileSize, "Snapshot table"); err != nil {
-			return err
-		}
+	if h.size > math.MaxInt64 {
+		// what qemu says when its sector count overflows
+		return image.Errorf(image.ErrCorrupt, "Could not refresh total sector count: File too large")
 	}
 	return nil
 }
