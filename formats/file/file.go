@@ -173,6 +173,9 @@ func openFlags(writable bool, cache image.CacheMode) int {
 // FIFO or a socket is refused before the open, because opening a FIFO
 // blocks until a writer comes; the rest is checked once it is open.
 func open(path string, o image.ProtocolOptions, extra int, driver string) (*File, error) {
+	if path == "" && extra&os.O_CREATE == 0 {
+		return nil, image.Errorf(nil, "The '%s' block driver requires a file name", driver)
+	}
 	var pre unix.Stat_t
 	if unix.Stat(path, &pre) == nil {
 		if t := pre.Mode & unix.S_IFMT; t == unix.S_IFIFO || t == unix.S_IFSOCK {
