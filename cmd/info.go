@@ -117,7 +117,7 @@ func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
 			return infos, nil
 		}
 		if image.Untrusted() {
-			return nil, fmt.Errorf("Could not open '%s': %s: backing file refused for an untrusted image", filename, name)
+			return nil, fmt.Errorf("Could not open '%s': backing file refused for an untrusted image", filename)
 		}
 		name, format = in.FullBackingFilename, in.BackingFilenameFormat
 		if err := image.RefuseStream(name, "backing file"); err != nil {

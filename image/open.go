@@ -224,7 +224,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if format == "" {
 		if o.Untrusted {
 			closeFile()
-			return nil, Errorf(ErrPermission, "%s: the image format must be given (-f) for untrusted images", filename)
+			return nil, Errorf(ErrPermission, "the image format must be given (-f) for untrusted images")
 		}
 		// An empty file is raw without probing, as in QEMU (whose cloop
 		// probe would match an empty buffer).
@@ -303,7 +303,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 func openReferences(n *Node, o OpenOptions, seen []string) error {
 	if d, ok := n.drv.(DataFileReferrer); ok && d.DataFile() != "" {
 		if o.Untrusted {
-			return Errorf(ErrPermission, "%s: external data file refused for an untrusted image", n.Filename)
+			return Errorf(ErrPermission, "external data file refused for an untrusted image")
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
 		if err := RefuseStream(name, "data file"); err != nil {
@@ -340,7 +340,7 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		return nil
 	}
 	if o.Untrusted {
-		return Errorf(ErrPermission, "%s: backing file refused for an untrusted image", n.Filename)
+		return Errorf(ErrPermission, "backing file refused for an untrusted image")
 	}
 	full := ResolveBacking(n.Filename, name)
 	if err := RefuseStream(full, "backing file"); err != nil {
