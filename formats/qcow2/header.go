@@ -433,7 +433,7 @@ func (h *header) encode() ([]byte, error) {
 		}
 		off = int64(h.headerLength)
 	}
-	for _, e := range h.extensions {
+	for _, e := range h.writeOrder() {
 		n := int64(len(e.data))
 		if off+8+((n+7)&^7) > cs {
 			return nil, image.Errorf(image.ErrUnsupported, "qcow2 header extensions do not fit in the first cluster")
@@ -461,6 +461,40 @@ func (h *header) encode() ([]byte, error) {
 	be.PutUint64(buf[offBackingFileOffset:], h.backingFileOffset)
 	be.PutUint32(buf[offBackingFileSize:], h.backingFileSize)
 	return buf[:off], nil
+}
+
+// writeOrder lists the extensions as qemu's qcow2_update_header writes
+// them: backing format, data file, crypto header, its own feature name
+// table (version 3, clusters of 8 KiB or more), bitmaps, then the unknown ones in the reverse
+// of the order they were read in (qemu prepends each to its list).
+func (h *header) writeOrder() []extension {
+	var out []extension
+	for _, typ := range []uint32{extBackingFormat, extDataFile, extCrypto} {
+		out = append(out, h.extensionsOf(typ)...)
+	}
+	if h.version >= 3 && h.clusterSize() >= 8192 {
+		// qemu leaves the table out of small first clusters
+		out = append(out, extension{typ: extFeatureTable, data: featureTable()})
+	}
+	out = append(out, h.extensionsOf(extBitmaps)...)
+	for i := len(h.extensions) - 1; i >= 0; i-- {
+		if !known[h.extensions[i].typ] {
+			out = append(out, h.extensions[i])
+		}
+	}
+	return out
+}
+
+// extensionsOf lists the extensions of type typ (one at most for a known
+// type).
+func (h *header) extensionsOf(typ uint32) []extension {
+	var out []extension
+	for _, e := range h.extensions {
+		if e.typ == typ {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // setExtension replaces (or appends, or with data nil removes) the
