@@ -153,3 +153,14 @@ func RefuseStream(name, what string) error {
 	}
 	return Errorf(nil, "'%s' is %s; a %s must be a regular file or a block device", path, kind, what)
 }
+
+// dataFileDriver is the protocol driver of a data file's name: qemu reads
+// no protocol prefix there ("zz:raw" is a file of that name), so a prefix
+// that names no driver qimg has is part of the file name.
+func dataFileDriver(name string) string {
+	driver, _ := protocolFor(name)
+	if f, ok := Lookup(driver); ok && f.OpenProtocol != nil {
+		return driver
+	}
+	return "file"
+}

@@ -307,12 +307,12 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
 		if err := RefuseStream(name, "data file"); err != nil {
-			return fmt.Errorf("Could not open data file '%s': %w", name, err)
+			return err
 		}
 		e := &Edge{Name: string(RoleDataFile), Role: RoleDataFile, Parent: n}
-		file, err := openProtocol(name, "", n.writable, o.Cache)
+		file, err := openProtocol(name, dataFileDriver(name), n.writable, o.Cache)
 		if err != nil {
-			return fmt.Errorf("Could not open data file '%s': %w", name, err)
+			return err
 		}
 		e.Child = file
 		e.Claim = n.childClaim(e)
