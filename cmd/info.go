@@ -129,7 +129,8 @@ func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
 // collectInfo opens one image without its backing file and collects its
 // information.
 func collectInfo(name, format string, forceShare bool) (*image.Info, error) {
-	n, err := image.Open(name, image.OpenOptions{Format: format, Claim: image.ClaimInfo, ForceShare: forceShare, User: "info", NoBacking: true})
+	n, err := image.Open(name, image.OpenOptions{Format: format, Claim: image.ClaimInfo, ForceShare: forceShare, User: "info",
+		NoBacking: true, NoDataFile: true})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
 	}

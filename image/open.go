@@ -33,6 +33,10 @@ type OpenOptions struct {
 	ForceShare bool
 	// Check opens the top image for check (see OpenContext.Check).
 	Check bool
+	// NoDataFile leaves an external data file closed: info reads no guest
+	// data, and qemu-img info (BDRV_O_NO_IO) shows an image whose data
+	// file is missing.
+	NoDataFile bool
 }
 
 // identities maps protocol identities to their open node, so that a file
@@ -305,6 +309,9 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		if o.Untrusted {
 			return Errorf(ErrPermission, "external data file refused for an untrusted image")
 		}
+		if o.NoDataFile {
+			return openBacking(n, o, seen)
+		}
 		name := ResolveBacking(n.Filename, d.DataFile())
 		if err := RefuseStream(name, "data file"); err != nil {
 			return err
@@ -331,6 +338,11 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		}
 		d.SetDataFile(file)
 	}
+	return openBacking(n, o, seen)
+}
+
+// openBacking opens the backing chain a format names.
+func openBacking(n *Node, o OpenOptions, seen []string) error {
 	b, ok := n.drv.(BackingReferrer)
 	if !ok || o.NoBacking {
 		return nil
