@@ -34,7 +34,7 @@ func init() {
 			OpenProtocol:   deviceOpener(name),
 			CreateProtocol: deviceCreator(name),
 			CreateOptions:  deviceCreateOptions,
-			Create:         CreateImage,
+			Create:         createOnDevice,
 		})
 	}
 }
@@ -96,16 +96,17 @@ type File struct {
 // deviceCreateOptions are host_device's -o options, as qemu lists them.
 var deviceCreateOptions = []image.OptionSpec{
 	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
-	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off)", Check: devicePreallocCheck{}},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off)"},
 }
 
-type devicePreallocCheck struct{}
-
-func (devicePreallocCheck) CheckValue(v string) error {
-	if v != string(image.PreallocOff) {
+// createOnDevice "creates" an image on a device: it only checks that the
+// device is large enough; the preallocation mode is checked here, after
+// qemu-img's "Formatting" line, as qemu checks it.
+func createOnDevice(c *image.CreateContext) error {
+	if v := c.Options.String("preallocation", "off"); v != string(image.PreallocOff) {
 		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", v)
 	}
-	return nil
+	return c.File.Truncate((c.Size+511)&^511, image.PreallocOff)
 }
 
 // Open opens path as a protocol node.
