@@ -57,10 +57,8 @@ func Prepare(r Request) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !f.Protocol {
-		if err := image.CheckProtocol(r.Filename); err != nil {
-			return nil, err
-		}
+	if err := image.CheckProtocol(r.Filename); err != nil {
+		return nil, err
 	}
 	o := r.Options
 	// qemu-img's order of checks: -o names and values, size given twice,
