@@ -190,8 +190,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if len(seen) > 0 && o.BackingCache != nil {
 		cache = *o.BackingCache
 	}
-	var fmtDrv *Format
-	protocol := ""
+	protocol := "" // picked by the name, unless -f names a protocol driver
 	if format != "" {
 		f, ok := Lookup(format)
 		if !ok {
@@ -200,7 +199,6 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		if f.Protocol {
 			protocol = format
 		}
-		fmtDrv = f
 	}
 	file, err := openProtocol(filename, protocol, writable, cache)
 	if err != nil {
@@ -246,7 +244,8 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		}
 		probed = true
 	}
-	if fmtDrv, err = LookupFormat(format); err != nil {
+	fmtDrv, err := LookupFormat(format)
+	if err != nil {
 		closeFile()
 		return nil, err
 	}
