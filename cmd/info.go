@@ -68,18 +68,9 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 			return fmt.Errorf("Could not open '%s': Unknown driver '%s'", filename, o.format)
 		}
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimInfo, ForceShare: o.forceShare, User: "info", NoBacking: !o.backingChain})
+	infos, err := collectInfos(o, filename)
 	if err != nil {
-		return fmt.Errorf("Could not open '%s': %w", filename, err)
-	}
-	defer n.Close()
-	var infos []*image.Info
-	for _, l := range n.Chain() {
-		in, err := image.CollectInfo(l)
-		if err != nil {
-			return err
-		}
-		infos = append(infos, in)
+		return err
 	}
 	if o.output == "json" {
 		if o.backingChain {
@@ -98,6 +89,53 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 	}
 	_, err = stdout.Write(b.Bytes())
 	return err
+}
+
+// collectInfos opens the image, and with --backing-chain each image of
+// its chain, on its own, as qemu-img info does (collect_image_info_list):
+// a loop is found by the names the images give, an image that cannot be
+// opened is named by itself, and a backing file without a format is
+// probed, whatever -f said for the first.
+func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
+	seen := map[string]bool{}
+	format := o.format
+	var infos []*image.Info
+	for name := filename; ; {
+		if seen[name] {
+			return nil, fmt.Errorf("Backing file '%s' creates an infinite loop.", name)
+		}
+		if len(infos) >= image.MaxChainDepth {
+			return nil, fmt.Errorf("%s: backing chain is deeper than %d images", filename, image.MaxChainDepth)
+		}
+		seen[name] = true
+		in, err := collectInfo(name, format, o.forceShare)
+		if err != nil {
+			return nil, err
+		}
+		infos = append(infos, in)
+		if !o.backingChain || in.FullBackingFilename == "" {
+			return infos, nil
+		}
+		if image.Untrusted() {
+			return nil, fmt.Errorf("Could not open '%s': backing file refused for an untrusted image", filename)
+		}
+		name, format = in.FullBackingFilename, in.BackingFilenameFormat
+		if err := image.RefuseStream(name, "backing file"); err != nil {
+			return nil, fmt.Errorf("Could not open '%s': %w", name, err)
+		}
+	}
+}
+
+// collectInfo opens one image without its backing file and collects its
+// information.
+func collectInfo(name, format string, forceShare bool) (*image.Info, error) {
+	n, err := image.Open(name, image.OpenOptions{Format: format, Claim: image.ClaimInfo, ForceShare: forceShare, User: "info",
+		NoBacking: true, NoDataFile: true})
+	if err != nil {
+		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
+	}
+	defer n.Close()
+	return image.CollectInfo(n)
 }
 
 // printInfoHuman prints one image as qemu-img 7.2's bdrv_image_info_dump.

@@ -104,6 +104,7 @@ neither read (unless -U is given) nor written.`,
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
+	image.SetWarningOutput(stderr)
 	root.SetVersionTemplate(versionText())
 	root.CompletionOptions.DisableDefaultCmd = true
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {

@@ -54,6 +54,10 @@ func (d *DD) Run(ctx context.Context) error {
 		outSize = size - d.Skip*d.BlockSize
 	}
 
+	// an output name of no known protocol is refused unprefixed, as qemu-img
+	if err := image.CheckProtocol(d.Output); err != nil {
+		return err
+	}
 	opts, _ := image.ParseOptions("")
 	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts})
 	if err != nil {

@@ -211,6 +211,10 @@ func (r *Request) createTarget(size int64) error {
 	if err != nil {
 		return err
 	}
+	// a target name of no known protocol is refused unprefixed, as qemu-img
+	if err := image.CheckProtocol(r.Target); err != nil {
+		return err
+	}
 	f, err := image.LookupFormat(r.TargetFormat)
 	if err != nil {
 		return err

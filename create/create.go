@@ -69,6 +69,9 @@ func Prepare(r Request) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := image.CheckProtocol(r.Filename); err != nil {
+		return nil, err
+	}
 	o := r.Options
 	// qemu-img's order of checks: -o names and values, size given twice,
 	// -b/-F on a format without backing files.
@@ -207,7 +210,11 @@ func (p *Prepared) Run() error {
 	if err := p.Check(); err != nil {
 		return err
 	}
-	file, err := image.CreateProtocol(r.Filename, "create", image.ClaimCreate)
+	protocol := "" // picked by the name, unless the format is a protocol
+	if p.format.Protocol {
+		protocol = r.Format
+	}
+	file, err := image.CreateProtocolAs(protocol, r.Filename, "create", image.ClaimCreate)
 	if err != nil {
 		return err
 	}

@@ -28,15 +28,32 @@ func (n *Node) conflict(c Claim, name string, skip *Edge) error {
 			continue
 		}
 		if bad := c.Perm &^ e.Claim.Shared; bad != 0 {
+			if n.isProtocol() {
+				return fileConflict(n.Filename, bad, false)
+			}
 			return Errorf(ErrPermission, "%s: Conflicts with use by %s, which does not allow '%s' on %s",
 				n.Filename, e.describe(), bad.Bits()[0].Name(), n.Filename)
 		}
 		if bad := e.Claim.Perm &^ c.Shared; bad != 0 {
+			if n.isProtocol() {
+				return fileConflict(n.Filename, bad, true)
+			}
 			return Errorf(ErrPermission, "%s: %s does not allow '%s', which %s holds on %s",
 				n.Filename, name, bad.Bits()[0].Name(), e.describe(), n.Filename)
 		}
 	}
 	return nil
+}
+
+// isProtocol reports whether n is a protocol node (a file).
+func (n *Node) isProtocol() bool { return n.fmt == nil || n.fmt.Protocol }
+
+// fileConflict words a conflict of two users of one file inside the
+// process as qemu-img words it: qemu opens the file once per user, and
+// the second open meets the first one's lock bytes ("convert -n a a").
+func fileConflict(filename string, bad Perm, shared bool) error {
+	le := &LockError{Filename: filename, Perm: bad.Bits()[0], Shared: shared}
+	return Errorf(ErrPermission, "%s", le.Error())
 }
 
 func (e *Edge) describe() string {

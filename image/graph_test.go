@@ -59,7 +59,8 @@ func TestWriteTwiceRefused(t *testing.T) {
 			if !errors.Is(err, ErrPermission) {
 				t.Fatalf("second write open: got %v, want a permission conflict", err)
 			}
-			for _, w := range []string{memPrefix + name, "'write'"} {
+			// one file opened twice: qemu's words of a lock conflict
+			for _, w := range []string{memPrefix + name, `"write" lock`} {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("error %q does not name %s", err, w)
 				}
@@ -125,15 +126,15 @@ func TestReadWriteMatrix(t *testing.T) {
 		secondRefusedByName string
 	}{
 		// a reader that refuses writers keeps a writer out
-		{claimReadNoWrite, ClaimWrite, false, true, false, "'write'", "first"},
+		{claimReadNoWrite, ClaimWrite, false, true, false, `"write" lock`, "first"},
 		// a reader that shares everything lets a writer in
 		{ClaimRead, claimWriteShare, false, true, true, "", ""},
 		// a writer keeps out a reader that refuses writers
-		{ClaimWrite, claimReadNoWrite, true, false, false, "'write'", "second"},
+		{ClaimWrite, claimReadNoWrite, true, false, false, `shared "write" lock`, "second"},
 		// a writer lets in a reader that shares
 		{ClaimWrite, ClaimRead, true, false, true, "", ""},
 		// a writer refusing resize keeps out a resizer
-		{claimWriteShare.with(0, PermResize), Claim{Perm: PermResize, Shared: PermAll}, true, true, false, "'resize'", "first"},
+		{claimWriteShare.with(0, PermResize), Claim{Perm: PermResize, Shared: PermAll}, true, true, false, `"resize" lock`, "first"},
 		// -U: shares everything, reads only
 		{ClaimWrite, ClaimForceShare, true, false, true, "", ""},
 	} {

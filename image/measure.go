@@ -20,7 +20,7 @@ type MeasureContext struct {
 // Measure computes the file size an image of format would need.
 func Measure(format string, m *MeasureContext) (*MeasureInfo, error) {
 	f, ok := Lookup(format)
-	if !ok || f.Protocol {
+	if !ok {
 		return nil, Errorf(ErrUnsupported, "Unknown file format '%s'", format)
 	}
 	if f.Measure == nil {

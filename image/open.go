@@ -3,6 +3,8 @@ package image
 import (
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,30 +33,10 @@ type OpenOptions struct {
 	ForceShare bool
 	// Check opens the top image for check (see OpenContext.Check).
 	Check bool
-}
-
-// protocols by the prefix of a filename; plain paths use "file".
-var protocolPrefixes = []struct{ prefix, driver string }{
-	{"nbd+unix://", "nbd"},
-	{"nbd://", "nbd"},
-	{"nbd:", "nbd"},
-	{"http://", "http"},
-	{"https://", "https"},
-	{"file:", "file"},
-}
-
-// protocolFor picks the protocol driver for a filename and strips a
-// "file:" prefix.
-func protocolFor(filename string) (driver, name string) {
-	for _, p := range protocolPrefixes {
-		if strings.HasPrefix(filename, p.prefix) {
-			if p.driver == "file" {
-				return "file", strings.TrimPrefix(filename, p.prefix)
-			}
-			return p.driver, filename
-		}
-	}
-	return "file", filename
+	// NoDataFile leaves an external data file closed: info reads no guest
+	// data, and qemu-img info (BDRV_O_NO_IO) shows an image whose data
+	// file is missing.
+	NoDataFile bool
 }
 
 // LocalPath is the path of a filename on the file protocol; ok is false
@@ -81,27 +63,20 @@ func forgetIdentity(n *Node) {
 	}
 }
 
-// nodeName is the name a node shows (info's "filename"): QEMU drops the
-// "file:" prefix of a local path.
-func nodeName(filename string) string {
-	if name, path := protocolFor(filename); name == "file" {
-		return path
-	}
-	return filename
-}
-
-// openProtocol opens (or finds already open) the protocol node for filename.
-func openProtocol(filename string, writable bool, cache CacheMode) (*Node, error) {
-	name, path := protocolFor(filename)
-	f, err := LookupFormat(name)
-	if err != nil || f.OpenProtocol == nil {
-		return nil, fmt.Errorf("Unknown protocol '%s'", name)
+// openProtocol opens (or finds already open) the protocol node for
+// filename, with the driver its name picks, or with driver when the
+// command named a protocol driver as the format ("-f file").
+func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Node, error) {
+	name, path, shown := protocolOf(filename, driver)
+	f, err := lookupProtocol(name)
+	if err != nil {
+		return nil, err
 	}
 	drv, err := f.OpenProtocol(path, ProtocolOptions{Writable: writable, Cache: cache})
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: writable}
+	n := &Node{Filename: shown, Format: name, drv: drv, writable: writable}
 	if c, ok := drv.(CanonicalNamer); ok {
 		n.Filename = c.CanonicalName()
 	}
@@ -148,6 +123,26 @@ var trustNothing atomic.Bool
 // TrustNothing makes every later Open refuse format probing, backing
 // files and external data files, as OpenOptions.Untrusted does.
 func TrustNothing() { trustNothing.Store(true) }
+
+// warnings receives the warnings qemu-img prints on stderr while opening
+// an image; cmd points it at its standard error.
+var warnings io.Writer = os.Stderr
+
+// SetWarningOutput sets where warnings about opened images go.
+func SetWarningOutput(w io.Writer) { warnings = w }
+
+// warnProbedRaw prints qemu's warning for a raw image whose format was
+// probed and that is opened for writing: its first sector stays guarded.
+func warnProbedRaw(filename string) {
+	fmt.Fprintf(warnings, "WARNING: Image format was not specified for '%s' and probing guessed raw.\n"+
+		"         Automatically detecting the format is dangerous for raw images, write operations on block 0 will be restricted.\n"+
+		"         Specify the 'raw' format explicitly to remove the restrictions.\n", filename)
+}
+
+// Untrusted reports whether TrustNothing was called: commands that open
+// a chain image by image (info --backing-chain) refuse backing files
+// themselves.
+func Untrusted() bool { return trustNothing.Load() }
 
 // Open opens an image and, unless o.NoBacking, its backing chain, and
 // grants o.Claim on the top node. Nothing is written before every claim of
@@ -205,7 +200,17 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if len(seen) > 0 && o.BackingCache != nil {
 		cache = *o.BackingCache
 	}
-	file, err := openProtocol(filename, writable, cache)
+	protocol := "" // picked by the name, unless -f names a protocol driver
+	if format != "" {
+		f, ok := Lookup(format)
+		if !ok {
+			return nil, Errorf(ErrUnsupported, "Unknown driver '%s'", format)
+		}
+		if f.Protocol {
+			protocol = format
+		}
+	}
+	file, err := openProtocol(filename, protocol, writable, cache)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +236,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if format == "" {
 		if o.Untrusted {
 			closeFile()
-			return nil, Errorf(ErrPermission, "%s: the image format must be given (-f) for untrusted images", filename)
+			return nil, Errorf(ErrPermission, "the image format must be given (-f) for untrusted images")
 		}
 		// An empty file is raw without probing, as in QEMU (whose cloop
 		// probe would match an empty buffer).
@@ -299,6 +304,9 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		return nil, err
 	}
 	n.drv = drv
+	if probed && writable && format == "raw" {
+		warnProbedRaw(file.Filename)
+	}
 
 	if err := openReferences(n, o, seen); err != nil {
 		releaseEdge(parent)
@@ -311,13 +319,19 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 func openReferences(n *Node, o OpenOptions, seen []string) error {
 	if d, ok := n.drv.(DataFileReferrer); ok && d.DataFile() != "" {
 		if o.Untrusted {
-			return Errorf(ErrPermission, "%s: external data file refused for an untrusted image", n.Filename)
+			return Errorf(ErrPermission, "external data file refused for an untrusted image")
+		}
+		if o.NoDataFile {
+			return openBacking(n, o, seen)
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
+		if err := RefuseStream(name, "data file"); err != nil {
+			return err
+		}
 		e := &Edge{Name: string(RoleDataFile), Role: RoleDataFile, Parent: n}
-		file, err := openProtocol(name, n.writable, o.Cache)
+		file, err := openProtocol(name, dataFileDriver(name), n.writable, o.Cache)
 		if err != nil {
-			return fmt.Errorf("Could not open data file '%s': %w", name, err)
+			return err
 		}
 		e.Child = file
 		e.Claim = n.childClaim(e)
@@ -336,6 +350,11 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		}
 		d.SetDataFile(file)
 	}
+	return openBacking(n, o, seen)
+}
+
+// openBacking opens the backing chain a format names.
+func openBacking(n *Node, o OpenOptions, seen []string) error {
 	b, ok := n.drv.(BackingReferrer)
 	if !ok || o.NoBacking {
 		return nil
@@ -345,9 +364,12 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		return nil
 	}
 	if o.Untrusted {
-		return Errorf(ErrPermission, "%s: backing file refused for an untrusted image", n.Filename)
+		return Errorf(ErrPermission, "backing file refused for an untrusted image")
 	}
 	full := ResolveBacking(n.Filename, name)
+	if err := RefuseStream(full, "backing file"); err != nil {
+		return fmt.Errorf("Could not open backing file: %w", err)
+	}
 	e := &Edge{Name: string(RoleBacking), Role: RoleBacking, Parent: n}
 	e.Claim = n.childClaim(e)
 	bn, err := openChain(e, full, format, o, false, seen)
@@ -382,13 +404,6 @@ func ResolveBacking(overlay, name string) string {
 		return name
 	}
 	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name
-}
-
-// hasProtocol reports whether a name starts with "proto:", a colon before
-// any slash, as QEMU's path_has_protocol.
-func hasProtocol(name string) bool {
-	i := strings.IndexAny(name, ":/")
-	return i >= 0 && name[i] == ':'
 }
 
 // errChain marks a loop or a chain too deep: reported as it is rather than
@@ -427,16 +442,25 @@ func (e *LockError) Unwrap() error { return ErrLocked }
 // created if missing but not truncated), opens it read/write and grants
 // claim on it, so a file in use elsewhere is refused before it changes.
 func CreateProtocol(filename, user string, c Claim) (*Node, error) {
-	name, path := protocolFor(filename)
-	f, err := LookupFormat(name)
-	if err != nil || f.CreateProtocol == nil {
+	return CreateProtocolAs("", filename, user, c)
+}
+
+// CreateProtocolAs is CreateProtocol with the protocol driver a command
+// named as the format ("create -f file"); "" picks it by the name.
+func CreateProtocolAs(driver, filename, user string, c Claim) (*Node, error) {
+	name, path, shown := protocolOf(filename, driver)
+	f, err := lookupProtocol(name)
+	if err != nil {
+		return nil, err
+	}
+	if f.CreateProtocol == nil {
 		return nil, Errorf(ErrUnsupported, "Protocol driver '%s' does not support image creation", name)
 	}
 	drv, err := f.CreateProtocol(path, ProtocolOptions{Writable: true, Cache: CacheWriteback})
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{Filename: nodeName(filename), Format: name, drv: drv, writable: true, fmt: f}
+	n := &Node{Filename: shown, Format: name, drv: drv, writable: true, fmt: f}
 	if _, err := n.Claim(user, c); err != nil {
 		drv.Close()
 		return nil, lockError(filename, err)

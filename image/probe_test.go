@@ -79,7 +79,7 @@ func TestProbeNotSupported(t *testing.T) {
 			t.Errorf("open -f %s %s: got %v, want %q", format, name, err, want)
 		}
 	}
-	if _, err := image.Open(filepath.Join(dir, "sample.vdi"), image.OpenOptions{Format: "nosuch", Claim: image.ClaimRead}); err == nil || err.Error() != "Unknown file format 'nosuch'" {
+	if _, err := image.Open(filepath.Join(dir, "sample.vdi"), image.OpenOptions{Format: "nosuch", Claim: image.ClaimRead}); err == nil || err.Error() != "Unknown driver 'nosuch'" {
 		t.Errorf("unknown format: %v", err)
 	}
 }

@@ -23,8 +23,8 @@ const (
 )
 
 func init() {
-	protocolPrefixes = append(protocolPrefixes, struct{ prefix, driver string }{memPrefix, "memtest"})
-	Register(&Format{Name: "memtest", Protocol: true, OpenProtocol: memOpen})
+	// "mem:NAME" names the protocol "mem", as "nbd:..." names nbd
+	Register(&Format{Name: "mem", Protocol: true, OpenProtocol: memOpen})
 	Register(&Format{
 		Name: "testfmt",
 		Probe: func(h []byte, _ string) int {

@@ -52,7 +52,7 @@ var (
 // wording.
 func (r *Request) Validate() error {
 	if r.BackingFormat != "" {
-		if f, ok := image.Lookup(r.BackingFormat); !ok || f.Protocol {
+		if _, ok := image.Lookup(r.BackingFormat); !ok {
 			return image.Errorf(nil, "Invalid format name: '%s'", r.BackingFormat)
 		}
 	}

@@ -23,7 +23,20 @@ func init() {
 		OpenProtocol:   Open,
 		CreateProtocol: Create,
 		CreateOptions:  CreateOptions,
+		Create:         CreateImage,
 	})
+	// qemu's drivers of host devices, which the names of devices pick and
+	// which -f/-F may name; they open devices only and create nothing.
+	for _, name := range []string{"host_device", "host_cdrom"} {
+		image.Register(&image.Format{
+			Name:           name,
+			Protocol:       true,
+			OpenProtocol:   deviceOpener(name),
+			CreateProtocol: deviceCreator(name),
+			CreateOptions:  deviceCreateOptions,
+			Create:         createOnDevice,
+		})
+	}
 }
 
 // CreateOptions are the file protocol's own -o options, shown by the
@@ -60,6 +73,7 @@ type File struct {
 	writable bool
 	cache    image.CacheMode
 	blockDev bool
+	charDev  bool
 	locks    *lock.File
 	// align is the offset, length and memory alignment O_DIRECT needs;
 	// 0 when the page cache is used.
@@ -75,16 +89,67 @@ type File struct {
 	dev, ino uint64
 }
 
+// deviceCreateOptions are host_device's -o options, as qemu lists them.
+var deviceCreateOptions = []image.OptionSpec{
+	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
+	{Name: "preallocation", Type: image.OptString, Help: "Preallocation mode (allowed values: off)"},
+}
+
+// createOnDevice "creates" an image on a device: it only checks that the
+// device is large enough; the preallocation mode is checked here, after
+// qemu-img's "Formatting" line, as qemu checks it.
+func createOnDevice(c *image.CreateContext) error {
+	if v := c.Options.String("preallocation", "off"); v != string(image.PreallocOff) {
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", v)
+	}
+	return c.File.Truncate((c.Size+511)&^511, image.PreallocOff)
+}
+
 // Open opens path as a protocol node.
 func Open(path string, o image.ProtocolOptions) (image.Driver, error) {
-	return open(path, o, 0)
+	return open(path, o, 0, "file")
 }
 
 // Create creates path if missing, without truncating it: the caller locks
 // it before it changes a byte, so an image in use elsewhere stays intact.
 func Create(path string, o image.ProtocolOptions) (image.Driver, error) {
 	o.Writable = true
-	return open(path, o, os.O_CREATE)
+	return open(path, o, os.O_CREATE, "file")
+}
+
+// deviceOpener opens a block or character device with driver's rules.
+func deviceOpener(driver string) func(string, image.ProtocolOptions) (image.Driver, error) {
+	return func(path string, o image.ProtocolOptions) (image.Driver, error) {
+		return open(path, o, 0, driver)
+	}
+}
+
+// deviceCreator "creates" on a device as qemu does for drivers that
+// cannot create: it opens what is there, in qemu's words when it cannot.
+func deviceCreator(driver string) func(string, image.ProtocolOptions) (image.Driver, error) {
+	return func(path string, o image.ProtocolOptions) (image.Driver, error) {
+		o.Writable = true
+		d, err := open(path, o, 0, driver)
+		if err != nil {
+			return nil, image.Errorf(err, "Protocol driver '%s' does not support image creation, and opening the image failed: %v", driver, err)
+		}
+		return d, nil
+	}
+}
+
+// CreateImage sizes a new file (or checks a device's size), preallocating
+// as asked; it is create for "-f file" and, below its format, for raw.
+// Like QEMU's file protocol, the size is rounded up to whole sectors.
+func CreateImage(c *image.CreateContext) error {
+	mode := c.Options.String("preallocation", "off")
+	if err := CheckPrealloc(mode); err != nil {
+		return err
+	}
+	if f, ok := c.File.Driver().(*File); ok && c.Options.Bool("nocow", false) {
+		f.SetNoCOW() // before any data is written, as the flag requires
+	}
+	size := (c.Size + 511) &^ 511
+	return c.File.Truncate(size, image.Prealloc(mode))
 }
 
 func openFlags(writable bool, cache image.CacheMode) int {
@@ -101,7 +166,19 @@ func openFlags(writable bool, cache image.CacheMode) int {
 	return flags | syscall.O_CLOEXEC
 }
 
-func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
+// open opens path for driver ("file", "host_device" or "host_cdrom"). A
+// FIFO or a socket is refused before the open, because opening a FIFO
+// blocks until a writer comes; the rest is checked once it is open.
+func open(path string, o image.ProtocolOptions, extra int, driver string) (*File, error) {
+	if path == "" && extra&os.O_CREATE == 0 {
+		return nil, image.Errorf(nil, "The '%s' block driver requires a file name", driver)
+	}
+	var pre unix.Stat_t
+	if unix.Stat(path, &pre) == nil {
+		if t := pre.Mode & unix.S_IFMT; t == unix.S_IFIFO || t == unix.S_IFSOCK {
+			return nil, checkKind(path, pre.Mode, driver)
+		}
+	}
 	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
 		if extra&os.O_CREATE != 0 {
@@ -115,20 +192,22 @@ func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
 		f.Close()
 		return nil, fmt.Errorf("Could not open '%s': %w", path, err)
 	}
+	if err := checkKind(path, st.Mode, driver); err != nil {
+		f.Close()
+		return nil, err
+	}
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFREG:
 		d.size = st.Size
-	case unix.S_IFBLK:
-		d.blockDev = true
+	default:
+		d.blockDev = st.Mode&unix.S_IFMT == unix.S_IFBLK
+		d.charDev = !d.blockDev
 		n, err := unix.Seek(d.fd, 0, io.SeekEnd)
 		if err != nil {
 			f.Close()
-			return nil, fmt.Errorf("Could not open '%s': %w", path, err)
+			return nil, image.Errorf(err, "Could not open '%s': %s", path, errnoText(err))
 		}
 		d.size = n
-	default:
-		f.Close()
-		return nil, image.Errorf(nil, "'file' driver requires '%s' to be a regular file", path)
 	}
 	if o.Cache.Direct {
 		d.align = directAlign(d)
@@ -136,6 +215,28 @@ func open(path string, o image.ProtocolOptions, extra int) (*File, error) {
 	d.dev, d.ino = uint64(st.Dev), st.Ino
 	d.locks = lock.New(d.fd)
 	return d, nil
+}
+
+// checkKind refuses what driver does not open, in qemu's words: the file
+// driver takes regular files and block devices, the device drivers block
+// and character devices.
+func checkKind(path string, mode uint32, driver string) error {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFBLK:
+		return nil
+	case unix.S_IFREG:
+		if driver == "file" {
+			return nil
+		}
+	case unix.S_IFCHR:
+		if driver != "file" {
+			return nil
+		}
+	}
+	if driver == "file" {
+		return image.Errorf(nil, "'file' driver requires '%s' to be a regular file", path)
+	}
+	return image.Errorf(nil, "'%s' driver requires '%s' to be either a character or block device", driver, path)
 }
 
 // directAlign is the alignment O_DIRECT needs, for offsets, lengths and
@@ -395,7 +496,11 @@ func (d *File) Flush() error {
 	if d.cache.NoFlush || !d.writable {
 		return nil
 	}
-	return unix.Fdatasync(d.fd)
+	err := unix.Fdatasync(d.fd)
+	if d.charDev && errors.Is(err, unix.EINVAL) {
+		return nil // a character device without sync (/dev/null) holds nothing to sync
+	}
+	return err
 }
 
 // Truncate sets the file size; growth is preallocated as asked. Growing
@@ -406,7 +511,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	if err := CheckPrealloc(string(prealloc)); prealloc != "" && err != nil {
 		return err
 	}
-	if d.blockDev {
+	if d.blockDev || d.charDev {
 		if size > d.Size() {
 			return image.Errorf(image.ErrUnsupported, "Cannot grow device files")
 		}

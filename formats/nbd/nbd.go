@@ -16,12 +16,12 @@ import (
 	"qimg/image"
 )
 
+// The protocol names of qemu's NBD drivers: "nbd:" (legacy names and
+// nbd://), "nbd+tcp://" and "nbd+unix://".
 func init() {
-	image.Register(&image.Format{
-		Name:         "nbd",
-		Protocol:     true,
-		OpenProtocol: Open,
-	})
+	for _, name := range []string{"nbd", "nbd+tcp", "nbd+unix"} {
+		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open})
+	}
 }
 
 // Driver is an open export.

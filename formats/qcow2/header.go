@@ -144,9 +144,6 @@ func parseHeader(buf []byte) (*header, error) {
 		if int64(h.headerLength) > cs {
 			return nil, image.Errorf(image.ErrCorrupt, "qcow2 header exceeds cluster size")
 		}
-		if h.headerLength%8 != 0 {
-			return nil, fieldError(offHeaderLength, "header_length", h.headerLength, "not a multiple of 8")
-		}
 		if int(h.headerLength) > len(buf) {
 			return nil, image.Errorf(image.ErrCorrupt, "qcow2 header is truncated")
 		}
@@ -154,6 +151,15 @@ func parseHeader(buf []byte) (*header, error) {
 			h.compressionType = buf[offCompressionType]
 			h.tail = append([]byte(nil), buf[offCompressionType+1:h.headerLength]...)
 		}
+	}
+	if h.backingFileOffset != 0 && h.backingFileOffset > uint64(cs) {
+		return nil, image.Errorf(image.ErrCorrupt, "Invalid backing file offset")
+	}
+	if unknown := h.incompatible &^ incompatKnown; unknown != 0 {
+		// named from the image's own feature name table, read leniently
+		// as qemu reads it here
+		h.walkExtensions(buf, h.decodeExtension)
+		return nil, image.Errorf(image.ErrUnsupported, "Unsupported qcow2 feature(s): %s", unsupportedFeatures(h.features, unknown))
 	}
 	if h.refcountOrder > maxRefcountOrder {
 		return nil, image.Errorf(image.ErrCorrupt, "Reference count entry width too large; may not exceed 64 bits")
@@ -164,13 +170,8 @@ func parseHeader(buf []byte) (*header, error) {
 	if h.extendedL2() && h.clusterBits < minExtendedL2ClusterBits {
 		return nil, image.Errorf(image.ErrCorrupt, "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes")
 	}
-	if h.backingFileOffset != 0 {
-		if h.backingFileOffset > uint64(cs) {
-			return nil, image.Errorf(image.ErrCorrupt, "Invalid backing file offset")
-		}
-		if h.backingFileSize > maxBackingNameSize {
-			return nil, image.Errorf(image.ErrCorrupt, "Backing file name too long")
-		}
+	if h.backingFileOffset != 0 && h.backingFileSize > maxBackingNameSize {
+		return nil, image.Errorf(image.ErrCorrupt, "Backing file name too long")
 	}
 	if err := h.checkTables(); err != nil {
 		return nil, err
@@ -185,34 +186,29 @@ func parseHeader(buf []byte) (*header, error) {
 		}
 		h.backingFile = string(buf[h.backingFileOffset:end])
 	}
-	if unknown := h.incompatible &^ incompatKnown; unknown != 0 {
-		return nil, image.Errorf(image.ErrUnsupported, "Unsupported qcow2 feature(s): %s", h.featureNames(0, unknown))
-	}
 	return h, nil
 }
 
 func (h *header) checkCompression() error {
 	switch {
-	case h.incompatible&incompatCompression != 0 && h.compressionType == compressionZlib:
-		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must not be set when compression type is zlib")
-	case h.incompatible&incompatCompression == 0 && h.compressionType != compressionZlib:
-		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must be set when compression type is not zlib")
 	case h.compressionType > compressionZstd:
 		return image.Errorf(image.ErrUnsupported, "qcow2: unknown compression type: %d", h.compressionType)
+	case h.incompatible&incompatCompression != 0 && h.compressionType == compressionZlib:
+		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must not be set")
+	case h.incompatible&incompatCompression == 0 && h.compressionType != compressionZlib:
+		return image.Errorf(image.ErrCorrupt, "qcow2: Compression type incompatible feature bit must be set")
 	}
 	return nil
 }
 
 // checkTables validates the table locations and sizes against the fixed
-// limits, before anything is allocated for them. Tables may lie beyond
+// limits, in qemu's order (refcount table, snapshot table, L1 table, then
+// the size), before anything is allocated for them. Tables may lie beyond
 // the end of the file, as qemu allows: what is missing reads as zeroes
 // (a truncated image still opens, for info and for check to report and
 // repair it); only a writable open requires them inside the file
 // (tablesInFile).
 func (h *header) checkTables() error {
-	if h.size > 1<<63-1 {
-		return fieldError(offSize, "size", h.size, "too large")
-	}
 	// refcount table
 	rtBytes := uint64(h.refcountTableClusters) << h.clusterBits
 	if rtBytes > maxRefcountTableBytes {
@@ -224,23 +220,26 @@ func (h *header) checkTables() error {
 	if err := h.checkRegion(h.refcountTableOffset, rtBytes, "Reference count table"); err != nil {
 		return err
 	}
+	// snapshot table: qemu's qcow2_validate_table, whatever the count; the
+	// entries are read at open, zeroes past the end of the file as in qemu
+	if h.nbSnapshots > maxSnapshots {
+		return image.Errorf(image.ErrCorrupt, "Snapshot table too large")
+	}
+	if err := h.checkRegion(h.snapshotsOffset, uint64(h.nbSnapshots)*snapHeaderSize, "Snapshot table"); err != nil {
+		return err
+	}
 	// L1 table
 	if uint64(h.l1Size)*8 > maxL1Bytes {
 		return image.Errorf(image.ErrCorrupt, "Active L1 table too large")
 	}
-	l2Bits := h.l2Bits()
-	shift := h.clusterBits + l2Bits
-	var need uint64
-	if shift >= 64 {
-		need = 1
-	} else {
-		need = (h.size + (1 << shift) - 1) >> shift
-	}
+	// the L1 entries the size needs, in qemu's unsigned 64-bit arithmetic
+	// (size_to_l1), which wraps for sizes near 2^64
+	shift := h.clusterBits + h.l2Bits()
+	need := (h.size + (1 << shift) - 1) >> shift
 	if need > math.MaxInt32 {
-		// qemu keeps the L1 index of the VM state in an int
 		return image.Errorf(image.ErrCorrupt, "Image is too big")
 	}
-	if h.size > 0 && need > uint64(h.l1Size) {
+	if need > uint64(h.l1Size) {
 		return image.Errorf(image.ErrCorrupt, "L1 table is too small")
 	}
 	if h.l1Size > 0 {
@@ -248,12 +247,11 @@ func (h *header) checkTables() error {
 			return err
 		}
 	}
-	// snapshot table: qemu's qcow2_validate_table, whatever the count; the
-	// entries are read at open, zeroes past the end of the file as in qemu
-	if h.nbSnapshots > maxSnapshots {
-		return image.Errorf(image.ErrCorrupt, "Snapshot table too large")
+	if h.size > math.MaxInt64 {
+		// what qemu says when its sector count overflows
+		return image.Errorf(image.ErrCorrupt, "Could not refresh total sector count: File too large")
 	}
-	return h.checkRegion(h.snapshotsOffset, uint64(h.nbSnapshots)*snapHeaderSize, "Snapshot table")
+	return nil
 }
 
 // checkRegion validates a table's offset as qemu's qcow2_validate_table
@@ -287,8 +285,37 @@ func (h *header) tablesInFile(fileSize int64) error {
 }
 
 // parseExtensions walks the header extensions between the header and the
-// end of the first cluster (or of buf, if the file is shorter).
+// end of the first cluster (or of buf, if the file is shorter). A known
+// extension given twice is read as qemu reads it, the last one winning,
+// and kept once, at its first place, for a rewrite of the header.
 func (h *header) parseExtensions(buf []byte) error {
+	return h.walkExtensions(buf, func(typ uint32, data []byte) error {
+		if known[typ] && h.replaceExtension(typ, data) {
+			return h.decodeExtension(typ, data)
+		}
+		h.extensions = append(h.extensions, extension{typ: typ, data: data})
+		return h.decodeExtension(typ, data)
+	})
+}
+
+// known are the extensions qimg decodes and writes itself; others are
+// kept as they are, every copy of them.
+var known = map[uint32]bool{extBackingFormat: true, extFeatureTable: true, extBitmaps: true, extCrypto: true, extDataFile: true}
+
+// replaceExtension replaces the data of an extension already read.
+func (h *header) replaceExtension(typ uint32, data []byte) bool {
+	for i := range h.extensions {
+		if h.extensions[i].typ == typ {
+			h.extensions[i].data = data
+			return true
+		}
+	}
+	return false
+}
+
+// walkExtensions calls visit for each extension in the area after the
+// header, in order, until the end marker.
+func (h *header) walkExtensions(buf []byte, visit func(typ uint32, data []byte) error) error {
 	if h.version < 3 && h.backingFileOffset == 0 && len(buf) <= headerV2Length {
 		return nil
 	}
@@ -300,7 +327,6 @@ func (h *header) parseExtensions(buf []byte) error {
 		end = int64(h.backingFileOffset)
 	}
 	off := int64(h.headerLength)
-	seen := map[uint32]bool{}
 	for {
 		if off+8 > end {
 			if off == end || h.version < 3 {
@@ -319,13 +345,7 @@ func (h *header) parseExtensions(buf []byte) error {
 		if length > end-off {
 			return image.Errorf(image.ErrCorrupt, "qcow2_read_extension: ERROR: ext_magic=0x%x ext_len=%d too large", typ, length)
 		}
-		data := append([]byte(nil), buf[off:off+length]...)
-		if seen[typ] && typ != extFeatureTable {
-			return image.Errorf(image.ErrCorrupt, "Duplicate header extension 0x%x", typ)
-		}
-		seen[typ] = true
-		h.extensions = append(h.extensions, extension{typ: typ, data: data})
-		if err := h.decodeExtension(typ, data); err != nil {
+		if err := visit(typ, append([]byte(nil), buf[off:off+length]...)); err != nil {
 			return err
 		}
 		off += (length + 7) &^ 7
@@ -340,6 +360,7 @@ func (h *header) decodeExtension(typ uint32, data []byte) error {
 		}
 		h.backingFormat = cString(data)
 	case extFeatureTable:
+		h.features = nil // the last table is the one qemu reads
 		for i := 0; i+featureEntrySize <= len(data); i += featureEntrySize {
 			e := data[i : i+featureEntrySize]
 			h.features = append(h.features, featureName{typ: e[0], bit: e[1], name: cString(e[2:])})
@@ -378,25 +399,24 @@ func cString(b []byte) string {
 	return string(b)
 }
 
-// featureNames names the set bits of mask (of feature type typ) from the
-// feature name table, as qemu's report_unsupported_feature does.
-func (h *header) featureNames(typ uint8, mask uint64) string {
+// unsupportedFeatures names the incompatible features of mask as qemu's
+// report_unsupported_feature does: the table's names in its order up to
+// the first empty one, then the bits left
+// unnamed as one hexadecimal mask.
+func unsupportedFeatures(table []featureName, mask uint64) string {
 	var names []string
-	for bit := uint8(0); bit < 64; bit++ {
-		if mask&(1<<bit) == 0 {
-			continue
+	for _, f := range table {
+		if f.name == "" {
+			break
 		}
-		name := ""
-		for _, f := range h.features {
-			if f.typ == typ && f.bit == bit {
-				name = f.name
-				break
-			}
+		if f.typ != 0 || f.bit >= 64 || mask&(1<<f.bit) == 0 {
+			continue // not an incompatible feature, or not set
 		}
-		if name == "" {
-			name = fmt.Sprintf("Unknown incompatible feature: %x", uint64(1)<<bit)
-		}
-		names = append(names, name)
+		names = append(names, f.name)
+		mask &^= 1 << f.bit
+	}
+	if mask != 0 {
+		names = append(names, fmt.Sprintf("Unknown incompatible feature: %x", mask))
 	}
 	return strings.Join(names, ", ")
 }
@@ -431,7 +451,7 @@ func (h *header) encode() ([]byte, error) {
 		}
 		off = int64(h.headerLength)
 	}
-	for _, e := range h.extensions {
+	for _, e := range h.writeOrder() {
 		n := int64(len(e.data))
 		if off+8+((n+7)&^7) > cs {
 			return nil, image.Errorf(image.ErrUnsupported, "qcow2 header extensions do not fit in the first cluster")
@@ -459,6 +479,40 @@ func (h *header) encode() ([]byte, error) {
 	be.PutUint64(buf[offBackingFileOffset:], h.backingFileOffset)
 	be.PutUint32(buf[offBackingFileSize:], h.backingFileSize)
 	return buf[:off], nil
+}
+
+// writeOrder lists the extensions as qemu's qcow2_update_header writes
+// them: backing format, data file, crypto header, its own feature name
+// table (version 3, clusters of 8 KiB or more), bitmaps, then the unknown ones in the reverse
+// of the order they were read in (qemu prepends each to its list).
+func (h *header) writeOrder() []extension {
+	var out []extension
+	for _, typ := range []uint32{extBackingFormat, extDataFile, extCrypto} {
+		out = append(out, h.extensionsOf(typ)...)
+	}
+	if h.version >= 3 && h.clusterSize() >= 8192 {
+		// qemu leaves the table out of small first clusters
+		out = append(out, extension{typ: extFeatureTable, data: featureTable()})
+	}
+	out = append(out, h.extensionsOf(extBitmaps)...)
+	for i := len(h.extensions) - 1; i >= 0; i-- {
+		if !known[h.extensions[i].typ] {
+			out = append(out, h.extensions[i])
+		}
+	}
+	return out
+}
+
+// extensionsOf lists the extensions of type typ (one at most for a known
+// type).
+func (h *header) extensionsOf(typ uint32) []extension {
+	var out []extension
+	for _, e := range h.extensions {
+		if e.typ == typ {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // setExtension replaces (or appends, or with data nil removes) the

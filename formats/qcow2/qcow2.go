@@ -142,11 +142,11 @@ func (q *Image) init(h *header) error {
 	switch h.cryptMethod {
 	case cryptNone:
 	case cryptAES:
-		return image.Errorf(image.ErrUnsupported, "%s: qcow2 encryption (encrypt.format=aes) is not supported yet", q.filename)
+		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported yet")
 	case cryptLUKS:
-		return image.Errorf(image.ErrUnsupported, "%s: qcow2 encryption (encrypt.format=luks) is not supported yet", q.filename)
+		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
 	default:
-		return image.Errorf(image.ErrCorrupt, "Unsupported encryption method: %d", h.cryptMethod)
+		return image.Errorf(image.ErrCorrupt, "Unsupported encryption method %d", h.cryptMethod)
 	}
 	if h.incompatible&incompatCorrupt != 0 && q.writable {
 		return image.Errorf(image.ErrCorrupt, "qcow2: Image is corrupt; cannot be opened read/write")

@@ -43,18 +43,9 @@ func checkCreate(o image.Options, _ int64) error {
 	return file.CheckPrealloc(o.String("preallocation", "off"))
 }
 
-// Create sizes the protocol file, preallocating as asked. Like QEMU's
-// file protocol, the size is rounded up to whole 512-byte sectors.
+// Create sizes the protocol file, preallocating as asked.
 func Create(c *image.CreateContext) error {
-	mode := c.Options.String("preallocation", "off")
-	if err := file.CheckPrealloc(mode); err != nil {
-		return err
-	}
-	if f, ok := c.File.Driver().(*file.File); ok && c.Options.Bool("nocow", false) {
-		f.SetNoCOW() // before any data is written, as the flag requires
-	}
-	size := (c.Size + 511) &^ 511
-	err := c.File.Truncate(size, image.Prealloc(mode))
+	err := file.CreateImage(c)
 	if errors.Is(err, syscall.EFBIG) {
 		return image.Errorf(err, "The image size is too large for file format 'raw'")
 	}
