@@ -22,6 +22,7 @@ type rebaseOptions struct {
 	progress      progressFlag
 	quiet         bool
 	unsafe        bool
+	compress      bool
 	forceShare    bool
 	imageOpts     bool
 }
@@ -29,7 +30,7 @@ type rebaseOptions struct {
 func newRebaseCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &rebaseOptions{}
 	c := &cobra.Command{
-		Use:   "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] -b backing_file [-F backing_fmt] filename",
+		Use:   "rebase [--object objectdef] [--image-opts] [-U] [-q] [-f fmt] [-t cache] [-T src_cache] [-p] [-u] [-c] -b backing_file [-F backing_fmt] filename",
 		Short: "change the backing file of an image",
 		Long: `Change the backing file of filename to backing_file (of format backing_fmt,
 which must be given), or with -b "" make filename standalone. A relative
@@ -44,6 +45,10 @@ backing file reads as zeroes is recorded as zero clusters, not written as
 data, so filename stays small; it reads the same as long as its backing
 file is the new one. With -u only the name in the header changes: the new
 backing file must then show the same content.
+
+-c (qemu-img 8.2's --compress) writes the clusters rebase copies into
+filename compressed (qcow2, with the image's compression type); clusters
+filename already has stay as they are.
 
 -t is the cache mode of filename, -T that of the backing files (writeback
 by default), -U opens the backing files even if another process uses them,
@@ -64,6 +69,7 @@ by default), -U opens the backing files even if another process uses them,
 	f.StringVarP(&o.backing, "backing", "b", "", "new backing file (\"\": none)")
 	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the new backing file")
 	f.BoolVarP(&o.unsafe, "unsafe", "u", false, "only rewrite the backing file name")
+	f.BoolVarP(&o.compress, "compress", "c", false, "write the copied clusters compressed")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open backing files that another process uses")
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
@@ -79,8 +85,11 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	if !o.unsafe && !backingGiven {
 		return fmt.Errorf("Must specify backing file (-b) or use unsafe mode (-u). %s", tryHelp())
 	}
+	if o.compress && o.unsafe {
+		return fmt.Errorf("Compression cannot be used in unsafe mode (-u): unsafe rebase copies nothing")
+	}
 	req := rebase.Request{Filename: filename, Format: o.format, Backing: o.backing, BackingFormat: o.backingFormat,
-		Unsafe: o.unsafe, ForceShare: o.forceShare}
+		Unsafe: o.unsafe, Compress: o.compress, ForceShare: o.forceShare}
 	cache, err := image.ParseCacheMode(o.cache)
 	if err != nil {
 		return err

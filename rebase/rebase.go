@@ -27,6 +27,7 @@ type Request struct {
 	Backing       string
 	BackingFormat string // -F
 	Unsafe        bool   // -u: rewrite the header only
+	Compress      bool   // -c: write the copied clusters compressed
 	ForceShare    bool   // -U: open the backing files whatever else uses them
 	// Workers comparing in parallel; 0: DefaultWorkers.
 	Workers int
@@ -90,6 +91,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			err = cerr
 		}
 	}()
+	if _, ok := top.CompressedWriter(); r.Compress && !ok {
+		return image.Errorf(image.ErrUnsupported, "Compression not supported for this file format")
+	}
 	var newBacking *image.Node
 	if !r.Unsafe && r.Backing != "" {
 		name := image.ResolveBacking(top.Filename, r.Backing)
@@ -106,7 +110,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	}
 	if !r.Unsafe {
 		c := &convert.Copy{Sources: []*image.Node{top}, Target: top, Rebase: true, NewBacking: newBacking,
-			Options: convert.Options{Workers: r.Workers, OutOfOrder: true, SparseSize: -1, Progress: r.Progress}}
+			Options: convert.Options{Workers: r.Workers, OutOfOrder: true, SparseSize: -1, Compress: r.Compress, Progress: r.Progress}}
 		if err := convert.Run(ctx, c); err != nil {
 			return err
 		}
