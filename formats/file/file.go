@@ -182,7 +182,7 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
 		if extra&os.O_CREATE != 0 {
-			return nil, image.Errorf(err, "Could not create '%s': %s", path, errnoText(err))
+			return nil, image.Errorf(err, "Could not create '%s': %s", path, image.Strerror(err))
 		}
 		return nil, openError(path, err)
 	}
@@ -205,7 +205,7 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 		n, err := unix.Seek(d.fd, 0, io.SeekEnd)
 		if err != nil {
 			f.Close()
-			return nil, image.Errorf(err, "Could not open '%s': %s", path, errnoText(err))
+			return nil, image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(err))
 		}
 		d.size = n
 	}
@@ -254,23 +254,9 @@ func directAlign(d *File) int64 {
 func openError(path string, err error) error {
 	var pe *os.PathError
 	if errors.As(err, &pe) {
-		return image.Errorf(err, "Could not open '%s': %s", path, errnoText(pe.Err))
+		return image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(pe.Err))
 	}
 	return fmt.Errorf("Could not open '%s': %w", path, err)
-}
-
-// errnoText spells an errno as strerror does ("No such file or directory"),
-// which scripts grep for.
-func errnoText(err error) string {
-	var en syscall.Errno
-	if errors.As(err, &en) {
-		s := en.Error()
-		if s != "" && s[0] >= 'a' && s[0] <= 'z' {
-			return string(s[0]-'a'+'A') + s[1:]
-		}
-		return s
-	}
-	return err.Error()
 }
 
 // Identity is the device and inode, so one file opened twice is one node.
@@ -523,19 +509,19 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	switch prealloc {
 	case image.PreallocOff, "":
 		if err = d.f.Truncate(size); err != nil {
-			err = image.Errorf(err, "Could not resize file: %s", errnoText(err))
+			err = image.Errorf(err, "Could not resize file: %s", image.Strerror(err))
 		}
 	case image.PreallocFalloc:
 		if size > old {
 			if e := unix.Fallocate(d.fd, 0, old, size-old); e != nil {
-				err = image.Errorf(e, "Could not preallocate new data: %s", errnoText(e))
+				err = image.Errorf(e, "Could not preallocate new data: %s", image.Strerror(e))
 			}
 		} else if e := d.f.Truncate(size); e != nil {
-			err = image.Errorf(e, "Could not resize file: %s", errnoText(e))
+			err = image.Errorf(e, "Could not resize file: %s", image.Strerror(e))
 		}
 	case image.PreallocFull:
 		if e := d.f.Truncate(size); e != nil {
-			err = image.Errorf(e, "Could not resize file: %s", errnoText(e))
+			err = image.Errorf(e, "Could not resize file: %s", image.Strerror(e))
 		}
 	}
 	if err == nil {

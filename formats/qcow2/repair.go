@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"syscall"
 
 	"qimg/image"
@@ -193,7 +192,11 @@ func (c *checker) growFileFor(uoff uint64) error {
 	}
 	if err := c.q.file.Truncate(off+c.cs, image.PreallocOff); err != nil {
 		c.logf("%s: %v", progName(), err)
-		return errnoText(err)
+		// qemu's strerror words ("File too large"), without what wraps them
+		if errno := syscall.Errno(0); errors.As(err, &errno) {
+			return errors.New(image.Strerror(errno))
+		}
+		return err
 	}
 	c.fileSize = c.q.file.Size()
 	n := (c.fileSize + c.cs - 1) / c.cs
@@ -205,15 +208,4 @@ func (c *checker) growFileFor(uoff uint64) error {
 		return image.Errorf(image.ErrCorrupt, "Invalid argument")
 	}
 	return nil
-}
-
-// errnoText words an operating system error as qemu's strerror does
-// ("File too large"), without what wraps it.
-func errnoText(err error) error {
-	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		t := errno.Error()
-		return errors.New(strings.ToUpper(t[:1]) + t[1:])
-	}
-	return err
 }
