@@ -20,6 +20,10 @@ func init() {
 		Name:  "vmdk",
 		Probe: placeholder.Probe,
 		Open:  Open,
+
+		CreateOptions: createOptions,
+		Create:        Create,
+		CheckCreate:   checkCreate,
 	})
 }
 
