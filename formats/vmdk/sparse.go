@@ -52,6 +52,8 @@ type extent struct {
 	grainSectors int64
 	gtEntries    int64
 	gd           []uint32
+	rgd          []uint32 // the redundant directory, when in use
+	nextGrain    int64    // where the next grain is allocated; 0 until known
 
 	mu     sync.Mutex
 	tables map[uint32][]uint32
@@ -180,6 +182,13 @@ func (img *Image) openSparse(f *image.Node, head []byte, kind string, allowDesc 
 	gdEntries := (h.capacity + gdEntrySectors - 1) / gdEntrySectors
 	if err := x.loadDirectory(int64(h.gdOffset), gdEntries, h.capacity); err != nil {
 		return nil, err
+	}
+	if h.flags&flagRGD != 0 && h.rgdOffset != 0 {
+		primary := x.gd
+		if err := x.loadDirectory(int64(h.rgdOffset), gdEntries, h.capacity); err != nil {
+			return nil, errorf("Could not read l1 backup table from extent '%s'", f.Filename)
+		}
+		x.rgd, x.gd = x.gd, primary
 	}
 	if compressed {
 		img.createType = "streamOptimized"

@@ -40,14 +40,15 @@ type Image struct {
 	backing  *image.Node
 	cidOnce  sync.Once
 	cidValid bool
+
+	descOffset int64 // where the descriptor lies in file
+	writeMu    sync.Mutex
+	cidUpdated bool
 }
 
 // Open reads the descriptor or sparse header of o.File and opens the
 // extents it names.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	if o.Writable {
-		return nil, image.NotSupported("writing VMDK images is not supported yet")
-	}
 	head, err := readDescriptorArea(o.File, 0)
 	if err != nil {
 		return nil, err
@@ -75,7 +76,23 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := img.readIdentity(descOffset); err != nil {
 		return nil, err
 	}
+	img.descOffset = descOffset
+	if o.Writable {
+		if err := img.checkWritable(); err != nil {
+			return nil, err
+		}
+	}
 	return img, nil
+}
+
+// checkWritable refuses to open for writing what qemu refuses.
+func (img *Image) checkWritable() error {
+	for _, x := range img.extents {
+		if x.version == 3 && !x.compressed {
+			return image.Errorf(syscall.EINVAL, "VMDK version 3 must be read only")
+		}
+	}
+	return nil
 }
 
 // readIdentity reads the CIDs and the parent hint from the descriptor at
