@@ -44,6 +44,7 @@ type Image struct {
 	descOffset int64 // where the descriptor lies in file
 	writeMu    sync.Mutex
 	cidUpdated bool
+	pending    *pendingGrain // streamOptimized: the grain being filled
 }
 
 // Open reads the descriptor or sparse header of o.File and opens the
@@ -126,7 +127,12 @@ func (img *Image) addExtent(x *extent) {
 
 func (img *Image) Size() int64 { return img.size }
 
-func (img *Image) Close() error { return nil }
+// Close appends a streamOptimized image's last pending grain.
+func (img *Image) Close() error {
+	img.writeMu.Lock()
+	defer img.writeMu.Unlock()
+	return img.flushPending()
+}
 
 // find is the extent holding guest byte off.
 func (img *Image) find(off int64) (*extent, error) {

@@ -40,7 +40,7 @@ func (img *Image) writeGrain(x *extent, p []byte, rel int64) error {
 		return err
 	}
 	if x.compressed {
-		return image.NotSupported("writing into a streamOptimized VMDK")
+		return img.writeStream(x, p, x.start+rel)
 	}
 	g, err := x.lookup(rel)
 	if err != nil {
@@ -123,7 +123,11 @@ func (img *Image) WriteZeroes(off, length int64, unmap bool) error {
 		}
 		rel := off - x.start
 		n := min(length, x.runEnd(rel)-rel)
-		if !x.flat && x.zeroGrain && rel%x.grainSize() == 0 && n == x.grainSize() {
+		if x.compressed {
+			// a stream only appends: unwritten grains read as zeroes,
+			// a pending one already holds zeroes where not written
+			err = nil
+		} else if !x.flat && x.zeroGrain && rel%x.grainSize() == 0 && n == x.grainSize() {
 			img.writeMu.Lock()
 			err = x.setEntry(rel, 1)
 			if err == nil {
@@ -184,6 +188,12 @@ func (img *Image) updateCID() error {
 }
 
 func (img *Image) Flush() error {
+	img.writeMu.Lock()
+	err := img.flushPending()
+	img.writeMu.Unlock()
+	if err != nil {
+		return err
+	}
 	for _, x := range img.extents {
 		if err := x.file.Flush(); err != nil {
 			return err
