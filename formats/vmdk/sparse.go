@@ -29,6 +29,10 @@ const (
 	maxGDEntries = 32 << 20
 	// maxCapacity keeps every guest offset, summed over extents, in int64.
 	maxCapacity = 1 << 50 // sectors
+	// maxBufferedGrain bounds the grains qimg holds in memory whole
+	// (deflated grains, grains allocated by a write): qemu-img makes 64
+	// KiB grains; a larger one from a small file could inflate to 1 GiB.
+	maxBufferedGrain = 16 << 20
 	// tableCacheSize bounds the grain tables kept in memory per extent.
 	tableCacheSize = 256
 )
@@ -192,6 +196,9 @@ func (img *Image) openSparse(f *image.Node, head []byte, kind string, allowDesc 
 	}
 	if compressed {
 		img.createType = "streamOptimized"
+		if x.grainSize() > maxBufferedGrain {
+			return nil, image.NotSupported("compressed VMDK grains of %d bytes", x.grainSize())
+		}
 	}
 	img.addExtent(x)
 	return nil, nil
@@ -287,7 +294,7 @@ func (x *extent) lookup(rel int64) (grain, error) {
 		return grain{kind: grainData, host: x.flatOffset}, nil
 	}
 	sector := rel / sectorSize
-	gdIndex := sector / (x.gtEntries * x.grainSectors)
+	gdIndex := x.gdIndex(rel)
 	if gdIndex >= int64(len(x.gd)) {
 		return grain{}, image.Errorf(syscall.EIO, "Input/output error")
 	}
@@ -309,6 +316,11 @@ func (x *extent) lookup(rel int64) (grain, error) {
 		return grain{kind: grainCompressed, host: int64(entry) * sectorSize}, nil
 	}
 	return grain{kind: grainData, host: int64(entry) * sectorSize}, nil
+}
+
+// gdIndex is the grain directory entry covering rel.
+func (x *extent) gdIndex(rel int64) int64 {
+	return rel / sectorSize / (x.gtEntries * x.grainSectors)
 }
 
 // table reads (or finds cached) the grain table at sector gt.
@@ -356,23 +368,27 @@ func (x *extent) readCompressed(p []byte, host, rel int64) error {
 
 func (x *extent) inflate(host int64) ([]byte, error) {
 	bufBytes := 2 * x.grainSize()
-	buf := make([]byte, bufBytes)
+	if host >= x.file.Size() {
+		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
+	}
+	// what lies past the end of the file reads as zeroes: not needed whole
+	buf := make([]byte, min(bufBytes, x.file.Size()-host+sectorSize))
 	if err := x.file.ReadPadded(buf, host); err != nil {
 		return nil, err
 	}
-	data := buf[:x.grainSize()]
+	data := buf[:min(int64(len(buf)), x.grainSize())]
 	if x.marker {
 		n := int64(binary.LittleEndian.Uint32(buf[8:]))
 		if n == 0 || n > bufBytes-12 {
 			return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
 		}
-		data = buf[12 : 12+n]
+		data = buf[12:min(12+n, int64(len(buf)))]
 	}
 	zr, err := zlib.NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
 	}
-	out := bytes.NewBuffer(make([]byte, 0, x.grainSize()))
+	out := bytes.NewBuffer(make([]byte, 0, min(x.grainSize(), 1<<20)))
 	if _, err := io.Copy(out, io.LimitReader(zr, x.grainSize()+1)); err != nil || int64(out.Len()) > x.grainSize() {
 		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
 	}
@@ -392,6 +408,12 @@ func (x *extent) blockStatus(off, length int64) (image.Extent, error) {
 	}
 	end := x.runEnd(rel)
 	for end < rel+length {
+		if i := x.gdIndex(end); first.kind == grainUnallocated && i < int64(len(x.gd)) && x.gd[i] == 0 {
+			// a missing grain table: its whole span is unallocated
+			span := x.gtEntries * x.grainSize()
+			end = min((end/span+1)*span, x.end())
+			continue
+		}
 		g, err := x.lookup(end)
 		if err != nil || g.kind != first.kind || g.kind == grainCompressed ||
 			g.kind == grainData && g.host != first.host+end-rel+rel%x.grainSize() {

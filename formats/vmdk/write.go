@@ -51,6 +51,9 @@ func (img *Image) writeGrain(x *extent, p []byte, rel int64) error {
 		_, err := x.file.WriteAt(p, g.host+inGrain)
 		return err
 	}
+	if x.grainSize() > maxBufferedGrain {
+		return image.NotSupported("allocating VMDK grains of %d bytes", x.grainSize())
+	}
 	grainStart := x.start + rel - inGrain
 	buf := make([]byte, min(x.grainSize(), x.end()-(rel-inGrain)))
 	if g.kind == grainUnallocated && img.backing != nil {
