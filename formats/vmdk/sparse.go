@@ -349,20 +349,26 @@ func (x *extent) table(gt uint32) ([]uint32, error) {
 // grain marker's size (or a whole grain without markers) of zlib data
 // within two grains, inflating to at most one grain.
 func (x *extent) readCompressed(p []byte, host, rel int64) error {
+	// grains are inflated outside the lock, on every reader's core; the
+	// last one is kept (never modified) for reads smaller than a grain
 	x.mu.Lock()
-	defer x.mu.Unlock()
-	if x.lastGrain == nil || x.lastHost != host {
-		g, err := x.inflate(host)
-		if err != nil {
+	g := x.lastGrain
+	cached := g != nil && x.lastHost == host
+	x.mu.Unlock()
+	if !cached {
+		var err error
+		if g, err = x.inflate(host); err != nil {
 			return err
 		}
+		x.mu.Lock()
 		x.lastGrain, x.lastHost = g, host
+		x.mu.Unlock()
 	}
 	in := rel % x.grainSize()
-	if in+int64(len(p)) > int64(len(x.lastGrain)) {
+	if in+int64(len(p)) > int64(len(g)) {
 		return image.Errorf(syscall.EINVAL, "Invalid argument")
 	}
-	copy(p, x.lastGrain[in:])
+	copy(p, g[in:])
 	return nil
 }
 
