@@ -320,7 +320,7 @@ func (img *Image) openExtent(o *image.OpenContext, l extentLine) error {
 		return err
 	}
 	if len(img.extents) == n {
-		return image.Errorf(syscall.EINVAL, "Invalid argument")
+		return image.Errorf(syscall.EINVAL, "Could not open '%s': Invalid argument", o.Filename)
 	}
 	return nil
 }

@@ -74,7 +74,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 			return nil, err
 		}
 	}
-	if err := img.readIdentity(descOffset); err != nil {
+	if err := img.readIdentity(o.Filename, descOffset); err != nil {
 		return nil, err
 	}
 	img.descOffset = descOffset
@@ -98,7 +98,10 @@ func (img *Image) checkWritable() error {
 
 // readIdentity reads the CIDs and the parent hint from the descriptor at
 // descOffset, as qemu reads them after opening the extents.
-func (img *Image) readIdentity(descOffset int64) error {
+func (img *Image) readIdentity(filename string, descOffset int64) error {
+	// qemu fails these without words of its own: the block layer's
+	// "Could not open" and the errno
+	invalid := image.Errorf(syscall.EINVAL, "Could not open '%s': Invalid argument", filename)
 	desc := make([]byte, descSize)
 	if err := img.file.ReadPadded(desc, descOffset); err != nil {
 		return err
@@ -106,14 +109,14 @@ func (img *Image) readIdentity(descOffset int64) error {
 	desc = cut(desc)
 	hint, ok := parentHint(desc)
 	if !ok {
-		return image.Errorf(syscall.EINVAL, "Invalid argument")
+		return invalid
 	}
 	img.parentHint = hint
 	var okCID, okParent bool
 	img.cid, okCID = readCID(desc, "CID")
 	img.parentCID, okParent = readCID(desc, "parentCID")
 	if !okCID || !okParent {
-		return image.Errorf(syscall.EINVAL, "Invalid argument")
+		return invalid
 	}
 	return nil
 }
