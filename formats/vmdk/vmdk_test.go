@@ -64,6 +64,7 @@ func FuzzOpen(f *testing.F) {
 	for _, name := range fuzzSeeds {
 		f.Add(seed(f, name))
 	}
+	f.Add(vmwareStream(bytes.Repeat([]byte("grain"), 1000)))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) > 1<<20 {
 			return
