@@ -118,7 +118,7 @@ func parseExtentLine(line string) (x extentLine, matches int) {
 	x.offset = -1
 	rest := line
 	field := func() string {
-		rest = strings.TrimLeft(rest, " \t\v\f")
+		rest = strings.TrimLeft(rest, " \t\v\f\r\n")
 		n := 0
 		for n < len(rest) && n < 10 && !strings.ContainsRune(" \t\v\f\r\n", rune(rest[n])) {
 			n++
@@ -207,8 +207,18 @@ func (img *Image) openDescriptor(o *image.OpenContext, desc []byte) error {
 // in qemu's words.
 func (img *Image) extentLines(desc []byte) ([]extentLine, error) {
 	var out []extentLine
-	for _, line := range strings.SplitAfter(string(desc), "\n") {
+	text := string(desc)
+	for start := 0; start < len(text); {
+		// sscanf reads on past the line's end where the line is blank,
+		// so qemu reads the extent after a blank line twice
+		line := text[start:]
+		next := strings.IndexByte(line, '\n')
+		if next < 0 {
+			next = len(line) - 1
+		}
+		start += next + 1
 		x, matches := parseExtentLine(line)
+		line = line[:next+1]
 		if matches < 4 || x.access != "RW" {
 			continue
 		}
@@ -309,7 +319,16 @@ func (img *Image) openExtent(o *image.OpenContext, l extentLine) error {
 			flatOffset: l.offset * sectorSize, grainSectors: l.sectors})
 		return nil
 	case "SESPARSE":
-		return image.NotSupported("VMDK seSparse extents are not supported")
+		if o.Writable {
+			return image.Errorf(image.ErrReadOnly, "No write support for seSparse images available")
+		}
+		x, err := openSESparse(f)
+		if err != nil {
+			return err
+		}
+		x.kind = l.kind
+		img.addExtent(x)
+		return nil
 	}
 	head, err := readDescriptorArea(f, 0)
 	if err != nil {

@@ -57,7 +57,13 @@ type extent struct {
 	gtEntries    int64
 	gd           []uint32
 	rgd          []uint32 // the redundant directory, when in use
-	nextGrain    int64    // where the next grain is allocated; 0 until known
+
+	se        bool // seSparse: 64-bit entries
+	seTables  int64
+	seGrains  int64
+	gd64      []uint64
+	tables64  map[uint64][]uint64
+	nextGrain int64 // where the next grain is allocated; 0 until known
 
 	mu     sync.Mutex
 	tables map[uint32][]uint32
@@ -293,6 +299,9 @@ func (x *extent) lookup(rel int64) (grain, error) {
 	if x.flat {
 		return grain{kind: grainData, host: x.flatOffset}, nil
 	}
+	if x.se {
+		return x.lookupSE(rel)
+	}
 	sector := rel / sectorSize
 	gdIndex := x.gdIndex(rel)
 	if gdIndex >= int64(len(x.gd)) {
@@ -414,7 +423,7 @@ func (x *extent) blockStatus(off, length int64) (image.Extent, error) {
 	}
 	end := x.runEnd(rel)
 	for end < rel+length {
-		if i := x.gdIndex(end); first.kind == grainUnallocated && i < int64(len(x.gd)) && x.gd[i] == 0 {
+		if i := x.gdIndex(end); first.kind == grainUnallocated && !x.se && i < int64(len(x.gd)) && x.gd[i] == 0 {
 			// a missing grain table: its whole span is unallocated
 			span := x.gtEntries * x.grainSize()
 			end = min((end/span+1)*span, x.end())
