@@ -220,6 +220,9 @@ func (e *engine) setup() error {
 		e.cluster = allocationUnit(info)
 		e.fullCluster = info.ClusterSize
 	}
+	if c, ok := t.Driver().(image.CompressedOnly); ok && c.CompressedOnly() {
+		e.Compress = true
+	}
 	if e.Compress {
 		w, ok := t.CompressedWriter()
 		if !ok {

@@ -19,6 +19,13 @@ type CompressedWriter interface {
 	WriteCompressed(off int64, compressed []byte) error
 }
 
+// CompressedOnly is implemented by formats whose guest data can only be
+// written compressed (a streamOptimized VMDK): copies into them compress
+// without -c, as qemu-img does for its needs_compressed_writes.
+type CompressedOnly interface {
+	CompressedOnly() bool
+}
+
 // CompressedWriter returns the node's compressed-cluster capability; ok is
 // false for formats without one.
 func (n *Node) CompressedWriter() (w CompressedWriter, ok bool) {

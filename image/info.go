@@ -53,7 +53,11 @@ func CollectInfo(n *Node) (*Info, error) {
 	if _, infoLess := host.drv.(InfoLess); informer || !infoLess {
 		info.DirtyFlag = new(bool)
 	}
-	if a, ok := host.drv.(AllocatedSizer); ok {
+	sizer := host.drv
+	if _, ok := n.drv.(AllocatedSizer); ok {
+		sizer = n.drv // the format counts files beyond its own (extents)
+	}
+	if a, ok := sizer.(AllocatedSizer); ok {
 		if s := a.AllocatedSize(); s >= 0 {
 			info.ActualSize = &s
 		}

@@ -39,7 +39,8 @@ const (
 	RoleFile     Role = "file"
 	RoleBacking  Role = "backing"
 	RoleDataFile Role = "data-file"
-	RoleUser     Role = "user" // an operation at the root of the graph
+	RoleExtent   Role = "extent" // one of several data files (VMDK)
+	RoleUser     Role = "user"   // an operation at the root of the graph
 )
 
 // Edge is one use of a node, with the claim its user makes.

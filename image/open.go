@@ -298,7 +298,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		}
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
-		Check: o.Check && parent.Role == RoleUser})
+		Check: o.Check && parent.Role == RoleUser, OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
 	if err != nil {
 		releaseEdge(parent)
 		return nil, err
@@ -381,6 +381,31 @@ func openBacking(n *Node, o OpenOptions, seen []string) error {
 	}
 	b.SetBacking(bn)
 	return nil
+}
+
+// openExtent opens name as an extent child of n (files a format's own
+// descriptor names); the driver has resolved and vetted the name.
+func openExtent(n *Node, name string, cache CacheMode) (*Node, error) {
+	file, err := openProtocol(name, n.writable, cache)
+	if err != nil {
+		return nil, err
+	}
+	e := &Edge{Name: string(RoleExtent), Role: RoleExtent, Parent: n, Child: file}
+	e.Claim = n.childClaim(e)
+	if err := attach(e); err != nil {
+		graphMu.Lock()
+		if len(file.parents) == 0 {
+			file.closeLocked()
+		}
+		graphMu.Unlock()
+		return nil, lockError(name, err)
+	}
+	if n.writable {
+		if err := file.makeWritable(); err != nil {
+			return nil, err
+		}
+	}
+	return file, nil
 }
 
 func releaseEdge(e *Edge) {

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# bench/vmdk.sh: time qimg and qemu-img on the same files in one run:
+# a raw image to a streamOptimized VMDK (deflate on every core against
+# qemu-img's one thread) and that VMDK back to raw, and print the ratios
+# (qemu-img's time / qimg's: above 1 qimg is faster) and qimg's peak RSS.
+#
+# The raw image is text (compressible as disks are) with zero runs.
+#
+# Environment:
+#   SIZE=4G    size of the raw image
+#   REPS=3     runs per tool (the best counts; a first run warms the cache)
+#   DIR=…      where the images go (default: a new directory under /var/tmp)
+#   QIMG=…     the qimg binary (default: built from this repository)
+#   KEEP=1     keep DIR afterwards
+set -euo pipefail
+SIZE=${SIZE:-4G}
+REPS=${REPS:-3}
+source "$(dirname "$0")/lib.sh"
+bench_setup qimg-bench-vmdk
+(cd "$ROOT" && CGO_ENABLED=0 go build -o "$DIR/gen" ./bench/gen)
+"$DIR/gen" text "$DIR/src.raw" "$SIZE"
+qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$DIR/src.raw" "$DIR/ref.vmdk"
+
+# best CMD…: the best elapsed seconds of REPS runs after a warm-up
+best() {
+	local b= start end t
+	"$@" >/dev/null
+	for _ in $(seq "$REPS"); do
+		start=$(date +%s.%N)
+		"$@" >/dev/null
+		end=$(date +%s.%N)
+		t=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+		if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
+	done
+	echo "$b"
+}
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+# rss CASE: qimg's peak resident set in MiB for one case
+rss() {
+	"$1" true
+	/usr/bin/time -f %M "$QIMG" "${ARGS[@]}" 2>&1 >/dev/null | tail -1 | awk '{ printf "%.0f", $1 / 1024 }'
+}
+
+# to_stream/to_raw TOOL: one conversion (TOOL true only sets ARGS)
+to_stream() {
+	rm -f "$DIR/out.vmdk"
+	ARGS=(convert -f raw -O vmdk -o subformat=streamOptimized "$DIR/src.raw" "$DIR/out.vmdk")
+	if [[ "$1" != true ]]; then "$1" "${ARGS[@]}"; fi
+}
+to_raw() {
+	rm -f "$DIR/out.raw"
+	ARGS=(convert -f vmdk -O raw "$DIR/ref.vmdk" "$DIR/out.raw")
+	if [[ "$1" != true ]]; then "$1" "${ARGS[@]}"; fi
+}
+
+printf '| case | qemu-img | qimg | ratio | qimg peak RSS |\n| --- | --- | --- | --- | --- |\n'
+for c in to_stream to_raw; do
+	r=$(best "$c" qemu-img)
+	q=$(best "$c" "$QIMG")
+	m=$(rss "$c" "$QIMG")
+	printf '| %s (%s) | %s s | %s s | %s | %s MiB |\n' "$c" "$SIZE" "$r" "$q" "$(ratio "$r" "$q")" "$m"
+done
