@@ -386,7 +386,7 @@ func openBacking(n *Node, o OpenOptions, seen []string) error {
 // openExtent opens name as an extent child of n (files a format's own
 // descriptor names); the driver has resolved and vetted the name.
 func openExtent(n *Node, name string, cache CacheMode) (*Node, error) {
-	file, err := openProtocol(name, n.writable, cache)
+	file, err := openProtocol(name, "", n.writable, cache)
 	if err != nil {
 		return nil, err
 	}
