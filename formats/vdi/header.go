@@ -107,6 +107,7 @@ func (h *header) bmapBytes() int64 {
 func (h *header) encode() []byte {
 	b := h.raw
 	le.PutUint32(b[0x184:], h.blocksAllocated)
+	le.PutUint64(b[0x170:], h.diskSize) // qemu rewrites it rounded up
 	return b[:]
 }
 
