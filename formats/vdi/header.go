@@ -14,8 +14,8 @@ const (
 	typeDynamic  = 1
 	typeStatic   = 2
 	sectorSize   = 512
-	blockSize    = 1 << 20 // the only block size qemu accepts
-	maxBlocks    = 0x3fffffff
+	blockSize    = 1 << 20        // the only block size qemu accepts
+	maxBlocks    = 0x7ffffe00 / 4 // the block map must fit one request (BDRV_REQUEST_MAX_BYTES)
 	maxDiskSize  = uint64(maxBlocks) * blockSize
 	unallocated  = 0xffffffff // never allocated: reads as zeroes
 	discarded    = 0xfffffffe // discarded: reads as zeroes
