@@ -1,0 +1,68 @@
+package vdi
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+
+	_ "qimg/formats/file"
+	"qimg/image"
+	"qimg/internal/qemutest"
+)
+
+// TestWriteLikeQemu makes the same writes with qemu-io and with the
+// driver on two copies of one image: the files must stay byte-identical
+// (allocation order, zero padding, header and block map sectors).
+func TestWriteLikeQemu(t *testing.T) {
+	qemutest.Need(t, "qemu-img", "qemu-io")
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.vdi"), filepath.Join(dir, "b.vdi")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "vdi", a, "300M")
+	copyFile(t, a, b)
+	writes := []struct {
+		pattern byte
+		off, n  int64
+	}{
+		{0x77, 1 << 20, 8 << 10},            // a new block, zero-padded
+		{0x78, 200 << 20, 512},              // far away: block map sector 0
+		{0x79, 1<<20 + 4000, 2000},          // into an allocated block
+		{0x7a, 3<<20 - 100, 200},            // across two new blocks
+		{0x7b, 0, 5 << 20},                  // mixed, over several blocks
+		{0x7c, 299<<20 + 1000, 100},         // the last block
+		{0x7d, 130<<20 - 512, 1<<20 + 1024}, // entries in two map sectors
+	}
+	n, err := image.Open(b, image.OpenOptions{Format: "vdi", Claim: image.ClaimWrite, Writable: true, NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range writes {
+		qemutest.Run(t, "qemu-io", "-f", "vdi", "-c", "write -P "+itoa(int64(w.pattern))+" "+itoa(w.off)+" "+itoa(w.n), a)
+		if _, err := n.WriteAt(bytes.Repeat([]byte{w.pattern}, int(w.n)), w.off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ab, _ := os.ReadFile(a)
+	bb, _ := os.ReadFile(b)
+	if !bytes.Equal(ab, bb) {
+		t.Fatalf("files differ: qemu %d bytes, qimg %d bytes", len(ab), len(bb))
+	}
+	qemutest.CheckNoCorruption(t, b, "after writes")
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	b, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
