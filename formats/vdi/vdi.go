@@ -19,10 +19,11 @@ func init() {
 	})
 }
 
-// probe is qemu's vdi_probe: the whole header is there and carries the
-// signature.
+// probe is qemu's vdi_probe: the header carries the signature. qemu
+// probes a zero-padded buffer of 2 KiB, so a file shorter than the header
+// probes as VDI too (and then fails to open).
 func probe(h []byte, _ string) int {
-	if len(h) >= headerSize && le.Uint32(h[0x40:]) == signature {
+	if len(h) >= 0x44 && le.Uint32(h[0x40:]) == signature {
 		return 100
 	}
 	return 0
@@ -42,9 +43,6 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	b := make([]byte, headerSize)
 	if err := o.File.ReadPadded(b, 0); err != nil {
 		return nil, err
-	}
-	if o.File.Size() < headerSize {
-		clear(b) // qemu reads the missing part as zeroes: a bad signature
 	}
 	h, err := parseHeader(b, o.File.Size())
 	if err != nil {
