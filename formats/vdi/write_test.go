@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 
 	_ "qimg/formats/file"
@@ -64,5 +65,35 @@ func copyFile(t *testing.T, from, to string) {
 	}
 	if err := os.WriteFile(to, b, 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestWriteRefusesFullCount: with the header's allocation count already
+// at the block count, a new block would land past the data area that the
+// block map can address; the write fails and the file is left as it was.
+func TestWriteRefusesFullCount(t *testing.T) {
+	qemutest.Need(t, "qemu-img")
+	path := filepath.Join(t.TempDir(), "full.vdi")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "vdi", path, "2M")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint32(b[0x184:], 2)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	n, err := image.Open(path, image.OpenOptions{Format: "vdi", Claim: image.ClaimWrite, Writable: true, NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.WriteAt([]byte{1}, 0)
+	n.Close()
+	if err == nil || !strings.Contains(err.Error(), "allocated block count 2 is not below the block count 2") {
+		t.Fatalf("write: %v", err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, b) {
+		t.Fatal("the refused write changed the file")
 	}
 }
