@@ -134,3 +134,8 @@ func (v *Image) Info(info *image.Info) error {
 	info.ClusterSize = blockSize
 	return nil
 }
+
+// Truncate: qemu's vdi driver cannot resize; say so in its words.
+func (v *Image) Truncate(int64, image.Prealloc) error {
+	return image.Errorf(image.ErrUnsupported, "Image format driver does not support resize")
+}
