@@ -93,14 +93,26 @@ func (v *Image) ReadAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// BlockStatus reports one block at most: unallocated blocks are zeroes
-// that the image itself decides; allocated ones are data at their place
-// in the file. For static images qemu asks the file too, so that holes
-// there read as zero runs.
+// statusRun bounds one block status answer, so that the block map lock
+// is held briefly however large the request.
+const statusRun = 1 << 30
+
+// BlockStatus reports a run of blocks that read alike: unallocated blocks
+// are zeroes the image itself decides; allocated ones are data at their
+// place in the file, merged while that place continues. For static images
+// qemu asks the file too, so that holes there read as zero runs.
 func (v *Image) BlockStatus(off, length int64) (image.Extent, error) {
+	length = min(length, statusRun)
 	n := min(length, blockSize-off%blockSize)
 	v.mu.RLock()
 	host := v.hostOffset(off)
+	for n < length {
+		next := v.hostOffset(off + n)
+		if host < 0 && next >= 0 || host >= 0 && next != host+n {
+			break
+		}
+		n += min(length-n, blockSize)
+	}
 	v.mu.RUnlock()
 	e := image.Extent{Offset: off, Length: n, Allocated: true, HostOffset: -1}
 	if host < 0 {
