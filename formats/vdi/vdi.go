@@ -36,6 +36,9 @@ type Image struct {
 	mu       sync.RWMutex // guards h.blocksAllocated and bmap
 	h        *header
 	bmap     []uint32
+	// inUse is one past the highest data block the map points at: a new
+	// block must not go below it or it would overwrite another's data.
+	inUse uint32
 }
 
 // Open reads and validates the header and the block map.
@@ -53,10 +56,14 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		return nil, err
 	}
 	bmap := make([]uint32, h.blocksInImage)
+	var inUse uint32
 	for i := range bmap {
 		bmap[i] = le.Uint32(raw[4*i:])
+		if allocated(bmap[i]) {
+			inUse = max(inUse, bmap[i]+1)
+		}
 	}
-	return &Image{file: o.File, filename: o.Filename, h: h, bmap: bmap}, nil
+	return &Image{file: o.File, filename: o.Filename, h: h, bmap: bmap, inUse: inUse}, nil
 }
 
 func (v *Image) Size() int64 { return int64(v.h.diskSize) }

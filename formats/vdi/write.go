@@ -55,6 +55,10 @@ func (v *Image) allocate(idx int64, data []byte, inBlock int64) error {
 		// place data out of reach; the image needs checking
 		return image.Errorf(image.ErrCorrupt, "%s: VDI allocated block count %d is not below the block count %d", v.filename, entry, v.h.blocksInImage)
 	}
+	if entry < v.inUse {
+		// qemu would write the new block over one the map already uses
+		return image.Errorf(image.ErrCorrupt, "%s: VDI allocated block count %d is below a block in use (%d); the image needs checking", v.filename, entry, v.inUse-1)
+	}
 	host := int64(v.h.offsetData) + int64(entry)*blockSize
 	if end := host + blockSize; end > v.file.Size() {
 		if err := v.file.Truncate(end, image.PreallocOff); err != nil {
@@ -71,6 +75,7 @@ func (v *Image) allocate(idx int64, data []byte, inBlock int64) error {
 	}
 	v.bmap[idx] = entry
 	v.h.blocksAllocated++
+	v.inUse = entry + 1
 	return nil
 }
 

@@ -3,6 +3,7 @@ package vdi
 import (
 	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -90,6 +91,41 @@ func TestWriteRefusesFullCount(t *testing.T) {
 	_, err = n.WriteAt([]byte{1}, 0)
 	n.Close()
 	if err == nil || !strings.Contains(err.Error(), "allocated block count 2 is not below the block count 2") {
+		t.Fatalf("write: %v", err)
+	}
+	after, _ := os.ReadFile(path)
+	if !bytes.Equal(after, b) {
+		t.Fatal("the refused write changed the file")
+	}
+}
+
+// TestWriteRefusesOverlap: a map whose entries skip a block (0 and 2 in
+// use, count 2) passes qemu's check, but qemu would allocate the next
+// block over block 2; the driver refuses the write and changes nothing.
+func TestWriteRefusesOverlap(t *testing.T) {
+	qemutest.Need(t, "qemu-img", "qemu-io")
+	path := filepath.Join(t.TempDir(), "gap.vdi")
+	qemutest.Run(t, "qemu-img", "create", "-q", "-f", "vdi", path, "4M")
+	qemutest.Run(t, "qemu-io", "-f", "vdi", "-c", "write -P 1 0 4k", "-c", "write -P 2 1M 4k", "-c", "write -P 3 2M 4k", path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	le.PutUint32(b[0x184:], 2)            // two blocks allocated
+	le.PutUint32(b[0x200+4:], 0xffffffff) // block 1 unallocated: data blocks 0 and 2 used
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("qemu-img", "check", path).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img check: %v\n%s", err, out)
+	}
+	n, err := image.Open(path, image.OpenOptions{Format: "vdi", Claim: image.ClaimWrite, Writable: true, NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = n.WriteAt([]byte{9}, 1<<20)
+	n.Close()
+	if err == nil || !strings.Contains(err.Error(), "is below a block in use (2)") {
 		t.Fatalf("write: %v", err)
 	}
 	after, _ := os.ReadFile(path)
