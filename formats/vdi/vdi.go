@@ -51,19 +51,39 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	raw := make([]byte, h.bmapBytes())
-	if err := o.File.ReadPadded(raw, int64(h.offsetBmap)); err != nil {
+	bmap, err := readBmap(o.File, h)
+	if err != nil {
 		return nil, err
 	}
-	bmap := make([]uint32, h.blocksInImage)
 	var inUse uint32
-	for i := range bmap {
-		bmap[i] = le.Uint32(raw[4*i:])
-		if allocated(bmap[i]) {
-			inUse = max(inUse, bmap[i]+1)
+	for _, entry := range bmap {
+		if allocated(entry) {
+			inUse = max(inUse, entry+1)
 		}
 	}
 	return &Image{file: o.File, filename: o.Filename, h: h, bmap: bmap, inUse: inUse}, nil
+}
+
+// bmapChunk bounds the buffer the block map is read through, so that
+// memory is the map itself and not twice its size.
+const bmapChunk = 1 << 20
+
+// readBmap reads the block map (parseHeader has checked that it lies
+// inside the file).
+func readBmap(f *image.Node, h *header) ([]uint32, error) {
+	bmap := make([]uint32, h.blocksInImage)
+	buf := make([]byte, min(bmapChunk, 4*len(bmap)))
+	for i := 0; i < len(bmap); {
+		n := min(len(bmap)-i, len(buf)/4)
+		if err := f.ReadPadded(buf[:4*n], int64(h.offsetBmap)+4*int64(i)); err != nil {
+			return nil, err
+		}
+		for k := 0; k < n; k++ {
+			bmap[i+k] = le.Uint32(buf[4*k:])
+		}
+		i += n
+	}
+	return bmap, nil
 }
 
 func (v *Image) Size() int64 { return int64(v.h.diskSize) }
