@@ -7,5 +7,6 @@ import (
 	_ "qimg/formats/nbd"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
+	_ "qimg/formats/vdi"
 	_ "qimg/formats/vmdk"
 )
