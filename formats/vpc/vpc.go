@@ -70,7 +70,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		if err := file.ReadPadded(buf, fileSize-footerSize); err != nil {
 			return nil, err
 		}
-		if string(buf[:8]) != string(footerMagic) {
+		// a footer only at the end must say fixed: nothing else describes
+		// a disk without a header
+		if string(buf[:8]) != string(footerMagic) || binary.BigEndian.Uint32(buf[offDiskType:]) != diskFixed {
 			return nil, image.Errorf(image.ErrWrongFormat, "invalid VPC image")
 		}
 		fixed = true
@@ -81,7 +83,8 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	}
 	sectors := img.footer.totalSectors()
 	if sectors > vhdMaxSectors {
-		return nil, image.Errorf(syscall.EFBIG, "File too large")
+		// an errno without words: QEMU names the file a second time
+		return nil, image.Errorf(syscall.EFBIG, "Could not open '%s': File too large", o.Filename)
 	}
 	img.size = sectors * 512
 	img.fixed = img.footer.diskType == diskFixed
@@ -99,7 +102,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 func (img *Image) openDynamic(fileSize int64) error {
 	dataOffset := binary.BigEndian.Uint64(img.footer.raw[16:])
 	h := make([]byte, dynHeaderSize)
-	if dataOffset > math.MaxInt64-dynHeaderSize {
+	if dataOffset > maxRequestEnd-dynHeaderSize {
 		return image.Errorf(image.ErrCorrupt, "Error reading dynamic VHD header")
 	}
 	if dataOffset > uint64(fileSize) {
@@ -127,6 +130,9 @@ func (img *Image) openDynamic(fileSize int64) error {
 		return image.Errorf(image.ErrCorrupt, "Page table too small")
 	}
 	tableOffset := binary.BigEndian.Uint64(h[offTableOffset:])
+	if tableOffset > maxRequestEnd-uint64(entries)*4 || entries*4 > maxRequestBytes {
+		return image.Errorf(image.ErrCorrupt, "Error reading pagetable")
+	}
 	tableEnd := (tableOffset + uint64(entries)*4 + 511) &^ 511
 	if tableOffset > uint64(fileSize) || tableEnd > uint64(fileSize) {
 		return errTruncated
@@ -150,6 +156,15 @@ func (img *Image) openDynamic(fileSize int64) error {
 	}
 	return nil
 }
+
+// maxRequestEnd is where QEMU's block layer stops accepting requests
+// (BDRV_MAX_LENGTH): reads of headers beyond it fail instead of reading
+// zeroes past the end of the file.
+const maxRequestEnd = math.MaxInt64 &^ (1<<30 - 1)
+
+// maxRequestBytes is the longest read QEMU's block layer accepts
+// (BDRV_REQUEST_MAX_BYTES).
+const maxRequestBytes = math.MaxInt32 &^ 511
 
 var errTruncated = image.Errorf(image.ErrCorrupt, "block-vpc: free_data_block_offset points after the end of file. The image has been truncated.")
 
