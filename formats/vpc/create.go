@@ -6,13 +6,27 @@ import (
 	"syscall"
 	"time"
 
+	"qimg/formats/file"
 	"qimg/image"
 )
 
-var createOptions = []image.OptionSpec{
+var createOptions = append([]image.OptionSpec{
 	{Name: "size", Type: image.OptSize, Help: "Virtual disk size"},
 	{Name: "subformat", Type: image.OptString, Help: "Type of virtual hard disk format. Supported formats are {dynamic (default) | fixed} "},
 	{Name: "force_size", Type: image.OptBool, Help: "Force disk size calculation to use the actual size specified, rather than using the nearest CHS-based calculation"},
+}, protocolOptions()...)
+
+// protocolOptions are the file protocol's options, which qemu-img takes
+// for vpc images too. Of them only nocow changes anything: qemu creates
+// the file empty, so preallocation is checked and has no effect.
+func protocolOptions() []image.OptionSpec {
+	var out []image.OptionSpec
+	for _, o := range file.CreateOptions {
+		if o.Name != "size" {
+			out = append(out, o)
+		}
+	}
+	return out
 }
 
 // dynamicBlockSize is the block size QEMU gives the images it creates.
@@ -57,6 +71,9 @@ func parseCreate(o image.Options, size int64) (*createParams, error) {
 }
 
 func checkCreate(o image.Options, size int64) error {
+	if err := file.CheckPrealloc(o.String("preallocation", "off")); err != nil {
+		return err
+	}
 	_, err := parseCreate(o, size)
 	return err
 }
@@ -67,6 +84,9 @@ func Create(c *image.CreateContext) error {
 	p, err := parseCreate(c.Options, c.Size)
 	if err != nil {
 		return err
+	}
+	if f, ok := c.File.Driver().(*file.File); ok && c.Options.Bool("nocow", false) {
+		f.SetNoCOW() // before any data is written, as the flag requires
 	}
 	f := p.footer(time.Now())
 	if p.fixed {
