@@ -102,3 +102,9 @@ func (img *Image) writeFullBitmap(at int64) error {
 	}
 	return img.file.Flush()
 }
+
+// Truncate: QEMU's vpc driver cannot resize, and says so in the block
+// layer's words.
+func (img *Image) Truncate(int64, image.Prealloc) error {
+	return image.Errorf(image.ErrUnsupported, "Image format driver does not support resize")
+}
