@@ -161,14 +161,24 @@ func TestCreatorSize(t *testing.T) {
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 
-// TestGeometry: the geometry QEMU writes for sizes around the CHS
-// algorithm's thresholds never describes less than was asked for, up to
-// the largest geometry.
+// TestGeometry: the geometry written for sizes around the thresholds of
+// the CHS algorithm (17, 31, 63 and 255 sectors per track, the largest
+// geometry) is qemu-img's, read from the footers of images it creates.
 func TestGeometry(t *testing.T) {
-	for _, sectors := range []int64{1, 17 * 4 * 1024, 17*4*1024 + 1, 31 * 16 * 1024, 63 * 16 * 1024, 65535*16*63 - 1, 65535 * 16 * 63, vhdMaxGeometry, vhdMaxGeometry + 1} {
-		g := geometryFor(sectors)
-		if g.total() < min(sectors, vhdMaxGeometry) {
-			t.Errorf("%d sectors: geometry %v holds %d", sectors, g, g.total())
+	qemuImg := qemutest.Need(t, "qemu-img")
+	dir := t.TempDir()
+	for _, sectors := range []int64{1, 69632, 69633, 2088960, 2088961, 8323072, 8323073, 16515072,
+		65535*16*63 - 1, 65535 * 16 * 63, 66059265, 133693440, vhdMaxGeometry, vhdMaxGeometry + 1} {
+		path := filepath.Join(dir, strconv.FormatInt(sectors, 10)+".vhd")
+		qemutest.Run(t, qemuImg, "create", "-q", "-f", "vpc", path, strconv.FormatInt(sectors*512, 10))
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := parseFooter(b[:footerSize])
+		want := geometry{f.cylinders, f.heads, f.sectors}
+		if got := geometryFor(sectors); got != want {
+			t.Errorf("%d sectors: geometry %v, qemu-img writes %v", sectors, got, want)
 		}
 	}
 }
