@@ -13,6 +13,9 @@
 #   QIMG=…         the qimg binary (default: built from this repository)
 #   KEEP=1         keep DIR afterwards
 #   CASES="…"      run only these cases (names as printed)
+#
+# The VHD cases are the Azure pipeline's fixed,force_size conversion and a
+# dynamic one (issue 12).
 set -euo pipefail
 
 if [[ "${BIG:-}" == 1 ]]; then
@@ -100,7 +103,12 @@ run_case() {
 		ratio=$(awk -v q="$qb" -v i="$ib" 'BEGIN { if (i <= 0) i = 0.005; printf "%.2f", q / i }')
 		# the result must be right, or the time means nothing
 		local src=${*: -2:1}
-		if ! qemu-img compare -q "$src" "$out" 2>/dev/null; then
+		# the output's format named (-O), as a fixed VHD probes as raw
+		local fmt=raw i j
+		for ((i = 1; i < $#; i++)); do
+			if [[ "${!i}" == -O ]]; then j=$((i + 1)) fmt=${!j}; fi
+		done
+		if ! qemu-img compare -q -F "$fmt" "$src" "$out" 2>/dev/null; then
 			ratio="WRONG"
 		fi
 	fi
@@ -148,6 +156,8 @@ run_case chain3-flatten "$DIR/out.qcow2" -O qcow2 "$DIR/top.qcow2" "$DIR/out.qco
 run_case m16-W "$DIR/out.qcow2" -m 16 -W -O qcow2 "$DIR/half.raw" "$DIR/out.qcow2"
 run_case writeback "$DIR/out.qcow2" -t writeback -O qcow2 "$DIR/half.raw" "$DIR/out.qcow2"
 run_case raw-to-raw "$DIR/out.raw" -O raw "$DIR/half.raw" "$DIR/out.raw"
+run_case raw-to-vhd-fixed "$DIR/out.vhd" -f raw -O vpc -o subformat=fixed,force_size "$DIR/half.raw" "$DIR/out.vhd"
+run_case raw-to-vhd-dynamic "$DIR/out.vhd" -f raw -O vpc "$DIR/half.raw" "$DIR/out.vhd"
 
 echo
 echo "ratio = qemu-img seconds / qimg seconds (best of $REPS); RSS = peak resident set size"

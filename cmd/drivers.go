@@ -9,4 +9,5 @@ import (
 	_ "qimg/formats/raw"
 	_ "qimg/formats/vdi"
 	_ "qimg/formats/vmdk"
+	_ "qimg/formats/vpc"
 )
