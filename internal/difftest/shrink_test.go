@@ -1,0 +1,109 @@
+package difftest
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// shrink removes steps from a sequence that diverges with signature want
+// for as long as the rest still does (delta debugging, ddmin: drop one of
+// n chunks, n doubling up to single steps). steps ends with the diverging
+// step.
+func (r *replayer) shrink(steps []step, want string) ([]step, error) {
+	diverges := func(cand []step) (bool, error) {
+		d, err := r.replay(cand, false)
+		return d != nil && d.signature() == want, err
+	}
+	n := 2
+	for len(steps) >= 2 {
+		chunk := (len(steps) + n - 1) / n
+		reduced := false
+		for start := 0; start < len(steps); start += chunk {
+			cand := append(append([]step(nil), steps[:start]...), steps[min(start+chunk, len(steps)):]...)
+			ok, err := diverges(cand)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				steps, reduced = cand, true
+				n = max(n-1, 2)
+				break
+			}
+		}
+		if reduced {
+			continue
+		}
+		if n >= len(steps) {
+			break
+		}
+		n = min(2*n, len(steps))
+	}
+	return steps, nil
+}
+
+// script prints steps as a shell script that runs them with each tool in
+// its own folder and then shows what differs.
+func script(title string, steps []step, d *divergence) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "#!/bin/sh\n# %s\n", title)
+	if d != nil {
+		for _, line := range strings.Split(d.String(), "\n") {
+			fmt.Fprintf(&b, "#   %s\n", line)
+		}
+	}
+	b.WriteString("# Run in an empty folder, with qimg, qemu-img and qemu-io on PATH.\n")
+	b.WriteString("for tool in qimg qemu-img; do\n")
+	b.WriteString("\trm -rf \"$tool.d\" && mkdir \"$tool.d\" && cd \"$tool.d\" || exit 1\n")
+	b.WriteString("\techo \"== $tool\"\n")
+	for _, s := range steps {
+		fmt.Fprintf(&b, "\t%s; echo \"exit $?\"\n", shellCommand(s))
+	}
+	if q := query(d); d != nil && q != "" {
+		fmt.Fprintf(&b, "\t%s\n", q)
+	}
+	b.WriteString("\tcd ..\ndone\n")
+	if d != nil && d.aspect == "data" {
+		fmt.Fprintf(&b, "qemu-img compare -f %s -F %s qimg.d/%s qemu-img.d/%s\n", d.format, d.format, d.image, d.image)
+	}
+	return b.String()
+}
+
+// shellCommand is a step's command line for the script's loop.
+func shellCommand(s step) string {
+	words := make([]string, len(s.args))
+	for i, a := range s.args {
+		words[i] = shellQuote(a)
+	}
+	if s.tool {
+		return "\"$tool\" " + strings.Join(words, " ")
+	}
+	return strings.Join(words, " ") + " >/dev/null"
+}
+
+// query is the qemu-img command that shows the difference of d in each
+// folder.
+func query(d *divergence) string {
+	if d == nil {
+		return ""
+	}
+	name := shellQuote(d.image)
+	switch {
+	case d.aspect == "open" || strings.HasPrefix(d.aspect, "info:"):
+		return fmt.Sprintf("qemu-img info --backing-chain -f %s %s", d.format, name)
+	case d.aspect == "check":
+		return fmt.Sprintf("qemu-img check -f %s %s", d.format, name)
+	case d.aspect == "map":
+		return fmt.Sprintf("qemu-img map --output=json -f %s %s", d.format, name)
+	}
+	return ""
+}
+
+var plainWord = regexp.MustCompile(`^[A-Za-z0-9_./=,:+-]+$`)
+
+func shellQuote(s string) string {
+	if plainWord.MatchString(s) {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
