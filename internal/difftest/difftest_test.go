@@ -56,6 +56,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -187,6 +188,9 @@ func (r *replayer) runFor(t *testing.T, cfg config) {
 	}
 }
 
+// fileWord matches what a file name is better without.
+var fileWord = regexp.MustCompile(`[^A-Za-z0-9]+`)
+
 // findings remembers the divergences reported so far by signature.
 type findings struct {
 	seen   map[string][]uint64
@@ -216,6 +220,9 @@ func (r *replayer) runSeed(t *testing.T, cfg config, seed uint64, found *finding
 	}
 	original := d.step + 1
 	small, err := r.shrink(steps[:original], sig)
+	if err == nil {
+		small, err = r.simplify(small, sig)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -230,7 +237,7 @@ func (r *replayer) runSeed(t *testing.T, cfg config, seed uint64, found *finding
 	title := fmt.Sprintf("seed %d: %s (shrunk from %d steps to %d)", seed, sig, original, len(small))
 	sh := script(title, small, d)
 	if found.outDir != "" {
-		name := fmt.Sprintf("%02d-%s.sh", len(found.seen), strings.NewReplacer(" ", "-", ":", "-").Replace(sig))
+		name := fmt.Sprintf("%02d-%s.sh", len(found.seen), fileWord.ReplaceAllString(d.kind+"-"+d.aspect, "-"))
 		if err := os.WriteFile(filepath.Join(found.outDir, name), []byte(sh), 0o755); err != nil {
 			t.Error(err)
 		}

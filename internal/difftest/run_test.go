@@ -87,14 +87,24 @@ type divergence struct {
 	image  string // the image that differs (not for exit and message)
 	format string
 	detail string // qimg's side, then qemu-img's
+	words  string // for exit and message: both outcomes without names and numbers
 }
 
 // signature names the divergence independently of the sizes, offsets and
 // names of one sequence: two sequences with one signature most likely
 // show one bug, and shrinking keeps it.
 func (d *divergence) signature() string {
-	return d.kind + " " + d.aspect
+	sig := d.kind + " " + d.aspect
+	if d.words != "" {
+		// One kind may fail in several ways: their words tell them apart.
+		sig += ": " + d.words
+	}
+	return sig
 }
+
+// variable matches what changes between two sequences in a message: names
+// and numbers.
+var variable = regexp.MustCompile(`'[^']*'|[0-9]+`)
 
 func (d *divergence) String() string {
 	where := ""
@@ -238,11 +248,16 @@ func both[T any](fa, fb func() T) (T, T) {
 }
 
 func compareOutcomes(a, b outcome) *divergence {
+	words := func(o outcome) string { return variable.ReplaceAllString(o.message, "_") }
 	switch {
 	case a.code != b.code:
-		return &divergence{aspect: "exit", detail: fmt.Sprintf("qimg     | exit %d %s\nqemu-img | exit %d %s", a.code, a.message, b.code, b.message)}
+		return &divergence{aspect: "exit",
+			detail: fmt.Sprintf("qimg     | exit %d %s\nqemu-img | exit %d %s", a.code, a.message, b.code, b.message),
+			words:  fmt.Sprintf("qimg %d %s / qemu-img %d %s", a.code, words(a), b.code, words(b))}
 	case a.code != 0 && !sameWords(a.message, b.message):
-		return &divergence{aspect: "message", detail: fmt.Sprintf("qimg     | %s\nqemu-img | %s", a.message, b.message)}
+		return &divergence{aspect: "message",
+			detail: fmt.Sprintf("qimg     | %s\nqemu-img | %s", a.message, b.message),
+			words:  fmt.Sprintf("qimg %s / qemu-img %s", words(a), words(b))}
 	}
 	return nil
 }
@@ -343,7 +358,13 @@ func stateOf(tw twin, im made) imageState {
 		st.check = checkVerdict(res)
 	}
 	res = runIn(tw.dir, "qemu-img", "map", "-U", "--output=json", "-f", im.format, im.name)
-	st.alloc = allocation(res)
+	st.alloc = allocation(res, func(depth int) bool {
+		key := "format"
+		if depth > 0 {
+			key = fmt.Sprintf("backing%d.format", depth)
+		}
+		return st.info[key] == `"raw"`
+	})
 	return st
 }
 
@@ -435,8 +456,11 @@ func checkVerdict(res result) string {
 }
 
 // allocation lists map --output=json's extents without their offsets in
-// the file, neighbours that say the same merged.
-func allocation(res result) []string {
+// the file, neighbours that say the same merged. Extents of raw layers
+// (rawAt(depth)) say only that they are present: whether a raw file has a
+// hole or data there depends on the file system's timing (unwritten
+// extents, write-back), not on the tool.
+func allocation(res result, rawAt func(depth int) bool) []string {
 	if res.code != 0 {
 		return []string{"map failed: " + res.outcome().message}
 	}
@@ -449,32 +473,30 @@ func allocation(res result) []string {
 	if err := json.Unmarshal(res.stdout, &extents); err != nil {
 		return []string{"map: " + err.Error()}
 	}
-	var out []string
-	var end int64
-	last := ""
+	type run struct {
+		start, end int64
+		what       string
+	}
+	var runs []run
 	for _, e := range extents {
-		// Where data is allocated, zero says whether the host file has a
-		// hole there, which depends on the file system's timing (unwritten
-		// extents, write-back), not on the tool.
-		zero := e.Zero && !e.Data
-		what := fmt.Sprintf("depth=%d present=%t zero=%t data=%t", e.Depth, e.Present, zero, e.Data)
+		// Where data is allocated, zero too says whether the host file has
+		// a hole there: timing again.
+		what := fmt.Sprintf("depth=%d present=%t zero=%t data=%t", e.Depth, e.Present, e.Zero && !e.Data, e.Data)
+		if e.Present && rawAt(e.Depth) {
+			what = fmt.Sprintf("depth=%d raw", e.Depth)
+		}
 		if e.Compressed {
 			what += " compressed"
 		}
-		if what == last && len(out) > 0 {
-			end = e.Start + e.Length
-			out[len(out)-1] = fmt.Sprintf("[%d,%d) %s", startOf(out[len(out)-1]), end, what)
+		if n := len(runs); n > 0 && runs[n-1].what == what {
+			runs[n-1].end = e.Start + e.Length
 			continue
 		}
-		last, end = what, e.Start+e.Length
-		out = append(out, fmt.Sprintf("[%d,%d) %s", e.Start, end, what))
+		runs = append(runs, run{e.Start, e.Start + e.Length, what})
+	}
+	out := make([]string, len(runs))
+	for i, r := range runs {
+		out[i] = fmt.Sprintf("[%d,%d) %s", r.start, r.end, r.what)
 	}
 	return out
-}
-
-// startOf reads back the start of an extent allocation printed.
-func startOf(extent string) int64 {
-	var start, end int64
-	fmt.Sscanf(extent, "[%d,%d)", &start, &end)
-	return start
 }

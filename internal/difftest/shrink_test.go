@@ -3,6 +3,7 @@ package difftest
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -11,10 +12,7 @@ import (
 // n chunks, n doubling up to single steps). steps ends with the diverging
 // step.
 func (r *replayer) shrink(steps []step, want string) ([]step, error) {
-	diverges := func(cand []step) (bool, error) {
-		d, err := r.replay(cand, false)
-		return d != nil && d.signature() == want, err
-	}
+	diverges := func(cand []step) (bool, error) { return r.diverges(cand, want) }
 	n := 2
 	for len(steps) >= 2 {
 		chunk := (len(steps) + n - 1) / n
@@ -40,6 +38,58 @@ func (r *replayer) shrink(steps []step, want string) ([]step, error) {
 		n = min(2*n, len(steps))
 	}
 	return steps, nil
+}
+
+// diverges reports whether steps diverge with signature want, comparing
+// the images after the last step only.
+func (r *replayer) diverges(steps []step, want string) (bool, error) {
+	d, err := r.replay(steps, false)
+	return d != nil && d.signature() == want, err
+}
+
+// simplify drops the -o options of the steps one at a time for as long as
+// the sequence still diverges with signature want: a reproduction keeps
+// only the options it needs.
+func (r *replayer) simplify(steps []step, want string) ([]step, error) {
+	for i := range steps {
+		for j := 0; j < len(options(steps[i])); {
+			cand := slices.Clone(steps)
+			cand[i] = withoutOption(steps[i], j)
+			ok, err := r.diverges(cand, want)
+			if err != nil {
+				return nil, err
+			}
+			if ok {
+				steps = cand
+			} else {
+				j++
+			}
+		}
+	}
+	return steps, nil
+}
+
+// options lists the options of a step's -o argument.
+func options(s step) []string {
+	i := slices.Index(s.args, "-o")
+	if i < 0 || i+1 >= len(s.args) {
+		return nil
+	}
+	return strings.Split(s.args[i+1], ",")
+}
+
+// withoutOption is s without the jth option of its -o argument (and
+// without -o when that was the last one).
+func withoutOption(s step, j int) step {
+	i := slices.Index(s.args, "-o")
+	opts := slices.Delete(options(s), j, j+1)
+	if len(opts) == 0 {
+		s.args = slices.Delete(slices.Clone(s.args), i, i+2)
+	} else {
+		s.args = slices.Clone(s.args)
+		s.args[i+1] = strings.Join(opts, ",")
+	}
+	return s
 }
 
 // script prints steps as a shell script that runs them with each tool in
