@@ -94,6 +94,11 @@ var features = []string{
 	"resize-negative",  // resize to a size relative to the current one, smaller
 	"resize-overlay",   // resize and amend -o size of an image with a backing file
 	"snapshot-bitmaps", // snapshot -a on an image with bitmaps
+	// Not operations: qimg's own info, map and check --output=json of
+	// each image qemu-img made, compared with qemu-img's.
+	"read-info",
+	"read-map",
+	"read-check",
 }
 
 // kindNames lists the names of every kind and feature, the create steps
@@ -138,9 +143,9 @@ func (m *model) setup() []step {
 		}
 		steps = append(steps, s)
 		for range m.rnd.IntN(3) + 1 {
-			if w, ok := genWrite(m); ok {
-				steps = append(steps, w)
-			}
+			w, _ := genWrite(m)
+			w.kind = "write"
+			steps = append(steps, w)
 		}
 	}
 	return steps

@@ -118,6 +118,9 @@ func (d *divergence) String() string {
 type replayer struct {
 	qimg string // the qimg binary
 	root string // a folder for the twins
+	// reads lists the readings of qimg compared with qemu-img's
+	// (read-info, read-map, read-check).
+	reads map[string]bool
 	// slow, when set, is told of every step that takes longer than
 	// slowStep on either twin.
 	slow func(s step, qimg, qemu time.Duration)
@@ -145,6 +148,8 @@ func (r *replayer) replay(steps []step, everyStep bool) (*divergence, error) {
 	}
 	var images []made
 	kept := newKept()
+	compared := map[string]bool{}   // images compared since they were made
+	chains := map[string][]string{} // their chains, when last compared
 	for i, s := range steps {
 		oa, ob := r.runBoth(a, b, s)
 		if d := compareOutcomes(oa, ob); d != nil {
@@ -158,11 +163,19 @@ func (r *replayer) replay(steps []step, everyStep bool) (*divergence, error) {
 		if !everyStep && i < len(steps)-1 {
 			continue
 		}
+		last := i == len(steps)-1
 		for _, im := range images {
-			if d := compareImage(a, b, im, kept); d != nil {
+			// An image changes only when the step writes it or its chain;
+			// the last step compares them all, to catch any other change.
+			if !last && compared[im.name] && !slices.ContainsFunc(chains[im.name], func(n string) bool { return slices.Contains(s.writes, n) }) {
+				continue
+			}
+			d, chain := compareImage(a, b, im, kept, r.reads)
+			if d != nil {
 				d.step, d.kind = i, s.kind
 				return d, nil
 			}
+			compared[im.name], chains[im.name] = true, chain
 		}
 	}
 	return nil, nil
@@ -290,32 +303,35 @@ type imageState struct {
 	chain  []string          // the names of the image and its backing files
 	check  string            // qemu-img check's verdict
 	alloc  []string          // map's extents, offsets in the file left out
+	// map and check --output=json as they are, to compare qimg's reading
+	// of the same image with
+	rawMap, rawCheck string
 }
 
-func compareImage(a, b twin, im made, kept *kept) *divergence {
+func compareImage(a, b twin, im made, kept *kept, reads map[string]bool) (*divergence, []string) {
 	sa, sb := both(func() imageState { return stateOf(a, im) }, func() imageState { return stateOf(b, im) })
 	d := &divergence{image: im.name, format: im.format}
-	pair := func(aspect, qa, qb string) *divergence {
+	pair := func(aspect, qa, qb string) (*divergence, []string) {
 		d.aspect, d.detail = aspect, fmt.Sprintf("qimg     | %s\nqemu-img | %s", qa, qb)
-		return d
+		return d, sa.chain
 	}
 	switch {
 	case sa.exists != sb.exists:
 		return pair("exists", fmt.Sprint(sa.exists), fmt.Sprint(sb.exists))
 	case !sa.exists:
-		return nil
+		return nil, sa.chain
 	case sa.open != sb.open:
 		return pair("open", sa.open, sb.open)
 	case sa.open != "":
-		return nil
+		return nil, sa.chain
 	}
 	data, alloc := kept.compares(sa.chain)
 	if !data {
-		return nil
+		return nil, sa.chain
 	}
 	if same, why := sameData(a, b, im); !same {
 		d.aspect, d.detail = "data", why
-		return d
+		return d, sa.chain
 	}
 	if field, ok := firstDifference(sa.info, sb.info); ok {
 		return pair("info:"+generalField(field), field+"="+sa.info[field], field+"="+sb.info[field])
@@ -323,13 +339,54 @@ func compareImage(a, b twin, im made, kept *kept) *divergence {
 	if sa.check != sb.check {
 		return pair("check", sa.check, sb.check)
 	}
-	if !alloc {
-		return nil
-	}
-	if !slices.Equal(sa.alloc, sb.alloc) {
+	if alloc && !slices.Equal(sa.alloc, sb.alloc) {
 		return pair("map", strings.Join(sa.alloc, " "), strings.Join(sb.alloc, " "))
 	}
+	return compareReaders(a.tool, b, im, sb, reads), sa.chain
+}
+
+// compareReaders compares what qimg and qemu-img say of one image, the
+// one qemu-img made: info, map and check with --output=json. Its aspects
+// are read-info:FIELD, read-map and read-check.
+func compareReaders(qimg string, b twin, im made, qemu imageState, reads map[string]bool) *divergence {
+	d := &divergence{image: im.name, format: im.format}
+	pair := func(aspect, qa, qb string) *divergence {
+		d.aspect, d.detail = "read-"+aspect, fmt.Sprintf("qimg     | %s\nqemu-img | %s", qa, qb)
+		return d
+	}
+	read := func(cmd string) result {
+		return runIn(b.dir, qimg, cmd, "-U", "--output=json", "-f", im.format, im.name)
+	}
+	if reads["read-info"] {
+		res := runIn(b.dir, qimg, "info", "-U", "--backing-chain", "--output=json", "-f", im.format, im.name)
+		if res.code != 0 {
+			return pair("info", res.outcome().message, "opens it")
+		}
+		info, _ := flattenInfo(res.stdout)
+		if field, ok := firstDifference(info, qemu.info); ok {
+			return pair("info:"+generalField(field), field+"="+info[field], field+"="+qemu.info[field])
+		}
+	}
+	if m := canonical(read("map")); reads["read-map"] && m != qemu.rawMap {
+		return pair("map", m, qemu.rawMap)
+	}
+	if reads["read-check"] && qemu.info["format"] == `"qcow2"` {
+		if c := canonical(read("check")); c != qemu.rawCheck {
+			return pair("check", c, qemu.rawCheck)
+		}
+	}
 	return nil
+}
+
+// canonical is a command's exit status and its JSON output with keys in
+// one order, or its message when it printed no JSON.
+func canonical(res result) string {
+	var v any
+	if err := json.Unmarshal(res.stdout, &v); err != nil {
+		return fmt.Sprintf("exit %d: %s", res.code, res.outcome().message)
+	}
+	b, _ := json.Marshal(v)
+	return fmt.Sprintf("exit %d: %s", res.code, b)
 }
 
 // sameData compares the guest data of the twins' images with qemu-img
@@ -353,11 +410,12 @@ func stateOf(tw twin, im made) imageState {
 		return st
 	}
 	st.info, st.chain = flattenInfo(res.stdout)
-	if st.info["format"] == "qcow2" {
+	if st.info["format"] == `"qcow2"` {
 		res = runIn(tw.dir, "qemu-img", "check", "-U", "--output=json", "-f", im.format, im.name)
-		st.check = checkVerdict(res)
+		st.check, st.rawCheck = checkVerdict(res), canonical(res)
 	}
 	res = runIn(tw.dir, "qemu-img", "map", "-U", "--output=json", "-f", im.format, im.name)
+	st.rawMap = canonical(res)
 	st.alloc = allocation(res, func(depth int) bool {
 		key := "format"
 		if depth > 0 {

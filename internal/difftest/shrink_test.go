@@ -109,10 +109,13 @@ func script(title string, steps []step, d *divergence) string {
 	for _, s := range steps {
 		fmt.Fprintf(&b, "\t%s; echo \"exit $?\"\n", shellCommand(s))
 	}
-	if q := query(d); d != nil && q != "" {
+	if q := query(d); d != nil && q != "" && !strings.HasPrefix(d.aspect, "read-") {
 		fmt.Fprintf(&b, "\t%s\n", q)
 	}
 	b.WriteString("\tcd ..\ndone\n")
+	if d != nil && strings.HasPrefix(d.aspect, "read-") {
+		fmt.Fprintf(&b, "cd qemu-img.d && for tool in qimg qemu-img; do \"$tool\" %s; done\n", strings.TrimPrefix(query(d), "qemu-img "))
+	}
 	if d != nil && d.aspect == "data" {
 		fmt.Fprintf(&b, "qemu-img compare -f %s -F %s qimg.d/%s qemu-img.d/%s\n", d.format, d.format, d.image, d.image)
 	}
@@ -138,13 +141,14 @@ func query(d *divergence) string {
 		return ""
 	}
 	name := shellQuote(d.image)
+	aspect := strings.TrimPrefix(d.aspect, "read-")
 	switch {
-	case d.aspect == "open" || strings.HasPrefix(d.aspect, "info:"):
-		return fmt.Sprintf("qemu-img info --backing-chain -f %s %s", d.format, name)
-	case d.aspect == "check":
-		return fmt.Sprintf("qemu-img check -f %s %s", d.format, name)
-	case d.aspect == "map":
-		return fmt.Sprintf("qemu-img map --output=json -f %s %s", d.format, name)
+	case aspect == "open" || strings.HasPrefix(aspect, "info"):
+		return fmt.Sprintf("qemu-img info -U --backing-chain --output=json -f %s %s", d.format, name)
+	case aspect == "check":
+		return fmt.Sprintf("qemu-img check -U --output=json -f %s %s", d.format, name)
+	case aspect == "map":
+		return fmt.Sprintf("qemu-img map -U --output=json -f %s %s", d.format, name)
 	}
 	return ""
 }
