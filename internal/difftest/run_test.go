@@ -474,15 +474,25 @@ func flatten(fields map[string]string, path string, v any) {
 }
 
 // firstDifference returns the first field, in sorted order, that a and b
-// do not share with one value.
+// do not share with one value; list lengths (.count) first, as a missing
+// item says more than the fields it lacks.
 func firstDifference(a, b map[string]string) (string, bool) {
-	keys := slices.Sorted(maps.Keys(a))
+	keys := slices.Collect(maps.Keys(a))
 	for k := range b {
 		if _, ok := a[k]; !ok {
 			keys = append(keys, k)
 		}
 	}
-	slices.Sort(keys)
+	slices.SortFunc(keys, func(x, y string) int {
+		cx, cy := strings.HasSuffix(x, ".count"), strings.HasSuffix(y, ".count")
+		if cx != cy {
+			if cx {
+				return -1
+			}
+			return 1
+		}
+		return strings.Compare(x, y)
+	})
 	for _, k := range keys {
 		va, oka := a[k]
 		vb, okb := b[k]
