@@ -32,7 +32,7 @@ func TestPlantedDivergence(t *testing.T) {
 		{kind: "snapshot-create", tool: true, args: []string{"snapshot", "-q", "-c", "s1", "a.qcow2"}, writes: []string{"a.qcow2"}},
 		io("discard 0 4k"),
 	}
-	d, err := r.replay(steps, true)
+	d, err := r.replay(steps, true, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -133,7 +133,10 @@ const slowStep = 5 * time.Second
 // nil. With everyStep the images are compared after every step; otherwise
 // only the outcomes are, and the images after the last step (enough when
 // shrinking a sequence that ends with the diverging step).
-func (r *replayer) replay(steps []step, everyStep bool) (*divergence, error) {
+//
+// pass, when not nil, says which divergences of qimg's reading to pass
+// over: the twins are still alike after those, so the sequence goes on.
+func (r *replayer) replay(steps []step, everyStep bool, pass func(*divergence) bool) (*divergence, error) {
 	dir, err := os.MkdirTemp(r.root, "seq")
 	if err != nil {
 		return nil, err
@@ -170,7 +173,7 @@ func (r *replayer) replay(steps []step, everyStep bool) (*divergence, error) {
 			if !last && compared[im.name] && !slices.ContainsFunc(chains[im.name], func(n string) bool { return slices.Contains(s.writes, n) }) {
 				continue
 			}
-			d, chain := compareImage(a, b, im, kept, r.reads)
+			d, chain := compareImage(a, b, im, kept, r.reads, pass)
 			if d != nil {
 				d.step, d.kind = i, s.kind
 				return d, nil
@@ -308,7 +311,7 @@ type imageState struct {
 	rawMap, rawCheck string
 }
 
-func compareImage(a, b twin, im made, kept *kept, reads map[string]bool) (*divergence, []string) {
+func compareImage(a, b twin, im made, kept *kept, reads map[string]bool, pass func(*divergence) bool) (*divergence, []string) {
 	sa, sb := both(func() imageState { return stateOf(a, im) }, func() imageState { return stateOf(b, im) })
 	d := &divergence{image: im.name, format: im.format}
 	pair := func(aspect, qa, qb string) (*divergence, []string) {
@@ -342,37 +345,45 @@ func compareImage(a, b twin, im made, kept *kept, reads map[string]bool) (*diver
 	if alloc && !slices.Equal(sa.alloc, sb.alloc) {
 		return pair("map", strings.Join(sa.alloc, " "), strings.Join(sb.alloc, " "))
 	}
-	return compareReaders(a.tool, b, im, sb, reads), sa.chain
+	return compareReaders(a.tool, b, im, sb, reads, pass), sa.chain
 }
 
 // compareReaders compares what qimg and qemu-img say of one image, the
 // one qemu-img made: info, map and check with --output=json. Its aspects
 // are read-info:FIELD, read-map and read-check.
-func compareReaders(qimg string, b twin, im made, qemu imageState, reads map[string]bool) *divergence {
-	d := &divergence{image: im.name, format: im.format}
-	pair := func(aspect, qa, qb string) *divergence {
-		d.aspect, d.detail = "read-"+aspect, fmt.Sprintf("qimg     | %s\nqemu-img | %s", qa, qb)
-		return d
+func compareReaders(qimg string, b twin, im made, qemu imageState, reads map[string]bool, pass func(*divergence) bool) *divergence {
+	var found *divergence
+	// pair notes a divergence and says whether to stop at it.
+	pair := func(aspect, qa, qb string) bool {
+		d := &divergence{image: im.name, format: im.format, aspect: "read-" + aspect, detail: fmt.Sprintf("qimg     | %s\nqemu-img | %s", qa, qb)}
+		if pass != nil && pass(d) {
+			return false
+		}
+		found = d
+		return true
 	}
 	read := func(cmd string) result {
 		return runIn(b.dir, qimg, cmd, "-U", "--output=json", "-f", im.format, im.name)
 	}
 	if reads["read-info"] {
 		res := runIn(b.dir, qimg, "info", "-U", "--backing-chain", "--output=json", "-f", im.format, im.name)
-		if res.code != 0 {
-			return pair("info", res.outcome().message, "opens it")
-		}
 		info, _ := flattenInfo(res.stdout)
-		if field, ok := firstDifference(info, qemu.info); ok {
-			return pair("info:"+generalField(field), field+"="+info[field], field+"="+qemu.info[field])
+		field, differ := firstDifference(info, qemu.info)
+		switch {
+		case res.code != 0 && pair("info", res.outcome().message, "opens it"):
+			return found
+		case res.code == 0 && differ && pair("info:"+generalField(field), field+"="+info[field], field+"="+qemu.info[field]):
+			return found
 		}
 	}
-	if m := canonical(read("map")); reads["read-map"] && m != qemu.rawMap {
-		return pair("map", m, qemu.rawMap)
+	if reads["read-map"] {
+		if m := canonical(read("map")); m != qemu.rawMap && pair("map", m, qemu.rawMap) {
+			return found
+		}
 	}
 	if reads["read-check"] && qemu.info["format"] == `"qcow2"` {
-		if c := canonical(read("check")); c != qemu.rawCheck {
-			return pair("check", c, qemu.rawCheck)
+		if c := canonical(read("check")); c != qemu.rawCheck && pair("check", c, qemu.rawCheck) {
+			return found
 		}
 	}
 	return nil
