@@ -94,6 +94,10 @@ type divergence struct {
 // names of one sequence: two sequences with one signature most likely
 // show one bug, and shrinking keeps it.
 func (d *divergence) signature() string {
+	if strings.HasPrefix(d.aspect, "read-") {
+		// qimg reads what the steps left, whichever step came last.
+		return d.aspect
+	}
 	sig := d.kind + " " + d.aspect
 	if d.words != "" {
 		// One kind may fail in several ways: their words tell them apart.
