@@ -17,36 +17,45 @@ package difftest
 // compare of the twins), the fields of info --backing-chain --output=json
 // (virtual size, layout, snapshots, bitmaps; not the host's sizes and
 // times), qemu-img check's verdict and the allocation of map
-// --output=json. Where qimg leaves a different allocation on purpose
-// (issue 21's kept differences: a safe rebase and convert -B leave
-// clusters unallocated where the backing reads the same) the images it
-// wrote, and what is copied from them, have their data compared and not
-// their allocation. The kept differences in guest data (a safe rebase of
-// a compat=0.10 image, check -r of an image with bitmaps and snapshots)
-// are not generated.
+// --output=json. Then it compares qimg's own info, map and check
+// --output=json of each image qemu-img made with qemu-img's (read-info,
+// read-map, read-check).
+//
+// Where qimg leaves a different allocation on purpose (issue 21's kept
+// differences: a safe rebase and convert -B leave clusters unallocated
+// where the backing reads the same) the images it wrote, and what is
+// copied from them, have their data compared and not their allocation,
+// and only while the chain they rely on is unchanged. The kept
+// differences in guest data (a safe rebase of a compat=0.10 image, check
+// -r of an image with bitmaps and snapshots, convert -B onto another
+// backing file than the source's) are not generated.
 //
 // On a divergence the sequence is cut after the diverging step and shrunk
-// (delta debugging over the steps, keeping the divergence's signature:
-// the step's kind and what differs), and printed as a shell script that
-// runs the steps with each tool in its own folder and shows the
-// difference.
+// (delta debugging over the steps, then over each step's -o options,
+// keeping the divergence's signature: the step's kind, what differs and,
+// for a failure, its words), and printed as a shell script that runs the
+// steps with each tool in its own folder and shows the difference.
 //
 // By default (CI) it runs the fixed seeds of shortSeeds, about 30 s on 2
-// cores, without the kinds in divergingKinds: those still diverge today
-// (FINDINGS.md has their reproductions) and come off the list as their
-// fixes land. The environment changes that:
+// cores, without the kinds and features in divergingKinds: those still
+// diverge today (FINDINGS.md has their reproductions) and come off the
+// list as their fixes land. The environment changes that:
 //
 //	QIMG_DIFF_DURATION=1h  run new random seeds for that long, every kind
 //	                       included; report each distinct divergence once
 //	QIMG_DIFF_SEED=N       replay seed N alone (every kind included), as a
 //	                       long run reported it
-//	QIMG_DIFF_OPS=a,b,…    only these kinds (see kindNames; the create
-//	                       kinds of the setup are always included)
+//	QIMG_DIFF_OPS=a,b,…    only these kinds and features (kindNames lists
+//	                       them; the creates of the setup stay)
 //	QIMG_DIFF_STEPS=N      N operations after the setup (default 8, 16 in
 //	                       a long run)
 //	QIMG_DIFF_OUT=DIR      also write each reproduction to DIR/NN-KIND.sh
 //
-// For example:
+// A long run passes over a reading divergence it has reported (the twins
+// are still alike) and leaves out a kind once it has diverged more than
+// frequent times, so that the rest is reached; a seed replayed alone after
+// that may make another sequence than the one reported, whose script is
+// the reproduction. For example:
 //
 //	QIMG_DIFF_DURATION=1h QIMG_DIFF_OUT=/tmp/diff go test -v -timeout 2h -run TestDifferential ./internal/difftest
 
@@ -71,16 +80,16 @@ import (
 // reason. The short run leaves them out so that it passes; take a kind off
 // the list when its fix has landed and the short run passes with it.
 var divergingKinds = map[string]string{
-	"resize-prealloc":  "a grow with preallocation loses guest data; a shrink with preallocation has other words",
-	"resize-bitmaps":   "qimg refuses to resize an image with a bitmap",
-	"prealloc-backing": "convert -B with preallocation: qimg opens the backing file before it refuses the options",
-	"amend-refcount":   "qimg does not change refcount_bits yet",
-	"convert-compress": "convert -c leaves other sectors unallocated than qemu-img in small-cluster targets",
-	"resize-negative":  "qimg takes a negative relative size for an option",
-	"resize-overlay":   "a grow of an image with a backing file shows the backing file's data",
-	"snapshot-bitmaps": "snapshot -a of an image with enabled bitmaps: qimg applies it, qemu-img refuses",
-	"amend-compat":     "qimg does not change compat yet",
-	"read-map":         "qimg map --output=json leaves out the offset of unallocated zero clusters and the host's holes under allocated ones",
+	"resize-prealloc":  "FINDINGS.md 1, 7: a grow with preallocation loses guest data; a shrink with it is not refused as qemu-img refuses it",
+	"resize-overlay":   "FINDINGS.md 2: a grow of an image with a backing file shows the backing file's data",
+	"snapshot-bitmaps": "FINDINGS.md 3: snapshot -a of an image with enabled bitmaps is not refused",
+	"resize-bitmaps":   "FINDINGS.md 4: a resize of an image with a bitmap is refused and leaves it in use",
+	"prealloc-backing": "FINDINGS.md 5, 11: a refused create with preallocation and a backing file leaves a file",
+	"convert-compress": "FINDINGS.md 6: convert -c allocates zero clusters of a small-cluster target",
+	"resize-negative":  "FINDINGS.md 8: a negative relative size is taken for an option",
+	"amend-compat":     "FINDINGS.md 9: amend -o compat= is not supported",
+	"amend-refcount":   "FINDINGS.md 9: amend -o refcount_bits= is not supported",
+	"read-map":         "FINDINGS.md 13: map --output=json of zero subclusters and preallocated clusters",
 }
 
 // shortSeeds are the seeds of the default run.

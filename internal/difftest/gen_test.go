@@ -39,7 +39,6 @@ type img struct {
 	clusterSize  int64
 	snapshots    []string
 	bitmaps      []string
-	converted    bool // made by convert, not part of the chain
 }
 
 type model struct {
@@ -507,7 +506,7 @@ func genRebaseUnsafe(m *model) (step, bool) {
 // (-B) when it is not nil.
 func (m *model) convert(src *img, format string, backing *img, extra ...string) step {
 	m.serial++
-	out := &img{name: fmt.Sprintf("c%d.%s", m.serial, format), format: format, size: src.size, backing: backing, converted: true}
+	out := &img{name: fmt.Sprintf("c%d.%s", m.serial, format), format: format, size: src.size, backing: backing}
 	args := []string{"convert", "-q", "-f", src.format, "-O", format}
 	if format == "qcow2" {
 		args = append(args, "-o", strings.Join(m.qcow2Options(out), ","))
