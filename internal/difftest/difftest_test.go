@@ -86,6 +86,7 @@ var divergingKinds = map[string]string{
 	"resize-bitmaps":   "FINDINGS.md 4: a resize of an image with a bitmap is refused and leaves it in use",
 	"prealloc-backing": "FINDINGS.md 5, 11: a refused create with preallocation and a backing file leaves a file",
 	"convert-compress": "FINDINGS.md 6: convert -c allocates zero clusters of a small-cluster target",
+	"commit-alloc":     "FINDINGS.md 6b: commit allocates less in the base than qemu-img",
 	"resize-negative":  "FINDINGS.md 8: a negative relative size is taken for an option",
 	"amend-compat":     "FINDINGS.md 9: amend -o compat= is not supported",
 	"amend-refcount":   "FINDINGS.md 9: amend -o refcount_bits= is not supported",
