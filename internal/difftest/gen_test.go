@@ -218,6 +218,10 @@ func (m *model) createQcow2(name string, size int64, backing *img) step {
 	kind := "create-qcow2"
 	if backing != nil {
 		kind = "create-overlay"
+		// Named by its feature, so that a long run can leave it out.
+		if slices.ContainsFunc(opts, func(o string) bool { return strings.HasPrefix(o, "preallocation=") }) {
+			kind = "prealloc-backing"
+		}
 		args = append(args, "-b", backing.name, "-F", backing.format)
 		if size == 0 {
 			im.size = backing.size
