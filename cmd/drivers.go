@@ -7,4 +7,5 @@ import (
 	_ "qimg/formats/nbd"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
+	_ "qimg/formats/vhdx"
 )
