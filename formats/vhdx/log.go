@@ -54,7 +54,9 @@ func checkLog(r readerAt, size int64, h *header) (needsReplay bool, err error) {
 // header with invalid descriptors makes the image unusable (EINVAL).
 func (l *logReader) search(logGUID guid) (bool, error) {
 	buf := make([]byte, logSectorSize)
-	for pos := uint64(0); pos < uint64(l.length); {
+	// an entry cannot start past the end of the file: that reads as zeroes
+	end := min(uint64(l.length), uint64(max(l.size, 0))-min(l.offset, uint64(max(l.size, 0))))
+	for pos := uint64(0); pos < end; {
 		if err := l.sector(buf, pos); err != nil {
 			return false, err
 		}
@@ -67,7 +69,8 @@ func (l *logReader) search(logGUID guid) (bool, error) {
 		if err != nil || valid {
 			return valid, err
 		}
-		pos += uint64(eh.entryLength)
+		// QEMU has read the descriptor sectors and the rest of the entry
+		pos += eh.sectors() * logSectorSize
 	}
 	return false, nil
 }
@@ -92,17 +95,22 @@ func descSectors(count uint32) uint64 {
 	return (uint64(count) + 2 + 127) / 128
 }
 
+// sectors is how many log sectors checking the entry reads: its
+// descriptor sectors even when its length says fewer.
+func (eh *logEntryHeader) sectors() uint64 {
+	return max(uint64(eh.entryLength)/logSectorSize, descSectors(eh.descriptorCount))
+}
+
 // entryValid checks the descriptors and the checksum of the entry at pos,
 // whose first sector is first, one sector at a time.
 func (l *logReader) entryValid(first []byte, pos uint64, eh *logEntryHeader) (bool, error) {
 	want := le.Uint32(first[4:])
 	crc := crc32.New(castagnoli)
 	buf := make([]byte, logSectorSize)
-	total := uint64(eh.entryLength) / logSectorSize
 	nDesc := descSectors(eh.descriptorCount)
 	seen := uint32(0)
 	// the header's checksum field counts as zero
-	for i := uint64(0); i < max(total, nDesc); i++ {
+	for i := uint64(0); i < eh.sectors(); i++ {
 		p := buf
 		if i == 0 {
 			p = first

@@ -33,10 +33,13 @@ var errNoHeader = image.Errorf(image.ErrCorrupt, "No valid VHDX header found")
 
 // Image is an open VHDX image.
 type Image struct {
-	file      *image.Node
-	meta      *metadata
-	bat       []byte // little-endian entries, decoded on use
-	blockBits uint
+	file storage
+	meta *metadata
+	// The BAT is read entry by entry when needed: one entry covers a
+	// block of at least 1 MiB, and no header field decides an allocation.
+	batOffset  uint64
+	batEntries uint64
+	blockBits  uint
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
 	chunkBits uint
@@ -47,15 +50,21 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if o.Writable {
 		return nil, image.NotSupported("writing to vhdx images")
 	}
-	img, err := open(o.File, o.File.Size())
+	img, err := open(o.File)
 	if errors.Is(err, errNeedsReplay) {
 		return nil, image.Errorf(syscall.EPERM, "VHDX image file '%s' opened read-only, but contains a log that needs to be replayed\nTo replay the log, run:\nqemu-img check -r all '%s'", o.Filename, o.Filename)
 	}
 	if err != nil {
 		return nil, openError(o.Filename, err)
 	}
-	img.file = o.File
 	return img, nil
+}
+
+// storage is the image file: the protocol node, or a file in memory for
+// the fuzz targets.
+type storage interface {
+	readerAt
+	Size() int64
 }
 
 // openError words a failure as qemu-img does: errors without their own
@@ -68,8 +77,9 @@ func openError(filename string, err error) error {
 	return err
 }
 
-// open parses the image's metadata from r (a file of size bytes).
-func open(r readerAt, size int64) (*Image, error) {
+// open parses the image's metadata from r.
+func open(r storage) (*Image, error) {
+	size := r.Size()
 	sig := make([]byte, 8)
 	if err := readFull(r, size, sig, 0); err != nil {
 		return nil, err
@@ -101,14 +111,16 @@ func open(r readerAt, size int64) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	img := &Image{
-		meta:      m,
-		blockBits: uint(bits.TrailingZeros32(m.blockSize)),
-		chunkBits: uint(bits.TrailingZeros64(m.chunkRatio())),
-	}
-	img.bat, err = readBAT(r, size, batRegion, m, rs)
-	if err != nil {
+	if err := checkBAT(r, size, batRegion, m, rs); err != nil {
 		return nil, err
+	}
+	img := &Image{
+		file:       r,
+		meta:       m,
+		batOffset:  batRegion.offset,
+		batEntries: m.batEntries(),
+		blockBits:  uint(bits.TrailingZeros32(m.blockSize)),
+		chunkBits:  uint(bits.TrailingZeros64(m.chunkRatio())),
 	}
 	return img, nil
 }
@@ -117,31 +129,40 @@ func open(r readerAt, size int64) (*Image, error) {
 // image whose log holds entries; Open words it with the file name.
 var errNeedsReplay = errors.New("log needs replay")
 
-// readBAT reads the BAT entries the virtual size needs, after checking
-// that the BAT region holds them and lies within the file, and that no
-// fully present payload block overlaps a metadata region.
-func readBAT(r readerAt, size int64, batRegion regionEntry, m *metadata, rs regions) ([]byte, error) {
+// batScanChunk is how many BAT bytes checkBAT reads at a time.
+const batScanChunk = 64 << 10
+
+// checkBAT checks that the BAT region holds the entries the virtual size
+// needs and that no fully present payload block overlaps a metadata
+// region, as QEMU does on open; the BAT is read in chunks.
+func checkBAT(r readerAt, size int64, batRegion regionEntry, m *metadata, rs regions) error {
 	n := m.batEntries()
 	if n > uint64(batRegion.length)/8 {
-		return nil, syscall.EINVAL
+		return syscall.EINVAL
 	}
-	if batRegion.offset+n*8 > uint64(size) {
-		return nil, syscall.EINVAL
+	// entries past the end of the file read as zero (not present)
+	if size <= int64(batRegion.offset) {
+		return nil
 	}
-	raw := make([]byte, n*8)
-	if err := readFull(r, size, raw, int64(batRegion.offset)); err != nil {
-		return nil, err
-	}
+	n = min(n, (uint64(size)-batRegion.offset+7)/8)
 	ratio := m.chunkRatio()
-	for i := uint64(0); i < n; i++ {
-		e := le.Uint64(raw[8*i:])
-		isPayload := i%(ratio+1) != ratio
-		if isPayload && e&batStateMask == blockFullyPresent &&
-			rs.overlaps(e&batFileOffsetMask, uint64(m.blockSize)) {
-			return nil, syscall.EINVAL
+	buf := make([]byte, batScanChunk)
+	for first := uint64(0); first < n; first += batScanChunk / 8 {
+		count := min(n-first, batScanChunk/8)
+		chunk := buf[:count*8]
+		if err := readFull(r, size, chunk, int64(batRegion.offset+first*8)); err != nil {
+			return err
+		}
+		for k := uint64(0); k < count; k++ {
+			e := le.Uint64(chunk[8*k:])
+			isPayload := (first+k)%(ratio+1) != ratio
+			if isPayload && e&batStateMask == blockFullyPresent &&
+				rs.overlaps(e&batFileOffsetMask, uint64(m.blockSize)) {
+				return syscall.EINVAL
+			}
 		}
 	}
-	return raw, nil
+	return nil
 }
 
 func (img *Image) Size() int64 { return int64(img.meta.virtualSize) }
@@ -153,11 +174,15 @@ func (img *Image) Close() error { return nil }
 func (img *Image) entry(off int64) (uint64, int64, error) {
 	block := uint64(off) >> img.blockBits
 	idx := block + block>>img.chunkBits
-	if idx >= uint64(len(img.bat))/8 {
+	if idx >= img.batEntries {
 		return 0, 0, image.Errorf(syscall.EIO, "Input/output error")
 	}
+	var b [8]byte
+	if err := readFull(img.file, img.file.Size(), b[:], int64(img.batOffset+8*idx)); err != nil {
+		return 0, 0, err
+	}
 	bs := int64(1) << img.blockBits
-	return le.Uint64(img.bat[8*idx:]), bs - off&(bs-1), nil
+	return le.Uint64(b[:]), bs - off&(bs-1), nil
 }
 
 // ReadAt reads guest data block by block: present blocks from the file,
@@ -176,7 +201,7 @@ func (img *Image) ReadAt(p []byte, off int64) (int, error) {
 			clear(chunk)
 		case blockFullyPresent:
 			host := int64(e&batFileOffsetMask) + off&(int64(1)<<img.blockBits-1)
-			if err := img.file.ReadPadded(chunk, host); err != nil {
+			if err := readFull(img.file, img.file.Size(), chunk, host); err != nil {
 				return done, err
 			}
 		default:
