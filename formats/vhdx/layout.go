@@ -65,6 +65,10 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// crc32c is the checksum of a structure whose checksum field (at 4) is
+// zero.
+func crc32c(b []byte) uint32 { return crc32.Checksum(b, castagnoli) }
+
 // checksumValid verifies a CRC-32C stored at crcOff, computed over buf
 // with the checksum field taken as zero.
 func checksumValid(buf []byte, crcOff int) bool {

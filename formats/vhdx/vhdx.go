@@ -14,9 +14,12 @@ import (
 
 func init() {
 	image.Register(&image.Format{
-		Name:  "vhdx",
-		Probe: probe,
-		Open:  Open,
+		Name:          "vhdx",
+		Probe:         probe,
+		Open:          Open,
+		CreateOptions: createOptions,
+		Create:        Create,
+		CheckCreate:   checkCreate,
 	})
 }
 
