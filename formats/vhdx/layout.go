@@ -121,13 +121,19 @@ type region struct{ start, end uint64 }
 type regions []region
 
 func (rs regions) overlaps(start, length uint64) bool {
+	_, bad := rs.overlapping(start, length)
+	return bad
+}
+
+// overlapping returns the first region [start, start+length) overlaps.
+func (rs regions) overlapping(start, length uint64) (region, bool) {
 	end := start + length
 	for _, r := range rs {
 		if !(start >= r.end || end <= r.start) {
-			return true
+			return r, true
 		}
 	}
-	return false
+	return region{}, false
 }
 
 // readAt reads exactly len(p) bytes; bytes past the end of the file read

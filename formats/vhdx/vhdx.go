@@ -6,6 +6,7 @@ package vhdx
 
 import (
 	"errors"
+	"io"
 	"math/bits"
 	"syscall"
 
@@ -42,6 +43,7 @@ type Image struct {
 	// block of at least 1 MiB, and no header field decides an allocation.
 	batOffset  uint64
 	batEntries uint64
+	regions    regions // the log, BAT and metadata regions
 	blockBits  uint
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
@@ -54,6 +56,10 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		return nil, image.NotSupported("writing to vhdx images")
 	}
 	img, err := open(o.File)
+	if err == nil && !o.Check {
+		// a check reports these; anything else refuses the image
+		_, err = img.checkBATEntries(false, io.Discard)
+	}
 	if errors.Is(err, errNeedsReplay) {
 		return nil, image.Errorf(syscall.EPERM, "VHDX image file '%s' opened read-only, but contains a log that needs to be replayed\nTo replay the log, run:\nqemu-img check -r all '%s'", o.Filename, o.Filename)
 	}
@@ -114,10 +120,11 @@ func open(r storage) (*Image, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkBAT(r, size, batRegion, m, rs); err != nil {
-		return nil, err
+	if m.batEntries() > uint64(batRegion.length)/8 {
+		return nil, syscall.EINVAL // the BAT region is too small
 	}
 	img := &Image{
+		regions:    rs,
 		file:       r,
 		meta:       m,
 		batOffset:  batRegion.offset,
@@ -131,42 +138,6 @@ func open(r storage) (*Image, error) {
 // errNeedsReplay stands for QEMU's refusal of a read-only open of an
 // image whose log holds entries; Open words it with the file name.
 var errNeedsReplay = errors.New("log needs replay")
-
-// batScanChunk is how many BAT bytes checkBAT reads at a time.
-const batScanChunk = 64 << 10
-
-// checkBAT checks that the BAT region holds the entries the virtual size
-// needs and that no fully present payload block overlaps a metadata
-// region, as QEMU does on open; the BAT is read in chunks.
-func checkBAT(r readerAt, size int64, batRegion regionEntry, m *metadata, rs regions) error {
-	n := m.batEntries()
-	if n > uint64(batRegion.length)/8 {
-		return syscall.EINVAL
-	}
-	// entries past the end of the file read as zero (not present)
-	if size <= int64(batRegion.offset) {
-		return nil
-	}
-	n = min(n, (uint64(size)-batRegion.offset+7)/8)
-	ratio := m.chunkRatio()
-	buf := make([]byte, batScanChunk)
-	for first := uint64(0); first < n; first += batScanChunk / 8 {
-		count := min(n-first, batScanChunk/8)
-		chunk := buf[:count*8]
-		if err := readFull(r, size, chunk, int64(batRegion.offset+first*8)); err != nil {
-			return err
-		}
-		for k := uint64(0); k < count; k++ {
-			e := le.Uint64(chunk[8*k:])
-			isPayload := (first+k)%(ratio+1) != ratio
-			if isPayload && e&batStateMask == blockFullyPresent &&
-				rs.overlaps(e&batFileOffsetMask, uint64(m.blockSize)) {
-				return syscall.EINVAL
-			}
-		}
-	}
-	return nil
-}
 
 func (img *Image) Size() int64 { return int64(img.meta.virtualSize) }
 
