@@ -1,6 +1,7 @@
 package vhdx
 
 import (
+	"bytes"
 	"errors"
 	"hash/crc32"
 	"os"
@@ -119,5 +120,40 @@ func TestWriteSeeds(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, name), encodeSparseFile(t, img), 0o644); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// qimg's BAT updates go through the log: an entry qimg wrote, made
+// pending again, is one QEMU replays (check -r all counts it as a fixed
+// corruption) and the image then reads as written; before the replay qimg
+// refuses it read-only in qemu-img's words and read/write as unsupported.
+func TestQimgLogEntryReplayedByQemu(t *testing.T) {
+	img := qemuImage(t, "64M", "block_size=1M")
+	n, err := image.Open(img, image.OpenOptions{Format: "vhdx", Claim: image.ClaimWrite, Writable: true, NoBacking: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := bytes.Repeat([]byte{0x5a}, 4096)
+	if _, err := n.WriteAt(data, 3<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	withPendingLog(t, img)
+	if _, err := openImage(img); err == nil || !strings.Contains(err.Error(), "contains a log that needs to be replayed") {
+		t.Fatalf("read-only open: %v", err)
+	}
+	if _, err := image.Open(img, image.OpenOptions{Format: "vhdx", Claim: image.ClaimWrite, Writable: true, NoBacking: true}); !errors.Is(err, image.ErrUnsupported) {
+		t.Fatalf("read/write open: %v", err)
+	}
+	out := qemutest.Run(t, "qemu-img", "check", "-r", "all", img)
+	if !strings.Contains(out, "1 corruptions") {
+		t.Fatalf("qemu-img check -r all did not replay the log:\n%s", out)
+	}
+	qemutest.Run(t, "qemu-img", "check", img)
+	out = qemutest.Run(t, "qemu-io", "-f", "vhdx", "-r", "-c", "read -P 0x5a 3M 4k", "-c", "read -P 0 0 3M", img)
+	if strings.Contains(out, "Pattern verification failed") {
+		t.Fatalf("data after replay:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"math/bits"
+	"sync"
 	"syscall"
 
 	"qimg/image"
@@ -44,27 +45,44 @@ type Image struct {
 	batOffset  uint64
 	batEntries uint64
 	regions    regions // the log, BAT and metadata regions
-	blockBits  uint
+
+	// header is the current header, in slot current (0 or 1).
+	header  *header
+	current int
+	// write state: the session's file write GUID, whether guest data
+	// has been written since the open, the next log sequence number
+	node        *image.Node // the file, when open for writing
+	mu          sync.Mutex
+	sessionGUID guid
+	wroteData   bool
+	logSequence uint64
+	blockBits   uint
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
 	chunkBits uint
 }
 
-// Open opens a VHDX image read-only; writing is not supported yet.
+// Open opens a VHDX image. A writable open records a new file write GUID
+// in the headers, as QEMU does.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	if o.Writable {
-		return nil, image.NotSupported("writing to vhdx images")
-	}
 	img, err := open(o.File)
 	if err == nil && !o.Check {
 		// a check reports these; anything else refuses the image
 		_, err = img.checkBATEntries(false, io.Discard)
+	}
+	if errors.Is(err, errNeedsReplay) && o.Writable {
+		return nil, image.NotSupported("replaying the log of vhdx image '%s'", o.Filename)
 	}
 	if errors.Is(err, errNeedsReplay) {
 		return nil, image.Errorf(syscall.EPERM, "VHDX image file '%s' opened read-only, but contains a log that needs to be replayed\nTo replay the log, run:\nqemu-img check -r all '%s'", o.Filename, o.Filename)
 	}
 	if err != nil {
 		return nil, openError(o.Filename, err)
+	}
+	if o.Writable {
+		if err := img.startWriting(o.File); err != nil {
+			return nil, err
+		}
 	}
 	return img, nil
 }
@@ -96,7 +114,7 @@ func open(r storage) (*Image, error) {
 	if string(sig) != "vhdxfile" {
 		return nil, syscall.EINVAL
 	}
-	h, _, err := selectHeader(r, size)
+	h, current, err := selectHeader(r, size)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +142,8 @@ func open(r storage) (*Image, error) {
 		return nil, syscall.EINVAL // the BAT region is too small
 	}
 	img := &Image{
+		header:     h,
+		current:    current,
 		regions:    rs,
 		file:       r,
 		meta:       m,
