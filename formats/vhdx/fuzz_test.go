@@ -1,6 +1,7 @@
 package vhdx
 
 import (
+	"io"
 	"testing"
 )
 
@@ -11,7 +12,7 @@ import (
 var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed"}
 
 // FuzzOpen parses whole images (headers, log, region table, metadata,
-// BAT), then reads and maps them. Errors are fine; panics, hangs and big
+// BAT), checks their BAT, then reads them. Errors are fine; panics, hangs and big
 // allocations are not.
 func FuzzOpen(f *testing.F) {
 	for _, name := range fuzzSeeds {
@@ -22,6 +23,9 @@ func FuzzOpen(f *testing.F) {
 		img, err := open(s)
 		if err != nil {
 			return
+		}
+		if _, err := img.checkBATEntries(true, io.Discard); err != nil {
+			t.Fatalf("check: %v", err)
 		}
 		// read the first and last bytes of the first blocks through the BAT
 		bs := int64(1) << img.blockBits
