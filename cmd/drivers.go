@@ -8,6 +8,7 @@ import (
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
 	_ "qimg/formats/vdi"
+	_ "qimg/formats/vhdx"
 	_ "qimg/formats/vmdk"
 	_ "qimg/formats/vpc"
 )
