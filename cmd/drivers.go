@@ -6,5 +6,6 @@ import (
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"
 	_ "qimg/formats/qcow2"
+	_ "qimg/formats/qed"
 	_ "qimg/formats/raw"
 )
