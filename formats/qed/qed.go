@@ -13,9 +13,12 @@ import (
 
 func init() {
 	image.Register(&image.Format{
-		Name:  "qed",
-		Probe: probe,
-		Open:  Open,
+		Name:          "qed",
+		Probe:         probe,
+		Open:          Open,
+		CreateOptions: createOptions,
+		CheckCreate:   checkCreate,
+		Create:        Create,
 	})
 }
 
