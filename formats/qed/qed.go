@@ -40,7 +40,10 @@ type Image struct {
 
 	backingName, backingFormat string
 
-	mu      sync.Mutex
+	writable bool
+	wmu      sync.Mutex // serialises writes
+
+	mu      sync.Mutex          // guards l1, l.fileSize and l2Cache
 	l2Cache map[uint64][]uint64 // chunk start (file offset) → entries
 }
 
@@ -50,10 +53,7 @@ const l2Chunk = 512
 
 // Open reads and validates the header and the L1 table.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	if o.Writable && !o.Check {
-		return nil, image.NotSupported("writing QED images is not supported yet")
-	}
-	q := &Image{file: o.File, l2Cache: map[uint64][]uint64{}}
+	q := &Image{file: o.File, writable: o.Writable, l2Cache: map[uint64][]uint64{}}
 	head := make([]byte, headerSize)
 	if err := o.File.ReadPadded(head, 0); err != nil {
 		return nil, image.Errorf(err, "Failed to read QED header")
@@ -74,6 +74,11 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	}
 	if err := q.readL1(); err != nil {
 		return nil, err
+	}
+	if o.Writable && !o.Check {
+		if err := q.prepareWrites(); err != nil {
+			return nil, err
+		}
 	}
 	return q, nil
 }
@@ -96,6 +101,22 @@ func (q *Image) readBackingName() error {
 	q.backingName = cString(name)
 	if q.h.features&featureNoProbe != 0 {
 		q.backingFormat = "raw"
+	}
+	return nil
+}
+
+// prepareWrites readies a writable open as qemu's: unknown autoclear
+// bits are cleared; an image left with the need-check flag would be
+// checked and repaired first, which qimg does not do yet.
+func (q *Image) prepareWrites() error {
+	if q.h.features&featureNeedCheck != 0 {
+		return image.NotSupported("opening a QED image that needs a consistency check for writing")
+	}
+	if q.h.autoclear != 0 {
+		q.h.autoclear = 0
+		if err := q.writeHeader(); err != nil {
+			return image.Errorf(err, "Failed to update header")
+		}
 	}
 	return nil
 }
@@ -128,17 +149,16 @@ func (q *Image) readL1() error {
 
 func (q *Image) Size() int64 { return int64(q.h.imageSize) }
 
-func (q *Image) Close() error { return nil }
-
 // BackingFile names the backing file; a raw one is never probed.
 func (q *Image) BackingFile() (string, string) { return q.backingName, q.backingFormat }
 
 func (q *Image) SetBacking(n *image.Node) { q.backing = n }
 
-// Info fills what qemu's bdrv_qed_get_info reports.
+// Info fills what qemu's bdrv_qed_get_info reports: the cluster size,
+// and a dirty flag that is false even when the need-check flag is set.
 func (q *Image) Info(info *image.Info) error {
 	info.ClusterSize = q.l.clusterSize
-	dirty := q.h.features&featureNeedCheck != 0
+	dirty := false
 	info.DirtyFlag = &dirty
 	return nil
 }
@@ -168,11 +188,13 @@ func (q *Image) find(pos, length int64) (run, error) {
 	l1i := pos / coverage
 	inTable := coverage - pos%coverage
 	length = min(length, inTable)
-	l2off := q.l1[l1i]
+	q.mu.Lock()
+	l2off, lay := q.l1[l1i], q.l
+	q.mu.Unlock()
 	if l2off == 0 {
 		return run{kind: runUnallocated, length: length}, nil
 	}
-	if !q.l.tableOK(l2off) {
+	if !lay.tableOK(l2off) {
 		return run{}, errInvalid
 	}
 	idx := (pos % coverage) >> q.l.clusterBits
@@ -198,7 +220,7 @@ func (q *Image) find(pos, length int64) (run, error) {
 		r.kind = runUnallocated
 	case first == zeroCluster:
 		r.kind = runZero
-	case q.l.clusterOK(first):
+	case lay.clusterOK(first):
 		r.kind = runData
 		r.host = int64(first) + into
 	default:
