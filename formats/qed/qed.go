@@ -4,6 +4,7 @@ package qed
 
 import (
 	"encoding/binary"
+	"io"
 	"math"
 	"sync"
 	"syscall"
@@ -106,16 +107,21 @@ func (q *Image) readBackingName() error {
 }
 
 // prepareWrites readies a writable open as qemu's: unknown autoclear
-// bits are cleared; an image left with the need-check flag would be
-// checked and repaired first, which qimg does not do yet.
+// bits are cleared, and an image left with the need-check flag (not
+// closed cleanly) is checked and its invalid offsets cleared.
 func (q *Image) prepareWrites() error {
-	if q.h.features&featureNeedCheck != 0 {
-		return image.NotSupported("opening a QED image that needs a consistency check for writing")
-	}
 	if q.h.autoclear != 0 {
 		q.h.autoclear = 0
 		if err := q.writeHeader(); err != nil {
 			return image.Errorf(err, "Failed to update header")
+		}
+		if err := q.file.Flush(); err != nil {
+			return err
+		}
+	}
+	if q.h.features&featureNeedCheck != 0 {
+		if _, err := q.Check(image.FixErrors|image.FixLeaks, io.Discard); err != nil {
+			return image.Errorf(err, "Image corrupted: %v", err)
 		}
 	}
 	return nil
