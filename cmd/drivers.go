@@ -5,6 +5,7 @@ import (
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"
+	_ "qimg/formats/qcow"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/qed"
 	_ "qimg/formats/raw"
