@@ -17,9 +17,12 @@ import (
 
 func init() {
 	image.Register(&image.Format{
-		Name:  "qcow",
-		Probe: probe,
-		Open:  Open,
+		Name:          "qcow",
+		Probe:         probe,
+		Open:          Open,
+		CreateOptions: createOptions,
+		CheckCreate:   checkCreate,
+		Create:        Create,
 	})
 }
 
