@@ -108,7 +108,10 @@ type Image struct {
 
 	backingName string
 
-	mu      sync.Mutex
+	wmu     sync.Mutex // serialises writes
+	fileEnd int64      // where the next allocation goes, guarded by wmu
+
+	mu      sync.Mutex // guards l1 and l2Cache
 	l2Cache map[uint64][]uint64
 }
 
@@ -126,10 +129,8 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if q.h.cryptMethod != 0 {
 		return nil, image.NotSupported("encrypted qcow images")
 	}
-	if o.Writable && !o.Check {
-		return nil, image.NotSupported("writing qcow images")
-	}
 	q.cs = 1 << q.h.clusterBits
+	q.fileEnd = o.File.Size()
 	if err := q.readL1(); err != nil {
 		return nil, err
 	}
@@ -199,13 +200,16 @@ func (q *Image) Info(info *image.Info) error {
 func (q *Image) entry(off int64) (uint64, error) {
 	shift := uint(q.h.clusterBits) + uint(q.h.l2Bits)
 	l1i := off >> shift
-	if l1i >= int64(len(q.l1)) || q.l1[l1i] == 0 {
-		return 0, nil
-	}
-	l2off := q.l1[l1i]
 	q.mu.Lock()
+	var l2off uint64
+	if l1i < int64(len(q.l1)) {
+		l2off = q.l1[l1i]
+	}
 	table, ok := q.l2Cache[l2off]
 	q.mu.Unlock()
+	if l2off == 0 {
+		return 0, nil
+	}
 	if !ok {
 		n := int64(1) << q.h.l2Bits
 		buf := make([]byte, n*8)
