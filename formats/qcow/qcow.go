@@ -98,6 +98,11 @@ func (h *header) validate() error {
 	return nil
 }
 
+// errNoKey answers any access to the data of an AES-encrypted image:
+// qimg takes no key for qcow's insecure AES-CBC encryption, so such
+// images open for info only, and never read as wrong data.
+var errNoKey = image.Errorf(image.ErrUnsupported, "Parameter 'encrypt.key-secret' is required for cipher")
+
 // Image is an open qcow image.
 type Image struct {
 	file    *image.Node
@@ -126,8 +131,8 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := q.h.validate(); err != nil {
 		return nil, err
 	}
-	if q.h.cryptMethod != 0 {
-		return nil, image.NotSupported("encrypted qcow images")
+	if q.h.cryptMethod != 0 && o.Writable {
+		return nil, errNoKey
 	}
 	q.cs = 1 << q.h.clusterBits
 	q.fileEnd = o.File.Size()
@@ -190,6 +195,7 @@ func (q *Image) SetBacking(n *image.Node) { q.backing = n }
 // Info fills what qemu reports for qcow: the cluster size.
 func (q *Image) Info(info *image.Info) error {
 	info.ClusterSize = q.cs
+	info.Encrypted = q.h.cryptMethod != 0
 	dirty := false
 	info.DirtyFlag = &dirty
 	return nil
@@ -238,6 +244,9 @@ func clampOffset(off uint64) int64 {
 
 // ReadAt reads guest data cluster by cluster.
 func (q *Image) ReadAt(p []byte, off int64) (int, error) {
+	if q.h.cryptMethod != 0 {
+		return 0, errNoKey
+	}
 	done := 0
 	for done < len(p) {
 		pos := off + int64(done)
@@ -289,6 +298,9 @@ func (q *Image) readCompressed(buf []byte, e uint64, into int64) error {
 // BlockStatus answers as qemu's qcow_co_block_status, merging clusters
 // of one kind (contiguous in the file for data).
 func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
+	if q.h.cryptMethod != 0 {
+		return image.Extent{}, errNoKey
+	}
 	first, err := q.entry(off)
 	if err != nil {
 		return image.Extent{}, err
