@@ -1,0 +1,228 @@
+package qed
+
+import (
+	"encoding/binary"
+
+	"qimg/image"
+)
+
+// maxAllocRun caps the clusters one allocating write handles at once, so
+// that its copy-on-write buffer stays small.
+const maxAllocRun = 4 << 20
+
+// WriteAt writes guest data: allocated clusters in place, others into
+// new clusters at the end of the file (filled from the backing file
+// around the written part), linked through the L2 and L1 tables. Writes
+// are serialised; the image carries the need-check flag while
+// allocations are under way, as qemu's QED driver does.
+func (q *Image) WriteAt(p []byte, off int64) (int, error) {
+	q.wmu.Lock()
+	defer q.wmu.Unlock()
+	done := 0
+	for done < len(p) {
+		pos := off + int64(done)
+		r, err := q.find(pos, int64(len(p)-done))
+		if err != nil {
+			return done, err
+		}
+		if r.kind == runData {
+			if err := writeFile(q.file, p[done:done+int(r.length)], r.host); err != nil {
+				return done, err
+			}
+			done += int(r.length)
+			continue
+		}
+		n, err := q.allocatingWrite(p[done:], pos, r)
+		done += n
+		if err != nil {
+			return done, err
+		}
+	}
+	return done, nil
+}
+
+// allocatingWrite writes the start of p (at guest pos, where run r of
+// unallocated or zero clusters begins) into newly allocated clusters and
+// returns how many bytes of p it wrote.
+func (q *Image) allocatingWrite(p []byte, pos int64, r run) (int, error) {
+	cs := q.l.clusterSize
+	length := min(r.length, int64(len(p)), maxAllocRun)
+	start := pos &^ (cs - 1)
+	end := (pos + length + cs - 1) &^ (cs - 1)
+	buf := make([]byte, end-start)
+	if err := q.fillAround(buf, start, pos-start, length, r.kind); err != nil {
+		return 0, err
+	}
+	copy(buf[pos-start:], p[:length])
+	if err := q.markNeedCheck(); err != nil {
+		return 0, err
+	}
+	host := q.allocate(int64(len(buf)))
+	if err := writeFile(q.file, buf, host); err != nil {
+		return 0, err
+	}
+	if err := q.linkClusters(start, host, int64(len(buf))/cs); err != nil {
+		return 0, err
+	}
+	return int(length), nil
+}
+
+// fillAround fills the parts of the cluster buffer buf (guest start)
+// that the write (at skip, length bytes) leaves: from the backing file
+// for unallocated clusters, zeroes otherwise.
+func (q *Image) fillAround(buf []byte, start, skip, length int64, kind runKind) error {
+	if kind != runUnallocated || q.backing == nil {
+		return nil
+	}
+	if skip > 0 {
+		if err := q.backing.ReadPadded(buf[:skip], start); err != nil {
+			return err
+		}
+	}
+	if tail := skip + length; tail < int64(len(buf)) {
+		if err := q.backing.ReadPadded(buf[tail:], start+tail); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// allocate reserves n bytes (whole clusters) at the end of the file.
+func (q *Image) allocate(n int64) int64 {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	off := q.l.fileSize
+	q.l.fileSize += n
+	return off
+}
+
+// linkClusters points the L2 entries of n guest clusters from start at
+// the host clusters from host, creating the L2 table when there is none.
+func (q *Image) linkClusters(start, host, n int64) error {
+	coverage := q.l.tableNelems << q.l.clusterBits
+	l1i := start / coverage
+	idx := (start % coverage) >> q.l.clusterBits
+	entries := make([]byte, n*8)
+	for i := range n {
+		binary.LittleEndian.PutUint64(entries[i*8:], uint64(host+i*q.l.clusterSize))
+	}
+	q.mu.Lock()
+	l2off := q.l1[l1i]
+	q.mu.Unlock()
+	if l2off != 0 {
+		if err := writeFile(q.file, entries, int64(l2off)+idx*8); err != nil {
+			return err
+		}
+		q.dropCachedL2(l2off)
+		return nil
+	}
+	table := make([]byte, q.l.tableBytes)
+	copy(table[idx*8:], entries)
+	l2 := q.allocate(q.l.tableBytes)
+	if err := writeFile(q.file, table, l2); err != nil {
+		return err
+	}
+	var e [8]byte
+	binary.LittleEndian.PutUint64(e[:], uint64(l2))
+	if err := writeFile(q.file, e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
+		return err
+	}
+	q.mu.Lock()
+	q.l1[l1i] = uint64(l2)
+	q.mu.Unlock()
+	return nil
+}
+
+// dropCachedL2 forgets the cached pieces of the table at off.
+func (q *Image) dropCachedL2(off uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for start := range q.l2Cache {
+		if start >= off && start < off+uint64(q.l.tableBytes) {
+			delete(q.l2Cache, start)
+		}
+	}
+}
+
+// markNeedCheck sets the need-check flag on disk before the first
+// allocation, so that an interrupted write leaves an image that the next
+// writable open checks.
+func (q *Image) markNeedCheck() error {
+	if q.h.features&featureNeedCheck != 0 {
+		return nil
+	}
+	q.h.features |= featureNeedCheck
+	if err := q.writeHeader(); err != nil {
+		return err
+	}
+	return q.file.Flush()
+}
+
+func (q *Image) writeHeader() error {
+	return writeFile(q.file, q.h.encode(), 0)
+}
+
+// WriteZeroes leaves alone what already reads as zeroes and writes
+// zeroes over the rest.
+func (q *Image) WriteZeroes(off, length int64, _ bool) error {
+	for length > 0 {
+		r, err := q.find(off, length)
+		if err != nil {
+			return err
+		}
+		if r.kind == runData || r.kind == runUnallocated && q.backing != nil {
+			if err := q.writeZeroBuffers(off, r.length); err != nil {
+				return err
+			}
+		}
+		off += r.length
+		length -= r.length
+	}
+	return nil
+}
+
+func (q *Image) writeZeroBuffers(off, length int64) error {
+	buf := make([]byte, min(length, 1<<20))
+	for length > 0 {
+		k := min(length, int64(len(buf)))
+		if _, err := q.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		length -= k
+	}
+	return nil
+}
+
+// Flush makes the written data durable.
+func (q *Image) Flush() error { return q.file.Flush() }
+
+// Close clears the need-check flag once everything written is on disk:
+// the image is consistent again.
+func (q *Image) Close() error {
+	if !q.writable || q.h.features&featureNeedCheck == 0 {
+		return nil
+	}
+	if err := q.file.Flush(); err != nil {
+		return err
+	}
+	q.h.features &^= featureNeedCheck
+	if err := q.writeHeader(); err != nil {
+		return err
+	}
+	return q.file.Flush()
+}
+
+// writeFile writes to the protocol node through its driver: QED grows its
+// file by writing past the end, which Node.WriteAt refuses.
+func writeFile(n *image.Node, p []byte, off int64) error {
+	if !n.Writable() {
+		return image.ErrReadOnly
+	}
+	w, ok := n.Driver().(image.Writer)
+	if !ok {
+		return image.NotSupported("writing to '%s'", n.Filename)
+	}
+	_, err := w.WriteAt(p, off)
+	return err
+}
