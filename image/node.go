@@ -114,6 +114,20 @@ func (n *Node) ReadPadded(p []byte, off int64) error {
 	return err
 }
 
+// WriteGrowing writes to a node through its driver without the size check
+// of WriteAt: format drivers grow their files by writing past the end.
+func (n *Node) WriteGrowing(p []byte, off int64) error {
+	if !n.writable {
+		return ErrReadOnly
+	}
+	w, ok := n.drv.(Writer)
+	if !ok {
+		return NotSupported("writing to '%s'", n.Filename)
+	}
+	_, err := w.WriteAt(p, off)
+	return err
+}
+
 // WriteAt writes guest data; the node must have been opened writable and
 // its driver must implement Writer.
 func (n *Node) WriteAt(p []byte, off int64) (int, error) {

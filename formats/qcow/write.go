@@ -24,7 +24,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 			return done, err
 		}
 		if e != 0 && e&flagCompressed == 0 {
-			err = writeFile(q.file, p[done:done+n], clampOffset(e+uint64(into)))
+			err = q.file.WriteGrowing(p[done:done+n], clampOffset(e+uint64(into)))
 		} else {
 			err = q.allocateCluster(p[done:done+n], pos, into)
 		}
@@ -52,14 +52,14 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 		return err
 	}
 	host := alignUp(q.fileEnd, q.cs)
-	if err := writeFile(q.file, buf, host); err != nil {
+	if err := q.file.WriteGrowing(buf, host); err != nil {
 		return err
 	}
 	q.fileEnd = host + q.cs
 	idx := (pos >> q.h.clusterBits) & (1<<q.h.l2Bits - 1)
 	var e [8]byte
 	binary.BigEndian.PutUint64(e[:], uint64(host))
-	if err := writeFile(q.file, e[:], int64(l2off)+idx*8); err != nil {
+	if err := q.file.WriteGrowing(e[:], int64(l2off)+idx*8); err != nil {
 		return err
 	}
 	q.mu.Lock()
@@ -86,13 +86,13 @@ func (q *Image) l2ForWrite(pos int64) (uint64, error) {
 	}
 	size := int64(8) << q.h.l2Bits
 	l2 := alignUp(q.fileEnd, q.cs)
-	if err := writeFile(q.file, make([]byte, size), l2); err != nil {
+	if err := q.file.WriteGrowing(make([]byte, size), l2); err != nil {
 		return 0, err
 	}
 	q.fileEnd = l2 + size
 	var e [8]byte
 	binary.BigEndian.PutUint64(e[:], uint64(l2))
-	if err := writeFile(q.file, e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
+	if err := q.file.WriteGrowing(e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
 		return 0, err
 	}
 	q.mu.Lock()
@@ -105,17 +105,3 @@ func alignUp(v, a int64) int64 { return (v + a - 1) &^ (a - 1) }
 
 // Flush makes the written data durable.
 func (q *Image) Flush() error { return q.file.Flush() }
-
-// writeFile writes to the protocol node through its driver: qcow grows
-// its file by writing past the end, which Node.WriteAt refuses.
-func writeFile(n *image.Node, p []byte, off int64) error {
-	if !n.Writable() {
-		return image.ErrReadOnly
-	}
-	w, ok := n.Driver().(image.Writer)
-	if !ok {
-		return image.NotSupported("writing to '%s'", n.Filename)
-	}
-	_, err := w.WriteAt(p, off)
-	return err
-}

@@ -266,7 +266,7 @@ func (q *Image) expandZeroesInL2(l2off int64) error {
 		if what := q.overlaps(host, q.clusterSize); what != "" {
 			return image.Corrupt("%s: zero cluster at %#x overlaps the %s", q.filename, host, what)
 		}
-		if err := writeFile(q.dataNode(), zeroes[:q.clusterSize], host); err != nil {
+		if err := q.dataNode().WriteGrowing(zeroes[:q.clusterSize], host); err != nil {
 			return err
 		}
 		// COPIED where this entry is the cluster's one reference

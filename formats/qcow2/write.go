@@ -56,21 +56,7 @@ func (q *Image) openWritable() error {
 
 // writeMeta writes image metadata (never guest data) to the image file.
 func (q *Image) writeMeta(p []byte, off int64) error {
-	return writeFile(q.file, p, off)
-}
-
-// writeFile writes to a protocol node through its driver: qcow2 grows its
-// files by writing past their end, which Node.WriteAt refuses.
-func writeFile(n *image.Node, p []byte, off int64) error {
-	if !n.Writable() {
-		return image.ErrReadOnly
-	}
-	w, ok := n.Driver().(image.Writer)
-	if !ok {
-		return image.NotSupported("writing to '%s'", n.Filename)
-	}
-	_, err := w.WriteAt(p, off)
-	return err
+	return q.file.WriteGrowing(p, off)
 }
 
 // writeHeaderBytes updates header fields in place; while an image is
@@ -163,7 +149,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 // caller holds the metadata lock for writing.
 func (q *Image) writeData(p []byte, host int64, locked bool) error {
 	if q.data != nil {
-		return writeFile(q.data, p, host)
+		return q.data.WriteGrowing(p, host)
 	}
 	if !locked {
 		q.meta.RLock()
@@ -180,7 +166,7 @@ func (q *Image) writeData(p []byte, host int64, locked bool) error {
 		q.markCorrupt()
 		return image.Errorf(image.ErrCorrupt, "%s: Preventing invalid write on metadata (overlaps with %s); image marked as corrupt", q.filename, what)
 	}
-	return writeFile(q.file, p, host)
+	return q.file.WriteGrowing(p, host)
 }
 
 // readGuestLocked reads guest data while the caller holds the metadata

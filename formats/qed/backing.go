@@ -30,7 +30,7 @@ func (q *Image) ChangeBackingFile(name, format string) error {
 	if uint64(len(buf)) > uint64(h.headerSize)*uint64(h.clusterSize) {
 		return image.Errorf(syscall.ENOSPC, "No space left in the file header")
 	}
-	if err := writeFile(q.file, buf, 0); err != nil {
+	if err := q.file.WriteGrowing(buf, 0); err != nil {
 		return err
 	}
 	if err := q.file.Flush(); err != nil {

@@ -173,7 +173,7 @@ func (q *Image) writeTable(off uint64, t []uint64) error {
 	for i, v := range t {
 		binary.LittleEndian.PutUint64(buf[i*8:], v)
 	}
-	if err := writeFile(q.file, buf, int64(off)); err != nil {
+	if err := q.file.WriteGrowing(buf, int64(off)); err != nil {
 		return err
 	}
 	q.dropCachedL2(off)

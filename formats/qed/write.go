@@ -2,8 +2,6 @@ package qed
 
 import (
 	"encoding/binary"
-
-	"qimg/image"
 )
 
 // maxAllocRun caps the clusters one allocating write handles at once, so
@@ -26,7 +24,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 			return done, err
 		}
 		if r.kind == runData {
-			if err := writeFile(q.file, p[done:done+int(r.length)], r.host); err != nil {
+			if err := q.file.WriteGrowing(p[done:done+int(r.length)], r.host); err != nil {
 				return done, err
 			}
 			done += int(r.length)
@@ -58,7 +56,7 @@ func (q *Image) allocatingWrite(p []byte, pos int64, r run) (int, error) {
 		return 0, err
 	}
 	host := q.allocate(int64(len(buf)))
-	if err := writeFile(q.file, buf, host); err != nil {
+	if err := q.file.WriteGrowing(buf, host); err != nil {
 		return 0, err
 	}
 	if err := q.linkClusters(start, host, int64(len(buf))/cs); err != nil {
@@ -110,7 +108,7 @@ func (q *Image) linkClusters(start, host, n int64) error {
 	l2off := q.l1[l1i]
 	q.mu.Unlock()
 	if l2off != 0 {
-		if err := writeFile(q.file, entries, int64(l2off)+idx*8); err != nil {
+		if err := q.file.WriteGrowing(entries, int64(l2off)+idx*8); err != nil {
 			return err
 		}
 		q.dropCachedL2(l2off)
@@ -119,12 +117,12 @@ func (q *Image) linkClusters(start, host, n int64) error {
 	table := make([]byte, q.l.tableBytes)
 	copy(table[idx*8:], entries)
 	l2 := q.allocate(q.l.tableBytes)
-	if err := writeFile(q.file, table, l2); err != nil {
+	if err := q.file.WriteGrowing(table, l2); err != nil {
 		return err
 	}
 	var e [8]byte
 	binary.LittleEndian.PutUint64(e[:], uint64(l2))
-	if err := writeFile(q.file, e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
+	if err := q.file.WriteGrowing(e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
 		return err
 	}
 	q.mu.Lock()
@@ -159,7 +157,7 @@ func (q *Image) markNeedCheck() error {
 }
 
 func (q *Image) writeHeader() error {
-	return writeFile(q.file, q.h.encode(), 0)
+	return q.file.WriteGrowing(q.h.encode(), 0)
 }
 
 // WriteZeroes leaves alone what already reads as zeroes and writes
@@ -211,18 +209,4 @@ func (q *Image) Close() error {
 		return err
 	}
 	return q.file.Flush()
-}
-
-// writeFile writes to the protocol node through its driver: QED grows its
-// file by writing past the end, which Node.WriteAt refuses.
-func writeFile(n *image.Node, p []byte, off int64) error {
-	if !n.Writable() {
-		return image.ErrReadOnly
-	}
-	w, ok := n.Driver().(image.Writer)
-	if !ok {
-		return image.NotSupported("writing to '%s'", n.Filename)
-	}
-	_, err := w.WriteAt(p, off)
-	return err
 }
