@@ -3,6 +3,7 @@ package cmd
 // Every driver registers itself with image from its init.
 import (
 	_ "qimg/formats/bochs"
+	_ "qimg/formats/cloop"
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"

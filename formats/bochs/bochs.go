@@ -5,8 +5,8 @@ package bochs
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math/bits"
+	"syscall"
 
 	"qimg/image"
 )
@@ -168,7 +168,7 @@ func readPadded(f *image.Node, p []byte, off int64) error {
 // lie anywhere in 64 bits; qemu's block layer refuses such reads with EIO.
 func readFar(f *image.Node, p []byte, off uint64) error {
 	if off > 1<<62 {
-		return fmt.Errorf("Input/output error: offset %d out of range: %w", off, image.ErrCorrupt)
+		return syscall.EIO
 	}
 	return readPadded(f, p, int64(off))
 }
