@@ -6,7 +6,6 @@ package bochs
 import (
 	"encoding/binary"
 	"math/bits"
-	"syscall"
 
 	"qimg/image"
 )
@@ -168,7 +167,7 @@ func readPadded(f *image.Node, p []byte, off int64) error {
 // lie anywhere in 64 bits; qemu's block layer refuses such reads with EIO.
 func readFar(f *image.Node, p []byte, off uint64) error {
 	if off > 1<<62 {
-		return syscall.EIO
+		return errIO
 	}
 	return readPadded(f, p, int64(off))
 }
@@ -231,3 +230,6 @@ func (b *Bochs) Close() error { return nil }
 
 // InfoLess: qemu's bochs driver has no get_info, so info shows no dirty flag.
 func (b *Bochs) InfoLess() {}
+
+// errIO is qemu's EIO as qemu-img words it.
+var errIO = image.Errorf(image.ErrCorrupt, "Input/output error")

@@ -9,7 +9,6 @@ import (
 	"encoding/binary"
 	"io"
 	"sync"
-	"syscall"
 
 	"qimg/image"
 )
@@ -163,7 +162,7 @@ func (c *Cloop) loadBlock(i int64) error {
 	start := c.offset(i)
 	length := c.offset(i+1) - start // at most 2*maxBlockSize, checked at open
 	if start > 1<<62 {
-		return syscall.EIO
+		return errIO
 	}
 	comp := make([]byte, length)
 	if err := readPadded(c.file, comp, int64(start)); err != nil {
@@ -183,14 +182,14 @@ func (c *Cloop) loadBlock(i int64) error {
 func inflateExact(comp, out []byte) error {
 	zr, err := zlib.NewReader(bytes.NewReader(comp))
 	if err != nil {
-		return syscall.EIO
+		return errIO
 	}
 	if _, err := io.ReadFull(zr, out); err != nil {
-		return syscall.EIO
+		return errIO
 	}
 	var extra [1]byte
 	if n, err := zr.Read(extra[:]); n != 0 || err != io.EOF {
-		return syscall.EIO
+		return errIO
 	}
 	return nil
 }
@@ -220,3 +219,6 @@ func (c *Cloop) Close() error { return nil }
 
 // InfoLess: qemu's cloop driver has no get_info, so info shows no dirty flag.
 func (c *Cloop) InfoLess() {}
+
+// errIO is qemu's EIO as qemu-img words it.
+var errIO = image.Errorf(image.ErrCorrupt, "Input/output error")
