@@ -164,14 +164,17 @@ func (c *Cloop) loadBlock(i int64) error {
 	if start > 1<<62 {
 		return errIO
 	}
-	comp := make([]byte, length)
+	// only the part inside the file is read; qemu reads the rest as zeroes
+	inFile := uint64(max(0, c.file.Size()-int64(start)))
+	comp := make([]byte, min(length, inFile))
 	if err := readPadded(c.file, comp, int64(start)); err != nil {
 		return err
 	}
 	if c.cached == nil {
 		c.cached = make([]byte, c.blockSize)
 	}
-	if err := inflateExact(comp, c.cached); err != nil {
+	in := io.MultiReader(bytes.NewReader(comp), io.LimitReader(zeroes{}, int64(length)-int64(len(comp))))
+	if err := inflateExact(in, c.cached); err != nil {
 		return err
 	}
 	c.current = i
@@ -179,8 +182,8 @@ func (c *Cloop) loadBlock(i int64) error {
 }
 
 // inflateExact inflates a zlib stream that must fill out exactly.
-func inflateExact(comp, out []byte) error {
-	zr, err := zlib.NewReader(bytes.NewReader(comp))
+func inflateExact(comp io.Reader, out []byte) error {
+	zr, err := zlib.NewReader(comp)
 	if err != nil {
 		return errIO
 	}
@@ -219,6 +222,14 @@ func (c *Cloop) Close() error { return nil }
 
 // InfoLess: qemu's cloop driver has no get_info, so info shows no dirty flag.
 func (c *Cloop) InfoLess() {}
+
+// zeroes reads as an endless run of zero bytes.
+type zeroes struct{}
+
+func (zeroes) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
 
 // errIO is qemu's EIO as qemu-img words it.
 var errIO = image.Errorf(image.ErrCorrupt, "Input/output error")

@@ -125,3 +125,19 @@ func TestBadImages(t *testing.T) {
 		})
 	}
 }
+
+// readSome opens path and reads its first MiB and a piece near its end.
+func readSome(path string) ([]byte, error) {
+	n, err := image.Open(path, image.OpenOptions{Format: formatName, Claim: image.ClaimRead})
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	buf := make([]byte, min(n.Size(), 1<<20))
+	if _, err := n.ReadAt(buf, 0); err != nil {
+		return nil, err
+	}
+	tail := make([]byte, min(n.Size(), 4096))
+	_, err = n.ReadAt(tail, n.Size()-int64(len(tail)))
+	return buf, err
+}
