@@ -7,6 +7,7 @@ import (
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"
+	_ "qimg/formats/parallels"
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/raw"
 )
