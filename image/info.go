@@ -50,7 +50,9 @@ func CollectInfo(n *Node) (*Info, error) {
 		host = f
 	}
 	_, informer := n.drv.(Informer)
-	if _, infoLess := host.drv.(InfoLess); informer || !infoLess {
+	// a format without get_info in qemu (bochs, cloop) shows no dirty flag
+	_, selfInfoLess := n.drv.(InfoLess)
+	if _, infoLess := host.drv.(InfoLess); !selfInfoLess && (informer || !infoLess) {
 		info.DirtyFlag = new(bool)
 	}
 	sizer := host.drv
