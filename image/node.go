@@ -188,7 +188,7 @@ func (n *Node) Truncate(size int64, prealloc Prealloc) error {
 	}
 	t, ok := n.drv.(Truncater)
 	if !ok {
-		return NotSupported("resizing format '%s'", n.Format)
+		return Errorf(ErrUnsupported, "Image format driver does not support resize")
 	}
 	return t.Truncate(size, prealloc)
 }
