@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 
@@ -87,7 +88,7 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 			return nil
 		}
 		if e.Data && !e.HasOffset {
-			return fmt.Errorf("File contains external, encrypted or compressed clusters.")
+			return &mapError{fmt.Errorf("File contains external, encrypted or compressed clusters.")}
 		}
 		if !e.Data || e.Zero {
 			return nil // qemu-img lists data only, not zeroed ranges
@@ -99,6 +100,18 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 		fmt.Fprintf(w, "%-16s%-16s%-16s%s\n", cHex(e.Start), cHex(e.Length), cHex(e.Offset), name)
 		return nil
 	})
+	var mapErr *mapError
+	switch {
+	case errors.As(err, &mapErr):
+		return mapErr.err
+	case err != nil:
+		// as qemu-img: the list so far stays open, the error says where
+		// it stopped ("Could not read file metadata")
+		if o.output == "json" && first {
+			fmt.Fprint(w, "[")
+		}
+		return fmt.Errorf("Could not read file metadata: %w", err)
+	}
 	if o.output == "json" {
 		if first {
 			// qemu-img reports an empty range as one empty run
@@ -106,8 +119,14 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 		}
 		fmt.Fprintln(w, "]")
 	}
-	return err
+	return nil
 }
+
+// mapError is an error of the listing itself, not of the image's block
+// status: it is said as it is.
+type mapError struct{ err error }
+
+func (e *mapError) Error() string { return e.err.Error() }
 
 // cHex prints like C's %#x: "0x" before non-zero values, a bare "0".
 func cHex(v int64) string {
