@@ -88,9 +88,14 @@ var (
 
 // Register adds a driver; a later registration of a name replaces an
 // earlier one (real drivers replace the placeholders of known formats).
+// A driver that brings no probe keeps the placeholder's, which follows
+// qemu's probe for the format.
 func Register(f *Format) {
 	registryMu.Lock()
 	defer registryMu.Unlock()
+	if old, ok := registry[f.Name]; ok && f.Probe == nil {
+		f.Probe = old.Probe
+	}
 	registry[f.Name] = f
 }
 

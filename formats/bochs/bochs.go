@@ -26,13 +26,8 @@ const (
 )
 
 func init() {
-	// keep the placeholder's probe, which follows qemu's bochs_probe
-	placeholder, _ := image.Lookup(formatName)
-	f := &image.Format{Name: formatName, Open: Open}
-	if placeholder != nil {
-		f.Probe = placeholder.Probe
-	}
-	image.Register(f)
+	// the placeholder's probe (qemu's bochs_probe) stays
+	image.Register(&image.Format{Name: formatName, Open: Open})
 }
 
 // header is the part of the 512-byte header the driver uses.

@@ -24,13 +24,8 @@ const (
 )
 
 func init() {
-	// keep the placeholder's probe, which follows qemu's cloop_probe
-	placeholder, _ := image.Lookup(formatName)
-	f := &image.Format{Name: formatName, Open: Open}
-	if placeholder != nil {
-		f.Probe = placeholder.Probe
-	}
-	image.Register(f)
+	// the placeholder's probe (qemu's cloop_probe) stays
+	image.Register(&image.Format{Name: formatName, Open: Open})
 }
 
 // Cloop is an open cloop image.

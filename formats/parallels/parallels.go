@@ -23,13 +23,8 @@ const (
 )
 
 func init() {
-	// keep the placeholder's probe, which follows qemu's parallels_probe
-	placeholder, _ := image.Lookup(formatName)
-	f := &image.Format{Name: formatName, Open: Open}
-	if placeholder != nil {
-		f.Probe = placeholder.Probe
-	}
-	image.Register(f)
+	// the placeholder's probe (qemu's parallels_probe) stays
+	image.Register(&image.Format{Name: formatName, Open: Open})
 }
 
 // header holds the fields of the on-disk header the reader uses.

@@ -14,12 +14,10 @@ import (
 )
 
 func init() {
-	// keep the probe image/ has for vmdk: it is qemu's vmdk_probe
-	placeholder, _ := image.Lookup("vmdk")
+	// the placeholder's probe (qemu's vmdk_probe) stays
 	image.Register(&image.Format{
-		Name:  "vmdk",
-		Probe: placeholder.Probe,
-		Open:  Open,
+		Name: "vmdk",
+		Open: Open,
 
 		CreateOptions: createOptions,
 		Create:        Create,
