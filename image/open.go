@@ -37,6 +37,13 @@ type OpenOptions struct {
 	// data, and qemu-img info (BDRV_O_NO_IO) shows an image whose data
 	// file is missing.
 	NoDataFile bool
+	// Objects are the command line's --object definitions (secrets, TLS
+	// credentials) for the drivers that need them.
+	Objects *Objects
+	// DriverOptions are the top image's own options from --image-opts or
+	// a json: name, flattened to dotted keys ("encrypt.key-secret"), less
+	// the ones the graph consumes itself (driver, file.*, backing.*, cache.*).
+	DriverOptions map[string]string
 }
 
 // LocalPath is the path of a filename on the file protocol; ok is false
@@ -298,7 +305,8 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		}
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
-		Check: o.Check && parent.Role == RoleUser, OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
+		Check: o.Check && parent.Role == RoleUser, Objects: o.Objects, Options: topOptions(o, parent),
+		OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
 	if err != nil {
 		releaseEdge(parent)
 		return nil, err
@@ -507,4 +515,13 @@ func (n *Node) LoadSnapshot(sp SnapshotSpec) error {
 		return Errorf(err, "Failed to load snapshot: %v", err)
 	}
 	return nil
+}
+
+// topOptions are the driver options of the node the user opens; backing
+// files and extents get none.
+func topOptions(o OpenOptions, parent *Edge) map[string]string {
+	if parent.Role != RoleUser {
+		return nil
+	}
+	return o.DriverOptions
 }

@@ -62,6 +62,11 @@ type OpenContext struct {
 	// OpenExtent opens another file as a data child of this node, with
 	// the claim of a data file (VMDK extents named by a descriptor).
 	OpenExtent func(name string) (*Node, error)
+	// Objects are the command line's --object definitions (key secrets).
+	Objects *Objects
+	// Options are the driver's own options from --image-opts or a json:
+	// name (see OpenOptions.DriverOptions); nil for a plain filename.
+	Options map[string]string
 }
 
 // ProtocolOptions are what a protocol driver's open gets.
@@ -79,6 +84,8 @@ type CreateContext struct {
 	// OpenBacking opens the backing file named by the options, when the
 	// format needs its size or checks it exists; nil with -u.
 	OpenBacking func(name, format string) (*Node, error)
+	// Objects are the command line's --object definitions (key secrets).
+	Objects *Objects
 }
 
 var (
