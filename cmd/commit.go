@@ -33,6 +33,11 @@ func newCommitCmd(stdout, stderr io.Writer) *cobra.Command {
 into base, an image further down its backing chain. Only what the layers
 above the base decide is written: their data, and zeroes (written as zeroes)
 where they hide the base. A base smaller than filename is grown to its size.
+Where the base already reads the same (its own backing file shows those
+bytes, or zeroes past its end) the base's cluster is left unallocated, and
+only the subclusters written are allocated in an extended-L2 base: the base
+stays smaller than qemu-img leaves it and reads the same as long as its own
+backing file is the one named.
 
 The base is writable only for the time of the commit. Afterwards filename is
 emptied, once the base holds all its data on disk; -d leaves it as it is.

@@ -234,8 +234,11 @@ func (e *engine) setup() error {
 	e.detecting = e.SparseSize > 0 && !e.CopyOffload && !e.IntoBase || e.Rebase
 	e.zeroAsData = e.SparseSize == 0 && !e.IntoBase
 	e.grain = max(e.SparseSize, sectorSize)
-	if e.cluster > e.grain {
-		e.grain = e.cluster
+	if e.cluster > e.grain || e.Compress && e.cluster > 0 {
+		// With -c qemu-img looks for zeroes one target cluster at a
+		// time, whatever -S says: a zero cluster is left out even when
+		// it is smaller than the sparse size.
+		e.grain = max(e.cluster, sectorSize)
 	}
 	e.chunk = roundUp(max(e.ChunkSize, e.grain), e.grain)
 	// Jobs never share a cluster, so that out-of-order writers never

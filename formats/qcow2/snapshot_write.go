@@ -48,6 +48,11 @@ func (q *Image) CreateSnapshot(name string) error {
 	if err != nil {
 		return image.Errorf(err, "Could not create snapshot '%s': -27 (File too large)", name)
 	}
+	// a refcount that would overflow (refcount_bits=1 has room for no
+	// snapshot) refuses before anything is written; qemu-img's words
+	if err := q.referencesFit(clusters); err != nil {
+		return image.Errorf(err, "Could not create snapshot '%s': -22 (Invalid argument)", name)
+	}
 	// the COPIED flags go first and reach the disk before any refcount
 	// rises: a crash in between leaves flags missing on clusters the
 	// active image alone uses (a write then copies them), never a flag on
@@ -243,6 +248,27 @@ func (q *Image) referencedClusters(l1 []uint64) ([]int64, error) {
 			q.filename, clusters[n-1]<<q.clusterBits)
 	}
 	return clusters, nil
+}
+
+// referencesFit checks that each of the sorted clusters can take one
+// more reference for each time it is listed (compressed clusters that
+// share a host cluster repeat).
+func (q *Image) referencesFit(clusters []int64) error {
+	for i := 0; i < len(clusters); {
+		j := i + 1
+		for j < len(clusters) && clusters[j] == clusters[i] {
+			j++
+		}
+		v, err := q.rc.get(clusters[i])
+		if err != nil {
+			return err
+		}
+		if v+uint64(j-i) > q.rc.max {
+			return image.Errorf(image.ErrUnsupported, "%s: refcount of cluster %#x would overflow", q.filename, clusters[i]<<q.clusterBits)
+		}
+		i = j
+	}
+	return nil
 }
 
 // addReferences adds delta to the refcount of each of the sorted clusters

@@ -22,8 +22,8 @@ package difftest
 // read-map, read-check).
 //
 // Where qimg leaves a different allocation on purpose (issue 21's kept
-// differences: a safe rebase and convert -B leave clusters unallocated
-// where the backing reads the same) the images it wrote, and what is
+// differences: a safe rebase, convert -B and commit leave clusters
+// unallocated where the backing reads the same) the images it wrote, and what is
 // copied from them, have their data compared and not their allocation,
 // and only while the chain they rely on is unchanged. The kept
 // differences in guest data (a safe rebase of a compat=0.10 image, check
@@ -80,9 +80,7 @@ import (
 // reason. The short run leaves them out so that it passes; take a kind off
 // the list when its fix has landed and the short run passes with it.
 var divergingKinds = map[string]string{
-	"convert-compress": "FINDINGS.md 6: convert -c allocates zero clusters of a small-cluster target (allocation only; the data agree)",
-	"commit-alloc":     "FINDINGS.md 6b: commit leaves unallocated in the base what the base's own backing file already reads the same (deliberate, as rebase and convert -B; the data agree)",
-	"read-map":         "FINDINGS.md 13: map of freshly written images: SEEK_DATA answers change while the file system still delays allocation, so two maps a moment apart differ, whichever tool asks",
+	"read-map": "FINDINGS.md 13: map of freshly written images: SEEK_DATA answers change while the file system still delays allocation, so two maps a moment apart differ, whichever tool asks",
 }
 
 // shortSeeds are the seeds of the default run.

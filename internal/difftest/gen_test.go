@@ -94,7 +94,6 @@ var features = []string{
 	"resize-negative",  // resize to a size relative to the current one, smaller
 	"resize-overlay",   // resize and amend -o size of an image with a backing file
 	"snapshot-bitmaps", // snapshot -a on an image with bitmaps
-	"commit-alloc",     // the allocation commit leaves (without it, its data only)
 	// Not operations: qimg's own info, map and check --output=json of
 	// each image qemu-img made, compared with qemu-img's.
 	"read-info",
@@ -453,7 +452,7 @@ func genCommit(m *model) (step, bool) {
 	for l := im; l != base.backing; l = l.backing {
 		writes = append(writes, l.name)
 	}
-	return step{tool: true, args: append(args, im.name), writes: writes, reads: chain(im), keptAlloc: !m.allowed["commit-alloc"]}, true
+	return step{tool: true, args: append(args, im.name), writes: writes, reads: chain(im), keptAlloc: true}, true
 }
 
 // newBacking picks an image im may be rebased onto (one that does not
