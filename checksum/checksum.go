@@ -186,8 +186,13 @@ func hashBatch(n *image.Node, newHash func() hash.Hash, zeroDigest []byte, j *jo
 	if _, err := n.ReadAt(data, j.off); err != nil {
 		return nil, fmt.Errorf("error while reading at byte %d: %w", j.off, err)
 	}
-	h := newHash()
 	digests := make([]byte, 0, (len(data)+BlockSize-1)/BlockSize*len(zeroDigest))
+	return appendBlockDigests(digests, newHash(), zeroDigest, data), nil
+}
+
+// appendBlockDigests appends the digests of data's blocks (the last may be
+// short) to digests, with h; a whole zero block takes zeroDigest unhashed.
+func appendBlockDigests(digests []byte, h hash.Hash, zeroDigest, data []byte) []byte {
 	for len(data) > 0 {
 		block := data[:min(BlockSize, len(data))]
 		data = data[len(block):]
@@ -199,7 +204,7 @@ func hashBatch(n *image.Node, newHash func() hash.Hash, zeroDigest []byte, j *jo
 		h.Write(block)
 		digests = h.Sum(digests)
 	}
-	return digests, nil
+	return digests
 }
 
 func blockDigest(newHash func() hash.Hash, block []byte) []byte {

@@ -2,6 +2,7 @@ package cmd
 
 import (
 	"context"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"qimg/checksum"
 	"qimg/convert"
 	"qimg/create"
 	"qimg/image"
@@ -19,6 +21,7 @@ import (
 func init() { register(newConvertCmd) }
 
 type convertOptions struct {
+	checksum      string
 	sourceFormat  string
 	targetFormat  string
 	options       []string
@@ -77,7 +80,11 @@ update to standard error. SIGUSR1 prints the progress to standard error.
 -t is the target's cache mode (unsafe by default: flushed at the end only
 with writeback or stricter), -T the sources' (writeback by default).
 --salvage turns read errors into zeroes with a warning; -r limits the write
-rate in bytes per second; -U reads sources that another process uses.`,
+rate in bytes per second; -U reads sources that another process uses.
+
+--checksum[=digest] prints the checksum of the content written, as
+"qimg checksum --digest digest output_filename" prints it, computed from the
+bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
 		Example: `  qimg convert -O qcow2 disk.raw disk.qcow2
   qimg convert -p -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2
   qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2`,
@@ -111,6 +118,8 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.BoolVar(&o.salvage, "salvage", false, "turn read errors into zeroes")
 	f.BoolVar(&o.bitmaps, "bitmaps", false, "copy the persistent bitmaps of the source (qcow2 targets)")
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
+	f.StringVar(&o.checksum, "checksum", "", "print the checksum of the written content, made while copying (digest name; sha256 when given without one)")
+	f.Lookup("checksum").NoOptDefVal = checksum.DefaultDigest
 	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
 	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
@@ -207,10 +216,26 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if !o.quiet {
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
-	return withProgress(string(o.progress), o.quiet, "", stdout, stderr, func(report func(done, total int64)) error {
+	var stream *checksum.Stream
+	if o.checksum != "" {
+		if stream, err = checksum.NewStream(o.checksum); err != nil {
+			return err
+		}
+		req.Digest = stream
+	}
+	err = withProgress(string(o.progress), o.quiet, "", stdout, stderr, func(report func(done, total int64)) error {
 		req.Progress = report
 		return req.Run(context.Background())
 	})
+	if err != nil || stream == nil {
+		return err
+	}
+	sum, err := stream.Sum()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s  %s\n", hex.EncodeToString(sum), req.Target)
+	return nil
 }
 
 // convertMemoryLimit is the Go heap's soft limit during convert.

@@ -195,6 +195,9 @@ func Run(ctx context.Context, c *Copy) error {
 	if e.size > c.Target.Size() {
 		return image.Errorf(nil, "output file is smaller than input file")
 	}
+	if c.Digest != nil && (c.IntoBase || c.Rebase || c.From > 0 || e.size != c.Target.Size()) {
+		return image.Errorf(image.ErrUnsupported, "a checksum covers a whole target written from its start: not supported here")
+	}
 	if err := e.setup(); err != nil {
 		return err
 	}
@@ -256,6 +259,13 @@ func (e *engine) setup() error {
 			}
 		}
 	}
+	if e.Digest != nil {
+		// the digest needs every byte in memory: no offloaded copies,
+		// and jobs that start on the digest's blocks
+		e.tfile = nil
+		e.offload.Store(false)
+		e.chunk = roundUp(e.chunk, lcm(e.chunk, e.Digest.BlockSize()))
+	}
 	// With a backing file, what the source takes from that very file
 	// (same protocol node) is left to show through; anything else is
 	// compared with it.
@@ -300,6 +310,14 @@ func (e *engine) setup() error {
 }
 
 func roundUp(n, unit int64) int64 { return (n + unit - 1) / unit * unit }
+
+func lcm(a, b int64) int64 {
+	x, y := a, b
+	for y != 0 {
+		x, y = y, x%y
+	}
+	return a / x * b
+}
 
 // allocationUnit is the granularity at which the target allocates: the
 // cluster, or the subcluster of qcow2 images with extended L2 entries.
@@ -558,7 +576,9 @@ func (e *engine) produce(jobs chan<- *job) error {
 			bulk.pieces = append(bulk.pieces, p)
 		}
 		bulk.n += p.n
-		if len(bulk.pieces) >= maxBulkPieces {
+		// a digest's blocks never straddle two jobs
+		aligned := e.Digest == nil || (bulk.off+bulk.n)%e.Digest.BlockSize() == 0
+		if len(bulk.pieces) >= maxBulkPieces && aligned {
 			j := bulk
 			bulk = nil
 			return send(j)
@@ -779,6 +799,9 @@ func (e *engine) prepare(j *job) error {
 				j.ops = append(j.ops, op{kind: opZero, off: p.off, n: p.n})
 			}
 		}
+		if e.Digest != nil {
+			return e.digest(j, nil)
+		}
 		return nil
 	}
 	var buf []byte
@@ -831,6 +854,85 @@ func (e *engine) prepare(j *job) error {
 			return err
 		}
 		i = k
+	}
+	if e.Digest != nil {
+		return e.digest(j, buf)
+	}
+	return nil
+}
+
+// digest hands the job's content to the Digester: the buffer, once its
+// holes are cleared and the pieces the target's backing file shows are
+// read in (they are not copied), and whole zero blocks by count.
+func (e *engine) digest(j *job, buf []byte) error {
+	if buf != nil {
+		for _, p := range j.pieces {
+			switch p.kind {
+			case kZero:
+				clear(buf[p.off-j.off:][:p.n])
+			case kKeep:
+				if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	bs := e.Digest.BlockSize()
+	var runs [][]byte
+	var zeros []int64
+	var cur, tmp []byte
+	end := j.off + j.n
+	for pos, i := j.off, 0; pos < end; {
+		for j.pieces[i].end() <= pos {
+			i++
+		}
+		if p := j.pieces[i]; p.kind == kZero {
+			if k := (p.end() - pos) / bs; k > 0 {
+				runs, zeros, cur = append(runs, cur), append(zeros, k), nil
+				pos += k * bs
+				continue
+			}
+		}
+		bEnd := min(pos+bs, end)
+		var block []byte
+		if buf != nil {
+			block = buf[pos-j.off : bEnd-j.off]
+		} else {
+			if tmp == nil {
+				tmp = make([]byte, bs)
+			}
+			block = tmp[:bEnd-pos]
+			if err := e.fillBlock(j.pieces[i:], block, pos); err != nil {
+				return err
+			}
+		}
+		cur = e.Digest.Blocks(cur, block)
+		pos = bEnd
+	}
+	e.Digest.Put(j.seq, j.n, append(runs, cur), append(zeros, 0))
+	return nil
+}
+
+// fillBlock fills block, at target offset off, from pieces without a
+// buffer: zeroes, and what the target's backing file shows, read.
+func (e *engine) fillBlock(ps []piece, block []byte, off int64) error {
+	end := off + int64(len(block))
+	for _, p := range ps {
+		if p.off >= end {
+			break
+		}
+		lo, hi := max(p.off, off), min(p.end(), end)
+		dst := block[lo-off : hi-off]
+		if p.kind != kKeep {
+			clear(dst)
+			continue
+		}
+		q := p
+		q.srcOff += lo - p.off
+		q.off, q.n = lo, hi-lo
+		if err := e.read(q, dst); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"qimg/checksum"
 	_ "qimg/formats/file"
 	_ "qimg/formats/raw"
 	"qimg/image"
@@ -563,5 +564,56 @@ func TestRandomized(t *testing.T) {
 		if got := readFile(t, dst); !bytes.Equal(got, want) {
 			t.Fatalf("%s (%s): content differs", name, format)
 		}
+	}
+}
+
+// TestDigestReadsOnce: a checksum made during the copy equals the
+// checksum of the source and costs no read beyond the copy's own.
+func TestDigestReadsOnce(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	data := bytes.Repeat([]byte("qimg digest "), (9<<20+1234)/12)
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	reads := map[bool]int64{}
+	for _, digest := range []bool{false, true} {
+		setFaulty(-1, -1)
+		r := &Request{Sources: []string{src}, Target: filepath.Join(dir, fmt.Sprintf("dst-%v.raw", digest)),
+			SourceFormat: "convtest-faulty", Options: Options{Workers: 4, OutOfOrder: true, ChunkSize: 1 << 20}}
+		var stream *checksum.Stream
+		if digest {
+			var err error
+			if stream, err = checksum.NewStream("sha256"); err != nil {
+				t.Fatal(err)
+			}
+			r.Digest = stream
+		}
+		if err := r.Run(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		reads[digest] = faultyRange.reads.Load()
+		if !digest {
+			continue
+		}
+		got, err := stream.Sum()
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := image.Open(src, image.OpenOptions{Format: "raw", Claim: image.ClaimRead})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := checksum.Sum(context.Background(), n, checksum.Options{})
+		n.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("checksum during the copy %x, of the source %x", got, want)
+		}
+	}
+	if reads[true] != reads[false] {
+		t.Fatalf("reads with a digest %d, without %d", reads[true], reads[false])
 	}
 }

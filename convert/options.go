@@ -59,6 +59,24 @@ type Options struct {
 	Progress func(done, total int64)
 	// Warn, when set, receives one-line warnings (salvaged read errors).
 	Warn func(msg string)
+	// Digest, when set, receives the copied content for a checksum made
+	// in the same pass (convert --checksum): nothing is read twice.
+	Digest Digester
+}
+
+// Digester digests the content a copy writes, block by block, from the
+// workers' buffers (checksum.Stream is one).
+type Digester interface {
+	// BlockSize is the block the digests are made of; jobs start on
+	// block boundaries.
+	BlockSize() int64
+	// Blocks appends the digests of data's blocks to dst; only the
+	// content's last block may be short. Called concurrently.
+	Blocks(dst, data []byte) []byte
+	// Put hands over job seq (numbered from 0 in content order), size
+	// bytes: runs[i] are digests from Blocks, each followed by zeros[i]
+	// whole zero blocks. Jobs come in any order.
+	Put(seq uint64, size int64, runs [][]byte, zeros []int64)
 }
 
 // Validate checks the options with qemu-img's wording and fills defaults.
@@ -83,6 +101,9 @@ func (o *Options) Validate() error {
 	}
 	if o.CopyOffload && o.Salvage {
 		return image.Errorf(nil, "Cannot use copy offloading in salvaging mode")
+	}
+	if o.Digest != nil && o.CopyOffload {
+		return image.Errorf(nil, "Cannot compute a checksum when copy offloading is used (-C)")
 	}
 	if o.RateLimit < 0 {
 		return image.Errorf(nil, "Invalid rate limit specified")
