@@ -448,7 +448,16 @@ func (q *Image) ApplySnapshot(name string) error {
 	if err != nil {
 		return err
 	}
-	if err := q.updateReferences(snapL1, 1); err != nil {
+	// the snapshot's clusters gain a reference: one that would overflow
+	// refuses before anything is written, in qemu-img's words
+	clusters, err := q.referencedClusters(snapL1)
+	if err != nil {
+		return err
+	}
+	if err := q.referencesFit(clusters); err != nil {
+		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: Invalid argument", name)
+	}
+	if err := q.addReferences(clusters, 1); err != nil {
 		return err
 	}
 	if err := q.syncFiles(); err != nil {

@@ -39,6 +39,9 @@ type img struct {
 	clusterSize  int64
 	snapshots    []string
 	bitmaps      []string
+	// shrunk: a shrink freed clusters at the end, which a preallocating
+	// grow of qemu-img 7.2 then shows stale (FINDINGS.md, qemu-img bugs)
+	shrunk bool
 }
 
 type model struct {
@@ -340,6 +343,7 @@ func (m *model) resize(im *img, size int64, extra ...string) step {
 			arg = strconv.FormatInt(d, 10)
 		}
 	}
+	im.shrunk = im.shrunk || size < im.size
 	im.size = size
 	return step{tool: true, args: append(args, im.name, arg), writes: []string{im.name}}
 }
@@ -384,7 +388,11 @@ func genResizePrealloc(m *model) (step, bool) {
 	if m.rnd.IntN(5) == 0 && im.size > 512 {
 		return m.resize(im, m.size(512, im.size-512), "--shrink", mode), true
 	}
-	return m.resize(im, im.size+m.size(512, 2<<20), mode), true
+	// qemu-img 7.2's bugs, not generated: growing a shrunk qcow2 image
+	// with preallocation exposes the freed clusters' stale bytes, or
+	// fails "Cannot use preallocation for shrinking files"
+	ok = !(im.shrunk && im.format == "qcow2" && mode != "--preallocation=off")
+	return m.resize(im, im.size+m.size(512, 2<<20), mode), ok
 }
 
 func (m *model) snapshot(flag string, im *img, name string) step {
@@ -644,6 +652,7 @@ func genAmendSize(m *model) (step, bool) {
 	if m.rnd.IntN(3) == 0 && im.size > 512 {
 		size = m.size(512, im.size-512)
 	}
+	im.shrunk = im.shrunk || size < im.size
 	im.size = size
 	return m.amend(im, "size="+strconv.FormatInt(size, 10)), true
 }

@@ -163,6 +163,12 @@ func (r *replayer) replay(steps []step, everyStep bool, pass func(*divergence) b
 			d.step, d.kind = i, s.kind
 			return d, nil
 		}
+		if s.makes != nil && oa.code != 0 {
+			// qemu-img may leave the file of a target it failed to make
+			// (convert -B onto a missing backing file); qimg removes it.
+			// Not a divergence: qemu-img's leftover goes too.
+			leftOnlyByQemu(a, b, s.makes.name)
+		}
 		if s.makes != nil && !slices.Contains(images, *s.makes) {
 			images = append(images, *s.makes)
 		}
@@ -345,13 +351,29 @@ func compareImage(a, b twin, im made, kept *kept, reads map[string]bool, pass fu
 	if field, ok := firstDifference(sa.info, sb.info); ok {
 		return pair("info:"+generalField(field), field+"="+sa.info[field], field+"="+sb.info[field])
 	}
-	if sa.check != sb.check {
+	if sa.check != sb.check && !onlyQemuLeaks(sa.check, sb.check) {
 		return pair("check", sa.check, sb.check)
 	}
 	if alloc && !slices.Equal(sa.alloc, sb.alloc) {
 		return pair("map", strings.Join(sa.alloc, " "), strings.Join(sb.alloc, " "))
 	}
 	return compareReaders(a.tool, b, im, sb, reads, pass), sa.chain
+}
+
+// leftOnlyByQemu removes twin b's file name when a failed step left it
+// there and not in twin a.
+func leftOnlyByQemu(a, b twin, name string) {
+	if _, err := os.Stat(filepath.Join(a.dir, name)); err == nil {
+		return
+	}
+	os.Remove(filepath.Join(b.dir, name))
+}
+
+// onlyQemuLeaks: qimg's image checks clean where qemu-img's only leaks
+// clusters (qemu-img 7.2 leaks on some refused snapshots); no divergence.
+func onlyQemuLeaks(qimgCheck, qemuCheck string) bool {
+	return strings.HasPrefix(qimgCheck, "exit 0 (0 corruptions, 0 leaks,") &&
+		strings.HasPrefix(qemuCheck, "exit 3 (0 corruptions,") && strings.HasSuffix(qemuCheck, " 0 check errors)")
 }
 
 // compareReaders compares what qimg and qemu-img say of one image, the
