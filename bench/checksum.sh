@@ -26,20 +26,6 @@ size_bytes=$(stat -c %s "$DIR/half.raw")
 "$DIR/gen" sparse "$DIR/sparse.raw" "$SIZE" $((size_bytes / 10))
 qemu-img convert -f raw -O qcow2 "$DIR/sparse.raw" "$DIR/sparse.qcow2"
 
-# best CMD…: the best elapsed seconds of REPS runs after a warm-up
-best() {
-	local b= start end t
-	"$@" >/dev/null
-	for _ in $(seq "$REPS"); do
-		start=$(date +%s.%N)
-		"$@" >/dev/null
-		end=$(date +%s.%N)
-		t=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
-		if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
-	done
-	echo "$b"
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 printf '| case | reference | reference time | qimg | ratio |\n| --- | --- | --- | --- | --- |\n'
 sha=$(best sha256sum "$DIR/half.raw")

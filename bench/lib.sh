@@ -2,7 +2,7 @@
 # `set -euo pipefail`; bench_setup NAME sets ROOT, DIR (a new folder under
 # /var/tmp unless DIR is set, removed at exit unless KEEP=1) and QIMG (built
 # from this repository unless QIMG is set), and checks that qemu-img is
-# installed.
+# installed. best and ratio time commands and compare the times.
 
 bench_setup() {
 	ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -15,3 +15,20 @@ bench_setup() {
 		(cd "$ROOT" && CGO_ENABLED=0 go build -o "$QIMG" .)
 	fi
 }
+
+# best CMD…: the best elapsed seconds of REPS runs of CMD after a warm-up
+best() {
+	local b= start end t
+	"$@" >/dev/null
+	for _ in $(seq "$REPS"); do
+		start=$(date +%s.%N)
+		"$@" >/dev/null
+		end=$(date +%s.%N)
+		t=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
+		if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
+	done
+	echo "$b"
+}
+
+# ratio A B: A / B with two decimals
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }

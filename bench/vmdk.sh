@@ -21,20 +21,6 @@ bench_setup qimg-bench-vmdk
 "$DIR/gen" text "$DIR/src.raw" "$SIZE"
 qemu-img convert -f raw -O vmdk -o subformat=streamOptimized "$DIR/src.raw" "$DIR/ref.vmdk"
 
-# best CMD…: the best elapsed seconds of REPS runs after a warm-up
-best() {
-	local b= start end t
-	"$@" >/dev/null
-	for _ in $(seq "$REPS"); do
-		start=$(date +%s.%N)
-		"$@" >/dev/null
-		end=$(date +%s.%N)
-		t=$(awk -v s="$start" -v e="$end" 'BEGIN { printf "%.3f", e - s }')
-		if [[ -z "$b" ]] || awk -v t="$t" -v b="$b" 'BEGIN { exit !(t < b) }'; then b=$t; fi
-	done
-	echo "$b"
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 # rss CASE: qimg's peak resident set in MiB for one case
 rss() {
 	"$1" true

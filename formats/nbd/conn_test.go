@@ -190,7 +190,7 @@ func TestNegotiationVariants(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			d := &Driver{conn: c, writable: true}
+			d := newDriver(c, true)
 			defer d.Close()
 			if d.Size() != 1<<20 {
 				t.Fatalf("size %d", d.Size())
@@ -237,7 +237,7 @@ func TestReadOnlyExportRefusesWrites(t *testing.T) {
 	if !c.ReadOnly() {
 		t.Fatal("read-only flag not seen")
 	}
-	d := &Driver{conn: c}
+	d := newDriver(c, false)
 	if _, err := d.WriteAt([]byte{1}, 0); err == nil {
 		t.Fatal("a read-only open wrote")
 	}
@@ -260,7 +260,7 @@ func TestBrokenServers(t *testing.T) {
 		}
 		done := make(chan error, 1)
 		go func() {
-			_, err := (&Driver{conn: c}).ReadAt(make([]byte, 512), 0)
+			_, err := newDriver(c, false).ReadAt(make([]byte, 512), 0)
 			done <- err
 		}()
 		select {
@@ -299,7 +299,7 @@ func FuzzReply(f *testing.F) {
 		defer c.Close()
 		done := make(chan struct{})
 		go func() {
-			(&Driver{conn: c}).ReadAt(make([]byte, 512), 0)
+			newDriver(c, false).ReadAt(make([]byte, 512), 0)
 			close(done)
 		}()
 		select {

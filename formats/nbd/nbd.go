@@ -28,6 +28,7 @@ func init() {
 type Driver struct {
 	conn     *Conn
 	writable bool
+	readers  *readPool // conn, and more with multi-conn on a read-only open
 
 	// the last block status reply, answering the walks that follow it
 	statusMu    sync.Mutex
@@ -49,7 +50,13 @@ func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
 		c.Close()
 		return nil, fmt.Errorf("Could not open image: %s", image.Strerror(syscall.EACCES))
 	}
-	return &Driver{conn: c, writable: o.Writable}, nil
+	return newDriver(c, o.Writable), nil
+}
+
+// newDriver serves an export over c; a read-only open spreads its reads
+// over more connections where the server allows multi-conn.
+func newDriver(c *Conn, writable bool) *Driver {
+	return &Driver{conn: c, writable: writable, readers: newReadPool(c, c.MultiConn() && !writable)}
 }
 
 // Size is the export's size.
@@ -106,7 +113,10 @@ func (d *Driver) readAligned(p []byte, off int64) (buf []byte, start int64, err 
 func (d *Driver) read(p []byte, off int64) error {
 	for len(p) > 0 {
 		n := min(len(p), int(d.conn.maxB))
-		if _, err := d.conn.request(cmdRead, 0, off, uint32(n), nil, p[:n]); err != nil {
+		c, i := d.readers.get()
+		_, err := c.request(cmdRead, 0, off, uint32(n), nil, p[:n])
+		d.readers.put(i)
+		if err != nil {
 			return d.ioError("read", off, err)
 		}
 		p, off = p[n:], off+int64(n)
@@ -285,6 +295,7 @@ func (d *Driver) forgetStatus() {
 // Close disconnects (NBD_CMD_DISC) after a flush of a writable export.
 func (d *Driver) Close() error {
 	err := d.Flush()
+	d.readers.close()
 	d.conn.Close()
 	return err
 }
