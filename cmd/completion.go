@@ -119,7 +119,7 @@ func formatNames() []string {
 // completeCreateOptions completes the last name of a -o list with the
 // create options of the format named by -O (convert) or -f (create,
 // amend), raw when none is given.
-func completeCreateOptions(c *cobra.Command, _ []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
+func completeCreateOptions(c *cobra.Command, args []string, toComplete string) ([]cobra.Completion, cobra.ShellCompDirective) {
 	format := "raw"
 	for _, name := range []string{"output-format", "format"} {
 		if f := c.Flags().Lookup(name); f != nil && f.Changed {
@@ -131,13 +131,39 @@ func completeCreateOptions(c *cobra.Command, _ []string, toComplete string) ([]c
 	if !ok {
 		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
+	specs := drv.CreateOptions
+	if c.Name() == "amend" {
+		specs = amendOptionSpecs(c, args)
+	}
 	done := ""
 	if i := strings.LastIndex(toComplete, ","); i >= 0 {
 		done = toComplete[:i+1]
 	}
 	var out []string
-	for _, spec := range drv.CreateOptions {
+	for _, spec := range specs {
 		out = append(out, done+spec.Name+"=")
 	}
 	return out, cobra.ShellCompDirectiveNoFileComp | cobra.ShellCompDirectiveNoSpace
+}
+
+// amendOptionSpecs are the options amend can change on the image named
+// on the command line (opened read-only, sharing everything), none when
+// there is no image yet or it cannot be amended.
+func amendOptionSpecs(c *cobra.Command, args []string) []image.OptionSpec {
+	if len(args) == 0 {
+		return nil
+	}
+	format := ""
+	if f := c.Flags().Lookup("format"); f != nil && f.Changed {
+		format = f.Value.String()
+	}
+	n, err := image.Open(args[0], image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, NoBacking: true, User: "completion"})
+	if err != nil {
+		return nil
+	}
+	defer n.Close()
+	if a, ok := n.Driver().(image.Amender); ok {
+		return a.AmendOptions()
+	}
+	return nil
 }
