@@ -292,9 +292,16 @@ func compareOutcomes(a, b outcome) *divergence {
 // does not have: qimg names the image there.
 var nodeName = regexp.MustCompile(`'#block[0-9]+'`)
 
+// compressedCount is the refcount amend -o refcount_bits names when it
+// cannot narrow them: the number of compressed clusters in a host cluster.
+var compressedCount = regexp.MustCompile(`(has a refcount of )[0-9]+`)
+
 // sameWords reports whether qimg's message a says what qemu-img's b (its
 // first line) says, any quoted name standing for a node name of qemu's.
 func sameWords(a, b string) bool {
+	// how many compressed clusters share a host cluster depends on the
+	// deflate implementation's output sizes (zlib's against klauspost's)
+	a, b = compressedCount.ReplaceAllString(a, "${1}N"), compressedCount.ReplaceAllString(b, "${1}N")
 	// qemu-img's hint on a second line is on the same line in qimg's
 	// (every error is one line): its first line is what must agree
 	if a == b || strings.HasPrefix(a, b+". ") || strings.HasPrefix(a, b+" ") {
@@ -351,7 +358,7 @@ func compareImage(a, b twin, im made, kept *kept, reads map[string]bool, pass fu
 	if field, ok := firstDifference(sa.info, sb.info); ok {
 		return pair("info:"+generalField(field), field+"="+sa.info[field], field+"="+sb.info[field])
 	}
-	if sa.check != sb.check && !onlyQemuLeaks(sa.check, sb.check) {
+	if sa.check != sb.check && !onlyQemuFaulty(sa.check, sb.check) {
 		return pair("check", sa.check, sb.check)
 	}
 	if alloc && !slices.Equal(sa.alloc, sb.alloc) {
@@ -369,11 +376,13 @@ func leftOnlyByQemu(a, b twin, name string) {
 	os.Remove(filepath.Join(b.dir, name))
 }
 
-// onlyQemuLeaks: qimg's image checks clean where qemu-img's only leaks
-// clusters (qemu-img 7.2 leaks on some refused snapshots); no divergence.
-func onlyQemuLeaks(qimgCheck, qemuCheck string) bool {
+// onlyQemuFaulty: qimg's image checks clean where qemu-img's leaks
+// clusters (qemu-img 7.2 leaks on some refused snapshots) or is corrupt
+// (its amend -o compat=0.10 of an image with snapshots and zero
+// clusters), the guest data being the same; no divergence.
+func onlyQemuFaulty(qimgCheck, qemuCheck string) bool {
 	return strings.HasPrefix(qimgCheck, "exit 0 (0 corruptions, 0 leaks,") &&
-		strings.HasPrefix(qemuCheck, "exit 3 (0 corruptions,") && strings.HasSuffix(qemuCheck, " 0 check errors)")
+		(strings.HasPrefix(qemuCheck, "exit 3 (") || strings.HasPrefix(qemuCheck, "exit 2 (")) && strings.HasSuffix(qemuCheck, " 0 check errors)")
 }
 
 // compareReaders compares what qimg and qemu-img say of one image, the
