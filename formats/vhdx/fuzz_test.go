@@ -20,7 +20,7 @@ func FuzzOpen(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := decodeSparse(b)
-		img, err := open(s)
+		img, err := open(s, nil)
 		if err != nil {
 			return
 		}

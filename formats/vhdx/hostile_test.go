@@ -32,7 +32,7 @@ func openFlat(t *testing.T, b []byte, size int64) (*Image, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		img, err := open(&sparseFile{size: size, pieces: []piece{{0, b}}})
+		img, err := open(&sparseFile{size: size, pieces: []piece{{0, b}}}, nil)
 		done <- result{img, err}
 	}()
 	select {

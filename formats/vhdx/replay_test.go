@@ -1,0 +1,327 @@
+package vhdx
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"qimg/image"
+	"qimg/internal/qemutest"
+)
+
+// Images with a log to replay, made from images qemu-img created by
+// writing log entries into them as MS-VHDX describes, then replayed by
+// qemu-img (check -r all) and by qimg (a read/write open): both results
+// must be the same file but for the GUIDs of the headers.
+
+// testDesc is one descriptor of a test log entry: data written at off, or
+// with zero set, length bytes of zeroes at off.
+type testDesc struct {
+	zero   bool
+	off    uint64
+	length uint64
+	data   []byte // one sector
+}
+
+// testEntry is a log entry to write into a test image.
+type testEntry struct {
+	seq       uint64
+	logGUID   guid
+	tail      uint32
+	flushed   uint64 // flushed file offset
+	last      uint64 // last file offset
+	descs     []testDesc
+	badCRC    bool
+	extraLen  uint32 // sectors counted in the length beyond the data
+	descSeqAt int    // a descriptor (index+1) with a wrong sequence number
+}
+
+// encode lays the entry out: header and descriptor sectors, then a data
+// sector per data descriptor, with its checksum.
+func (e testEntry) encode() []byte {
+	nd := descSectors(uint32(len(e.descs)))
+	var data [][]byte
+	for _, d := range e.descs {
+		if !d.zero {
+			data = append(data, d.data)
+		}
+	}
+	b := make([]byte, (int(nd)+len(data)+int(e.extraLen))*logSectorSize)
+	copy(b, "loge")
+	le.PutUint32(b[8:], uint32(len(b)))
+	le.PutUint32(b[12:], e.tail)
+	le.PutUint64(b[16:], e.seq)
+	le.PutUint32(b[24:], uint32(len(e.descs)))
+	copy(b[32:], e.logGUID[:])
+	le.PutUint64(b[48:], e.flushed)
+	le.PutUint64(b[56:], e.last)
+	k := 0
+	for i, d := range e.descs {
+		p := b[logEntryHead+logDescSize*i:]
+		seq := e.seq
+		if e.descSeqAt == i+1 {
+			seq++
+		}
+		le.PutUint64(p[16:], d.off)
+		le.PutUint64(p[24:], seq)
+		if d.zero {
+			copy(p, "zero")
+			le.PutUint64(p[8:], d.length)
+			continue
+		}
+		copy(p, "desc")
+		copy(p[4:8], d.data[logSectorSize-4:])
+		copy(p[8:16], d.data[:8])
+		s := b[(int(nd)+k)*logSectorSize:]
+		copy(s, "data")
+		le.PutUint32(s[4:], uint32(e.seq>>32))
+		copy(s[8:logSectorSize-4], d.data[8:])
+		le.PutUint32(s[logSectorSize-4:], uint32(e.seq))
+		k++
+	}
+	le.PutUint32(b[4:], crc32c(b))
+	if e.badCRC {
+		b[4] ^= 1
+	}
+	return b
+}
+
+// logImage is a test image and where its log lies.
+type logImage struct {
+	path      string
+	b         []byte
+	logOffset uint64
+	logLength uint64
+}
+
+func newLogImage(t *testing.T, size, opts string, ioCmds ...string) *logImage {
+	img := qemuImage(t, size, opts, ioCmds...)
+	b, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, _, err := selectHeader(bytes.NewReader(b), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// qemu leaves replayed entries in the log: start from an empty one
+	clear(b[h.logOffset : h.logOffset+uint64(h.logLength)])
+	return &logImage{path: img, b: b, logOffset: h.logOffset, logLength: uint64(h.logLength)}
+}
+
+// put writes an entry at index pos of the ring, wrapping at its end.
+func (li *logImage) put(pos uint64, e testEntry) {
+	for i, b := 0, e.encode(); i < len(b); i += logSectorSize {
+		copy(li.b[li.logOffset+(pos+uint64(i))%li.logLength:], b[i:i+logSectorSize])
+	}
+}
+
+// setLogGUID sets the log GUID of both headers.
+func (li *logImage) setLogGUID(g guid) {
+	for _, off := range headerOffsets {
+		h := li.b[off : off+headerSize]
+		copy(h[48:64], g[:])
+		resum(h)
+	}
+}
+
+func (li *logImage) save(t *testing.T) string {
+	if err := os.WriteFile(li.path, li.b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return li.path
+}
+
+func sectorOf(c byte) []byte { return bytes.Repeat([]byte{c}, logSectorSize) }
+
+// copyFile copies src into the test's directory under name.
+func copyFile(t *testing.T, src, name string) string {
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(dst, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dst
+}
+
+// qemuReplay runs qemu-img check -r all --output=json on img, returning
+// its output and whether it succeeded.
+func qemuReplay(t *testing.T, img string) (string, bool) {
+	out, err := exec.Command("qemu-img", "check", "-r", "all", "--output=json", img).CombinedOutput()
+	return string(out), err == nil
+}
+
+// qimgReplay opens img read/write for a check, as qimg check -r all does,
+// and checks it.
+func qimgReplay(t *testing.T, img string) (*image.CheckResult, error) {
+	n, err := image.Open(img, image.OpenOptions{Format: "vhdx", Claim: image.ClaimWrite, Writable: true, NoBacking: true, Check: true})
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	return image.Check(n, image.FixLeaks|image.FixErrors, io.Discard)
+}
+
+// sameButGUIDs fails unless a and b are the same file but for the file
+// and data write GUIDs (and checksums) of their headers.
+func sameButGUIDs(t *testing.T, a, b string) {
+	t.Helper()
+	x, _ := os.ReadFile(a)
+	y, _ := os.ReadFile(b)
+	if len(x) != len(y) {
+		t.Fatalf("sizes: qemu-img %d, qimg %d", len(x), len(y))
+	}
+	for _, off := range headerOffsets {
+		for _, f := range [][2]int{{0, 4}, {8, 16}, {48, headerSize}} {
+			if !bytes.Equal(x[int(off)+f[0]:int(off)+f[1]], y[int(off)+f[0]:int(off)+f[1]]) {
+				t.Errorf("header at %#x differs in bytes %d..%d", off, f[0], f[1])
+			}
+		}
+		copy(y[off:off+headerSize], x[off:off+headerSize])
+	}
+	if i := firstDiff(x, y); i >= 0 {
+		t.Fatalf("files differ at %#x", i)
+	}
+}
+
+func firstDiff(x, y []byte) int {
+	for i := range x {
+		if x[i] != y[i] {
+			return i
+		}
+	}
+	return -1
+}
+
+// replayBoth replays img with qemu-img and with qimg and compares the
+// outcomes: both succeed with the same files and one corruption fixed, or
+// both fail with the same error.
+func replayBoth(t *testing.T, img string) {
+	t.Helper()
+	q, m := copyFile(t, img, "q.vhdx"), copyFile(t, img, "m.vhdx")
+	out, ok := qemuReplay(t, q)
+	r, err := qimgReplay(t, m)
+	if !ok {
+		if err == nil {
+			t.Fatalf("qemu-img fails, qimg replays:\n%s", out)
+		}
+		want := strings.TrimSpace(strings.ReplaceAll(strings.SplitN(out, "\n", 2)[0], q, "IMG"))
+		// qemu-img check names the file once more, as qimg check does
+		got := "qemu-img: Could not open 'IMG': " + strings.ReplaceAll(err.Error(), m, "IMG")
+		if got != want {
+			t.Fatalf("errors:\nqemu-img: %s\nqimg:     %s", want, got)
+		}
+		// qemu-img has changed the headers before it failed; qimg not
+		before, _ := os.ReadFile(img)
+		after, _ := os.ReadFile(m)
+		if !bytes.Equal(before, after) {
+			t.Fatal("qimg changed an image whose log it refused")
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("qemu-img replays, qimg fails: %v\n%s", err, out)
+	}
+	var want image.CheckResult
+	if err := json.Unmarshal([]byte(out), &want); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if r.CorruptionsFixed != want.CorruptionsFixed || r.Corruptions != want.Corruptions {
+		t.Errorf("check: qimg %+v, qemu-img %+v", *r, want)
+	}
+	sameButGUIDs(t, q, m)
+	qemutest.Run(t, "qemu-img", "check", m)
+	qemutest.Run(t, "qemu-img", "compare", "-f", "vhdx", "-F", "vhdx", q, m)
+}
+
+func TestReplayAsQemu(t *testing.T) {
+	qemutest.Need(t, "qemu-img", "qemu-io")
+	g := randomGUID()
+	other := randomGUID()
+	// these images have their BAT at 2 MiB, metadata at 3 MiB, nothing
+	// from 4 to 8 MiB, then blocks 0, 3 and 4: 11 MiB
+	const bat = 2 << 20
+	cases := []struct {
+		name    string
+		entries map[uint64]testEntry // by position in the ring
+	}{
+		{"one data sector", map[uint64]testEntry{
+			0: {seq: 1, logGUID: g, flushed: 8 << 20, last: 8 << 20, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x61)}}},
+		}},
+		{"a run of three, the highest sequence wins over an older run", map[uint64]testEntry{
+			0:       {seq: 3, logGUID: g, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x71)}}},
+			8 << 10: {seq: 4, logGUID: g, descs: []testDesc{{off: 5 << 20, data: sectorOf(0x72)}}},
+			64 << 10: {seq: 9, logGUID: g, descs: []testDesc{
+				{off: 4 << 20, data: sectorOf(0x81)},
+				{zero: true, off: 4<<20 + 8<<10, length: 8 << 10},
+				{off: 6 << 20, data: sectorOf(0x82)},
+			}},
+			80 << 10:  {seq: 17, logGUID: g, descs: []testDesc{{off: 6 << 20, data: sectorOf(0x83)}}},
+			88 << 10:  {seq: 18, logGUID: g, descs: []testDesc{{zero: true, off: 7 << 20, length: 1 << 20}}},
+			92 << 10:  {seq: 20, logGUID: g, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x99)}}},
+			200 << 10: {seq: 30, logGUID: other, descs: []testDesc{{off: 4 << 20, data: sectorOf(0xaa)}}},
+		}},
+		{"an entry that wraps at the end of the ring", map[uint64]testEntry{
+			1<<20 - 4<<10: {seq: 5, logGUID: g, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x55)}, {off: 5 << 20, data: sectorOf(0x56)}}},
+		}},
+		{"a BAT entry written through the log", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, flushed: 8 << 20, last: 9 << 20, descs: []testDesc{{off: bat, data: batSector(9<<20 | blockFullyPresent)}}},
+		}},
+		{"a last file offset past the end, not 1 MiB aligned, grows the file", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, flushed: 8 << 20, last: 13<<20 + 4096, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x12)}}},
+		}},
+		{"a last file offset past the end, 1 MiB aligned, does not", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, flushed: 8 << 20, last: 14 << 20, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x13)}}},
+		}},
+		{"zeroes past the end of the file", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, descs: []testDesc{{zero: true, off: 12 << 20, length: 64 << 10}}},
+		}},
+		{"data past the end of the file", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, descs: []testDesc{{off: 12<<20 + 8<<10, data: sectorOf(0x14)}}},
+		}},
+		{"an entry with a bad checksum is no entry", map[uint64]testEntry{
+			0:        {seq: 2, logGUID: g, badCRC: true, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x15)}}},
+			16 << 10: {seq: 1, logGUID: g, descs: []testDesc{{off: 5 << 20, data: sectorOf(0x16)}}},
+		}},
+		{"a flushed file offset past the end", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, flushed: 64 << 20, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x17)}}},
+		}},
+		{"a descriptor with another sequence number", map[uint64]testEntry{
+			0: {seq: 2, logGUID: g, descSeqAt: 1, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x18)}}},
+		}},
+		{"an entry longer than its sectors", map[uint64]testEntry{
+			0:        {seq: 2, logGUID: g, extraLen: 1, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x19)}}},
+			12 << 10: {seq: 3, logGUID: g, descs: []testDesc{{off: 5 << 20, data: sectorOf(0x1a)}}},
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			li := newLogImage(t, "64M", "block_size=1M", "write -P 0x11 0 1M", "write -P 0x22 3M 2M")
+			for pos, e := range c.entries {
+				li.put(pos, e)
+			}
+			li.setLogGUID(g)
+			img := li.save(t)
+			if _, err := openImage(img); err == nil {
+				t.Fatal("read-only open of an image with a log")
+			}
+			replayBoth(t, img)
+		})
+	}
+}
+
+// batSector is the first BAT sector of the test images with its first
+// entry set.
+func batSector(first uint64) []byte {
+	b := make([]byte, logSectorSize)
+	le.PutUint64(b, first)
+	return b
+}
