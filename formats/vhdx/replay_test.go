@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -324,4 +325,66 @@ func batSector(first uint64) []byte {
 	b := make([]byte, logSectorSize)
 	le.PutUint64(b, first)
 	return b
+}
+
+// normalizeGUIDs clears what differs between two writers of the same
+// changes: the headers' file and data write GUIDs and the log entries'
+// GUIDs, with the checksums over them.
+func normalizeGUIDs(b []byte) {
+	h, _, _ := selectHeader(bytes.NewReader(b), int64(len(b)))
+	for _, off := range headerOffsets {
+		clear(b[off+4 : off+8])
+		clear(b[off+16 : off+48])
+	}
+	if h == nil {
+		return
+	}
+	for p := h.logOffset; p < h.logOffset+uint64(h.logLength) && p+logSectorSize <= uint64(len(b)); p += logSectorSize {
+		if string(b[p:p+4]) == "loge" {
+			clear(b[p+4 : p+8])
+			clear(b[p+32 : p+48])
+		}
+	}
+}
+
+// qimg writes its log entries where qemu writes them: one after the other
+// in the ring with the tail and sequence numbers qemu gives them, from
+// the start of the log after each open, and header sequence numbers move
+// as qemu moves them.
+func TestLogWritesAsQemu(t *testing.T) {
+	qemutest.Need(t, "qemu-img", "qemu-io")
+	base := qemuImage(t, "64M", "block_size=1M,log_size=1M", "write -P 0x11 0 1M")
+	writes := []struct {
+		c   byte
+		off int64
+	}{{0x22, 1 << 20}, {0x23, 5 << 20}, {0x24, 0}, {0x25, 7<<20 + 512}}
+	q, m := copyFile(t, base, "q.vhdx"), copyFile(t, base, "m.vhdx")
+	for round := 0; round < 2; round++ {
+		args := []string{"-f", "vhdx"}
+		n, err := image.Open(m, image.OpenOptions{Format: "vhdx", Claim: image.ClaimWrite, Writable: true, NoBacking: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range writes {
+			off := w.off + int64(round)*(16<<20)
+			args = append(args, "-c", "write -P "+strconv.Itoa(int(w.c))+" "+strconv.FormatInt(off, 10)+" 4k")
+			if _, err := n.WriteAt(bytes.Repeat([]byte{w.c}, 4096), off); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+		qemutest.Run(t, "qemu-io", append(args, q)...)
+	}
+	x, _ := os.ReadFile(q)
+	y, _ := os.ReadFile(m)
+	normalizeGUIDs(x)
+	normalizeGUIDs(y)
+	if len(x) != len(y) {
+		t.Fatalf("sizes: qemu %d, qimg %d", len(x), len(y))
+	}
+	if i := firstDiff(x, y); i >= 0 {
+		t.Fatalf("files differ at %#x", i)
+	}
 }
