@@ -143,7 +143,7 @@ func (img *Image) logWriteAndFlush(sector []byte, at uint64) error {
 // log that still has a GUID (it empties the log after every entry).
 func (img *Image) logWrite(sector []byte, at uint64) error {
 	if img.header.logGUID != (guid{}) {
-		return syscall.ENOTSUP
+		return image.Errorf(syscall.ENOTSUP, "%s", image.Strerror(syscall.ENOTSUP))
 	}
 	logGUID := randomGUID()
 	if err := img.updateHeaders(false, &logGUID); err != nil {
