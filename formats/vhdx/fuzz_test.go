@@ -1,6 +1,7 @@
 package vhdx
 
 import (
+	"errors"
 	"io"
 	"testing"
 )
@@ -9,7 +10,7 @@ import (
 // images, see sparseFile). For example
 //
 //	go test -run XXX -fuzz '^FuzzOpen$' -fuzztime 60s ./formats/vhdx
-var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed"}
+var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed", "logrun.seed"}
 
 // FuzzOpen parses whole images (headers, log, region table, metadata,
 // BAT), checks their BAT, then reads them. Errors are fine; panics, hangs and big
@@ -37,6 +38,25 @@ func FuzzOpen(f *testing.F) {
 			if _, err := img.ReadAt(buf, off); err != nil {
 				return
 			}
+		}
+	})
+}
+
+// FuzzReplay opens whole images read/write in memory, replaying their
+// log: the log walk and the replay must end, bounded, and an image whose
+// log was replayed opens read-only afterwards without one.
+func FuzzReplay(f *testing.F) {
+	for _, name := range fuzzSeeds {
+		f.Add(readSeed(f, name))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := &memFile{*decodeSparse(b)}
+		img, err := open(m, m)
+		if err != nil {
+			return
+		}
+		if _, err := open(m, nil); errors.Is(err, errNeedsReplay) {
+			t.Fatalf("the log is still there after the open (replayed: %v)", img.replayed)
 		}
 	})
 }

@@ -46,7 +46,7 @@ func withPendingLog(t testing.TB, img string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h, _, err := selectHeader(&sparseFile{pieces: []piece{{0, b}}, size: int64(len(b))}, int64(len(b)))
+	h, _, err := selectHeader(&sparseFile{pieces: []piece{{off: 0, data: b}}, size: int64(len(b))}, int64(len(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +98,11 @@ func TestPendingLogRefused(t *testing.T) {
 }
 
 // TestWriteSeeds regenerates the fuzz seeds in testdata/vhdx from images
-// qemu-img makes; it runs only with QIMG_VHDX_SEEDS=1.
+// qemu-img makes; it runs only with QIMG_VHDX_SEEDS=1 (all of them) or
+// QIMG_VHDX_SEEDS=NAME.seed (that one).
 func TestWriteSeeds(t *testing.T) {
-	if os.Getenv("QIMG_VHDX_SEEDS") != "1" {
+	only := os.Getenv("QIMG_VHDX_SEEDS")
+	if only == "" {
 		t.Skip("set QIMG_VHDX_SEEDS=1 to regenerate the seeds")
 	}
 	seeds := map[string]string{
@@ -112,7 +114,11 @@ func TestWriteSeeds(t *testing.T) {
 	logImg := qemuImage(t, "16M", "block_size=1M", "write -P 0x44 1M 4k")
 	withPendingLog(t, logImg)
 	seeds["log.seed"] = logImg
+	seeds["logrun.seed"] = logRunImage(t)
 	for name, img := range seeds {
+		if only != "1" && only != name {
+			continue
+		}
 		dir := filepath.Join("..", "..", "testdata", "vhdx")
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			t.Fatal(err)

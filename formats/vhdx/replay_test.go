@@ -388,3 +388,21 @@ func TestLogWritesAsQemu(t *testing.T) {
 		t.Fatalf("files differ at %#x", i)
 	}
 }
+
+// logRunImage is a small image whose log holds a run of entries with data
+// and zero descriptors, one wrapping at the end of the ring, beside an
+// older run and an entry of another log: the seed of the log fuzz target.
+func logRunImage(t *testing.T) string {
+	li := newLogImage(t, "8M", "block_size=1M", "write -P 0x11 0 4k")
+	g := randomGUID()
+	li.put(0, testEntry{seq: 3, logGUID: g, descs: []testDesc{{off: 4 << 20, data: sectorOf(0x71)}}})
+	li.put(64<<10, testEntry{seq: 9, logGUID: g, descs: []testDesc{
+		{off: 4 << 20, data: sectorOf(0x81)},
+		{zero: true, off: 4<<20 + 8<<10, length: 8 << 10},
+	}})
+	li.put(1<<20-4<<10, testEntry{seq: 10, logGUID: g, descs: []testDesc{{off: 5 << 20, data: sectorOf(0x82)}}})
+	li.put(4<<10, testEntry{seq: 11, logGUID: g, last: 9<<20 + 4096, descs: []testDesc{{off: 6 << 20, data: sectorOf(0x83)}}})
+	li.put(200<<10, testEntry{seq: 30, logGUID: randomGUID(), descs: []testDesc{{off: 4 << 20, data: sectorOf(0xaa)}}})
+	li.setLogGUID(g)
+	return li.save(t)
+}
