@@ -240,18 +240,13 @@ type logSequence struct {
 func (l *logRing) search(logGUID guid) (logSequence, error) {
 	var best logSequence
 	w := logWindow{read: 0, write: l.length} // the ring taken as full
-	// QEMU walks until the read index wraps; an entry as long as the
-	// ring brings it back where it started, and QEMU then walks forever.
-	budget := 3*uint64(l.length)/logSectorSize + 3
-	for steps := uint64(0); ; steps++ {
-		if l.pastEOF(w.read) {
-			break
-		}
-		if steps > budget {
+	walk := l.newWalk()
+	for !l.pastEOF(w.read) {
+		if !walk.step() {
 			return best, syscall.EINVAL
 		}
 		tail := w.read
-		run, err := l.runFrom(&w, logGUID, &steps)
+		run, err := l.runFrom(&w, logGUID, walk)
 		if err != nil {
 			return best, err
 		}
@@ -259,15 +254,14 @@ func (l *logRing) search(logGUID guid) (logSequence, error) {
 			best = run
 		}
 		if w.read < tail {
-			break
+			break // wrapped: every sector has been a start
 		}
 	}
 	return best, nil
 }
 
-// runFrom reads the run of valid entries at w.read; steps counts the
-// entries and sectors it read.
-func (l *logRing) runFrom(w *logWindow, logGUID guid, steps *uint64) (logSequence, error) {
+// runFrom reads the run of valid entries at w.read.
+func (l *logRing) runFrom(w *logWindow, logGUID guid, walk *logWalk) (logSequence, error) {
 	tail := w.read
 	eh, valid, err := l.validateEntry(w, logGUID, 0)
 	if err != nil || !valid {
@@ -275,19 +269,32 @@ func (l *logRing) runFrom(w *logWindow, logGUID guid, steps *uint64) (logSequenc
 	}
 	run := logSequence{valid: true, count: 1, window: logWindow{tail, w.read}, firstSeq: eh.seq}
 	seq := uint64(0)
-	for ; *steps <= 3*uint64(l.length)/logSectorSize+3; *steps++ {
+	for walk.step() {
 		next, valid, err := l.validateEntry(w, logGUID, seq)
-		if err != nil {
+		if err != nil || !valid {
 			return run, err
-		}
-		if !valid {
-			return run, nil
 		}
 		run.window.write = w.read
 		run.count++
 		seq = next.seq
 	}
 	return run, syscall.EINVAL
+}
+
+// logWalk bounds a search by the entries it validates. QEMU walks until
+// the read index wraps, which takes less than three turns of the ring;
+// but an entry as long as the ring with a bad checksum brings the index
+// back where it started, and QEMU then walks forever.
+type logWalk struct{ steps, limit uint64 }
+
+func (l *logRing) newWalk() *logWalk {
+	return &logWalk{limit: 3*uint64(l.length)/logSectorSize + 3}
+}
+
+// step counts one entry validated; false past the limit.
+func (wk *logWalk) step() bool {
+	wk.steps++
+	return wk.steps <= wk.limit
 }
 
 // logState is what the log says when an image is opened: the ring, and
