@@ -363,10 +363,26 @@ func normalizeGUIDs(b []byte) {
 // qimg writes its log entries where qemu writes them: one after the other
 // in the ring with the tail and sequence numbers qemu gives them, from
 // the start of the log after each open, and header sequence numbers move
-// as qemu moves them.
+// as qemu moves them. A header with a bad checksum (its reserved bytes
+// changed) is rewritten with its own fields, as qemu rewrites it.
 func TestLogWritesAsQemu(t *testing.T) {
 	qemutest.Need(t, "qemu-img", "qemu-io")
 	base := qemuImage(t, "64M", "block_size=1M,log_size=1M", "write -P 0x11 0 1M")
+	t.Run("clean", func(t *testing.T) { logWritesAsQemu(t, base) })
+	b, err := os.ReadFile(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[header1Offset+1000] ^= 0xff
+	le.PutUint64(b[header1Offset+72:], 3<<20) // a log offset only this header has
+	bad := filepath.Join(t.TempDir(), "bad.vhdx")
+	if err := os.WriteFile(bad, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Run("first header invalid", func(t *testing.T) { logWritesAsQemu(t, bad) })
+}
+
+func logWritesAsQemu(t *testing.T, base string) {
 	writes := []struct {
 		c   byte
 		off int64
