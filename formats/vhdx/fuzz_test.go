@@ -9,7 +9,9 @@ import (
 // Fuzz targets of the VHDX parsers, seeded from testdata/vhdx (sparse
 // images, see sparseFile). For example
 //
-//	go test -run XXX -fuzz '^FuzzOpen$' -fuzztime 60s ./formats/vhdx
+//	go test -run XXX -fuzz '^FuzzReplay$' -fuzztime 60s -fuzzminimizetime 2x ./formats/vhdx
+//
+// (minimizing the large inputs by time would take most of the run).
 var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed", "logrun.seed"}
 
 // FuzzOpen parses whole images (headers, log, region table, metadata,
