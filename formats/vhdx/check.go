@@ -10,14 +10,19 @@ import (
 )
 
 // Check is QEMU's vhdx_co_check: the BAT entries of fully present blocks
-// must lie within the file and outside the metadata regions. Nothing is
-// repaired (QEMU repairs nothing but the log, which qimg does not replay).
+// must lie within the file and outside the metadata regions. The only
+// repair is the log's replay, which the read/write open of check -r made:
+// it counts as one corruption fixed.
 func (img *Image) Check(fix image.CheckFix, log io.Writer) (*image.CheckResult, error) {
 	errs, err := img.checkBATEntries(true, log)
 	if err != nil {
 		return nil, err
 	}
-	return &image.CheckResult{Corruptions: errs}, nil
+	r := &image.CheckResult{Corruptions: errs}
+	if img.replayed {
+		r.CorruptionsFixed = 1
+	}
+	return r, nil
 }
 
 // checkBATEntries is QEMU's vhdx_check_bat_entries, quirks included: the

@@ -35,7 +35,7 @@ func randomFields(t testing.TB, b []byte) {
 	for _, off := range []int{header1Offset, header2Offset} {
 		clear(b[off+4 : off+48])
 	}
-	s := &sparseFile{size: int64(len(b)), pieces: []piece{{0, b}}}
+	s := &sparseFile{size: int64(len(b)), pieces: []piece{{off: 0, data: b}}}
 	rt := make([]byte, regionTableSize)
 	s.ReadAt(rt, regionTableOffset)
 	var rs regions

@@ -1,6 +1,7 @@
 package vhdx
 
 import (
+	"errors"
 	"io"
 	"testing"
 )
@@ -8,8 +9,10 @@ import (
 // Fuzz targets of the VHDX parsers, seeded from testdata/vhdx (sparse
 // images, see sparseFile). For example
 //
-//	go test -run XXX -fuzz '^FuzzOpen$' -fuzztime 60s ./formats/vhdx
-var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed"}
+//	go test -run XXX -fuzz '^FuzzReplay$' -fuzztime 60s -fuzzminimizetime 2x ./formats/vhdx
+//
+// (minimizing the large inputs by time would take most of the run).
+var fuzzSeeds = []string{"dynamic.seed", "fixed.seed", "blocks1m.seed", "log.seed", "logrun.seed"}
 
 // FuzzOpen parses whole images (headers, log, region table, metadata,
 // BAT), checks their BAT, then reads them. Errors are fine; panics, hangs and big
@@ -20,7 +23,7 @@ func FuzzOpen(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s := decodeSparse(b)
-		img, err := open(s)
+		img, err := open(s, nil)
 		if err != nil {
 			return
 		}
@@ -37,6 +40,25 @@ func FuzzOpen(f *testing.F) {
 			if _, err := img.ReadAt(buf, off); err != nil {
 				return
 			}
+		}
+	})
+}
+
+// FuzzReplay opens whole images read/write in memory, replaying their
+// log: the log walk and the replay must end, bounded, and an image whose
+// log was replayed opens read-only afterwards without one.
+func FuzzReplay(f *testing.F) {
+	for _, name := range fuzzSeeds {
+		f.Add(readSeed(f, name))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m := &memFile{*decodeSparse(b)}
+		img, err := open(m, m)
+		if err != nil {
+			return
+		}
+		if _, err := open(m, nil); errors.Is(err, errNeedsReplay) {
+			t.Fatalf("the log is still there after the open (replayed: %v)", img.replayed)
 		}
 	})
 }

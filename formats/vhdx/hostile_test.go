@@ -32,7 +32,7 @@ func openFlat(t *testing.T, b []byte, size int64) (*Image, error) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		img, err := open(&sparseFile{size: size, pieces: []piece{{0, b}}})
+		img, err := open(&sparseFile{size: size, pieces: []piece{{off: 0, data: b}}}, nil)
 		done <- result{img, err}
 	}()
 	select {
@@ -96,6 +96,61 @@ func TestHostileImages(t *testing.T) {
 			}
 			if !errors.Is(err, c.want) && err != c.want {
 				t.Fatalf("open: %v, want %v", err, c.want)
+			}
+		})
+	}
+}
+
+// Hostile logs, replayed by a read/write open: sizes and offsets past any
+// file are refused before anything is written, and a walk that QEMU
+// would never end (an entry as long as the ring, with a bad checksum)
+// ends.
+func TestHostileLogs(t *testing.T) {
+	const entry = 1 << 20 // log.seed's one entry, at the start of its log
+	resumEntry := func(b []byte) { resum(b[entry : entry+8<<10]) }
+	desc := entry + logEntryHead
+	cases := []struct {
+		name string
+		edit func(b []byte)
+	}{
+		{"zero descriptor of 2^62 bytes", func(b []byte) {
+			copy(b[desc:], "zero")
+			le.PutUint64(b[desc+8:], 1<<62)
+			resumEntry(b)
+		}},
+		{"data descriptor at 2^60", func(b []byte) {
+			le.PutUint64(b[desc+16:], 1<<60)
+			resumEntry(b)
+		}},
+		{"last file offset near 2^64", func(b []byte) {
+			le.PutUint64(b[entry+56:], 1<<64-1)
+			resumEntry(b)
+		}},
+		{"entry as long as the ring, bad checksum", func(b []byte) {
+			le.PutUint32(b[entry+8:], 1<<20)
+			b[entry+4]++
+		}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			b, size := flatSeed(t, "log.seed")
+			c.edit(b)
+			m := &memFile{sparseFile{size: size, pieces: []piece{{off: 0, data: b}}}}
+			done := make(chan error, 1)
+			go func() {
+				_, err := open(m, m)
+				done <- err
+			}()
+			select {
+			case err := <-done:
+				if !errors.Is(err, syscall.EINVAL) {
+					t.Fatalf("open: %v, want EINVAL", err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("open does not finish")
+			}
+			if len(m.pieces) != 1 || m.size != size {
+				t.Fatal("the refused log changed the file")
 			}
 		})
 	}

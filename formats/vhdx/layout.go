@@ -90,28 +90,39 @@ type header struct {
 	version       uint16
 	logLength     uint32
 	logOffset     uint64
-	raw           []byte // the first 80 bytes, to compare two headers
+	raw           []byte // all of it, to compare two headers as QEMU does
 }
 
+// headerOffsets are where the two headers lie.
+var headerOffsets = [2]uint64{header1Offset, header2Offset}
+
+// parseHeader decodes a header that is valid: its checksum, signature and
+// version.
 func parseHeader(buf []byte) (*header, bool) {
 	if !checksumValid(buf, 4) || string(buf[:4]) != "head" {
 		return nil, false
 	}
+	h := decodeHeader(buf)
+	if h.version != 1 {
+		return nil, false
+	}
+	return h, true
+}
+
+// decodeHeader decodes a header's fields whether it is valid or not.
+func decodeHeader(buf []byte) *header {
 	h := &header{
 		seq:        le.Uint64(buf[8:]),
 		logVersion: le.Uint16(buf[64:]),
 		version:    le.Uint16(buf[66:]),
 		logLength:  le.Uint32(buf[68:]),
 		logOffset:  le.Uint64(buf[72:]),
-		raw:        append([]byte(nil), buf[:80]...),
+		raw:        append([]byte(nil), buf[:headerSize]...),
 	}
 	copy(h.fileWriteGUID[:], buf[16:])
 	copy(h.dataWriteGUID[:], buf[32:])
 	copy(h.logGUID[:], buf[48:])
-	if h.version != 1 {
-		return nil, false
-	}
-	return h, true
+	return h
 }
 
 // region is a byte range of the file that metadata claims; payload blocks

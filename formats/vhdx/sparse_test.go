@@ -21,6 +21,8 @@ type sparseFile struct {
 type piece struct {
 	off  int64
 	data []byte
+	// zeros, for a piece without data, is how many zero bytes it holds
+	zeros int64
 }
 
 // maxSparseSize bounds the size a fuzzed sparse file may claim.
@@ -36,7 +38,7 @@ func decodeSparse(b []byte) *sparseFile {
 	for len(b) >= 12 {
 		off := int64(binary.LittleEndian.Uint64(b) % maxSparseSize)
 		n := int(min(uint64(binary.LittleEndian.Uint32(b[8:])), uint64(len(b)-12)))
-		s.pieces = append(s.pieces, piece{off, b[12 : 12+n]})
+		s.pieces = append(s.pieces, piece{off: off, data: b[12 : 12+n]})
 		s.size = max(s.size, off+int64(n))
 		b = b[12+n:]
 	}
@@ -48,13 +50,42 @@ func (s *sparseFile) Size() int64 { return s.size }
 func (s *sparseFile) ReadAt(p []byte, off int64) (int, error) {
 	clear(p)
 	for _, pc := range s.pieces {
-		lo, hi := max(off, pc.off), min(off+int64(len(p)), pc.off+int64(len(pc.data)))
-		if lo < hi {
+		lo, hi := max(off, pc.off), min(off+int64(len(p)), pc.off+int64(len(pc.data))+pc.zeros)
+		switch {
+		case lo >= hi:
+		case pc.data == nil:
+			clear(p[lo-off : hi-off])
+		default:
 			copy(p[lo-off:hi-off], pc.data[lo-pc.off:hi-pc.off])
 		}
 	}
 	return len(p), nil
 }
+
+// memFile is a sparse file that takes writes, for the fuzz target of the
+// log replay: later pieces cover earlier ones, zero writes keep no data.
+type memFile struct{ sparseFile }
+
+func (m *memFile) WriteAt(p []byte, off int64) error {
+	if isZero(p) {
+		m.pieces = append(m.pieces, piece{off: off, zeros: int64(len(p))})
+	} else {
+		m.pieces = append(m.pieces, piece{off: off, data: append([]byte(nil), p...)})
+	}
+	m.size = max(m.size, off+int64(len(p)))
+	return nil
+}
+
+func (m *memFile) Truncate(size int64) error {
+	if size > m.size {
+		// what lay past the old end reads as zeroes
+		m.pieces = append(m.pieces, piece{off: m.size, zeros: size - m.size})
+	}
+	m.size = size
+	return nil
+}
+
+func (m *memFile) Flush() error { return nil }
 
 // encodeSparseFile keeps the non-zero 4 KiB sectors of a file, merged
 // into runs; holes are skipped without reading them.

@@ -49,40 +49,50 @@ type Image struct {
 	// header is the current header, in slot current (0 or 1).
 	header  *header
 	current int
-	// write state: the session's file write GUID, whether guest data
-	// has been written since the open, the next log sequence number
-	node        *image.Node // the file, when open for writing
+	// rw is the file when open for writing, else nil. sessionGUID is the
+	// file write GUID of this open; wroteData says whether the data write
+	// GUID has been renewed; replayed that the open replayed the log.
+	rw          fileRW
 	mu          sync.Mutex
 	sessionGUID guid
 	wroteData   bool
-	logSequence uint64
+	replayed    bool
+	log         logWriter
 	blockBits   uint
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
 	chunkBits uint
 }
 
-// Open opens a VHDX image. A writable open records a new file write GUID
-// in the headers, as QEMU does.
+// logWriter is where the next log entry goes, as QEMU's VHDXLogEntries:
+// the ring, the window of entries not yet emptied, the tail (where the
+// last entry began) and the next sequence number.
+type logWriter struct {
+	ring     *logRing
+	window   logWindow
+	tail     uint32
+	sequence uint64
+}
+
+// Open opens a VHDX image. A writable open replays a log left with
+// entries, as QEMU does, and a read-only open refuses such an image. The
+// headers change only with the first write (qemu-img 7.2 writes nothing
+// on a read/write open either).
 func Open(o *image.OpenContext) (image.Driver, error) {
-	img, err := open(o.File)
+	var rw fileRW
+	if o.Writable {
+		rw = nodeFile{o.File}
+	}
+	img, err := open(o.File, rw)
 	if err == nil && !o.Check {
 		// a check reports these; anything else refuses the image
 		_, err = img.checkBATEntries(false, io.Discard)
-	}
-	if errors.Is(err, errNeedsReplay) && o.Writable {
-		return nil, image.NotSupported("replaying the log of vhdx image '%s'", o.Filename)
 	}
 	if errors.Is(err, errNeedsReplay) {
 		return nil, image.Errorf(syscall.EPERM, "VHDX image file '%s' opened read-only, but contains a log that needs to be replayed\nTo replay the log, run:\nqemu-img check -r all '%s'", o.Filename, o.Filename)
 	}
 	if err != nil {
 		return nil, openError(o.Filename, err)
-	}
-	if o.Writable {
-		if err := img.startWriting(o.File); err != nil {
-			return nil, err
-		}
 	}
 	return img, nil
 }
@@ -94,6 +104,23 @@ type storage interface {
 	Size() int64
 }
 
+// fileRW is the image file open for writing; writes may grow it.
+type fileRW interface {
+	storage
+	WriteAt(p []byte, off int64) error
+	Flush() error
+	Truncate(size int64) error
+}
+
+// nodeFile is the protocol node as a fileRW.
+type nodeFile struct{ n *image.Node }
+
+func (f nodeFile) ReadAt(p []byte, off int64) (int, error) { return f.n.ReadAt(p, off) }
+func (f nodeFile) Size() int64                             { return f.n.Size() }
+func (f nodeFile) WriteAt(p []byte, off int64) error       { return f.n.WriteGrowing(p, off) }
+func (f nodeFile) Flush() error                            { return f.n.Flush() }
+func (f nodeFile) Truncate(size int64) error               { return f.n.Truncate(size, image.PreallocOff) }
+
 // openError words a failure as qemu-img does: errors without their own
 // text become "Could not open 'NAME': strerror".
 func openError(filename string, err error) error {
@@ -104,28 +131,27 @@ func openError(filename string, err error) error {
 	return err
 }
 
-// open parses the image's metadata from r.
-func open(r storage) (*Image, error) {
-	size := r.Size()
+// open parses the image's metadata from r, in QEMU's vhdx_open order. With
+// rw (the same file, writable) a log with entries is replayed first;
+// without, such an image is errNeedsReplay.
+func open(r storage, rw fileRW) (*Image, error) {
 	sig := make([]byte, 8)
-	if err := readFull(r, size, sig, 0); err != nil {
+	if err := readFull(r, r.Size(), sig, 0); err != nil {
 		return nil, err
 	}
 	if string(sig) != "vhdxfile" {
 		return nil, syscall.EINVAL
 	}
-	h, current, err := selectHeader(r, size)
+	h, current, err := selectHeader(r, r.Size())
 	if err != nil {
 		return nil, err
 	}
+	img := &Image{file: r, rw: rw, header: h, current: current, sessionGUID: randomGUID()}
+	if err := img.openLog(); err != nil {
+		return nil, err
+	}
+	size := r.Size()
 	rs := regions{{h.logOffset, h.logOffset + uint64(h.logLength)}}
-	replay, err := checkLog(r, size, h)
-	if err != nil {
-		return nil, err
-	}
-	if replay {
-		return nil, errNeedsReplay
-	}
 	rt := make([]byte, regionTableSize)
 	if err := readFull(r, size, rt, regionTableOffset); err != nil {
 		return nil, err
@@ -141,18 +167,36 @@ func open(r storage) (*Image, error) {
 	if m.batEntries() > uint64(batRegion.length)/8 {
 		return nil, syscall.EINVAL // the BAT region is too small
 	}
-	img := &Image{
-		header:     h,
-		current:    current,
-		regions:    rs,
-		file:       r,
-		meta:       m,
-		batOffset:  batRegion.offset,
-		batEntries: m.batEntries(),
-		blockBits:  uint(bits.TrailingZeros32(m.blockSize)),
-		chunkBits:  uint(bits.TrailingZeros64(m.chunkRatio())),
-	}
+	img.regions = rs
+	img.meta = m
+	img.batOffset = batRegion.offset
+	img.batEntries = m.batEntries()
+	img.blockBits = uint(bits.TrailingZeros32(m.blockSize))
+	img.chunkBits = uint(bits.TrailingZeros64(m.chunkRatio()))
 	return img, nil
+}
+
+// openLog checks the log and replays the entries it holds, if any and if
+// the image is open for writing (QEMU's vhdx_parse_log). The next entry
+// qimg writes then goes at the start of the log.
+func (img *Image) openLog() error {
+	st, err := parseLog(img.file, img.header)
+	if err != nil {
+		return err
+	}
+	img.log = logWriter{ring: st.ring}
+	if !st.pending.valid {
+		return nil
+	}
+	if img.rw == nil {
+		return errNeedsReplay
+	}
+	img.log.sequence = st.pending.firstSeq + 1
+	if _, err := img.replay(st.pending.window, st.pending.count); err != nil {
+		return err
+	}
+	img.replayed = true
+	return nil
 }
 
 // errNeedsReplay stands for QEMU's refusal of a read-only open of an

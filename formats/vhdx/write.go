@@ -13,43 +13,46 @@ import (
 // emptied), so that a crash leaves either the old entry or a log that
 // QEMU replays. Headers are updated two at a time, each one flushed.
 
-// startWriting records the session's file write GUID in both headers.
-func (img *Image) startWriting(n *image.Node) error {
-	img.node = n
-	img.sessionGUID = randomGUID()
-	return img.updateHeaders(false, nil)
-}
-
-// updateHeaders writes the non-current header with the next sequence
-// number, twice, so that both headers end up current and valid.
+// updateHeaders updates the non-current header twice, so that both
+// headers end up current and valid (QEMU's vhdx_update_headers).
 func (img *Image) updateHeaders(newDataGUID bool, logGUID *guid) error {
 	for range 2 {
-		h := *img.header
-		h.seq++
-		h.fileWriteGUID = img.sessionGUID
-		if newDataGUID {
-			h.dataWriteGUID = randomGUID()
-		}
-		if logGUID != nil {
-			h.logGUID = *logGUID
-		}
-		slot := 1 - img.current
-		off := int64([]int{header1Offset, header2Offset}[slot])
-		b := make([]byte, headerSize)
-		if err := readFull(img.node, img.node.Size(), b, off); err != nil {
+		if err := img.updateHeader(newDataGUID, logGUID); err != nil {
 			return err
 		}
-		copy(b, h.encode()[:80])
-		clear(b[4:8])
-		le.PutUint32(b[4:], crc32c(b))
-		if _, err := img.node.WriteAt(b, off); err != nil {
-			return err
-		}
-		if err := img.node.Flush(); err != nil {
-			return err
-		}
-		img.header, img.current = &h, slot
 	}
+	return nil
+}
+
+// updateHeader is QEMU's vhdx_update_header: the non-current header keeps
+// its own fields but for the next sequence number, the session's file
+// write GUID and, when asked, a new data write GUID and the log GUID; it
+// is written, flushed, and becomes the current one.
+func (img *Image) updateHeader(newDataGUID bool, logGUID *guid) error {
+	slot := 1 - img.current
+	off := int64(headerOffsets[slot])
+	b := make([]byte, headerSize)
+	if err := readFull(img.rw, img.rw.Size(), b, off); err != nil {
+		return err
+	}
+	le.PutUint64(b[8:], img.header.seq+1)
+	copy(b[16:32], img.sessionGUID[:])
+	if newDataGUID {
+		g := randomGUID()
+		copy(b[32:48], g[:])
+	}
+	if logGUID != nil {
+		copy(b[48:64], logGUID[:])
+	}
+	clear(b[4:8])
+	le.PutUint32(b[4:], crc32c(b))
+	if err := img.rw.WriteAt(b, off); err != nil {
+		return err
+	}
+	if err := img.rw.Flush(); err != nil {
+		return err
+	}
+	img.header, img.current = decodeHeader(b), slot
 	return nil
 }
 
@@ -57,12 +60,8 @@ func (img *Image) updateHeaders(newDataGUID bool, logGUID *guid) error {
 func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 	img.mu.Lock()
 	defer img.mu.Unlock()
-	if !img.wroteData {
-		// the first guest-visible write gets a new data write GUID
-		if err := img.updateHeaders(true, nil); err != nil {
-			return 0, err
-		}
-		img.wroteData = true
+	if err := img.userVisibleWrite(); err != nil {
+		return 0, err
 	}
 	done := 0
 	for done < len(p) {
@@ -86,19 +85,18 @@ func (img *Image) writeBlock(p []byte, off int64, e uint64) error {
 	inBlock := off & (int64(1)<<img.blockBits - 1)
 	switch e & batStateMask {
 	case blockFullyPresent:
-		_, err := img.node.WriteAt(p, int64(e&batFileOffsetMask)+inBlock)
-		return err
+		return img.rw.WriteAt(p, int64(e&batFileOffsetMask)+inBlock)
 	case blockNotPresent, blockUndefined, blockUnmapped, blockUnmappedV095, blockZero:
 	default:
 		return image.Errorf(syscall.EIO, "Input/output error")
 	}
 	// a new block at the end of the file, zero but for p
 	bs := int64(1) << img.blockBits
-	start := (img.node.Size() + mib - 1) &^ (mib - 1)
-	if err := img.node.Truncate(start+bs, image.PreallocOff); err != nil {
+	start := (img.rw.Size() + mib - 1) &^ (mib - 1)
+	if err := img.rw.Truncate(start + bs); err != nil {
 		return err
 	}
-	if _, err := img.node.WriteAt(p, start+inBlock); err != nil {
+	if err := img.rw.WriteAt(p, start+inBlock); err != nil {
 		return err
 	}
 	block := uint64(off) >> img.blockBits
@@ -111,7 +109,7 @@ func (img *Image) setBATEntry(idx, entry uint64) error {
 	at := img.batOffset + 8*idx
 	sectorAt := at &^ (logSectorSize - 1)
 	sector := make([]byte, logSectorSize)
-	if err := readFull(img.node, img.node.Size(), sector, int64(sectorAt)); err != nil {
+	if err := readFull(img.rw, img.rw.Size(), sector, int64(sectorAt)); err != nil {
 		return err
 	}
 	le.PutUint64(sector[at-sectorAt:], entry)
@@ -119,48 +117,84 @@ func (img *Image) setBATEntry(idx, entry uint64) error {
 }
 
 // logWriteAndFlush makes the data durable, writes one 4 KiB metadata
-// sector as a log entry, flushes it, applies it and empties the log: the
-// sequence of QEMU's vhdx_log_write_and_flush.
+// sector as a log entry, flushes it, then replays it and empties the log:
+// QEMU's vhdx_log_write_and_flush.
 func (img *Image) logWriteAndFlush(sector []byte, at uint64) error {
-	if err := img.node.Flush(); err != nil {
+	if err := img.rw.Flush(); err != nil {
 		return err
+	}
+	start := img.log.window
+	if err := img.logWrite(sector, at); err != nil {
+		return err
+	}
+	if err := img.rw.Flush(); err != nil {
+		return err
+	}
+	w, err := img.replay(logWindow{start.read, img.log.window.write}, 1)
+	if err != nil {
+		return err
+	}
+	img.log.window = w
+	return nil
+}
+
+// logWrite appends an entry for one sector at the log's write index, with
+// a new log GUID in the headers: QEMU's vhdx_log_write, which refuses a
+// log that still has a GUID (it empties the log after every entry).
+func (img *Image) logWrite(sector []byte, at uint64) error {
+	if img.header.logGUID != (guid{}) {
+		return image.Errorf(syscall.ENOTSUP, "%s", image.Strerror(syscall.ENOTSUP))
 	}
 	logGUID := randomGUID()
 	if err := img.updateHeaders(false, &logGUID); err != nil {
 		return err
 	}
-	if img.logSequence == 0 {
-		img.logSequence = 1
+	if img.log.sequence == 0 {
+		img.log.sequence = 1
 	}
-	entry := encodeLogEntry(sector, at, img.logSequence, logGUID, uint64(img.node.Size()))
-	img.logSequence++
-	if _, err := img.node.WriteAt(entry, int64(img.header.logOffset)); err != nil {
+	size := uint64(img.rw.Size())
+	entry := encodeLogEntry(sector, at, img.log.sequence, img.log.tail, img.header.logGUID, size)
+	if err := img.writeLogSectors(entry); err != nil {
 		return err
 	}
-	if err := img.node.Flush(); err != nil {
-		return err
+	img.log.sequence++
+	img.log.tail = img.log.window.write
+	return nil
+}
+
+// writeLogSectors writes sectors at the write index of the ring, sector by
+// sector so that an entry may wrap; a full ring (the write index reaching
+// the read index) is EINVAL.
+func (img *Image) writeLogSectors(b []byte) error {
+	l, w := img.log.ring, &img.log.window
+	for len(b) > 0 {
+		off := l.offset + uint64(w.write)
+		next := l.next(w.write)
+		if next == w.read {
+			return syscall.EINVAL
+		}
+		if err := img.rw.WriteAt(b[:logSectorSize], int64(off)); err != nil {
+			return err
+		}
+		w.write = next
+		b = b[logSectorSize:]
 	}
-	if _, err := img.node.WriteAt(sector, int64(at)); err != nil {
-		return err
-	}
-	if err := img.node.Flush(); err != nil {
-		return err
-	}
-	return img.updateHeaders(false, &guid{})
+	return nil
 }
 
 // encodeLogEntry makes a log entry of one data descriptor: the header and
-// descriptor sector, then the data sector.
-func encodeLogEntry(data []byte, at, seq uint64, logGUID guid, fileSize uint64) []byte {
+// descriptor sector, then the data sector. The flushed and last file
+// offsets are both the file's size.
+func encodeLogEntry(data []byte, at, seq uint64, tail uint32, logGUID guid, fileSize uint64) []byte {
 	b := make([]byte, 2*logSectorSize)
 	copy(b, "loge")
 	le.PutUint32(b[8:], uint32(len(b)))
-	le.PutUint32(b[12:], 0) // tail: the entry starts the log
+	le.PutUint32(b[12:], tail)
 	le.PutUint64(b[16:], seq)
 	le.PutUint32(b[24:], 1)
 	copy(b[32:], logGUID[:])
-	le.PutUint64(b[48:], fileSize) // flushed file offset
-	le.PutUint64(b[56:], fileSize) // last file offset
+	le.PutUint64(b[48:], fileSize)
+	le.PutUint64(b[56:], fileSize)
 	d := b[logEntryHead:]
 	copy(d, "desc")
 	copy(d[4:8], data[logSectorSize-4:])
@@ -178,8 +212,8 @@ func encodeLogEntry(data []byte, at, seq uint64, logGUID guid, fileSize uint64) 
 
 // Flush makes completed writes durable.
 func (img *Image) Flush() error {
-	if img.node == nil {
+	if img.rw == nil {
 		return nil
 	}
-	return img.node.Flush()
+	return img.rw.Flush()
 }

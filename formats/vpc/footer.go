@@ -95,13 +95,27 @@ func (f *footer) chsSectors() int64 {
 // while Hyper-V, disk2vhd, XenServer, XenConverter and QEMU's force_size
 // images ("qem2") use the footer's current size. So does any image with
 // the largest geometry, which cannot describe its size.
-func (f *footer) totalSectors() int64 {
+//
+// The force_size_calc open option overrides the creator's choice, but not
+// the largest geometry's.
+func (f *footer) totalSectors(calc sizeCalc) int64 {
 	s := f.chsSectors()
-	if usesCurrentSize(f.raw[offCreatorApp:offCreatorApp+4]) || s == vhdMaxGeometry {
+	useCHS := !usesCurrentSize(f.raw[offCreatorApp:offCreatorApp+4]) || calc == sizeByCHS
+	if !useCHS || s == vhdMaxGeometry || calc == sizeByCurrentSize {
 		s = int64(f.currentSize / 512)
 	}
 	return s
 }
+
+// sizeCalc is the force_size_calc open option: how the virtual size is
+// taken from the footer.
+type sizeCalc int
+
+const (
+	sizeByCreator     sizeCalc = iota // by the creator application
+	sizeByCHS                         // "chs": the geometry
+	sizeByCurrentSize                 // "current_size": the current size
+)
 
 // usesCurrentSize lists the creator applications whose images QEMU 7.2
 // sizes by the footer's current size; every other one (Azure's "wa\0\0"

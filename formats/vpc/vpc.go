@@ -56,6 +56,10 @@ type Image struct {
 // Open reads the footer (at the start of a dynamic image, at the end of a
 // fixed one) and, for a dynamic image, its header and BAT.
 func Open(o *image.OpenContext) (image.Driver, error) {
+	calc, err := parseSizeCalc(o.Options)
+	if err != nil {
+		return nil, err
+	}
 	file := o.File
 	fileSize := file.Size()
 	buf := make([]byte, footerSize)
@@ -81,7 +85,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if !img.footer.checksumOK() {
 		return nil, image.Errorf(image.ErrCorrupt, "Incorrect header checksum")
 	}
-	sectors := img.footer.totalSectors()
+	sectors := img.footer.totalSectors(calc)
 	if sectors > vhdMaxSectors {
 		// an errno without words: QEMU names the file a second time
 		return nil, image.Errorf(syscall.EFBIG, "Could not open '%s': File too large", o.Filename)
@@ -95,6 +99,21 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		return nil, err
 	}
 	return img, nil
+}
+
+// parseSizeCalc reads force_size_calc from the driver's open options, in
+// qemu's words when its value is neither.
+func parseSizeCalc(opts map[string]string) (sizeCalc, error) {
+	v, ok := opts["force_size_calc"]
+	switch {
+	case !ok:
+		return sizeByCreator, nil
+	case v == "chs":
+		return sizeByCHS, nil
+	case v == "current_size":
+		return sizeByCurrentSize, nil
+	}
+	return 0, image.Errorf(syscall.EINVAL, "Invalid size calculation mode: '%s'", v)
 }
 
 // openDynamic reads the dynamic disk header and the BAT, checking every

@@ -142,7 +142,7 @@ func TestCreatorSize(t *testing.T) {
 	} {
 		b := poke(base, offCreatorApp, tc.app, 0)
 		f := parseFooter(b)
-		if got := f.totalSectors() * 512; got != tc.want {
+		if got := f.totalSectors(sizeByCreator) * 512; got != tc.want {
 			t.Errorf("creator %q: size %d, want %d", tc.app, got, tc.want)
 		}
 		if !qemutest.Have("qemu-img") {
@@ -197,4 +197,60 @@ func FuzzOpen(f *testing.F) {
 		}
 		_, _ = openBytes(t, b)
 	})
+}
+
+// TestForceSizeCalc: the force_size_calc open option chooses the geometry
+// or the footer's current size whatever the creator, but an image of the
+// largest geometry keeps its current size; a bad value is refused in
+// qemu's words. Checked against qemu-img info --image-opts.
+func TestForceSizeCalc(t *testing.T) {
+	dyn := seed(t, "dynamic.vhd")
+	// current size 10 MiB; the geometry says 10514432 bytes
+	base := poke(dyn, offCurrentSize, uint64(10<<20), 0)
+	for _, tc := range []struct {
+		app, calc string
+		want      int64
+	}{
+		{"qemu", "", 10514432}, {"qemu", "chs", 10514432}, {"qemu", "current_size", 10 << 20},
+		{"win ", "", 10 << 20}, {"win ", "chs", 10514432}, {"win ", "current_size", 10 << 20},
+		{"qemu", "bogus", -1},
+	} {
+		b := poke(base, offCreatorApp, tc.app, 0)
+		path := filepath.Join(t.TempDir(), "img.vhd")
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		opts := map[string]string{}
+		if tc.calc != "" {
+			opts["force_size_calc"] = tc.calc
+		}
+		n, err := image.Open(path, image.OpenOptions{Format: "vpc", Claim: image.ClaimRead, DriverOptions: opts})
+		switch {
+		case tc.want < 0 && (err == nil || err.Error() != "Invalid size calculation mode: 'bogus'"):
+			t.Errorf("force_size_calc=bogus: %v", err)
+		case tc.want < 0:
+		case err != nil:
+			t.Fatalf("%q %q: %v", tc.app, tc.calc, err)
+		default:
+			if n.Size() != tc.want {
+				t.Errorf("creator %q, force_size_calc %q: size %d, want %d", tc.app, tc.calc, n.Size(), tc.want)
+			}
+			n.Close()
+		}
+		if !qemutest.Have("qemu-img") {
+			continue
+		}
+		spec := "driver=vpc,file.filename=" + path
+		if tc.calc != "" {
+			spec += ",force_size_calc=" + tc.calc
+		}
+		out, _ := exec.Command("qemu-img", "info", "--output=json", "--image-opts", spec).CombinedOutput()
+		if tc.want < 0 {
+			if !strings.Contains(string(out), "Invalid size calculation mode: 'bogus'") {
+				t.Errorf("qemu-img says %s", out)
+			}
+		} else if !strings.Contains(string(out), `"virtual-size": `+itoa(tc.want)+",") {
+			t.Errorf("creator %q, force_size_calc %q: qemu-img says %s", tc.app, tc.calc, out)
+		}
+	}
 }
