@@ -388,9 +388,10 @@ func genResizePrealloc(m *model) (step, bool) {
 	if m.rnd.IntN(5) == 0 && im.size > 512 {
 		return m.resize(im, m.size(512, im.size-512), "--shrink", mode), true
 	}
-	// qemu-img 7.2's bugs, not generated: growing a shrunk qcow2 image
-	// with preallocation exposes the freed clusters' stale bytes, or
-	// fails "Cannot use preallocation for shrinking files"
+	// qemu-img 7.2's bug, not generated: growing a shrunk qcow2 image
+	// with preallocation exposes the freed clusters' stale bytes (its
+	// other bug there, "Cannot use preallocation for shrinking files",
+	// ends the sequence: qemuRefusedWrongly)
 	ok = !(im.shrunk && im.format == "qcow2" && mode != "--preallocation=off")
 	return m.resize(im, im.size+m.size(512, 2<<20), mode), ok
 }

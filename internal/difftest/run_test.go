@@ -159,6 +159,11 @@ func (r *replayer) replay(steps []step, everyStep bool, pass func(*divergence) b
 	chains := map[string][]string{} // their chains, when last compared
 	for i, s := range steps {
 		oa, ob := r.runBoth(a, b, s)
+		if qemuRefusedWrongly(oa, ob) {
+			// the twins differ from here on by qemu-img's fault: the
+			// sequence ends without a divergence
+			return nil, nil
+		}
 		if d := compareOutcomes(oa, ob); d != nil {
 			d.step, d.kind = i, s.kind
 			return d, nil
@@ -365,6 +370,15 @@ func compareImage(a, b twin, im made, kept *kept, reads map[string]bool, pass fu
 		return pair("map", strings.Join(sa.alloc, " "), strings.Join(sb.alloc, " "))
 	}
 	return compareReaders(a.tool, b, im, sb, reads, pass), sa.chain
+}
+
+// qemuRefusedWrongly: qemu-img 7.2 fails a preallocating grow of a qcow2
+// image whose file is longer than its last used cluster (after a shrink,
+// a commit that emptied it, a discard): it computes a new file end below
+// the file's length and refuses to shrink the file. qimg grows the image.
+func qemuRefusedWrongly(qimg, qemu outcome) bool {
+	return qimg.code == 0 && qemu.code != 0 &&
+		strings.HasSuffix(qemu.message, "Failed to resize underlying file: Cannot use preallocation for shrinking files")
 }
 
 // leftOnlyByQemu removes twin b's file name when a failed step left it
