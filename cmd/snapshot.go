@@ -69,7 +69,7 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 // listSnapshots prints the snapshot table as qemu-img snapshot -l does.
 func listSnapshots(o *snapshotOptions, filename string, stdout io.Writer) error {
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimInfo, ForceShare: o.forceShare,
-		User: "snapshot", NoBacking: true})
+		User: "snapshot"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
@@ -91,7 +91,7 @@ func changeSnapshots(o *snapshotOptions, action, filename string) error {
 		return fmt.Errorf("force-share=on can only be used with read-only images")
 	}
 	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
-		User: "snapshot", NoBacking: true})
+		User: "snapshot"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}

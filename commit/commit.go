@@ -100,7 +100,9 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	baseSize := base.Size()
 	if top.Size() > base.Size() {
 		if err := base.Truncate(top.Size(), image.PreallocOff); err != nil {
-			return fmt.Errorf("Could not resize '%s': %w", base.Filename, err)
+			// qemu's commit job grows the base without an error
+			// message of its own: only the errno's words are left
+			return image.Errorf(err, "Block job failed: %s", image.Strerror(err))
 		}
 	}
 	workers := r.Workers

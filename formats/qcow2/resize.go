@@ -3,6 +3,7 @@ package qcow2
 import (
 	"errors"
 	"slices"
+	"syscall"
 
 	"qimg/image"
 )
@@ -217,7 +218,7 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	if zero && q.h.version < 3 && roundUpTo(old, q.clusterSize) < size {
 		// no zero clusters for the whole clusters past the old one: qemu
 		// refuses rather than show the backing file
-		return image.Errorf(image.ErrUnsupported, "Failed to zero out new clusters: Operation not supported")
+		return image.Errorf(syscall.ENOTSUP, "Failed to zero out new clusters: Operation not supported")
 	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
 		if err := q.growL1(need); err != nil {
