@@ -56,18 +56,7 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 		return err
 	}
 	q.fileEnd = host + q.cs
-	idx := (pos >> q.h.clusterBits) & (1<<q.h.l2Bits - 1)
-	var e [8]byte
-	binary.BigEndian.PutUint64(e[:], uint64(host))
-	if err := q.file.WriteGrowing(e[:], int64(l2off)+idx*8); err != nil {
-		return err
-	}
-	q.mu.Lock()
-	if t, ok := q.l2Cache[l2off]; ok {
-		t[idx] = uint64(host)
-	}
-	q.mu.Unlock()
-	return nil
+	return q.setL2Entry(l2off, pos, uint64(host))
 }
 
 // l2ForWrite returns the L2 table for guest offset pos, appending a
