@@ -22,6 +22,9 @@ func (q *Image) CompressedClusterSize() int64 { return q.cs }
 // one padded with zeroes as qemu pads it. It returns nil when the result
 // is not smaller than a cluster: the cluster is then written as data.
 func (q *Image) CompressCluster(dst, src []byte) ([]byte, error) {
+	if q.h.cryptMethod != 0 {
+		return nil, image.Errorf(image.ErrUnsupported, "Compression is not supported with encryption")
+	}
 	if int64(len(src)) > q.cs {
 		return nil, image.Errorf(image.ErrUnsupported, "compressed writes are one cluster (%d bytes) at most", q.cs)
 	}
