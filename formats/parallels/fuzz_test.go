@@ -41,7 +41,9 @@ func FuzzOpen(f *testing.F) {
 	})
 }
 
-// exercise runs drivertest's walk, then qemu-img check's walk.
+// exercise runs drivertest's walk, then qemu-img check's walk, then
+// writes into the image and walks it again. Errors of the writing part
+// are not returned: images that fail to open for writing are common.
 func exercise(t *testing.T, b []byte) error {
 	if err := drivertest.Exercise(t, formatName, b); err != nil {
 		return err
@@ -50,13 +52,50 @@ func exercise(t *testing.T, b []byte) error {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	if err := checkImage(path); err != nil {
+		return err
+	}
+	if writeImage(path) == nil {
+		return checkImage(path)
+	}
+	return nil
+}
+
+// checkImage opens the image as check does, reads its start and checks it.
+func checkImage(path string) error {
 	n, err := image.Open(path, image.OpenOptions{Format: formatName, Claim: image.ClaimRead, NoBacking: true, Check: true})
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	if _, err := n.ReadAt(make([]byte, min(n.Size(), 1<<20)), 0); err != nil {
+		return err
+	}
 	_, err = image.Check(n, 0, io.Discard)
 	return err
+}
+
+// writeImage writes at the start, middle and end of the image, the file
+// growing by truncation so that fuzzing stays light on the disk.
+func writeImage(path string) error {
+	n, err := image.Open(path, image.OpenOptions{Format: formatName, Claim: image.ClaimWrite, Writable: true, NoBacking: true,
+		DriverOptions: map[string]string{"prealloc-mode": "truncate", "prealloc-size": "0"}})
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, 5000)
+	for i := range buf {
+		buf[i] = byte(i)
+	}
+	for _, off := range []int64{0, n.Size() / 2, n.Size() - int64(len(buf))} {
+		if off < 0 || off+int64(len(buf)) > n.Size() {
+			continue
+		}
+		if _, err := n.WriteAt(buf, off); err != nil {
+			break
+		}
+	}
+	return n.Close()
 }
 
 // TestHostileHeaders: a BAT of half a billion entries in a file of one
@@ -72,6 +111,7 @@ func TestHostileHeaders(t *testing.T) {
 		{"huge BAT", offBatEntries, []byte{0xff, 0xff, 0xff, 0x1f}},
 		{"data offset", offDataOff, []byte{0xff, 0xff, 0xff, 0xff}},
 		{"entry past the file", headerSize, []byte{0xff, 0xff, 0xff, 0xff}},
+		{"data offset far", offDataOff, []byte{0xff, 0xff, 0xff, 0x7f}},
 	} {
 		b := append([]byte(nil), small[:sectorSize]...)
 		copy(b[c.off:], c.value)

@@ -1,6 +1,8 @@
 package parallels
 
 import (
+	"syscall"
+
 	"qimg/image"
 )
 
@@ -30,7 +32,7 @@ func parsePrealloc(opts map[string]string, tracks int64) (preallocation, error) 
 	case "truncate":
 		pr.truncate = true
 	default:
-		return pr, image.Errorf(nil, "Parameter 'prealloc-mode' does not accept value '%s'", v)
+		return pr, image.Errorf(nil, "invalid parameter value: %s", v)
 	}
 	return pr, nil
 }
@@ -81,11 +83,14 @@ func (p *Parallels) allocate(off, length int64) (int64, int64, error) {
 	if first+count > int64(p.h.batEntries) {
 		return 0, 0, image.Errorf(image.ErrCorrupt, "%s: parallels: cluster %d lies beyond the BAT (%d entries)", p.filename, first+count-1, p.h.batEntries)
 	}
+	if first+count > int64(len(p.bat)) {
+		// only a file cut inside its BAT has entries past its end: qemu
+		// would extend the BAT there (holding it all in memory); qimg
+		// refuses rather than allocate what the header claims
+		return 0, 0, image.Errorf(image.ErrUnsupported, "%s: parallels: BAT entry %d lies past the end of the file", p.filename, first+count-1)
+	}
 	if err := p.growFile(count * int64(p.h.tracks)); err != nil {
 		return 0, 0, err
-	}
-	if need := first + count; need > int64(len(p.bat)) {
-		p.bat = append(p.bat, make([]uint32, need-int64(len(p.bat)))...)
 	}
 	for i := first; i < first+count; i++ {
 		p.bat[i] = uint32(p.dataEnd / p.multiplier)
@@ -121,6 +126,9 @@ func (p *Parallels) growFile(sectors int64) error {
 		return nil
 	}
 	space := sectors + p.prealloc.size
+	if p.dataEnd+space > maxLength/sectorSize {
+		return image.Errorf(syscall.EFBIG, "%s: parallels: data end %d sectors: File too large", p.filename, p.dataEnd)
+	}
 	end := (p.dataEnd + space) * sectorSize
 	if end > p.file.Size() {
 		if err := p.file.Truncate(end, image.PreallocOff); err != nil {

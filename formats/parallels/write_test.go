@@ -50,3 +50,37 @@ func inUseWord(t *testing.T, path string) uint32 {
 	}
 	return le.Uint32(b[offInUse:])
 }
+
+// TestPreallocOptions: prealloc-mode=truncate grows the file by the
+// clusters and prealloc-size without writing zeroes; a mode qemu does not
+// know is refused in its words.
+func TestPreallocOptions(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.parallels")
+	small := drivertest.Seed(t, formatName, "small.parallels")
+	if err := os.WriteFile(path, small, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(opts map[string]string) (*image.Node, error) {
+		return image.Open(path, image.OpenOptions{Format: formatName, Claim: image.ClaimWrite, Writable: true, NoBacking: true, DriverOptions: opts})
+	}
+	if _, err := open(map[string]string{"prealloc-mode": "bogus"}); err == nil || image.Strerror(err) != "invalid parameter value: bogus" {
+		t.Errorf("bogus mode: %v", err)
+	}
+	n, err := open(map[string]string{"prealloc-mode": "truncate", "prealloc-size": "1M"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.WriteAt([]byte{1}, 200<<10); err != nil {
+		t.Fatal(err)
+	}
+	want := int64(len(small)) + 4096 + 1<<20
+	if fi, _ := os.Stat(path); fi.Size() != want {
+		t.Errorf("file size while open %d, want %d", fi.Size(), want)
+	}
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Size() != int64(len(small))+4096 {
+		t.Errorf("file size after close %d", fi.Size())
+	}
+}
