@@ -55,6 +55,10 @@ func (m *Image) load(sector uint64) (*chunk, error) {
 	}
 	m.current = len(m.chunks)
 	c := &m.chunks[i]
+	if !c.zero() && c.offset > 1<<62 {
+		// far past any file: qemu's read of it fails
+		return nil, errIO
+	}
 	var err error
 	switch c.typ {
 	case chunkZlib:
@@ -62,8 +66,7 @@ func (m *Image) load(sector uint64) (*chunk, error) {
 	case chunkBzip2:
 		err = m.decompress(c, func(r io.Reader) (io.Reader, error) { return bzip2.NewReader(r), nil })
 	case chunkRaw:
-		m.buf = m.buf[:0]
-		m.buf = append(m.buf, make([]byte, c.length)...)
+		m.buf = m.sized(int(c.length))
 		err = m.file.ReadPadded(m.buf, int64(c.offset))
 	}
 	if err != nil {
@@ -86,10 +89,7 @@ func (m *Image) decompress(c *chunk, newReader func(io.Reader) (io.Reader, error
 		return errIO
 	}
 	want := int(c.sectors * sectorSize)
-	if cap(m.buf) < want+1 {
-		m.buf = make([]byte, want+1)
-	}
-	m.buf = m.buf[:want+1]
+	m.buf = m.sized(want + 1)
 	n, err := io.ReadFull(r, m.buf)
 	if n != want || err != io.ErrUnexpectedEOF && err != io.EOF {
 		// too little, too much, or corrupt
@@ -101,6 +101,15 @@ func (m *Image) decompress(c *chunk, newReader func(io.Reader) (io.Reader, error
 	}
 	m.buf = m.buf[:want]
 	return nil
+}
+
+// sized returns the chunk buffer with length n (at most 64 MiB and a
+// byte, the chunk limits), reusing its memory.
+func (m *Image) sized(n int) []byte {
+	if cap(m.buf) < n {
+		m.buf = make([]byte, n)
+	}
+	return m.buf[:n]
 }
 
 // parser collects the chunks of the mish blocks.
