@@ -156,22 +156,8 @@ func (p *Parallels) ReadAt(b []byte, off int64) (int, error) {
 func (p *Parallels) BlockStatus(off, length int64) (image.Extent, error) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	end := min(off+length, p.Size())
 	host := p.hostOffset(off)
-	pos := (off/p.clusterSize + 1) * p.clusterSize
-	for pos < end {
-		if host == 0 && pos/p.clusterSize >= int64(len(p.bat)) {
-			// past the BAT's entries in the file: all unallocated
-			pos = end
-			break
-		}
-		next := p.hostOffset(pos)
-		if host == 0 && next != 0 || host != 0 && next != host+(pos-off/p.clusterSize*p.clusterSize) {
-			break
-		}
-		pos += p.clusterSize
-	}
-	e := image.Extent{Offset: off, Length: min(pos, end) - off, HostOffset: -1}
+	e := image.Extent{Offset: off, Length: p.runLength(off, min(length, p.Size()-off)), HostOffset: -1}
 	if host == 0 {
 		e.Zero = true
 		return e, nil
@@ -179,6 +165,28 @@ func (p *Parallels) BlockStatus(off, length int64) (image.Extent, error) {
 	e.Allocated, e.Data = true, true
 	e.HostOffset = host + off%p.clusterSize
 	return e, nil
+}
+
+// runLength is how far from off (at most length bytes) the clusters stay
+// all unallocated or allocated and contiguous in the file (qemu's
+// block_status). The caller holds mu.
+func (p *Parallels) runLength(off, length int64) int64 {
+	start := p.hostOffset(off)
+	base := off - off%p.clusterSize // the first cluster's guest offset
+	n := min(length, p.clusterSize-off%p.clusterSize)
+	for n < length {
+		next := off + n
+		if start == 0 && next/p.clusterSize >= int64(len(p.bat)) {
+			// past the BAT's entries in the file: all unallocated
+			return length
+		}
+		host := p.hostOffset(next)
+		if start == 0 && host != 0 || start != 0 && host != start+(next-base) {
+			break
+		}
+		n += min(length-n, p.clusterSize)
+	}
+	return n
 }
 
 // InfoLess: qemu's parallels driver has no get_info, so info shows no

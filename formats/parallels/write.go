@@ -100,23 +100,6 @@ func (p *Parallels) allocate(off, length int64) (int64, int64, error) {
 	return p.hostOffset(off) + off%p.clusterSize, run, nil
 }
 
-// runLength is how far from off (at most length bytes) the clusters stay
-// all unallocated or allocated and contiguous in the file (qemu's
-// block_status).
-func (p *Parallels) runLength(off, length int64) int64 {
-	start := p.hostOffset(off)
-	n := min(length, p.clusterSize-off%p.clusterSize)
-	for n < length {
-		next := off + n
-		host := p.hostOffset(next)
-		if start == 0 && host != 0 || start != 0 && host != start+(next-off/p.clusterSize*p.clusterSize) {
-			break
-		}
-		n += min(length-n, p.clusterSize)
-	}
-	return n
-}
-
 // growFile makes room for sectors more sectors at the data end: when they
 // reach past the file's end, the file grows by them plus the
 // preallocation, in zeroes written (allocated on disk) or by truncation.
