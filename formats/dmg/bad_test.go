@@ -57,6 +57,7 @@ func TestBadImagesAsQemu(t *testing.T) {
 		"xml too long":          patched(xml, tXMLLen, uint64(len(xml)), 8),
 		"negative sectors":      patched(good, tSectors, 1<<63, 8),
 		"too many sectors":      patched(good, tSectors, 1<<60, 8),
+		"sectors past the max":  patched(good, tSectors, 1<<54-1, 8),
 		"sectors beyond chunks": patched(good, tSectors, 100, 8),
 		"rsrc data offset":      patched(good, 4096+zlibLen, 1<<20, 4),
 		"rsrc count zero":       patched(good, 4096+zlibLen+8, 0, 4),

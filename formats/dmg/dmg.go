@@ -88,8 +88,8 @@ func open(o *image.OpenContext) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	if sectors > (1<<63-1)/sectorSize {
-		return nil, image.Errorf(image.ErrCorrupt, "Could not refresh total sector count: File too large")
+	if err := image.CheckSectorCount(uint64(sectors)); err != nil {
+		return nil, err
 	}
 	return &Image{file: o.File, sectors: sectors, chunks: p.chunks, current: len(p.chunks)}, nil
 }

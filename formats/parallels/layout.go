@@ -28,7 +28,7 @@ const (
 	defaultClusterSize = 1 << 20
 	// MAX_PARALLELS_IMAGE_FACTOR: BAT entries are 32 bits wide
 	maxImageFactor = 1 << 32
-	// qemu's limit on the sector count of any image (BDRV_MAX_LENGTH)
+	// the largest file qimg grows an image to (qemu's BDRV_MAX_LENGTH)
 	maxLength = math.MaxInt64 &^ (1<<30 - 1)
 )
 
@@ -86,21 +86,7 @@ func parseHeader(b []byte) (*header, error) {
 	case h.batEntries > math.MaxInt32/4:
 		return nil, image.Errorf(image.ErrCorrupt, "Catalog too large")
 	}
-	return h, checkSectors(h.sectors)
-}
-
-// checkSectors refuses sector counts whose size in bytes qemu cannot
-// hold. qemu computes the size modulo 2^64 first (then refuses with
-// EFBIG), and only later finds counts it took for negative or too large;
-// qimg refuses those at open too.
-func checkSectors(n uint64) error {
-	if n<<9 > maxLength {
-		return image.Errorf(image.ErrCorrupt, "Could not refresh total sector count: File too large")
-	}
-	if n > math.MaxInt64/sectorSize {
-		return image.Errorf(image.ErrCorrupt, "Can't get image size: File too large")
-	}
-	return nil
+	return h, image.CheckSectorCount(h.sectors)
 }
 
 // batOffset is where BAT entry i lies in the file (qemu's bat_entry_off,
