@@ -4,6 +4,7 @@ package cmd
 import (
 	_ "qimg/formats/bochs"
 	_ "qimg/formats/cloop"
+	_ "qimg/formats/dmg"
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"

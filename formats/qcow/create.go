@@ -31,9 +31,9 @@ func fileOption(name string) image.OptionSpec {
 	panic("qcow: no file option " + name)
 }
 
-// checkCreate answers the encryption options as qemu-img 7.2 does, and
-// refuses (before any file is touched) the encrypted images qimg cannot
-// write: qcow's AES-CBC encryption is insecure and deprecated.
+// checkCreate answers the encryption options as qemu-img 7.2 does
+// (qcow's AES-CBC encryption is insecure, but qemu-img 7.2 still makes
+// such images).
 func checkCreate(o image.Options, _ int64) error {
 	if err := file.CheckPrealloc(o.String("preallocation", "off")); err != nil {
 		return err
@@ -55,7 +55,14 @@ func checkCreate(o image.Options, _ int64) error {
 	if _, ok := o.Get("encrypt.key-secret"); !ok {
 		return image.Errorf(nil, "Parameter 'encrypt.key-secret' is required for cipher")
 	}
-	return image.NotSupported("creating AES-encrypted qcow images")
+	return nil
+}
+
+// encrypted reports whether the options ask for AES encryption (checked
+// by checkCreate).
+func encrypted(o image.Options) bool {
+	_, hasFormat := o.Get("encrypt.format")
+	return hasFormat || o.String("encryption", "off") == "on"
 }
 
 // Create writes the header, the backing file name after it and a zeroed
@@ -85,6 +92,14 @@ func Create(c *image.CreateContext) error {
 		l1Offset = (headerSize + uint64(len(backing)) + 7) &^ 7
 	}
 	be.PutUint64(hdr[40:], l1Offset)
+	if encrypted(c.Options) {
+		// qemu looks the secret up before it writes the header
+		id, _ := c.Options.Get("encrypt.key-secret")
+		if _, err := c.Objects.Secret(id); err != nil {
+			return image.Errorf(nil, "%v", err)
+		}
+		be.PutUint32(hdr[36:], cryptAES)
+	}
 	l1Bytes := (l1Size*8 + 511) &^ 511
 	if err := c.File.Truncate(int64(l1Offset+l1Bytes), image.PreallocOff); err != nil {
 		return err

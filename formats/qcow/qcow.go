@@ -1,12 +1,13 @@
-// Package qcow is the qcow (version 1) format driver, read-only: a
-// header, one L1 table of L2 tables, data and compressed clusters, and an
-// optional backing file.
+// Package qcow is the qcow (version 1) format driver: a header, one L1
+// table of L2 tables, data and compressed clusters, an optional backing
+// file, and qemu's legacy AES encryption, read and written.
 package qcow
 
 import (
 	"bytes"
 	"compress/flate"
 	"encoding/binary"
+	"errors"
 	"io"
 	"math"
 	"sync"
@@ -98,9 +99,9 @@ func (h *header) validate() error {
 	return nil
 }
 
-// errNoKey answers any access to the data of an AES-encrypted image:
-// qimg takes no key for qcow's insecure AES-CBC encryption, so such
-// images open for info only, and never read as wrong data.
+// errNoKey answers any access to the data of an AES-encrypted image
+// opened without a key (the open option encrypt.key-secret): such images
+// open for info only, and never read as wrong data.
 var errNoKey = image.Errorf(image.ErrUnsupported, "Parameter 'encrypt.key-secret' is required for cipher")
 
 // Image is an open qcow image.
@@ -112,6 +113,7 @@ type Image struct {
 	l1      []uint64 // the entries inside the file; those past it are 0
 
 	backingName string
+	crypt       *sectorCipher // nil: not encrypted, or no key given
 
 	wmu     sync.Mutex // serialises writes
 	fileEnd int64      // where the next allocation goes, guarded by wmu
@@ -131,8 +133,14 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := q.h.validate(); err != nil {
 		return nil, err
 	}
-	if q.h.cryptMethod != 0 && o.Writable {
-		return nil, errNoKey
+	if q.h.cryptMethod != 0 {
+		c, err := newSectorCipher(o)
+		if err != nil && (o.Writable || !errors.Is(err, errNoKey)) {
+			return nil, err
+		}
+		// without a key the image opens read-only for info; its data
+		// answers errNoKey
+		q.crypt = c
 	}
 	q.cs = 1 << q.h.clusterBits
 	q.fileEnd = o.File.Size()
@@ -244,7 +252,7 @@ func clampOffset(off uint64) int64 {
 
 // ReadAt reads guest data cluster by cluster.
 func (q *Image) ReadAt(p []byte, off int64) (int, error) {
-	if q.h.cryptMethod != 0 {
+	if q.h.cryptMethod != 0 && q.crypt == nil {
 		return 0, errNoKey
 	}
 	done := 0
@@ -264,6 +272,8 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 			clear(buf)
 		case e&flagCompressed != 0:
 			err = q.readCompressed(buf, e, into)
+		case q.crypt != nil:
+			err = q.readEncrypted(buf, e, pos)
 		default:
 			err = q.file.ReadPadded(buf, clampOffset(e+uint64(into)))
 		}
@@ -298,7 +308,7 @@ func (q *Image) readCompressed(buf []byte, e uint64, into int64) error {
 // BlockStatus answers as qemu's qcow_co_block_status, merging clusters
 // of one kind (contiguous in the file for data).
 func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
-	if q.h.cryptMethod != 0 {
+	if q.h.cryptMethod != 0 && q.crypt == nil {
 		return image.Extent{}, errNoKey
 	}
 	first, err := q.entry(off)
@@ -321,6 +331,10 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 	switch {
 	case first == 0:
 	case first&flagCompressed != 0:
+		ext.Allocated, ext.Data = true, true
+	case q.crypt != nil:
+		// encrypted data has no place a reader could use (qemu's
+		// qcow_co_block_status answers as for compressed clusters)
 		ext.Allocated, ext.Data = true, true
 	default:
 		ext.Allocated, ext.Data = true, true

@@ -23,9 +23,12 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 		if err != nil {
 			return done, err
 		}
-		if e != 0 && e&flagCompressed == 0 {
+		switch {
+		case e != 0 && e&flagCompressed == 0 && q.crypt != nil:
+			err = q.writeEncrypted(p[done:done+n], e, pos)
+		case e != 0 && e&flagCompressed == 0:
 			err = q.file.WriteGrowing(p[done:done+n], clampOffset(e+uint64(into)))
-		} else {
+		default:
 			err = q.allocateCluster(p[done:done+n], pos, into)
 		}
 		if err != nil {
@@ -47,6 +50,9 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 		}
 	}
 	copy(buf[into:], p)
+	if q.crypt != nil {
+		q.crypt.encrypt(start, buf)
+	}
 	l2off, err := q.l2ForWrite(pos)
 	if err != nil {
 		return err
@@ -56,18 +62,7 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 		return err
 	}
 	q.fileEnd = host + q.cs
-	idx := (pos >> q.h.clusterBits) & (1<<q.h.l2Bits - 1)
-	var e [8]byte
-	binary.BigEndian.PutUint64(e[:], uint64(host))
-	if err := q.file.WriteGrowing(e[:], int64(l2off)+idx*8); err != nil {
-		return err
-	}
-	q.mu.Lock()
-	if t, ok := q.l2Cache[l2off]; ok {
-		t[idx] = uint64(host)
-	}
-	q.mu.Unlock()
-	return nil
+	return q.setL2Entry(l2off, pos, uint64(host))
 }
 
 // l2ForWrite returns the L2 table for guest offset pos, appending a
