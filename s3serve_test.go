@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -35,15 +36,16 @@ var s3Servers sync.Map
 
 // cmdS3Serve starts the server and points the AWS variables at it:
 //
-//	s3serve [503=N] [reset=N] [denypart=N]
+//	s3serve [503=N] [reset=N] [denypart=N] [stallpart=N]
 //
 // 503=N answers the first N requests "503 Slow Down"; reset=N breaks off
 // the first N ranged GETs half way through their body; denypart=N answers
-// every upload of part N "403 Access Denied". Requests signed with other
-// keys than the server's are refused with 403.
+// every upload of part N "403 Access Denied"; stallpart=N never answers
+// the upload of part N (a convert to kill mid-upload). Requests signed
+// with other keys than the server's are refused with 403.
 func cmdS3Serve(ts *testscript.TestScript, neg bool, args []string) {
 	if neg {
-		ts.Fatalf("usage: s3serve [503=N] [reset=N] [denypart=N]")
+		ts.Fatalf("usage: s3serve [503=N] [reset=N] [denypart=N] [stallpart=N]")
 	}
 	root := ts.MkAbs("s3")
 	ts.Check(os.MkdirAll(root, 0o777))
@@ -61,6 +63,8 @@ func cmdS3Serve(ts *testscript.TestScript, neg bool, args []string) {
 			f.resets.Store(int64(n))
 		case "denypart":
 			f.denyPart = val
+		case "stallpart":
+			f.stallPart = val
 		default:
 			ts.Fatalf("s3serve: unknown fault %q", a)
 		}
@@ -83,18 +87,25 @@ func cmdS3Serve(ts *testscript.TestScript, neg bool, args []string) {
 	ts.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 }
 
-// cmdS3Uploads checks how many multipart uploads are open on the server:
-// none after a convert, failed or not.
+// cmdS3Uploads waits (up to 30 s) until N multipart uploads are open on
+// the server: one while a convert uploads, none once it ended.
 func cmdS3Uploads(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: s3uploads N")
 	}
+	want, err := strconv.ParseInt(args[0], 10, 64)
+	ts.Check(err)
 	v, ok := s3Servers.Load(ts.Getenv("WORK"))
 	if !ok {
 		ts.Fatalf("s3uploads: no s3serve running")
 	}
-	if got := v.(*s3Faults).openUploads.Load(); strconv.FormatInt(got, 10) != args[0] {
-		ts.Fatalf("%d multipart uploads open, want %s", got, args[0])
+	f := v.(*s3Faults)
+	deadline := time.Now().Add(30 * time.Second)
+	for f.openUploads.Load() != want {
+		if time.Now().After(deadline) {
+			ts.Fatalf("%d multipart uploads open, want %d", f.openUploads.Load(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -106,6 +117,7 @@ type s3Faults struct {
 	unavailable atomic.Int64
 	resets      atomic.Int64
 	denyPart    string
+	stallPart   string
 	openUploads atomic.Int64
 }
 
@@ -118,6 +130,9 @@ func (f *s3Faults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s3Error(w, http.StatusServiceUnavailable, "SlowDown", "Please reduce your request rate.")
 	case r.Method == http.MethodPut && f.denyPart != "" && q.Get("partNumber") == f.denyPart:
 		s3Error(w, http.StatusForbidden, "AccessDenied", "Access Denied")
+	case r.Method == http.MethodPut && f.stallPart != "" && q.Get("partNumber") == f.stallPart:
+		io.Copy(io.Discard, r.Body)
+		<-r.Context().Done()
 	case r.Method == http.MethodGet && r.Header.Get("Range") != "" && f.resets.Add(-1) >= 0:
 		f.next.ServeHTTP(&breakOff{ResponseWriter: w}, r)
 	default:

@@ -179,7 +179,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	if err := target.Flush(); err != nil {
 		return fmt.Errorf("error while flushing the target: %w", err)
 	}
-	return nil
+	return target.Complete()
 }
 
 func (r *Request) openTarget() (*image.Node, error) {

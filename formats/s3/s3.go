@@ -1,6 +1,8 @@
 // Package s3 is the protocol driver of objects in S3-compatible storage,
 // named s3://bucket/key. Reads are ranged GETs with a read-ahead for the
-// small reads of format metadata. An object cannot be changed in place.
+// small reads of format metadata. An object cannot be changed in place:
+// a new object is written once, front to back, as a multipart upload
+// that becomes visible only when the writer completes it (upload.go).
 //
 // The endpoint, region and keys come from the AWS environment variables
 // and ~/.aws profiles, as the AWS tools take them (client.go).
@@ -20,7 +22,7 @@ import (
 )
 
 func init() {
-	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open})
+	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open, CreateProtocol: Create})
 }
 
 const (
@@ -63,7 +65,7 @@ func Open(name string, o image.ProtocolOptions) (image.Driver, error) {
 		return nil, err
 	}
 	if o.Writable {
-		return nil, image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place: objects in S3 are written once", obj.name)
+		return openUpload(obj)
 	}
 	client, ep, err := newClient()
 	if err != nil {
