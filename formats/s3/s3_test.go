@@ -1,0 +1,54 @@
+package s3
+
+import "testing"
+
+func TestParseName(t *testing.T) {
+	for _, tc := range []struct {
+		name, bucket, key string
+		ok                bool
+	}{
+		{"s3://b/k", "b", "k", true},
+		{"s3://imgs/dir/disk.qcow2", "imgs", "dir/disk.qcow2", true},
+		{"s3://b/", "", "", false},
+		{"s3://b", "", "", false},
+		{"s3:///k", "", "", false},
+		{"s3:b/k", "", "", false},
+	} {
+		o, err := parseName(tc.name)
+		if (err == nil) != tc.ok || o.bucket != tc.bucket || o.key != tc.key {
+			t.Errorf("parseName(%q) = %+v, %v", tc.name, o, err)
+		}
+	}
+}
+
+func TestPartSize(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct{ size, want int64 }{
+		{0, 5 * mib},
+		{1, 5 * mib},
+		{4 << 30, 5 * mib},
+		{50000 * mib, 5 * mib},
+		{50000*mib + 1, 6 * mib},
+		{1 << 40, 105 * mib},
+		{maxObjectSize, 525 * mib},
+	} {
+		got := partSize(tc.size)
+		if got != tc.want {
+			t.Errorf("partSize(%d) = %d, want %d", tc.size, got, tc.want)
+		}
+		if (tc.size+got-1)/got > maxParts {
+			t.Errorf("partSize(%d) = %d makes more than %d parts", tc.size, got, maxParts)
+		}
+	}
+}
+
+func TestIsLocal(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "10.1.2.3": true, "localhost": true, "LocalHost": true,
+		"minio.localhost": true, "s3.amazonaws.com": false, "minio.example.com": false,
+	} {
+		if got := isLocal(host); got != want {
+			t.Errorf("isLocal(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
