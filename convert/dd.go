@@ -59,7 +59,7 @@ func (d *DD) Run(ctx context.Context) error {
 		return err
 	}
 	opts, _ := image.ParseOptions("")
-	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts})
+	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts, Continued: true})
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.Output, err)
 	}
