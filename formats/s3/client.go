@@ -110,7 +110,7 @@ func newClient() (*minio.Core, string, error) {
 
 // maxRetries is how often the client retries a request that failed with
 // a 5xx, a throttling answer or a dropped connection, with backoff.
-const maxRetries = 6
+const maxRetries = 10
 
 // openError words a failed request on an object as qemu words the
 // failed open of a file, with the S3 error code: 404 is "No such file or
@@ -135,8 +135,10 @@ func describe(c *minio.Core, o object, err error) string {
 		return "No such file or directory"
 	case r.StatusCode == http.StatusForbidden || r.Code == "AccessDenied":
 		return fmt.Sprintf("Permission denied (%s)", codeOr(r.Code, "AccessDenied"))
-	case r.Code != "":
+	case r.Code != "" && r.Message != "" && r.Message != r.Code:
 		return fmt.Sprintf("%s (%s)", strings.TrimSuffix(r.Message, "."), r.Code)
+	case r.Code != "":
+		return r.Code
 	}
 	return oneLine(err.Error())
 }
