@@ -304,13 +304,15 @@ func (u *Upload) start() error {
 	if u.uploadID != "" {
 		return nil
 	}
-	id, err := u.client.NewMultipartUpload(u.ctx, u.obj.bucket, u.obj.key, minio.PutObjectOptions{})
+	watchSignals(u) // before the upload exists: a signal then aborts it
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	id, err := u.client.NewMultipartUpload(ctx, u.obj.bucket, u.obj.key, minio.PutObjectOptions{})
 	if err != nil {
 		u.err = u.requestError("starting the upload", err)
 		return u.err
 	}
 	u.uploadID = id
-	watchSignals(u)
 	return nil
 }
 
@@ -318,7 +320,9 @@ func (u *Upload) start() error {
 func (u *Upload) put(i int, data []byte) {
 	defer u.inflight.Done()
 	defer func() { <-u.slots }()
-	part, err := u.client.PutObjectPart(u.ctx, u.obj.bucket, u.obj.key, u.uploadID, i+1,
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	part, err := u.client.PutObjectPart(ctx, u.obj.bucket, u.obj.key, u.uploadID, i+1,
 		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{Md5Base64: contentMD5(data), DisableContentSha256: true})
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -402,7 +406,9 @@ func (u *Upload) putWhole() error {
 	} else if u.size > 0 {
 		data = zeroes(u.size)
 	}
-	_, err := u.client.PutObject(u.ctx, u.obj.bucket, u.obj.key, bytes.NewReader(data), int64(len(data)),
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	_, err := u.client.PutObject(ctx, u.obj.bucket, u.obj.key, bytes.NewReader(data), int64(len(data)),
 		contentMD5(data), "", minio.PutObjectOptions{DisableContentSha256: true})
 	if err != nil {
 		return u.requestError("uploading", err)
@@ -424,12 +430,13 @@ func (u *Upload) completeMultipart() error {
 		return u.err
 	}
 	sort.Slice(u.done, func(a, b int) bool { return u.done[a].PartNumber < u.done[b].PartNumber })
-	_, err := u.client.CompleteMultipartUpload(u.ctx, u.obj.bucket, u.obj.key, u.uploadID, u.done, minio.PutObjectOptions{})
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	_, err := u.client.CompleteMultipartUpload(ctx, u.obj.bucket, u.obj.key, u.uploadID, u.done, minio.PutObjectOptions{})
 	if err != nil {
 		u.err = u.requestError("completing the upload", err)
 		return u.err
 	}
-	unwatch(u)
 	return nil
 }
 
@@ -464,10 +471,10 @@ func (u *Upload) abort() {
 	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
 	defer cancel()
 	u.client.AbortMultipartUpload(ctx, u.obj.bucket, u.obj.key, id)
-	unwatch(u)
 }
 
 func (u *Upload) forget() {
+	unwatch(u)
 	pendingMu.Lock()
 	defer pendingMu.Unlock()
 	if pending[u.id] == u {
