@@ -186,24 +186,26 @@ func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 2)
 }
 
-// WriteZeroes: the parts start zeroed, and a new object is written once,
-// so a zero run needs only the parts it covers to exist.
+// WriteZeroes: a part not yet in memory starts zeroed, so only the parts
+// in memory are cleared; a zero run allocates nothing.
 func (u *Upload) WriteZeroes(off, length int64, _ bool) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	if err := u.checkWrite(off, length); err != nil {
+	if err := u.checkWrite(off, length); err != nil || length == 0 {
 		return err
 	}
-	for i := int(off / u.part); int64(i)*u.part < off+length; i++ {
-		buf, err := u.buffer(i)
-		if err != nil {
-			return err
-		}
-		lo := max(off, int64(i)*u.part) - int64(i)*u.part
-		hi := min(off+length, int64(i+1)*u.part) - int64(i)*u.part
-		clear((*buf)[lo:hi])
+	first, last := int(off/u.part), int((off+length-1)/u.part)
+	if sent := max(first, 1); sent <= last && sent < u.nextSend {
+		return u.sentError(sent)
 	}
-	return nil
+	for i, buf := range u.open {
+		if i < first || i > last {
+			continue
+		}
+		base := int64(i) * u.part
+		clear((*buf)[max(off, base)-base : min(off+length, base+int64(len(*buf)))-base])
+	}
+	return u.sendBefore(last - 2)
 }
 
 func (u *Upload) checkWrite(off, length int64) error {
@@ -226,12 +228,16 @@ func (u *Upload) buffer(i int) (*[]byte, error) {
 		return b, nil
 	}
 	if i != 0 && i < u.nextSend {
-		return nil, image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d comes after that part was sent: "+
-			"S3 objects are written in order", u.obj.name, int64(i)*u.part)
+		return nil, u.sentError(i)
 	}
 	b := make([]byte, u.partLen(i))
 	u.open[i] = &b
 	return &b, nil
+}
+
+func (u *Upload) sentError(i int) error {
+	return image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d comes after that part was sent: "+
+		"S3 objects are written in order", u.obj.name, int64(i)*u.part)
 }
 
 // partLen is part i's length: the last part is what is left.
