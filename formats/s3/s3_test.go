@@ -52,3 +52,12 @@ func TestIsLocal(t *testing.T) {
 		}
 	}
 }
+
+func TestInFlight(t *testing.T) {
+	const mib = 1 << 20
+	for part, want := range map[int64]int{5 * mib: 4, 10 * mib: 4, 13 * mib: 2, 20 * mib: 1, 105 * mib: 1, 525 * mib: 1} {
+		if got := inFlight(part); got != want {
+			t.Errorf("inFlight(%d MiB) = %d, want %d", part/mib, got, want)
+		}
+	}
+}

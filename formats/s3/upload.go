@@ -20,12 +20,19 @@ const (
 	maxParts    = 10000
 	// maxObjectSize is S3's largest object, 5 TiB.
 	maxObjectSize = 5 << 40
-	// partsInFlight is how many parts go up at once. Memory stays within
-	// (partsInFlight + 3) parts: those in flight, the one being written,
-	// the one before it (writes arrive a little out of order) and the
-	// first, which is sent last.
-	partsInFlight = 4
+	// maxInFlight is how many parts go up at once at most.
+	maxInFlight = 4
+	// memoryBudget is what the parts in flight may hold: with larger
+	// parts (images over 50 GB) fewer go up at once, one at least.
+	memoryBudget = 64 << 20
 )
+
+// inFlight is how many parts of a part size go up at once. Memory stays
+// within that many parts plus two: the one being written and the first,
+// which is sent last.
+func inFlight(part int64) int {
+	return int(max(1, min(maxInFlight, memoryBudget/part-2)))
+}
 
 // partSize is the smallest whole number of MiB, at least S3's minimum,
 // that splits size into at most maxParts parts.
@@ -42,8 +49,9 @@ var (
 	pending   = map[string]*Upload{}
 )
 
-// Upload is a new object being written. Writes land in part buffers;
-// a part goes up once writes have moved two parts past it, a part never
+// Upload is a new object being written, in order (the copy engine writes
+// to it in order even with -W). Writes land in part buffers; a part goes
+// up once writes have moved past it, a part never
 // written goes up as zeroes without being read from anywhere, and the
 // first part goes up last. Complete makes the object visible; Close
 // without it aborts the upload and the key keeps what it had.
@@ -102,7 +110,7 @@ func Create(name string, _ image.ProtocolOptions) (image.Driver, error) {
 func newUpload(obj object, client *minio.Core, id string) *Upload {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &Upload{obj: obj, id: id, client: client, ctx: ctx, cancel: cancel,
-		open: map[int]*[]byte{}, nextSend: 1, slots: make(chan struct{}, partsInFlight)}
+		open: map[int]*[]byte{}, nextSend: 1}
 }
 
 // openUpload opens for writing an object this process is creating; any
@@ -159,6 +167,7 @@ func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 	}
 	u.size, u.sizeSet = size, true
 	u.part = partSize(size)
+	u.slots = make(chan struct{}, inFlight(u.part))
 	return nil
 }
 
@@ -183,7 +192,7 @@ func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
 		}
 		n += copy((*buf)[off+int64(n)-int64(i)*u.part:], p[n:])
 	}
-	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 2)
+	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 1)
 }
 
 // WriteZeroes: a part not yet in memory starts zeroed, so only the parts
@@ -205,7 +214,7 @@ func (u *Upload) WriteZeroes(off, length int64, _ bool) error {
 		base := int64(i) * u.part
 		clear((*buf)[max(off, base)-base : min(off+length, base+int64(len(*buf)))-base])
 	}
-	return u.sendBefore(last - 2)
+	return u.sendBefore(last - 1)
 }
 
 func (u *Upload) checkWrite(off, length int64) error {

@@ -83,7 +83,7 @@ func TestUploadParts(t *testing.T) {
 	}
 	clear(want[6<<20-50 : 6<<20+50])
 	write(size-512, bytes.Repeat([]byte{3}, 512))
-	// parts 1 to 2 went up as the writes moved on: they are no longer
+	// parts 1 to 3 went up as the writes moved on: they are no longer
 	// written, zeroed or read
 	if _, err := u.WriteAt([]byte{9}, 6<<20); err == nil || !strings.Contains(err.Error(), "written in order") {
 		t.Errorf("a write into a sent part: %v", err)
@@ -121,7 +121,7 @@ func TestUploadZeroesAllocateNothing(t *testing.T) {
 	if err := u.WriteZeroes(0, size, true); err != nil {
 		t.Fatal(err)
 	}
-	if len(u.open) != 0 || u.nextSend != 2 {
+	if len(u.open) != 0 || u.nextSend != 3 {
 		t.Errorf("after a zero run: %d parts in memory, part %d next", len(u.open), u.nextSend)
 	}
 	if err := u.Complete(); err != nil {
