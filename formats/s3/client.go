@@ -44,8 +44,11 @@ func endpoint() (*url.URL, error) {
 		return &url.URL{Scheme: "https", Host: "s3.amazonaws.com"}, nil
 	}
 	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, image.Errorf(nil, "AWS_ENDPOINT_URL '%s' is not an http:// or https:// URL", raw)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
+		return nil, image.Errorf(nil, "AWS_ENDPOINT_URL is not an http:// or https:// URL of a server")
+	}
+	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
+		return nil, image.Errorf(nil, "AWS_ENDPOINT_URL '%s://%s%s': an S3 endpoint has no path", u.Scheme, u.Host, u.Path)
 	}
 	return u, nil
 }

@@ -1,6 +1,9 @@
 package s3
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseName(t *testing.T) {
 	for _, tc := range []struct {
@@ -58,6 +61,32 @@ func TestInFlight(t *testing.T) {
 	for part, want := range map[int64]int{5 * mib: 4, 10 * mib: 4, 13 * mib: 2, 20 * mib: 1, 105 * mib: 1, 525 * mib: 1} {
 		if got := inFlight(part); got != want {
 			t.Errorf("inFlight(%d MiB) = %d, want %d", part/mib, got, want)
+		}
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	t.Setenv("AWS_ENDPOINT_URL_S3", "")
+	for raw, want := range map[string]string{
+		"":                        "https://s3.amazonaws.com",
+		"http://127.0.0.1:7070":   "http://127.0.0.1:7070",
+		"https://minio.example/":  "https://minio.example",
+		"ftp://x":                 "",
+		"127.0.0.1:7070":          "",
+		"http://key:secret@host":  "",
+		"http://host:9000/prefix": "",
+		"http://host:9000/?x=y":   "",
+	} {
+		t.Setenv("AWS_ENDPOINT_URL", raw)
+		u, err := endpoint()
+		got := ""
+		if err == nil {
+			got = u.Scheme + "://" + u.Host
+		} else if strings.Contains(err.Error(), "secret") {
+			t.Errorf("endpoint() with %q shows the secret: %v", raw, err)
+		}
+		if got != want {
+			t.Errorf("endpoint() with %q = %q (%v), want %q", raw, got, err, want)
 		}
 	}
 }
