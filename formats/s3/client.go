@@ -108,8 +108,12 @@ func newClient() (*minio.Core, string, error) {
 	if err != nil {
 		return nil, "", image.Errorf(nil, "S3 endpoint '%s': %v", u.Host, err)
 	}
-	return c, u.Scheme + "://" + u.Host, nil
+	return c, endpointID(u), nil
 }
+
+// endpointID tells endpoints apart in object identities: the scheme and
+// host, never a key.
+func endpointID(u *url.URL) string { return u.Scheme + "://" + u.Host }
 
 // maxRetries is how often the client retries a request that failed with
 // a 5xx, a throttling answer or a dropped connection, with backoff.

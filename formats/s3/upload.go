@@ -51,9 +51,9 @@ var (
 
 // Upload is a new object being written, in order (the copy engine writes
 // to it in order even with -W). Writes land in part buffers; a part goes
-// up once writes have moved past it, a part never
-// written goes up as zeroes without being read from anywhere, and the
-// first part goes up last. Complete makes the object visible; Close
+// up once writes have moved past it, a part never written goes up as
+// zeroes without being read from anywhere, and the first part goes up
+// last. Complete makes the object visible; Close
 // without it aborts the upload and the key keeps what it had.
 type Upload struct {
 	obj    object
@@ -65,7 +65,7 @@ type Upload struct {
 	mu       sync.Mutex
 	size     int64
 	sizeSet  bool
-	part     int64 // part size, fixed by the first write
+	part     int64 // part size, fixed by Truncate
 	open     map[int]*[]byte
 	nextSend int // parts below it (except the first) were sent
 	uploadID string
@@ -99,11 +99,12 @@ func Create(name string, _ image.ProtocolOptions) (image.Driver, error) {
 	}
 	u := newUpload(obj, client, identity(ep, obj))
 	pendingMu.Lock()
-	if old := pending[u.id]; old != nil {
-		old.Close()
-	}
+	old := pending[u.id]
 	pending[u.id] = u
 	pendingMu.Unlock()
+	if old != nil {
+		old.Close() // a second create of the key in this process wins
+	}
 	return &creating{u}, nil
 }
 
@@ -122,7 +123,7 @@ func openUpload(obj object) (image.Driver, error) {
 	}
 	pendingMu.Lock()
 	defer pendingMu.Unlock()
-	if up := pending[identity(u.Scheme+"://"+u.Host, obj)]; up != nil {
+	if up := pending[identity(endpointID(u), obj)]; up != nil {
 		return up, nil
 	}
 	return nil, image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place: objects in S3 are written once; "+
