@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
@@ -153,5 +154,26 @@ func TestUploadCloseAborts(t *testing.T) {
 	}
 	if got := objectBytes(t, backend, "old.raw"); string(got) != "old" {
 		t.Errorf("Complete after Close wrote the object")
+	}
+}
+
+// A second create of a key in one process replaces the first, which is
+// aborted; the open for writing finds the second.
+func TestCreateTwice(t *testing.T) {
+	testBucket(t)
+	first := newUploadOf(t, "s3://bkt/twice.raw", 1<<20)
+	done := make(chan *Upload)
+	go func() { done <- newUploadOf(t, "s3://bkt/twice.raw", 2<<20) }()
+	select {
+	case second := <-done:
+		defer second.Close()
+		if second == first || second.Size() != 2<<20 {
+			t.Errorf("the open found the first create")
+		}
+		if _, err := first.WriteAt([]byte{1}, 0); err == nil {
+			t.Errorf("the replaced upload still takes writes")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("a second create of the key hangs")
 	}
 }
