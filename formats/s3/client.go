@@ -2,6 +2,7 @@ package s3
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -98,8 +99,13 @@ func newClient() (*minio.Core, string, error) {
 		lookup = minio.BucketLookupPath
 	}
 	custom := os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
+	transport, err := transportFor(u.Scheme == "https")
+	if err != nil {
+		return nil, "", err
+	}
 	c, err := minio.NewCore(u.Host, &minio.Options{
 		Creds:        credentialChain(),
+		Transport:    transport,
 		Secure:       u.Scheme == "https",
 		Region:       region(custom),
 		BucketLookup: lookup,
@@ -114,6 +120,33 @@ func newClient() (*minio.Core, string, error) {
 // endpointID tells endpoints apart in object identities: the scheme and
 // host, never a key.
 func endpointID(u *url.URL) string { return u.Scheme + "://" + u.Host }
+
+// transportFor is the client's transport; AWS_CA_BUNDLE adds the
+// certificates a server of one's own is signed by, as the AWS tools take
+// them.
+func transportFor(secure bool) (*http.Transport, error) {
+	tr, err := minio.DefaultTransport(secure)
+	if err != nil || !secure {
+		return tr, err
+	}
+	bundle := os.Getenv("AWS_CA_BUNDLE")
+	if bundle == "" {
+		return tr, nil
+	}
+	pem, err := os.ReadFile(bundle)
+	if err != nil {
+		return nil, image.Errorf(err, "AWS_CA_BUNDLE '%s': %v", bundle, errors.Unwrap(err))
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, image.Errorf(nil, "AWS_CA_BUNDLE '%s': no PEM certificate in it", bundle)
+	}
+	tr.TLSClientConfig.RootCAs = pool
+	return tr, nil
+}
 
 // maxRetries is how often the client retries a request that failed with
 // a 5xx, a throttling answer or a dropped connection, with backoff.

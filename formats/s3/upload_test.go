@@ -2,8 +2,12 @@ package s3
 
 import (
 	"bytes"
+	"encoding/pem"
 	"io"
+	"log"
+	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -175,5 +179,51 @@ func TestCreateTwice(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("a second create of the key hangs")
+	}
+}
+
+// An HTTPS server signed by a certificate of one's own is reached with
+// AWS_CA_BUNDLE, and refused without it.
+func TestCABundle(t *testing.T) {
+	backend := s3mem.New()
+	if err := backend.CreateBucket("bkt"); err != nil {
+		t.Fatal(err)
+	}
+	meta := map[string]string{"Last-Modified": time.Now().UTC().Format(http.TimeFormat)}
+	if _, err := backend.PutObject("bkt", "a.raw", meta, strings.NewReader("data"), 4, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(gofakes3.New(backend).Server())
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0) // the refused handshakes
+	srv.StartTLS()
+	defer srv.Close()
+	t.Setenv("AWS_ENDPOINT_URL", srv.URL)
+	t.Setenv("AWS_ENDPOINT_URL_S3", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "k")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s")
+	t.Setenv("AWS_REGION", "us-east-1")
+	t.Setenv("SSL_CERT_FILE", "")
+	t.Setenv("AWS_CA_BUNDLE", "")
+	if _, err := Open("s3://bkt/a.raw", image.ProtocolOptions{}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("an unknown certificate: %v", err)
+	}
+	bundle := t.TempDir() + "/ca.pem"
+	cert := srv.Certificate()
+	if err := os.WriteFile(bundle, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", bundle)
+	d, err := Open("s3://bkt/a.raw", image.ProtocolOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	buf := make([]byte, 4)
+	if _, err := d.ReadAt(buf, 0); err != nil || string(buf) != "data" {
+		t.Errorf("ReadAt = %q, %v", buf, err)
+	}
+	t.Setenv("AWS_CA_BUNDLE", t.TempDir()+"/missing.pem")
+	if _, err := Open("s3://bkt/a.raw", image.ProtocolOptions{}); err == nil || !strings.Contains(err.Error(), "no such file or directory") {
+		t.Errorf("a missing bundle: %v", err)
 	}
 }
