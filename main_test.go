@@ -20,6 +20,9 @@ package main
 //	                        become the script's (for commands with several failure codes)
 //	httpserve VAR [norange] serve the work folder over HTTP on 127.0.0.1 (byte ranges, as
 //	                        http.ServeContent serves them; none with norange) and set $VAR to its URL
+//	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
+//	                        their files) and set the AWS variables for it (s3serve_test.go)
+//	s3uploads N             require N multipart uploads open on that server
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
@@ -124,6 +127,8 @@ func TestScripts(t *testing.T) {
 			"probes":    cmdProbes,
 			"status":    cmdStatus,
 			"httpserve": cmdHTTPServe,
+			"s3serve":   cmdS3Serve,
+			"s3uploads": cmdS3Uploads,
 		},
 	})
 }

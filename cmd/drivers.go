@@ -13,6 +13,7 @@ import (
 	_ "qimg/formats/qcow2"
 	_ "qimg/formats/qed"
 	_ "qimg/formats/raw"
+	_ "qimg/formats/s3"
 	_ "qimg/formats/vdi"
 	_ "qimg/formats/vhdx"
 	_ "qimg/formats/vmdk"

@@ -59,7 +59,7 @@ func (d *DD) Run(ctx context.Context) error {
 		return err
 	}
 	opts, _ := image.ParseOptions("")
-	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts})
+	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts, Continued: true})
 	if err != nil {
 		return fmt.Errorf("%s: %w", d.Output, err)
 	}
@@ -77,7 +77,7 @@ func (d *DD) Run(ctx context.Context) error {
 		if d.Warn != nil {
 			d.Warn(fmt.Sprintf("%s: cannot skip to specified offset", d.Input))
 		}
-		return out.Close()
+		return finishOutput(out)
 	}
 	// The new output reads as zeroes: zero runs of the input stay holes.
 	c := &Copy{Sources: []*image.Node{in}, Target: out, TargetZero: true, From: from, Length: outSize,
@@ -86,6 +86,18 @@ func (d *DD) Run(ctx context.Context) error {
 		if err := Run(ctx, c); err != nil {
 			return ddError(err)
 		}
+	}
+	return finishOutput(out)
+}
+
+// finishOutput flushes the output, makes it visible where its storage
+// waits for that (an S3 upload), and closes it.
+func finishOutput(out *image.Node) error {
+	if err := out.Flush(); err != nil {
+		return err
+	}
+	if err := out.Complete(); err != nil {
+		return err
 	}
 	return out.Close()
 }

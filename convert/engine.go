@@ -226,6 +226,9 @@ func (e *engine) setup() error {
 	if c, ok := t.Driver().(image.CompressedOnly); ok && c.CompressedOnly() {
 		e.Compress = true
 	}
+	if t.WriteOnce() {
+		e.OutOfOrder = false // -W allows out of order; an upload needs order
+	}
 	if e.Compress {
 		w, ok := t.CompressedWriter()
 		if !ok {

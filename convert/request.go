@@ -179,7 +179,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	if err := target.Flush(); err != nil {
 		return fmt.Errorf("error while flushing the target: %w", err)
 	}
-	return nil
+	return target.Complete()
 }
 
 func (r *Request) openTarget() (*image.Node, error) {
@@ -279,7 +279,7 @@ func (r *Request) createTarget(size int64) error {
 	}
 	// qemu-img creates the target without opening its backing file
 	p, err := create.Prepare(create.Request{Filename: r.Target, Format: r.TargetFormat, Size: size, Options: opts,
-		BackingFile: backing, BackingFormat: backingFmt, NoOpenBacking: true})
+		BackingFile: backing, BackingFormat: backingFmt, NoOpenBacking: true, Continued: true})
 	if err != nil {
 		return fmt.Errorf("%s: error while converting %s: %w", r.Target, r.TargetFormat, err)
 	}

@@ -19,6 +19,9 @@ type Request struct {
 	BackingFile   string
 	BackingFormat string
 	NoOpenBacking bool // -u: do not open the backing file
+	// Continued: the caller opens the new image next and writes it
+	// (convert, dd), and completes a write-once target (S3) itself.
+	Continued bool
 }
 
 // Prepared is a validated request, ready to run; Summary is qemu-img's
@@ -219,6 +222,9 @@ func (p *Prepared) Run() error {
 		return err
 	}
 	err = p.formatFile(file)
+	if err == nil && !r.Continued {
+		err = file.Complete()
+	}
 	if cerr := file.Close(); err == nil {
 		err = cerr
 	}

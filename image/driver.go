@@ -43,6 +43,14 @@ type Truncater interface {
 	Truncate(size int64, prealloc Prealloc) error
 }
 
+// Completer is implemented by write-once protocol drivers (an S3 upload):
+// what was written becomes visible only when Complete succeeds, and
+// closing without it discards the writes, so a failed operation leaves
+// the object as it was.
+type Completer interface {
+	Complete() error
+}
+
 // Locker is implemented by protocol drivers that mirror permissions in locks
 // shared with other processes. SetPerm tests for conflicts and takes the new
 // locks, all or nothing: on error the previous locks are kept.

@@ -433,6 +433,10 @@ func TestResolveBacking(t *testing.T) {
 		{"d/top.qcow2", "file:base", "file:base"},
 		{"d/top.qcow2", "", ""},
 		{"nbd://host/export", "base", "base"},
+		// an object's backing file is in its bucket
+		{"s3://b/d/top.qcow2", "base.qcow2", "s3://b/d/base.qcow2"},
+		{"s3://b/top.qcow2", "../base.qcow2", "s3://b/../base.qcow2"},
+		{"s3://b/top.qcow2", "/abs/base", "/abs/base"},
 	} {
 		if got := ResolveBacking(tc.overlay, tc.name); got != tc.want {
 			t.Errorf("ResolveBacking(%q, %q) = %q, want %q", tc.overlay, tc.name, got, tc.want)

@@ -215,6 +215,44 @@ func (n *Node) Flush() error {
 	return nil
 }
 
+// Complete makes what was written through the node visible where its
+// storage waits for the writer to say it is done (Completer), after a
+// successful Flush; elsewhere it does nothing.
+func (n *Node) Complete() error {
+	if c, ok := n.drv.(Completer); ok && n.writable {
+		return c.Complete()
+	}
+	n.mu.Lock()
+	children := append([]*Edge(nil), n.children...)
+	n.mu.Unlock()
+	for _, e := range children {
+		if e.Role == RoleBacking {
+			continue
+		}
+		if err := e.Child.Complete(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WriteOnce reports whether the node's storage takes writes once and in
+// order (a Completer below it: an S3 upload).
+func (n *Node) WriteOnce() bool {
+	if _, ok := n.drv.(Completer); ok {
+		return true
+	}
+	n.mu.Lock()
+	children := append([]*Edge(nil), n.children...)
+	n.mu.Unlock()
+	for _, e := range children {
+		if e.Role != RoleBacking && e.Child.WriteOnce() {
+			return true
+		}
+	}
+	return false
+}
+
 // BlockStatus describes the run at off in this node only.
 func (n *Node) BlockStatus(off, length int64) (Extent, error) {
 	if err := n.checkRange(off, length); err != nil {

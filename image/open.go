@@ -426,14 +426,18 @@ func releaseEdge(e *Edge) {
 // against the image's directory, as QEMU's path_combine does: the name is
 // appended to the overlay's name up to its last '/', without cleaning the
 // path ("d/e/../top" and "../base" give "d/e/../../base"). Absolute names
-// and names with a protocol prefix stay as they are.
+// and names with a protocol prefix stay as they are; so do relative names
+// next to an overlay of another protocol than file or s3.
 func ResolveBacking(overlay, name string) string {
 	if name == "" || strings.HasPrefix(name, "/") || hasProtocol(name) {
 		return name
 	}
-	if strings.HasPrefix(overlay, "file:") {
+	switch {
+	case strings.HasPrefix(overlay, "file:"):
 		overlay = strings.TrimPrefix(overlay, "file:")
-	} else if hasProtocol(overlay) {
+	case strings.HasPrefix(overlay, "s3://"):
+		// an object's name is a path in its bucket, combined as a file's
+	case hasProtocol(overlay):
 		return name
 	}
 	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name

@@ -1,0 +1,92 @@
+package s3
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParseName(t *testing.T) {
+	for _, tc := range []struct {
+		name, bucket, key string
+		ok                bool
+	}{
+		{"s3://b/k", "b", "k", true},
+		{"s3://imgs/dir/disk.qcow2", "imgs", "dir/disk.qcow2", true},
+		{"s3://b/", "", "", false},
+		{"s3://b", "", "", false},
+		{"s3:///k", "", "", false},
+		{"s3:b/k", "", "", false},
+	} {
+		o, err := parseName(tc.name)
+		if (err == nil) != tc.ok || o.bucket != tc.bucket || o.key != tc.key {
+			t.Errorf("parseName(%q) = %+v, %v", tc.name, o, err)
+		}
+	}
+}
+
+func TestPartSize(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct{ size, want int64 }{
+		{0, 5 * mib},
+		{1, 5 * mib},
+		{4 << 30, 5 * mib},
+		{50000 * mib, 5 * mib},
+		{50000*mib + 1, 6 * mib},
+		{1 << 40, 105 * mib},
+		{maxObjectSize, 525 * mib},
+	} {
+		got := partSize(tc.size)
+		if got != tc.want {
+			t.Errorf("partSize(%d) = %d, want %d", tc.size, got, tc.want)
+		}
+		if (tc.size+got-1)/got > maxParts {
+			t.Errorf("partSize(%d) = %d makes more than %d parts", tc.size, got, maxParts)
+		}
+	}
+}
+
+func TestIsLocal(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "::1": true, "10.1.2.3": true, "localhost": true, "LocalHost": true,
+		"minio.localhost": true, "s3.amazonaws.com": false, "minio.example.com": false,
+	} {
+		if got := isLocal(host); got != want {
+			t.Errorf("isLocal(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
+func TestInFlight(t *testing.T) {
+	const mib = 1 << 20
+	for part, want := range map[int64]int{5 * mib: 4, 10 * mib: 4, 13 * mib: 2, 20 * mib: 1, 105 * mib: 1, 525 * mib: 1} {
+		if got := inFlight(part); got != want {
+			t.Errorf("inFlight(%d MiB) = %d, want %d", part/mib, got, want)
+		}
+	}
+}
+
+func TestEndpoint(t *testing.T) {
+	t.Setenv("AWS_ENDPOINT_URL_S3", "")
+	for raw, want := range map[string]string{
+		"":                        "https://s3.amazonaws.com",
+		"http://127.0.0.1:7070":   "http://127.0.0.1:7070",
+		"https://minio.example/":  "https://minio.example",
+		"ftp://x":                 "",
+		"127.0.0.1:7070":          "",
+		"http://key:secret@host":  "",
+		"http://host:9000/prefix": "",
+		"http://host:9000/?x=y":   "",
+	} {
+		t.Setenv("AWS_ENDPOINT_URL", raw)
+		u, err := endpoint()
+		got := ""
+		if err == nil {
+			got = u.Scheme + "://" + u.Host
+		} else if strings.Contains(err.Error(), "secret") {
+			t.Errorf("endpoint() with %q shows the secret: %v", raw, err)
+		}
+		if got != want {
+			t.Errorf("endpoint() with %q = %q (%v), want %q", raw, got, err, want)
+		}
+	}
+}

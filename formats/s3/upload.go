@@ -1,0 +1,499 @@
+package s3
+
+import (
+	"bytes"
+	"context"
+	"crypto/md5"
+	"encoding/base64"
+	"fmt"
+	"sort"
+	"sync"
+
+	"github.com/minio/minio-go/v7"
+
+	"qimg/image"
+)
+
+// S3's multipart limits.
+const (
+	minPartSize = 5 << 20
+	maxParts    = 10000
+	// maxObjectSize is S3's largest object, 5 TiB.
+	maxObjectSize = 5 << 40
+	// maxInFlight is how many parts go up at once at most.
+	maxInFlight = 4
+	// memoryBudget is what the parts in flight may hold: with larger
+	// parts (images over 50 GB) fewer go up at once, one at least.
+	memoryBudget = 64 << 20
+)
+
+// inFlight is how many parts of a part size go up at once. Memory stays
+// within that many parts plus two: the one being written and the first,
+// which is sent last.
+func inFlight(part int64) int {
+	return int(max(1, min(maxInFlight, memoryBudget/part-2)))
+}
+
+// partSize is the smallest whole number of MiB, at least S3's minimum,
+// that splits size into at most maxParts parts.
+func partSize(size int64) int64 {
+	const mib = 1 << 20
+	per := (size + maxParts - 1) / maxParts
+	return max(minPartSize, (per+mib-1)/mib*mib)
+}
+
+// pending are the objects this process is creating, by identity: the
+// create step makes one, the open for writing that follows finds it.
+var (
+	pendingMu sync.Mutex
+	pending   = map[string]*Upload{}
+)
+
+// Upload is a new object being written, in order (the copy engine writes
+// to it in order even with -W). Writes land in part buffers; a part goes
+// up once writes have moved past it, a part never written goes up as
+// zeroes without being read from anywhere, and the first part goes up
+// last. Complete makes the object visible; Close
+// without it aborts the upload and the key keeps what it had.
+type Upload struct {
+	obj    object
+	id     string
+	client *minio.Core
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	size     int64
+	sizeSet  bool
+	part     int64 // part size, fixed by Truncate
+	open     map[int]*[]byte
+	nextSend int // parts below it (except the first) were sent
+	uploadID string
+	done     []minio.CompletePart
+	inflight sync.WaitGroup
+	slots    chan struct{}
+	err      error
+	finished bool
+	closing  sync.Once
+}
+
+// Create checks that the bucket exists and the keys are accepted, then
+// starts a new object; nothing reaches the bucket before the first part.
+func Create(name string, _ image.ProtocolOptions) (image.Driver, error) {
+	obj, err := parseName(name)
+	if err != nil {
+		return nil, err
+	}
+	client, ep, err := newClient()
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	ok, err := client.BucketExists(ctx, obj.bucket)
+	if err != nil {
+		return nil, image.Errorf(err, "Could not create '%s': %s", name, describe(nil, obj, err))
+	}
+	if !ok {
+		return nil, image.Errorf(nil, "Could not create '%s': No such bucket '%s'", name, obj.bucket)
+	}
+	u := newUpload(obj, client, identity(ep, obj))
+	pendingMu.Lock()
+	old := pending[u.id]
+	pending[u.id] = u
+	pendingMu.Unlock()
+	if old != nil {
+		old.Close() // a second create of the key in this process wins
+	}
+	return &creating{u}, nil
+}
+
+func newUpload(obj object, client *minio.Core, id string) *Upload {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Upload{obj: obj, id: id, client: client, ctx: ctx, cancel: cancel,
+		open: map[int]*[]byte{}, nextSend: 1}
+}
+
+// openUpload opens for writing an object this process is creating; any
+// other object is refused, naming the convert that writes a new one.
+func openUpload(obj object) (image.Driver, error) {
+	u, err := endpoint()
+	if err != nil {
+		return nil, err
+	}
+	pendingMu.Lock()
+	defer pendingMu.Unlock()
+	if up := pending[identity(endpointID(u), obj)]; up != nil {
+		return up, nil
+	}
+	return nil, image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place: objects in S3 are written once; "+
+		"write the result as a new object (qimg convert -O raw IMAGE s3://%s/NEW-KEY)", obj.name, obj.bucket)
+}
+
+// creating is the object as the create step sees it: it sets the size,
+// and its close leaves the upload for the open that follows.
+type creating struct{ *Upload }
+
+func (c *creating) Close() error { return nil }
+
+// Size is the object's size as set by Truncate.
+func (u *Upload) Size() int64 {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.size
+}
+
+// CanonicalName is the s3:// name.
+func (u *Upload) CanonicalName() string { return u.obj.name }
+
+// InfoLess: an object has no protocol-level information to show.
+func (u *Upload) InfoLess() {}
+
+// Identity is the endpoint and the object.
+func (u *Upload) Identity() string { return u.id }
+
+// Truncate sets the object's size, before anything is written: raw
+// images are sized first, then written front to back.
+func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if prealloc != image.PreallocOff {
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
+	}
+	if len(u.open) > 0 || u.uploadID != "" {
+		return image.Errorf(image.ErrUnsupported, "'%s': an object in S3 cannot be resized once written", u.obj.name)
+	}
+	if size > maxObjectSize {
+		return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
+	}
+	u.size, u.sizeSet = size, true
+	u.part = partSize(size)
+	u.slots = make(chan struct{}, inFlight(u.part))
+	return nil
+}
+
+// BlockStatus: every byte is data, at its own offset.
+func (u *Upload) BlockStatus(off, length int64) (image.Extent, error) {
+	return image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}, nil
+}
+
+// WriteAt copies p into its parts and sends the parts writes have left
+// behind.
+func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.checkWrite(off, int64(len(p))); err != nil {
+		return 0, err
+	}
+	for n := 0; n < len(p); {
+		i := int((off + int64(n)) / u.part)
+		buf, err := u.buffer(i)
+		if err != nil {
+			return n, err
+		}
+		n += copy((*buf)[off+int64(n)-int64(i)*u.part:], p[n:])
+	}
+	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 1)
+}
+
+// WriteZeroes: a part not yet in memory starts zeroed, so only the parts
+// in memory are cleared; a zero run allocates nothing.
+func (u *Upload) WriteZeroes(off, length int64, _ bool) error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err := u.checkWrite(off, length); err != nil || length == 0 {
+		return err
+	}
+	first, last := int(off/u.part), int((off+length-1)/u.part)
+	if sent := max(first, 1); sent <= last && sent < u.nextSend {
+		return u.sentError(sent)
+	}
+	for i, buf := range u.open {
+		if i < first || i > last {
+			continue
+		}
+		base := int64(i) * u.part
+		clear((*buf)[max(off, base)-base : min(off+length, base+int64(len(*buf)))-base])
+	}
+	return u.sendBefore(last - 1)
+}
+
+func (u *Upload) checkWrite(off, length int64) error {
+	if u.err != nil {
+		return u.err
+	}
+	if u.finished {
+		return image.ErrReadOnly
+	}
+	if !u.sizeSet || off < 0 || off+length > u.size {
+		return image.Errorf(image.ErrUnsupported, "'%s': only raw images can be written to S3 yet (convert -O raw): "+
+			"other formats write outside the size they set or rewrite what was sent", u.obj.name)
+	}
+	return nil
+}
+
+// buffer returns part i's buffer, refusing a part already sent.
+func (u *Upload) buffer(i int) (*[]byte, error) {
+	if b := u.open[i]; b != nil {
+		return b, nil
+	}
+	if i != 0 && i < u.nextSend {
+		return nil, u.sentError(i)
+	}
+	b := make([]byte, u.partLen(i))
+	u.open[i] = &b
+	return &b, nil
+}
+
+func (u *Upload) sentError(i int) error {
+	return image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d comes after that part was sent: "+
+		"S3 objects are written in order", u.obj.name, int64(i)*u.part)
+}
+
+// partLen is part i's length: the last part is what is left.
+func (u *Upload) partLen(i int) int64 { return min(u.part, u.size-int64(i)*u.part) }
+
+// parts is the number of parts of the object.
+func (u *Upload) parts() int { return int((u.size + u.part - 1) / u.part) }
+
+// sendBefore sends the parts from nextSend up to and including last;
+// parts never written go as zeroes.
+func (u *Upload) sendBefore(last int) error {
+	for u.nextSend <= last {
+		i := u.nextSend
+		u.nextSend++ // before send lets go of mu: part i takes no more writes
+		if err := u.send(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// send starts part i's upload once a slot is free. Called with mu held;
+// the slot wait lets the uploads in flight finish without mu.
+func (u *Upload) send(i int) error {
+	if err := u.start(); err != nil {
+		return err
+	}
+	buf := u.open[i]
+	delete(u.open, i)
+	var data []byte
+	if buf != nil {
+		data = *buf
+	} else {
+		data = zeroes(u.partLen(i))
+	}
+	u.mu.Unlock()
+	select {
+	case u.slots <- struct{}{}:
+	case <-u.ctx.Done():
+	}
+	u.mu.Lock()
+	if u.err != nil {
+		return u.err
+	}
+	if u.ctx.Err() != nil {
+		return u.ctx.Err()
+	}
+	u.inflight.Add(1)
+	go u.put(i, data)
+	return nil
+}
+
+// zeroBuf is one part of zeroes shared by every part never written.
+var (
+	zeroMu  sync.Mutex
+	zeroBuf []byte
+)
+
+func zeroes(n int64) []byte {
+	zeroMu.Lock()
+	defer zeroMu.Unlock()
+	if int64(len(zeroBuf)) < n {
+		zeroBuf = make([]byte, n)
+	}
+	return zeroBuf[:n]
+}
+
+// start creates the multipart upload before the first part goes up.
+func (u *Upload) start() error {
+	if u.uploadID != "" {
+		return nil
+	}
+	watchSignals(u) // before the upload exists: a signal then aborts it
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	id, err := u.client.NewMultipartUpload(ctx, u.obj.bucket, u.obj.key, minio.PutObjectOptions{})
+	if err != nil {
+		u.err = u.requestError("starting the upload", err)
+		return u.err
+	}
+	u.uploadID = id
+	return nil
+}
+
+// put uploads part i (S3 numbers parts from 1) and records its ETag.
+func (u *Upload) put(i int, data []byte) {
+	defer u.inflight.Done()
+	defer func() { <-u.slots }()
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	part, err := u.client.PutObjectPart(ctx, u.obj.bucket, u.obj.key, u.uploadID, i+1,
+		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{Md5Base64: contentMD5(data), DisableContentSha256: true})
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if err != nil {
+		if u.err == nil {
+			u.err = u.requestError(fmt.Sprintf("uploading part %d", i+1), err)
+		}
+		u.cancel()
+		return
+	}
+	u.done = append(u.done, minio.CompletePart{PartNumber: i + 1, ETag: part.ETag})
+}
+
+// contentMD5 is the Content-MD5 of a body: the server checks what it
+// received, where signing every payload with SHA-256 would cost more.
+func contentMD5(data []byte) string {
+	sum := md5.Sum(data)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+func (u *Upload) requestError(what string, err error) error {
+	return image.Errorf(err, "'%s': %s: %s", u.obj.name, what, describe(nil, u.obj, err))
+}
+
+// ReadAt reads what is still in memory; parts not yet written read as
+// zeroes, parts sent cannot be read back.
+func (u *Upload) ReadAt(p []byte, off int64) (int, error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.part == 0 || u.open == nil {
+		return 0, image.Errorf(nil, "'%s': nothing to read", u.obj.name)
+	}
+	for n := 0; n < len(p); {
+		pos := off + int64(n)
+		i := int(pos / u.part)
+		k := min(int64(len(p)-n), int64(i+1)*u.part-pos)
+		switch b := u.open[i]; {
+		case b != nil:
+			copy(p[n:int64(n)+k], (*b)[pos-int64(i)*u.part:])
+		case i == 0 || i >= u.nextSend:
+			clear(p[n : int64(n)+k])
+		default:
+			return n, image.Errorf(image.ErrUnsupported, "'%s': offset %d was already sent and cannot be read back", u.obj.name, pos)
+		}
+		n += int(k)
+	}
+	return len(p), nil
+}
+
+// Complete sends what is left, the first part last, and completes the
+// upload: only now does the object appear. A small object goes up in
+// one request.
+func (u *Upload) Complete() error {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.finished {
+		return nil
+	}
+	if u.err != nil {
+		return u.err
+	}
+	var err error
+	if u.uploadID == "" && u.parts() <= 1 {
+		err = u.putWhole()
+	} else {
+		err = u.completeMultipart()
+	}
+	if err != nil {
+		return err
+	}
+	u.finished = true
+	u.forget()
+	return nil
+}
+
+// putWhole writes an object of at most one part in one request.
+func (u *Upload) putWhole() error {
+	data := []byte{}
+	if b := u.open[0]; b != nil {
+		data = *b
+	} else if u.size > 0 {
+		data = zeroes(u.size)
+	}
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	_, err := u.client.PutObject(ctx, u.obj.bucket, u.obj.key, bytes.NewReader(data), int64(len(data)),
+		contentMD5(data), "", minio.PutObjectOptions{DisableContentSha256: true})
+	if err != nil {
+		return u.requestError("uploading", err)
+	}
+	return nil
+}
+
+func (u *Upload) completeMultipart() error {
+	if err := u.sendBefore(u.parts() - 1); err != nil {
+		return err
+	}
+	if err := u.send(0); err != nil {
+		return err
+	}
+	u.mu.Unlock()
+	u.inflight.Wait()
+	u.mu.Lock()
+	if u.err != nil {
+		return u.err
+	}
+	sort.Slice(u.done, func(a, b int) bool { return u.done[a].PartNumber < u.done[b].PartNumber })
+	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
+	defer cancel()
+	_, err := u.client.CompleteMultipartUpload(ctx, u.obj.bucket, u.obj.key, u.uploadID, u.done, minio.PutObjectOptions{})
+	if err != nil {
+		u.err = u.requestError("completing the upload", err)
+		return u.err
+	}
+	return nil
+}
+
+// Close aborts an upload that was not completed: the key keeps what it
+// had, and the bucket keeps no parts. A second Close (the command's,
+// while a signal aborts) waits for the first to finish.
+func (u *Upload) Close() error {
+	u.closing.Do(func() {
+		u.mu.Lock()
+		done := u.finished
+		u.finished = true
+		u.mu.Unlock()
+		if !done {
+			u.abort()
+		}
+		u.forget()
+	})
+	return nil
+}
+
+// abort stops the parts in flight and drops the upload's parts.
+func (u *Upload) abort() {
+	u.cancel()
+	u.inflight.Wait()
+	u.mu.Lock()
+	id := u.uploadID
+	u.open = nil
+	u.mu.Unlock()
+	if id == "" {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	u.client.AbortMultipartUpload(ctx, u.obj.bucket, u.obj.key, id)
+}
+
+func (u *Upload) forget() {
+	unwatch(u)
+	pendingMu.Lock()
+	defer pendingMu.Unlock()
+	if pending[u.id] == u {
+		delete(pending, u.id)
+	}
+}
