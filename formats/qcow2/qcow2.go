@@ -13,6 +13,7 @@ func init() {
 		Probe:         func(head []byte, _ string) int { return image.ProbeQcowVersion(head, false) },
 		Open:          Open,
 		CreateOptions: createOptions,
+		OpenOptions:   openOptions,
 		Create:        Create,
 		CheckCreate:   CheckCreate,
 		Measure:       Measure,
