@@ -43,7 +43,9 @@ type convertOptions struct {
 	bitmaps       bool
 	skipBroken    bool
 	imageOpts     bool
-	targetOpts    bool
+	// -O given: the target's format, which --target-image-opts refuses
+	targetFormatGiven bool
+	targetOpts        bool
 }
 
 func newConvertCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -84,6 +86,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			o.snapshotGiven = c.Flags().Changed("snapshot")
+			o.targetFormatGiven = c.Flags().Changed("output-format")
 			return runConvert(o, args, stdout, stderr)
 		},
 	}
@@ -111,8 +114,8 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.BoolVar(&o.salvage, "salvage", false, "turn read errors into zeroes")
 	f.BoolVar(&o.bitmaps, "bitmaps", false, "copy the persistent bitmaps of the source (qcow2 targets)")
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
-	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
+	f.BoolVar(&o.targetOpts, "target-image-opts", false, "the target is an option string (with -n)")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
@@ -132,17 +135,15 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		printOptionHelp(stdout, o.targetFormat, specs, len(args) > 0)
 		return nil
 	}
-	if o.imageOpts || o.targetOpts {
-		return fmt.Errorf("--image-opts and --target-image-opts are not supported")
-	}
 	snap, err := snapshotSpec(o.snapshotGiven, o.snapshot)
 	if err != nil {
 		return err
 	}
 	req := convert.Request{
 		SourceFormat: o.sourceFormat, ForceShare: o.forceShare, Snapshot: snap,
-		TargetFormat: o.targetFormat, BackingFile: o.backing, BackingFormat: o.backingFormat,
+		TargetFormat: targetFormat(o), BackingFile: o.backing, BackingFormat: o.backingFormat,
 		NoCreate: o.noCreate, TargetIsZero: o.targetIsZero,
+		SourceImageOpts: o.imageOpts, TargetImageOpts: o.targetOpts,
 		Bitmaps: o.bitmaps, SkipBrokenBitmaps: o.skipBroken,
 	}
 	opt := &req.Options
@@ -185,6 +186,9 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := checkConvertImageOpts(o); err != nil {
 		return err
 	}
 	tc, err := image.ParseCacheMode(o.cache)

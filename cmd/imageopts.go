@@ -1,6 +1,10 @@
 package cmd
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/spf13/pflag"
+)
 
 // errImageOptsFormat is qemu-img's refusal of a format beside an option
 // string, whose driver= says the format.
@@ -13,4 +17,30 @@ func checkImageOpts(imageOpts bool, format string) error {
 		return errImageOptsFormat
 	}
 	return nil
+}
+
+// addImageOptsFlag adds --image-opts, the same on every command.
+func addImageOptsFlag(f *pflag.FlagSet, p *bool) {
+	f.BoolVar(p, "image-opts", false, "filename is an option string (driver=qcow2,file.filename=P,…)")
+}
+
+// checkConvertImageOpts refuses -f with --image-opts and -O with
+// --target-image-opts, after convert's own checks as qemu-img orders them.
+func checkConvertImageOpts(o *convertOptions) error {
+	if err := checkImageOpts(o.imageOpts, o.sourceFormat); err != nil {
+		return err
+	}
+	if o.targetOpts && o.targetFormatGiven {
+		return errImageOptsFormat
+	}
+	return nil
+}
+
+// targetFormat is convert's -O, or none when the target is an option
+// string whose driver= says it.
+func targetFormat(o *convertOptions) string {
+	if o.targetOpts {
+		return ""
+	}
+	return o.targetFormat
 }
