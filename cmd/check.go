@@ -108,6 +108,7 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	}
 	if !o.quiet {
 		if o.output == "json" {
+			r.Filename = filename // as given: an option string, json: or file: name too
 			if err := image.WriteQJSON(stdout, r); err != nil {
 				return err
 			}
