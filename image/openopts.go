@@ -181,11 +181,11 @@ func parseJSONName(name string) (*openTree, error) {
 	dec.UseNumber()
 	tok, err := dec.Token()
 	if err != nil {
-		return nil, jsonSyntaxError(err)
+		return nil, jsonSyntaxError(err, text)
 	}
 	if tok != json.Delim('{') {
 		if err := skipJSONValue(dec, tok, 0); err != nil {
-			return nil, jsonSyntaxError(err)
+			return nil, jsonSyntaxError(err, text)
 		}
 		if err := jsonEnd(dec, text); err != nil {
 			return nil, err
@@ -193,7 +193,7 @@ func parseJSONName(name string) (*openTree, error) {
 		return nil, Errorf(nil, "Invalid JSON object given")
 	}
 	t := newOpenTree()
-	if err := flattenJSONObject(dec, t, "", 1); err != nil {
+	if err := flattenJSONObject(dec, text, t, "", 1); err != nil {
 		return nil, err
 	}
 	if err := jsonEnd(dec, text); err != nil {
@@ -211,32 +211,32 @@ func jsonEnd(dec *json.Decoder, text string) error {
 }
 
 // flattenJSONObject reads an object's members (its "{" already read).
-func flattenJSONObject(dec *json.Decoder, t *openTree, prefix string, depth int) error {
+func flattenJSONObject(dec *json.Decoder, text string, t *openTree, prefix string, depth int) error {
 	seen := map[string]bool{}
 	for dec.More() {
 		kt, err := dec.Token()
 		if err != nil {
-			return jsonSyntaxError(err)
+			return jsonSyntaxError(err, text)
 		}
 		k, _ := kt.(string)
 		if seen[k] {
 			return jsonParseError("JSON parse error, duplicate key")
 		}
 		seen[k] = true
-		if err := flattenJSONValue(dec, t, prefix+k, depth); err != nil {
+		if err := flattenJSONValue(dec, text, t, prefix+k, depth); err != nil {
 			return err
 		}
 	}
 	if _, err := dec.Token(); err != nil {
-		return jsonSyntaxError(err)
+		return jsonSyntaxError(err, text)
 	}
 	return nil
 }
 
-func flattenJSONValue(dec *json.Decoder, t *openTree, key string, depth int) error {
+func flattenJSONValue(dec *json.Decoder, text string, t *openTree, key string, depth int) error {
 	tok, err := dec.Token()
 	if err != nil {
-		return jsonSyntaxError(err)
+		return jsonSyntaxError(err, text)
 	}
 	if depth >= maxJSONDepth {
 		return jsonParseError("JSON parse error, too many nested containers")
@@ -244,15 +244,15 @@ func flattenJSONValue(dec *json.Decoder, t *openTree, key string, depth int) err
 	switch v := tok.(type) {
 	case json.Delim:
 		if v == '{' {
-			return flattenJSONObject(dec, t, key+".", depth+1)
+			return flattenJSONObject(dec, text, t, key+".", depth+1)
 		}
 		for i := 0; dec.More(); i++ {
-			if err := flattenJSONValue(dec, t, fmt.Sprintf("%s.%d", key, i), depth+1); err != nil {
+			if err := flattenJSONValue(dec, text, t, fmt.Sprintf("%s.%d", key, i), depth+1); err != nil {
 				return err
 			}
 		}
 		if _, err := dec.Token(); err != nil {
-			return jsonSyntaxError(err)
+			return jsonSyntaxError(err, text)
 		}
 	case string:
 		t.set(key, optValue{text: v, kind: optStr})
@@ -301,18 +301,53 @@ func jsonParseError(what string) error {
 
 // jsonSyntaxError words a decoder error as qemu's parser words the
 // common cases.
-func jsonSyntaxError(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return jsonParseError("JSON parse error, premature EOI")
+func jsonSyntaxError(err error, text string) error {
+	eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
+	off := len(text)
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		off = int(min(se.Offset, int64(len(text))))
 	}
 	msg := err.Error()
+	if strings.Contains(msg, "in string escape code") {
+		return jsonParseError("JSON parse error, invalid escape sequence in string")
+	}
+	if w := keywordBefore(text, off, eof); w != "" {
+		return jsonParseError("JSON parse error, invalid keyword '" + w + "'")
+	}
 	switch {
+	case eof:
+		return jsonParseError("JSON parse error, premature EOI")
 	case strings.Contains(msg, "after object key"):
 		return jsonParseError("JSON parse error, missing : in object pair")
-	case strings.Contains(msg, "in string escape code"):
-		return jsonParseError("JSON parse error, invalid escape sequence in string")
-	case strings.Contains(msg, "looking for beginning of value"):
+	case strings.Contains(msg, "looking for beginning of"):
 		return jsonParseError("JSON parse error, expecting value")
 	}
 	return jsonParseError("JSON parse error, " + strings.TrimPrefix(msg, "invalid character "))
 }
+
+// keywordBefore is the bare word (a misspelt true, false or null, or no
+// JSON at all) that the decoder stopped in or just after, as qemu's lexer
+// reports it; "" when the error is elsewhere.
+func keywordBefore(text string, off int, eof bool) string {
+	end := off
+	if !eof && end > 0 && !isLetter(text[end-1]) {
+		end-- // the decoder read one byte past the word
+	}
+	if end > 0 && end <= len(text) && !isLetter(text[end-1]) {
+		return ""
+	}
+	for end < len(text) && isLetter(text[end]) {
+		end++
+	}
+	start := min(end, off)
+	for start > 0 && isLetter(text[start-1]) {
+		start--
+	}
+	if start == end || start > 0 && text[start-1] == '"' {
+		return ""
+	}
+	return text[start:end]
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
