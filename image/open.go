@@ -367,6 +367,7 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 		return nil, err
 	}
 	n.drv = drv
+	n.jsonName = jsonNodeName(fmtDrv, spec, file)
 	if probed && writable && format == "raw" {
 		warnProbedRaw(file.Filename)
 	}

@@ -14,6 +14,7 @@ func init() {
 		Open:          Open,
 		CreateOptions: createOptions,
 		OpenOptions:   openOptions,
+		NameOptions:   []string{"encrypt.key-secret"},
 		Create:        Create,
 		CheckCreate:   CheckCreate,
 		Measure:       Measure,
