@@ -171,6 +171,9 @@ func runBench(o *benchOptions, filename string, stdout io.Writer) error {
 	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	r, cache, err := benchRequest(o)
 	if err != nil {
 		return err

@@ -82,6 +82,9 @@ func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout
 	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, files...); err != nil {
+		return err
+	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}

@@ -64,6 +64,9 @@ func runCompare(o *compareOptions, name1, name2 string, stdout, stderr io.Writer
 	if err := checkImageOpts(o.imageOpts, o.format1+o.format2); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, name1, name2); err != nil {
+		return err
+	}
 	cache, err := image.ParseCacheMode(o.sourceCache)
 	if err != nil {
 		return err

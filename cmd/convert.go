@@ -188,7 +188,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if err := req.Validate(); err != nil {
 		return err
 	}
-	if err := checkConvertImageOpts(o); err != nil {
+	if err := checkConvertImageOpts(o, args); err != nil {
 		return err
 	}
 	tc, err := image.ParseCacheMode(o.cache)

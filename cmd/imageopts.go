@@ -3,6 +3,8 @@ package cmd
 import (
 	"errors"
 
+	"qimg/image"
+
 	"github.com/spf13/pflag"
 )
 
@@ -26,9 +28,14 @@ func addImageOptsFlag(f *pflag.FlagSet, p *bool) {
 
 // checkConvertImageOpts refuses -f with --image-opts and -O with
 // --target-image-opts, after convert's own checks as qemu-img orders them.
-func checkConvertImageOpts(o *convertOptions) error {
+func checkConvertImageOpts(o *convertOptions, args []string) error {
 	if err := checkImageOpts(o.imageOpts, o.sourceFormat); err != nil {
 		return err
+	}
+	if len(args) > 1 {
+		if err := checkSharedImageOpts(o.imageOpts, o.forceShare, args[:len(args)-1]...); err != nil {
+			return err
+		}
 	}
 	if o.targetOpts && o.targetFormatGiven {
 		return errImageOptsFormat
@@ -43,4 +50,18 @@ func targetFormat(o *convertOptions) string {
 		return ""
 	}
 	return o.targetFormat
+}
+
+// checkSharedImageOpts refuses -U beside an option string that sets
+// force-share to anything but "on", as qemu-img's img_open_opts does.
+func checkSharedImageOpts(imageOpts, forceShare bool, names ...string) error {
+	if !imageOpts || !forceShare {
+		return nil
+	}
+	for _, name := range names {
+		if image.ForceShareConflict(name) {
+			return errors.New("--force-share/-U conflicts with image options")
+		}
+	}
+	return nil
 }

@@ -63,6 +63,9 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	if o.format != "" || o.formatGiven {
 		if _, ok := image.Lookup(o.format); !ok {
 			return fmt.Errorf("Could not open '%s': Unknown driver '%s'", filename, o.format)

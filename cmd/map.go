@@ -50,6 +50,9 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}

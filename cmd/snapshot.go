@@ -52,6 +52,9 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
 		return err
 	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	action := ""
 	for _, name := range []string{"list", "apply", "create", "delete"} {
 		if c.Flags().Changed(name) {

@@ -351,3 +351,14 @@ func keywordBefore(text string, off int, eof bool) string {
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
+// ForceShareConflict reports whether an option string sets force-share to
+// anything but "on", which qemu-img refuses beside -U.
+func ForceShareConflict(optionString string) bool {
+	t, err := parseOptionString(optionString)
+	if err != nil {
+		return false
+	}
+	v, ok := t.get("force-share")
+	return ok && v.text != "on"
+}
