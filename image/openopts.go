@@ -1,10 +1,7 @@
 package image
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -166,126 +163,41 @@ func warnf(format string, args ...any) {
 // IsJSONName reports whether a filename is a json: pseudo-filename.
 func IsJSONName(name string) bool { return strings.HasPrefix(name, "json:") }
 
-// maxJSONDepth bounds the nesting of a json: name; qemu's parser stops
-// at 1024 levels too.
-const maxJSONDepth = 1024
-
 // parseJSONName parses "json:{...}" into the flattened tree: nested
 // objects become dotted keys, list items ".0", ".1"…, as qdict_flatten.
 func parseJSONName(name string) (*openTree, error) {
-	text := strings.TrimPrefix(name, "json:")
-	if strings.TrimSpace(text) == "" {
-		return nil, jsonParseError("Expecting a JSON value")
-	}
-	dec := json.NewDecoder(strings.NewReader(text))
-	dec.UseNumber()
-	tok, err := dec.Token()
+	v, err := qjParse(strings.TrimPrefix(name, "json:"))
 	if err != nil {
-		return nil, jsonSyntaxError(err, text)
+		return nil, err
 	}
-	if tok != json.Delim('{') {
-		if err := skipJSONValue(dec, tok, 0); err != nil {
-			return nil, jsonSyntaxError(err, text)
-		}
-		if err := jsonEnd(dec, text); err != nil {
-			return nil, err
-		}
+	if !v.isObj {
 		return nil, Errorf(nil, "Invalid JSON object given")
 	}
 	t := newOpenTree()
-	if err := flattenJSONObject(dec, text, t, "", 1); err != nil {
-		return nil, err
-	}
-	if err := jsonEnd(dec, text); err != nil {
-		return nil, err
+	for _, k := range v.keys {
+		flattenJSON(t, v.obj[k], k)
 	}
 	return t, nil
 }
 
-// jsonEnd refuses anything but white space after the value.
-func jsonEnd(dec *json.Decoder, text string) error {
-	if strings.TrimSpace(text[dec.InputOffset():]) != "" {
-		return jsonParseError("Expecting at most one JSON value")
-	}
-	return nil
-}
-
-// flattenJSONObject reads an object's members (its "{" already read).
-func flattenJSONObject(dec *json.Decoder, text string, t *openTree, prefix string, depth int) error {
-	seen := map[string]bool{}
-	for dec.More() {
-		kt, err := dec.Token()
-		if err != nil {
-			return jsonSyntaxError(err, text)
+// flattenJSON adds v to t under key, an object's members and a list's
+// items as children of it; an empty object or list stays a value of its
+// own, as qdict_flatten keeps it.
+func flattenJSON(t *openTree, v *qjValue, key string) {
+	switch {
+	case v.isObj && len(v.keys) > 0:
+		for _, k := range v.keys {
+			flattenJSON(t, v.obj[k], key+"."+k)
 		}
-		k, _ := kt.(string)
-		if seen[k] {
-			return jsonParseError("JSON parse error, duplicate key")
+	case len(v.items) > 0:
+		for i, it := range v.items {
+			flattenJSON(t, it, fmt.Sprintf("%s.%d", key, i))
 		}
-		seen[k] = true
-		if err := flattenJSONValue(dec, text, t, prefix+k, depth); err != nil {
-			return err
-		}
+	case v.kind == 0:
+		t.set(key, optValue{kind: optStr})
+	default:
+		t.set(key, optValue{text: v.text, kind: v.kind})
 	}
-	if _, err := dec.Token(); err != nil {
-		return jsonSyntaxError(err, text)
-	}
-	return nil
-}
-
-func flattenJSONValue(dec *json.Decoder, text string, t *openTree, key string, depth int) error {
-	tok, err := dec.Token()
-	if err != nil {
-		return jsonSyntaxError(err, text)
-	}
-	if depth >= maxJSONDepth {
-		return jsonParseError("JSON parse error, too many nested containers")
-	}
-	switch v := tok.(type) {
-	case json.Delim:
-		if v == '{' {
-			return flattenJSONObject(dec, text, t, key+".", depth+1)
-		}
-		for i := 0; dec.More(); i++ {
-			if err := flattenJSONValue(dec, text, t, fmt.Sprintf("%s.%d", key, i), depth+1); err != nil {
-				return err
-			}
-		}
-		if _, err := dec.Token(); err != nil {
-			return jsonSyntaxError(err, text)
-		}
-	case string:
-		t.set(key, optValue{text: v, kind: optStr})
-	case json.Number:
-		t.set(key, optValue{text: v.String(), kind: optNum})
-	case bool:
-		t.set(key, optValue{text: onOff(v), kind: optBool})
-	case nil:
-		t.set(key, optValue{kind: optNull})
-	}
-	return nil
-}
-
-// skipJSONValue reads the rest of a value whose first token is tok.
-func skipJSONValue(dec *json.Decoder, tok json.Token, depth int) error {
-	d, ok := tok.(json.Delim)
-	if !ok || d == '}' || d == ']' {
-		return nil
-	}
-	if depth >= maxJSONDepth {
-		return errors.New("too deep")
-	}
-	for dec.More() {
-		next, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		if err := skipJSONValue(dec, next, depth+1); err != nil {
-			return err
-		}
-	}
-	_, err := dec.Token()
-	return err
 }
 
 func onOff(b bool) string {
@@ -298,59 +210,6 @@ func onOff(b bool) string {
 func jsonParseError(what string) error {
 	return Errorf(nil, "Could not parse the JSON options: %s", what)
 }
-
-// jsonSyntaxError words a decoder error as qemu's parser words the
-// common cases.
-func jsonSyntaxError(err error, text string) error {
-	eof := errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
-	off := len(text)
-	var se *json.SyntaxError
-	if errors.As(err, &se) {
-		off = int(min(se.Offset, int64(len(text))))
-	}
-	msg := err.Error()
-	if strings.Contains(msg, "in string escape code") {
-		return jsonParseError("JSON parse error, invalid escape sequence in string")
-	}
-	if w := keywordBefore(text, off, eof); w != "" {
-		return jsonParseError("JSON parse error, invalid keyword '" + w + "'")
-	}
-	switch {
-	case eof:
-		return jsonParseError("JSON parse error, premature EOI")
-	case strings.Contains(msg, "after object key"):
-		return jsonParseError("JSON parse error, missing : in object pair")
-	case strings.Contains(msg, "looking for beginning of"):
-		return jsonParseError("JSON parse error, expecting value")
-	}
-	return jsonParseError("JSON parse error, " + strings.TrimPrefix(msg, "invalid character "))
-}
-
-// keywordBefore is the bare word (a misspelt true, false or null, or no
-// JSON at all) that the decoder stopped in or just after, as qemu's lexer
-// reports it; "" when the error is elsewhere.
-func keywordBefore(text string, off int, eof bool) string {
-	end := off
-	if !eof && end > 0 && !isLetter(text[end-1]) {
-		end-- // the decoder read one byte past the word
-	}
-	if end > 0 && end <= len(text) && !isLetter(text[end-1]) {
-		return ""
-	}
-	for end < len(text) && isLetter(text[end]) {
-		end++
-	}
-	start := min(end, off)
-	for start > 0 && isLetter(text[start-1]) {
-		start--
-	}
-	if start == end || start > 0 && text[start-1] == '"' {
-		return ""
-	}
-	return text[start:end]
-}
-
-func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 
 // ForceShareConflict reports whether an option string sets force-share to
 // anything but "on", which qemu-img refuses beside -U.

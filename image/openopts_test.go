@@ -64,7 +64,7 @@ func TestParseJSONName(t *testing.T) {
 		`json:{"a":"\x"}`:        "Could not parse the JSON options: JSON parse error, invalid escape sequence in string",
 		`json:{"a":1,}`:          "Could not parse the JSON options: JSON parse error, expecting value",
 		`json:{"a"}`:             "Could not parse the JSON options: JSON parse error, missing : in object pair",
-		`json:` + deepJSON(2000): "Could not parse the JSON options: JSON parse error, too many nested containers",
+		`json:` + deepJSON(2000): "Could not parse the JSON options: JSON nesting depth limit exceeded",
 	} {
 		if _, err := parseJSONName(in); err == nil || err.Error() != msg {
 			t.Errorf("%.40s: got %v, want %q", in, err, msg)

@@ -1,7 +1,6 @@
 package image
 
 import (
-	"strconv"
 	"strings"
 )
 
@@ -39,7 +38,7 @@ func (c cacheChange) apply(m CacheMode) CacheMode {
 // nodeOptions are the options of every node, which the graph consumes
 // itself (qemu's bdrv_runtime_opts and the node's role).
 var nodeOptions = []OptionSpec{
-	{Name: "node-name", Type: OptString},
+	{Name: "node-name", Type: OptString, Check: nodeNameChecker{}},
 	{Name: "read-only", Type: OptBool},
 	{Name: "auto-read-only", Type: OptBool},
 	{Name: "force-share", Type: OptBool},
@@ -68,6 +67,28 @@ func (e enumChecker) CheckValue(v string) error {
 	return Errorf(nil, "%s", e.msg)
 }
 
+// nodeNameChecker checks a node-name as qemu's bdrv_assign_node_name: a
+// letter, then letters, digits, '-', '.' and '_', at most 31 bytes.
+type nodeNameChecker struct{}
+
+// CheckValue implements ValueChecker.
+func (nodeNameChecker) CheckValue(v string) error {
+	wellFormed := v != "" && isASCIILetter(v[0])
+	for i := 1; wellFormed && i < len(v); i++ {
+		c := v[i]
+		wellFormed = isASCIILetter(c) || c >= '0' && c <= '9' || strings.IndexByte("-._", c) >= 0
+	}
+	switch {
+	case !wellFormed:
+		return Errorf(nil, "Invalid node-name: '%s'", v)
+	case len(v) >= 32:
+		return Errorf(nil, "Node name too long")
+	}
+	return nil
+}
+
+func isASCIILetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+
 // takeNodeOptions checks and removes the options of every node from t.
 func takeNodeOptions(t *openTree) (nodeSpec, error) {
 	var s nodeSpec
@@ -95,32 +116,19 @@ func takeNodeOptions(t *openTree) (nodeSpec, error) {
 	return s, nil
 }
 
-// checkOpenValue checks a value against its spec; a JSON value must be of
-// the spec's type (a bool for a bool, an integer for a number or size),
-// or a string that parses as one.
+// checkOpenValue checks a value against its spec, as its text: qemu
+// turns JSON numbers and booleans into option text before it checks them.
 func checkOpenValue(spec OptionSpec, v optValue) error {
 	if v.kind == optNull {
 		return nil
 	}
-	text := v.text
-	switch {
-	case v.kind == optNum && (spec.Type == OptBool || !isInteger(text)):
-		text = "\x00" // no type's parser takes it
-	case v.kind == optBool && spec.Type != OptBool:
-		text = "\x00"
-	}
-	if err := checkOptionValue(spec, text); err != nil {
+	if err := checkOptionValue(spec, v.text); err != nil {
 		return err
 	}
 	if spec.Check != nil {
 		return spec.Check.CheckValue(v.text)
 	}
 	return nil
-}
-
-func isInteger(s string) bool {
-	_, err := strconv.ParseInt(s, 10, 64)
-	return err == nil
 }
 
 // specFromTree builds the spec of a node from its option tree: the keys
