@@ -72,6 +72,29 @@ func TestParseJSONName(t *testing.T) {
 	}
 }
 
+func TestQemuJSONValues(t *testing.T) {
+	for in, want := range map[string]optValue{
+		`{'a':'x\'y'}`:                 {"x'y", optStr},
+		`{"a":"\u00e9\/\ud83d\ude00"}`: {"\u00e9/\U0001F600", optStr},
+		`{"a":1.0e6}`:                  {"1000000", optNum},
+		`{"a":-0}`:                     {"0", optNum},
+		`{"a":18446744073709551615}`:   {"18446744073709551615", optNum},
+		`{"a":18446744073709551616}`:   {"1.8446744073709552e+19", optNum},
+		`{"a":0.1}`:                    {"0.10000000000000001", optNum},
+		`{"a":null}`:                   {"", optNull},
+		`{"a":{}}`:                     {"", optStr},
+	} {
+		tree, err := parseJSONName("json:" + in)
+		if err != nil {
+			t.Errorf("%s: %v", in, err)
+			continue
+		}
+		if got := tree.vals["a"]; got != want {
+			t.Errorf("%s: got %+v, want %+v", in, got, want)
+		}
+	}
+}
+
 func deepJSON(n int) string {
 	return strings.Repeat(`{"a":`, n) + "1" + strings.Repeat("}", n)
 }
