@@ -161,20 +161,6 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if trustNothing.Load() {
 		o.Untrusted = true
 	}
-	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
-	if user.Name == "" {
-		user.Name = "qimg"
-	}
-	if o.Cache.Name == "" {
-		o.Cache = CacheWriteback
-	}
-	if o.ForceShare {
-		if o.Writable {
-			return nil, Errorf(ErrPermission, "force-share=on can only be used with read-only images")
-		}
-		// share everything; need at most consistent read (none for info)
-		user.Claim = Claim{Perm: o.Claim.Perm & ClaimForceShare.Perm, Shared: PermAll}
-	}
 	spec, err := topSpec(filename, o)
 	if err != nil {
 		return nil, err
@@ -182,21 +168,23 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if spec.readOnly && o.Writable {
 		return nil, Errorf(ErrPermission, "Block node is read-only")
 	}
-	if spec.share && !o.ForceShare {
-		return Open(filename, withForceShare(o))
+	o.ForceShare = o.ForceShare || spec.share
+	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
+	if user.Name == "" {
+		user.Name = "qimg"
+	}
+	if o.Cache.Name == "" {
+		o.Cache = CacheWriteback
 	}
 	o.Cache = spec.cache.apply(o.Cache)
-	n, err := openChain(user, spec, o, o.Writable, nil)
-	if err != nil {
-		return nil, err
+	if o.ForceShare {
+		if o.Writable {
+			return nil, Errorf(ErrPermission, "force-share=on can only be used with read-only images")
+		}
+		// share everything; need at most consistent read (none for info)
+		user.Claim = Claim{Perm: o.Claim.Perm & ClaimForceShare.Perm, Shared: PermAll}
 	}
-	return n, nil
-}
-
-// withForceShare is o with force-share=on, which an option tree asked for.
-func withForceShare(o OpenOptions) OpenOptions {
-	o.ForceShare = true
-	return o
+	return openChain(user, spec, o, o.Writable, nil)
 }
 
 // topSpec reads the name of the image the user opens: an option string,
