@@ -39,7 +39,9 @@ type Op struct {
 type Request struct {
 	Filename string
 	Format   string
-	Bitmap   string
+	// ImageOpts: Filename is an option string (--image-opts).
+	ImageOpts bool
+	Bitmap    string
 	// Granularity of Add, 0 for the format's default.
 	Granularity int64
 	Ops         []Op
@@ -144,7 +146,7 @@ func (r *Request) Run() error {
 	// refuses guest writes into images with bitmaps (it does not track
 	// them yet); a corrupt image is refused when its bitmaps are listed,
 	// a dirty one repaired just before the bitmaps are stored.
-	n, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, Writable: true,
+	n, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, ImageOpts: r.ImageOpts, Writable: true,
 		Claim: image.ClaimWrite, User: "bitmap", Check: true})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", r.Filename, err)

@@ -45,17 +45,17 @@ downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
 	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
 	optString := strings.Join(o.options, ",")
 	if optString == "" {
 		return fmt.Errorf("Must specify options (-o). %s", tryHelp())
-	}
-	if o.imageOpts {
-		return fmt.Errorf("--image-opts is not supported")
 	}
 	// as qemu-img: the progress output starts here, its 0 comes when the
 	// driver is called and its end of line in any case
@@ -70,7 +70,7 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: true, Claim: image.ClaimWrite,
 		Cache: cache, User: "amend"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)

@@ -76,7 +76,7 @@ refuses the depth.`,
 	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode")
 	f.BoolVarP(&o.write, "write", "w", false, "write instead of read")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
@@ -168,8 +168,11 @@ func benchRequest(o *benchOptions) (iobench.Request, image.CacheMode, error) {
 }
 
 func runBench(o *benchOptions, filename string, stdout io.Writer) error {
-	if o.imageOpts {
-		return errors.New("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
 	}
 	r, cache, err := benchRequest(o)
 	if err != nil {
@@ -183,7 +186,7 @@ func runBench(o *benchOptions, filename string, stdout io.Writer) error {
 		claim = image.Claim{Perm: image.PermConsistentRead | image.PermWrite,
 			Shared: image.PermConsistentRead | image.PermWriteUnchanged}
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: r.Write, Claim: claim,
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: r.Write, Claim: claim,
 		Cache: cache, ForceShare: o.forceShare, User: "bench"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)

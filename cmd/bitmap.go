@@ -115,7 +115,7 @@ an NBD server.`,
 	f.BoolVar(&o.dump, "dump", false, "print the dirty extents of the bitmap (beyond qemu-img)")
 	f.StringVar(&o.output, "output", "human", "output format of --dump: human or json")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "with --dump: open the image even if another process uses it")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
@@ -129,8 +129,8 @@ func runBitmap(o *bitmapOptions, c *cobra.Command, args []string, stdout io.Writ
 		}
 		granularity = g
 	}
-	if o.imageOpts {
-		return errors.New("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
 	}
 	if o.dump {
 		return runBitmapDump(o, args, stdout)
@@ -155,7 +155,7 @@ func runBitmap(o *bitmapOptions, c *cobra.Command, args []string, stdout io.Writ
 	case len(args) != 2:
 		return errors.New("Expecting filename and bitmap name")
 	}
-	req := bitmap.Request{Filename: args[0], Format: o.format, Bitmap: args[1], Granularity: granularity,
+	req := bitmap.Request{Filename: args[0], Format: o.format, ImageOpts: o.imageOpts, Bitmap: args[1], Granularity: granularity,
 		Ops: o.ops, SourceFile: o.sourceFile, SourceFormat: o.sourceFormat}
 	return req.Run()
 }

@@ -14,6 +14,7 @@ func init() { register(newCheckCmd) }
 
 type checkOptions struct {
 	format     string
+	imageOpts  bool
 	output     string
 	repair     string
 	cache      string
@@ -49,10 +50,17 @@ were found, 3 only leaks were found, 63 the format has no check.`,
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing but errors")
 	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}
@@ -77,7 +85,7 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	if fix != 0 {
 		claim = image.ClaimWrite
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: fix != 0, Claim: claim,
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: fix != 0, Claim: claim,
 		ForceShare: o.forceShare, User: "check", Cache: cache, Check: true})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
@@ -103,6 +111,7 @@ func runCheck(o *checkOptions, filename string, stdout, stderr io.Writer) error 
 	}
 	if !o.quiet {
 		if o.output == "json" {
+			r.Filename = filename // as given: an option string, json: or file: name too
 			if err := image.WriteQJSON(stdout, r); err != nil {
 				return err
 			}

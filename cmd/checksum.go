@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 
@@ -60,7 +59,7 @@ This command is qimg's own: qemu-img has none.`,
 	}
 	f := c.Flags()
 	f.StringVarP(&o.format, "format", "f", "", "image format (probed when not given)")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	f.StringVarP(&o.snapshot, "snapshot", "l", "", "internal snapshot to read (name, snapshot.id=ID or snapshot.name=NAME)")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.StringVarP(&o.progress, "progress", "p", "", "show progress (--progress=json: JSON lines on stderr)")
@@ -80,8 +79,11 @@ type checksumResult struct {
 }
 
 func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout, stderr io.Writer) error {
-	if o.imageOpts {
-		return errors.New("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, files...); err != nil {
+		return err
 	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
@@ -119,7 +121,7 @@ func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout
 }
 
 func checksumImage(ctx context.Context, o *checksumOptions, name string, stdout, stderr io.Writer) ([]byte, error) {
-	n, err := image.Open(name, image.OpenOptions{Format: o.format, Claim: image.ClaimRead,
+	n, err := image.Open(name, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Claim: image.ClaimRead,
 		ForceShare: o.forceShare, User: "checksum"})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", name, err)

@@ -62,16 +62,16 @@ second, -t is the cache mode (writeback by default).`,
 	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 
 func runCommit(o *commitOptions, filename string, stdout, stderr io.Writer) error {
-	if o.imageOpts {
-		return fmt.Errorf("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
 	}
-	req := commit.Request{Filename: filename, Format: o.format, Base: o.base, Drop: o.drop}
+	req := commit.Request{Filename: filename, Format: o.format, ImageOpts: o.imageOpts, Base: o.base, Drop: o.drop}
 	if o.rate != "" {
 		n, err := image.ParseSizeArg("rate limit", o.rate)
 		if err != nil {

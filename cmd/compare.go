@@ -19,6 +19,7 @@ type compareOptions struct {
 	quiet       bool
 	strict      bool
 	forceShare  bool
+	imageOpts   bool
 }
 
 func newCompareCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -55,17 +56,24 @@ Exit status: 0 identical, 1 different, 2 an error prevented the comparison.`,
 	f.BoolVarP(&o.strict, "strict", "s", false, "fail on a size or allocation difference too")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the images even if another process uses them")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runCompare(o *compareOptions, name1, name2 string, stdout, stderr io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format1+o.format2); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, name1, name2); err != nil {
+		return err
+	}
 	cache, err := image.ParseCacheMode(o.sourceCache)
 	if err != nil {
 		return err
 	}
 	open := func(name, format string) (*image.Node, error) {
 		n, err := image.Open(name, image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: o.forceShare,
-			Cache: cache, User: "compare"})
+			Cache: cache, User: "compare", ImageOpts: o.imageOpts})
 		if err != nil {
 			return nil, fmt.Errorf("Could not open '%s': %w", name, err)
 		}

@@ -46,7 +46,9 @@ type convertOptions struct {
 	bitmaps       bool
 	skipBroken    bool
 	imageOpts     bool
-	targetOpts    bool
+	// -O given: the target's format, which --target-image-opts refuses
+	targetFormatGiven bool
+	targetOpts        bool
 }
 
 func newConvertCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -91,6 +93,7 @@ bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
 		Args: cobra.ArbitraryArgs,
 		RunE: func(c *cobra.Command, args []string) error {
 			o.snapshotGiven = c.Flags().Changed("snapshot")
+			o.targetFormatGiven = c.Flags().Changed("output-format")
 			return runConvert(o, args, stdout, stderr)
 		},
 	}
@@ -120,8 +123,8 @@ bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
 	f.StringVar(&o.checksum, "checksum", "", "print the checksum of the written content, made while copying (digest name; sha256 when given without one)")
 	f.Lookup("checksum").NoOptDefVal = checksum.DefaultDigest
-	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
-	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
+	f.BoolVar(&o.targetOpts, "target-image-opts", false, "the target is an option string (with -n)")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
@@ -141,17 +144,15 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		printOptionHelp(stdout, o.targetFormat, specs, len(args) > 0)
 		return nil
 	}
-	if o.imageOpts || o.targetOpts {
-		return fmt.Errorf("--image-opts and --target-image-opts are not supported")
-	}
 	snap, err := snapshotSpec(o.snapshotGiven, o.snapshot)
 	if err != nil {
 		return err
 	}
 	req := convert.Request{
 		SourceFormat: o.sourceFormat, ForceShare: o.forceShare, Snapshot: snap,
-		TargetFormat: o.targetFormat, BackingFile: o.backing, BackingFormat: o.backingFormat,
+		TargetFormat: targetFormat(o), BackingFile: o.backing, BackingFormat: o.backingFormat,
 		NoCreate: o.noCreate, TargetIsZero: o.targetIsZero,
+		SourceImageOpts: o.imageOpts, TargetImageOpts: o.targetOpts,
 		Bitmaps: o.bitmaps, SkipBrokenBitmaps: o.skipBroken,
 	}
 	opt := &req.Options
@@ -194,6 +195,9 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	if err := req.Validate(); err != nil {
+		return err
+	}
+	if err := checkConvertImageOpts(o, args); err != nil {
 		return err
 	}
 	tc, err := image.ParseCacheMode(o.cache)

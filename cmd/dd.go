@@ -18,6 +18,7 @@ type ddOptions struct {
 	format       string
 	outputFormat string
 	forceShare   bool
+	imageOpts    bool
 }
 
 func newDDCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -41,6 +42,7 @@ the same.`,
 	f.StringVarP(&o.outputFormat, "output-format", "O", "raw", "output format")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the input even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
@@ -50,7 +52,10 @@ func ddSize(name, v string) (int64, error) {
 }
 
 func runDD(o *ddOptions, operands []string, stderr io.Writer) error {
-	d := &convert.DD{InputFormat: o.format, OutputFormat: o.outputFormat, ForceShare: o.forceShare,
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	d := &convert.DD{InputFormat: o.format, InputImageOpts: o.imageOpts, OutputFormat: o.outputFormat, ForceShare: o.forceShare,
 		BlockSize: 512, Count: -1,
 		Warn: func(msg string) { fmt.Fprintf(stderr, "%s: %s\n", progName, msg) }}
 	for _, op := range operands {

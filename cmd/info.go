@@ -52,7 +52,7 @@ process is writing (QEMU's locks); -U (--force-share) reads it anyway.`,
 	f.BoolVar(&o.backingChain, "backing-chain", false, "show every image of the backing chain")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "treat filename as option string (not supported)")
+	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (driver=qcow2,file.filename=P,…)")
 	return c
 }
 
@@ -60,8 +60,11 @@ func runInfo(o *infoOptions, filename string, stdout io.Writer) error {
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}
-	if o.imageOpts {
-		return fmt.Errorf("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
 	}
 	if o.format != "" || o.formatGiven {
 		if _, ok := image.Lookup(o.format); !ok {
@@ -108,7 +111,7 @@ func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
 			return nil, fmt.Errorf("%s: backing chain is deeper than %d images", filename, image.MaxChainDepth)
 		}
 		seen[name] = true
-		in, err := collectInfo(name, format, o.forceShare)
+		in, err := collectInfo(name, format, o.forceShare, o.imageOpts && len(infos) == 0)
 		if err != nil {
 			return nil, err
 		}
@@ -128,9 +131,9 @@ func collectInfos(o *infoOptions, filename string) ([]*image.Info, error) {
 
 // collectInfo opens one image without its backing file and collects its
 // information.
-func collectInfo(name, format string, forceShare bool) (*image.Info, error) {
+func collectInfo(name, format string, forceShare, imageOpts bool) (*image.Info, error) {
 	n, err := image.Open(name, image.OpenOptions{Format: format, Claim: image.ClaimInfo, ForceShare: forceShare, User: "info",
-		NoBacking: true, NoDataFile: true})
+		NoBacking: true, NoDataFile: true, ImageOpts: imageOpts})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", name, err)
 	}

@@ -15,6 +15,7 @@ func init() { register(newMapCmd) }
 
 type mapOptions struct {
 	format      string
+	imageOpts   bool
 	output      string
 	startOffset string
 	maxLength   string
@@ -41,10 +42,17 @@ which layer of the chain decides it and where in which file it is stored.`,
 	f.StringVarP(&o.maxLength, "max-length", "l", "", "number of guest bytes to map")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runMap(o *mapOptions, filename string, stdout io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}
@@ -58,7 +66,7 @@ func runMap(o *mapOptions, filename string, stdout io.Writer) error {
 			return err
 		}
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Claim: image.ClaimRead, ForceShare: o.forceShare, User: "map"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}

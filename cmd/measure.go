@@ -18,6 +18,7 @@ type measureOptions struct {
 	options       []string
 	size          string
 	format        string
+	imageOpts     bool
 	snapshot      string
 	snapshotGiven bool // -l, even empty
 	forceShare    bool
@@ -53,10 +54,14 @@ copying the persistent bitmaps would add (convert --bitmaps).`,
 	f.StringVarP(&o.snapshot, "snapshot", "l", "", "measure an internal snapshot of filename (name, or snapshot.id=ID[,snapshot.name=NAME])")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open filename even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
 	if o.output != "human" && o.output != "json" {
 		return fmt.Errorf("--output must be used with human or json as argument.")
 	}
@@ -82,7 +87,7 @@ func runMeasure(o *measureOptions, args []string, stdout io.Writer) error {
 		}
 		m.Size = n
 	} else {
-		src, err := image.Open(args[0], image.OpenOptions{Format: o.format, Claim: image.ClaimRead,
+		src, err := image.Open(args[0], image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Claim: image.ClaimRead,
 			ForceShare: o.forceShare, User: "measure"})
 		if err != nil {
 			return fmt.Errorf("Could not open '%s': %w", args[0], err)

@@ -73,14 +73,14 @@ by default), -U opens the backing files even if another process uses them,
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open backing files that another process uses")
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
+	addImageOptsFlag(f, &o.imageOpts)
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 
 func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, stderr io.Writer) error {
-	if o.imageOpts {
-		return fmt.Errorf("--image-opts is not supported")
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
 	}
 	if !o.unsafe && !backingGiven {
 		return fmt.Errorf("Must specify backing file (-b) or use unsafe mode (-u). %s", tryHelp())
@@ -88,7 +88,7 @@ func runRebase(o *rebaseOptions, backingGiven bool, filename string, stdout, std
 	if o.compress && o.unsafe {
 		return fmt.Errorf("Compression cannot be used in unsafe mode (-u): unsafe rebase copies nothing")
 	}
-	req := rebase.Request{Filename: filename, Format: o.format, Backing: o.backing, BackingFormat: o.backingFormat,
+	req := rebase.Request{Filename: filename, Format: o.format, ImageOpts: o.imageOpts, Backing: o.backing, BackingFormat: o.backingFormat,
 		Unsafe: o.unsafe, Compress: o.compress, ForceShare: o.forceShare}
 	cache, err := image.ParseCacheMode(o.cache)
 	if err != nil {

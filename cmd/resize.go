@@ -13,10 +13,11 @@ import (
 func init() { register(newResizeCmd) }
 
 type resizeOptions struct {
-	format   string
-	prealloc string
-	shrink   bool
-	quiet    bool
+	format    string
+	imageOpts bool
+	prealloc  string
+	shrink    bool
+	quiet     bool
 }
 
 func newResizeCmd(stdout, stderr io.Writer) *cobra.Command {
@@ -50,6 +51,7 @@ data.`,
 	f.BoolVar(&o.shrink, "shrink", false, "allow shrinking the image")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
@@ -85,6 +87,9 @@ func parseResizeArgs(c *cobra.Command, args []string) (filename, size string, er
 }
 
 func runResize(o *resizeOptions, filename, sizeArg string, stdout, stderr io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
 	rel := 0
 	switch {
 	case strings.HasPrefix(sizeArg, "+"):
@@ -107,7 +112,7 @@ func runResize(o *resizeOptions, filename, sizeArg string, stdout, stderr io.Wri
 	if err != nil {
 		return fmt.Errorf("Invalid preallocation mode '%s'", o.prealloc)
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite, User: "resize"})
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: true, Claim: image.ClaimWrite, User: "resize"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}

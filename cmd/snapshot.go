@@ -13,6 +13,7 @@ func init() { register(newSnapshotCmd) }
 
 type snapshotOptions struct {
 	format     string
+	imageOpts  bool
 	list       bool
 	apply      string
 	create     string
@@ -43,10 +44,17 @@ by name; -d by name only (the first of repeated names).`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
 
 func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout io.Writer) error {
+	if err := checkImageOpts(o.imageOpts, o.format); err != nil {
+		return err
+	}
+	if err := checkSharedImageOpts(o.imageOpts, o.forceShare, filename); err != nil {
+		return err
+	}
 	action := ""
 	for _, name := range []string{"list", "apply", "create", "delete"} {
 		if c.Flags().Changed(name) {
@@ -68,7 +76,7 @@ func runSnapshot(o *snapshotOptions, c *cobra.Command, filename string, stdout i
 
 // listSnapshots prints the snapshot table as qemu-img snapshot -l does.
 func listSnapshots(o *snapshotOptions, filename string, stdout io.Writer) error {
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Claim: image.ClaimInfo, ForceShare: o.forceShare,
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Claim: image.ClaimInfo, ForceShare: o.forceShare,
 		User: "snapshot"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
@@ -90,7 +98,7 @@ func changeSnapshots(o *snapshotOptions, action, filename string) error {
 	if o.forceShare {
 		return fmt.Errorf("force-share=on can only be used with read-only images")
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, Writable: true, Claim: image.ClaimWrite,
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: true, Claim: image.ClaimWrite,
 		User: "snapshot"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)

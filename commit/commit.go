@@ -18,8 +18,10 @@ import (
 // Request is a commit, as qemu-img commit's flags give it.
 type Request struct {
 	Filename string
-	Format   string          // -f; "" probes
-	Cache    image.CacheMode // -t; zero value: writeback
+	Format   string // -f; "" probes
+	// ImageOpts: Filename is an option string (--image-opts).
+	ImageOpts bool
+	Cache     image.CacheMode // -t; zero value: writeback
 	// Base (-b) names the image of the chain to commit into; "" is the
 	// top's backing file.
 	Base string
@@ -66,7 +68,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	if !r.Drop {
 		claim = EmptyClaim
 	}
-	top, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, Writable: !r.Drop, Claim: claim,
+	top, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, ImageOpts: r.ImageOpts, Writable: !r.Drop, Claim: claim,
 		Cache: r.Cache, User: "commit"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", r.Filename, err)

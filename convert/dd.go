@@ -13,14 +13,17 @@ import (
 // where end is the input's size or Count blocks, become a new output image
 // of that many bytes.
 type DD struct {
-	Input        string
-	InputFormat  string // "" probes
-	Output       string
-	OutputFormat string // "" is raw
-	BlockSize    int64  // bs=, 512 by default
-	Count        int64  // count=, -1 for the whole input
-	Skip         int64  // skip=, in blocks
-	ForceShare   bool   // -U
+	Input       string
+	InputFormat string // "" probes
+	// InputImageOpts: Input is an option string (--image-opts); the
+	// output stays a filename, as qemu-img dd creates it.
+	InputImageOpts bool
+	Output         string
+	OutputFormat   string // "" is raw
+	BlockSize      int64  // bs=, 512 by default
+	Count          int64  // count=, -1 for the whole input
+	Skip           int64  // skip=, in blocks
+	ForceShare     bool   // -U
 	// Warn receives qemu-img's non-fatal complaints (a skip beyond the
 	// input's end, which copies nothing).
 	Warn func(string)
@@ -37,7 +40,7 @@ func (d *DD) Run(ctx context.Context) error {
 	if d.OutputFormat == "" {
 		d.OutputFormat = "raw"
 	}
-	in, err := image.Open(d.Input, image.OpenOptions{Format: d.InputFormat, Claim: SourceClaim,
+	in, err := image.Open(d.Input, image.OpenOptions{Format: d.InputFormat, ImageOpts: d.InputImageOpts, Claim: SourceClaim,
 		ForceShare: d.ForceShare, User: "dd input"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", d.Input, err)

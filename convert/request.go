@@ -26,6 +26,10 @@ type Request struct {
 	BackingFormat string          // -F
 	NoCreate      bool            // -n: the target exists
 	TargetIsZero  bool            // --target-is-zero (with -n)
+	// SourceImageOpts and TargetImageOpts: the sources, the target are
+	// option strings (--image-opts, --target-image-opts).
+	SourceImageOpts bool
+	TargetImageOpts bool
 
 	Bitmaps           bool // --bitmaps
 	SkipBrokenBitmaps bool // --skip-broken-bitmaps
@@ -54,6 +58,9 @@ func (r *Request) Validate() error {
 	if err := r.Options.Validate(); err != nil {
 		return err
 	}
+	if r.TargetImageOpts && !r.NoCreate {
+		return image.Errorf(nil, "--target-image-opts requires use of -n flag")
+	}
 	if r.TargetIsZero && !r.NoCreate {
 		return image.Errorf(nil, "--target-is-zero requires use of -n flag")
 	}
@@ -66,7 +73,7 @@ func (r *Request) Validate() error {
 	if len(r.Sources) == 0 || r.Target == "" {
 		return image.Errorf(nil, "Must specify image file name")
 	}
-	if r.TargetFormat == "" {
+	if r.TargetFormat == "" && !r.TargetImageOpts {
 		r.TargetFormat = "raw"
 	}
 	if r.TargetCache.Name == "" {
@@ -108,7 +115,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	}
 	var total int64
 	for _, name := range r.Sources {
-		s, err := image.Open(name, image.OpenOptions{Format: r.SourceFormat, Claim: SourceClaim, ForceShare: r.ForceShare,
+		s, err := image.Open(name, image.OpenOptions{Format: r.SourceFormat, ImageOpts: r.SourceImageOpts, Claim: SourceClaim, ForceShare: r.ForceShare,
 			Cache: r.SourceCache, User: "convert source"})
 		if err != nil {
 			return fmt.Errorf("Could not open '%s': %w", name, err)
@@ -183,11 +190,11 @@ func (r *Request) Run(ctx context.Context) (err error) {
 }
 
 func (r *Request) openTarget() (*image.Node, error) {
-	if _, ok := image.Lookup(r.TargetFormat); !ok {
+	if _, ok := image.Lookup(r.TargetFormat); !ok && !r.TargetImageOpts {
 		// qemu-img's words when -n opens a target of no known format
 		return nil, image.Errorf(image.ErrUnsupported, "Could not open '%s': Unknown driver '%s'", r.Target, r.TargetFormat)
 	}
-	t, err := image.Open(r.Target, image.OpenOptions{Format: r.TargetFormat, Writable: true, Claim: TargetClaim,
+	t, err := image.Open(r.Target, image.OpenOptions{Format: r.TargetFormat, ImageOpts: r.TargetImageOpts, Writable: true, Claim: TargetClaim,
 		Cache: r.TargetCache, BackingCache: &r.SourceCache, User: "convert target"})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", r.Target, err)

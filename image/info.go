@@ -41,7 +41,7 @@ type FormatSpecific struct {
 // its backing nodes; callers walk Chain for --backing-chain).
 func CollectInfo(n *Node) (*Info, error) {
 	info := &Info{
-		Filename:    n.Filename,
+		Filename:    n.ShownName(),
 		Format:      n.Format,
 		VirtualSize: n.Size(),
 	}

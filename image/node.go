@@ -19,6 +19,9 @@ type Node struct {
 	Format string
 	// Probed is set when the format was guessed rather than given.
 	Probed bool
+	// jsonName is the json: name qemu shows for a node opened with
+	// options that change it (see Format.NameOptions); "" shows Filename.
+	jsonName string
 
 	drv      Driver
 	fmt      *Format

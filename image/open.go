@@ -44,6 +44,9 @@ type OpenOptions struct {
 	// a json: name, flattened to dotted keys ("encrypt.key-secret"), less
 	// the ones the graph consumes itself (driver, file.*, backing.*, cache.*).
 	DriverOptions map[string]string
+	// ImageOpts says the filename is an option string (--image-opts:
+	// "driver=qcow2,file.filename=P,…"); a json: filename is one always.
+	ImageOpts bool
 }
 
 // LocalPath is the path of a filename on the file protocol; ok is false
@@ -158,6 +161,14 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if trustNothing.Load() {
 		o.Untrusted = true
 	}
+	spec, err := topSpec(filename, o)
+	if err != nil {
+		return nil, err
+	}
+	if spec.readOnly && o.Writable {
+		return nil, Errorf(ErrPermission, "Block node is read-only")
+	}
+	o.ForceShare = o.ForceShare || spec.share
 	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
 	if user.Name == "" {
 		user.Name = "qimg"
@@ -165,6 +176,7 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if o.Cache.Name == "" {
 		o.Cache = CacheWriteback
 	}
+	o.Cache = spec.cache.apply(o.Cache)
 	if o.ForceShare {
 		if o.Writable {
 			return nil, Errorf(ErrPermission, "force-share=on can only be used with read-only images")
@@ -172,11 +184,26 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 		// share everything; need at most consistent read (none for info)
 		user.Claim = Claim{Perm: o.Claim.Perm & ClaimForceShare.Perm, Shared: PermAll}
 	}
-	n, err := openChain(user, filename, o.Format, o, o.Writable, nil)
-	if err != nil {
-		return nil, err
+	return openChain(user, spec, o, o.Writable, nil)
+}
+
+// topSpec reads the name of the image the user opens: an option string,
+// a json: name, or a plain filename.
+func topSpec(filename string, o OpenOptions) (nodeSpec, error) {
+	var t *openTree
+	var err error
+	switch {
+	case o.ImageOpts:
+		t, err = parseOptionString(filename)
+	case IsJSONName(filename):
+		t, err = parseJSONName(filename)
+	default:
+		return nodeSpec{filename: filename, format: o.Format}, nil
 	}
-	return n, nil
+	if err != nil {
+		return nodeSpec{}, err
+	}
+	return specFromTree(t, "", o.Format, o.NoBacking)
 }
 
 // Close releases the user edges of n; when none is left the node is
@@ -199,7 +226,17 @@ func (n *Node) Close() error {
 // openChain opens one format node under the edge parent (whose Claim is
 // set, Child not yet) and then its backing chain. seen holds the
 // identities of the nodes above, to refuse loops.
-func openChain(parent *Edge, filename, format string, o OpenOptions, writable bool, seen []string) (*Node, error) {
+func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen []string) (*Node, error) {
+	if IsJSONName(spec.filename) && spec.own == nil {
+		t, err := parseJSONName(spec.filename)
+		if err != nil {
+			return nil, err
+		}
+		if spec, err = specFromTree(t, "", spec.format, o.NoBacking); err != nil {
+			return nil, err
+		}
+	}
+	filename, format := spec.filename, spec.format
 	if len(seen) >= MaxChainDepth {
 		return nil, Errorf(errChain, "%s: backing chain is deeper than %d images", filename, MaxChainDepth)
 	}
@@ -207,7 +244,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	if len(seen) > 0 && o.BackingCache != nil {
 		cache = *o.BackingCache
 	}
-	protocol := "" // picked by the name, unless -f names a protocol driver
+	protocol := spec.protocol // "": picked by the name, unless -f names a protocol driver
 	if format != "" {
 		f, ok := Lookup(format)
 		if !ok {
@@ -266,6 +303,12 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		closeFile()
 		return nil, err
 	}
+	if !fmtDrv.Protocol {
+		if err := checkOwnOptions(fmtDrv, spec.own); err != nil {
+			closeFile()
+			return nil, err
+		}
+	}
 	if fmtDrv.Protocol {
 		// "-f file": the protocol node is the image.
 		parent.Child = file
@@ -305,18 +348,19 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 		}
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
-		Check: o.Check && parent.Role == RoleUser, Objects: o.Objects, Options: topOptions(o, parent),
+		Check: o.Check && parent.Role == RoleUser, Objects: o.Objects, Options: driverOptions(o, parent, spec),
 		OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
 	if err != nil {
 		releaseEdge(parent)
 		return nil, err
 	}
 	n.drv = drv
+	n.jsonName = jsonNodeName(fmtDrv, spec, file)
 	if probed && writable && format == "raw" {
 		warnProbedRaw(file.Filename)
 	}
 
-	if err := openReferences(n, o, seen); err != nil {
+	if err := openReferences(n, o, spec, seen); err != nil {
 		releaseEdge(parent)
 		return nil, err
 	}
@@ -324,13 +368,13 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 }
 
 // openReferences opens the data file and backing chain a format names.
-func openReferences(n *Node, o OpenOptions, seen []string) error {
+func openReferences(n *Node, o OpenOptions, spec nodeSpec, seen []string) error {
 	if d, ok := n.drv.(DataFileReferrer); ok && d.DataFile() != "" {
 		if o.Untrusted {
 			return Errorf(ErrPermission, "external data file refused for an untrusted image")
 		}
 		if o.NoDataFile {
-			return openBacking(n, o, seen)
+			return openBacking(n, o, spec, seen)
 		}
 		name := ResolveBacking(n.Filename, d.DataFile())
 		if err := RefuseStream(name, "data file"); err != nil {
@@ -358,13 +402,13 @@ func openReferences(n *Node, o OpenOptions, seen []string) error {
 		}
 		d.SetDataFile(file)
 	}
-	return openBacking(n, o, seen)
+	return openBacking(n, o, spec, seen)
 }
 
 // openBacking opens the backing chain a format names.
-func openBacking(n *Node, o OpenOptions, seen []string) error {
+func openBacking(n *Node, o OpenOptions, spec nodeSpec, seen []string) error {
 	b, ok := n.drv.(BackingReferrer)
-	if !ok || o.NoBacking {
+	if !ok || o.NoBacking || spec.noBacking {
 		return nil
 	}
 	name, format := b.BackingFile()
@@ -378,9 +422,13 @@ func openBacking(n *Node, o OpenOptions, seen []string) error {
 	if err := RefuseStream(full, "backing file"); err != nil {
 		return fmt.Errorf("Could not open backing file: %w", err)
 	}
+	bspec, err := backingSpec(spec.backing, full, format)
+	if err != nil {
+		return fmt.Errorf("Could not open backing file: %w", err)
+	}
 	e := &Edge{Name: string(RoleBacking), Role: RoleBacking, Parent: n}
 	e.Claim = n.childClaim(e)
-	bn, err := openChain(e, full, format, o, false, seen)
+	bn, err := openChain(e, bspec, o, false, seen)
 	if err != nil {
 		if errors.Is(err, errChain) {
 			return err // said once, not once per layer
@@ -521,11 +569,30 @@ func (n *Node) LoadSnapshot(sp SnapshotSpec) error {
 	return nil
 }
 
-// topOptions are the driver options of the node the user opens; backing
-// files and extents get none.
-func topOptions(o OpenOptions, parent *Edge) map[string]string {
-	if parent.Role != RoleUser {
-		return nil
+// driverOptions are a node's own options: those its option tree gave,
+// and for the node the user opens, the caller's DriverOptions.
+func driverOptions(o OpenOptions, parent *Edge, spec nodeSpec) map[string]string {
+	opts := spec.own.strings()
+	if parent.Role != RoleUser || len(o.DriverOptions) == 0 {
+		return opts
 	}
-	return o.DriverOptions
+	if opts == nil {
+		opts = map[string]string{}
+	}
+	for k, v := range o.DriverOptions {
+		opts[k] = v
+	}
+	return opts
+}
+
+// backingSpec is the spec of a backing file the image header names, with
+// the backing.* options of the overlay's tree (nil: none) over it.
+func backingSpec(t *openTree, name, format string) (nodeSpec, error) {
+	if t == nil {
+		return nodeSpec{filename: name, format: format}, nil
+	}
+	if _, ok := t.get("driver"); !ok && format != "" {
+		t.set("driver", optValue{text: format, kind: optStr})
+	}
+	return specFromTree(t, name, "", false)
 }

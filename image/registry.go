@@ -30,6 +30,19 @@ type Format struct {
 	// from its users' cumulative claim; nil means DefaultFileClaim.
 	FileClaim func(parent Claim, writable bool) Claim
 
+	// OpenOptions are the options of its own the driver accepts from
+	// --image-opts and json: names (beyond those of every node: driver,
+	// read-only, cache.*, …); any other is refused with qemu's words.
+	OpenOptions []OptionSpec
+	// NameOptions are the open options that change what the node is
+	// (qemu's strong runtime options: an encryption key, raw's window):
+	// a node opened with one of them shows a json: name carrying them.
+	NameOptions []string
+	// ProtocolFilename makes the name OpenProtocol takes from the
+	// driver's open options (an NBD server's address, a URL); nil reads
+	// the "filename" option. Protocol drivers only.
+	ProtocolFilename func(opts map[string]string) (string, error)
+
 	// CreateOptions are the -o options create accepts for this driver.
 	CreateOptions []OptionSpec
 	// CreateProtocol creates (without truncating) the protocol object and

@@ -19,6 +19,7 @@ import (
 type Request struct {
 	Filename    string
 	Format      string          // -f; "" probes
+	ImageOpts   bool            // --image-opts: Filename is an option string
 	Cache       image.CacheMode // -t: the image's; zero value: writeback
 	SourceCache image.CacheMode // -T: the backing files'; zero value: writeback
 	// Backing (-b) is the new backing file name as it is to be stored
@@ -81,7 +82,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 			return image.Errorf(image.ErrUnsupported, "Could not open '%s': Unknown driver '%s'", r.Filename, r.Format)
 		}
 	}
-	top, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, Writable: true, Claim: ImageClaim,
+	top, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, ImageOpts: r.ImageOpts, Writable: true, Claim: ImageClaim,
 		Cache: r.Cache, BackingCache: &r.SourceCache, NoBacking: r.Unsafe, User: "rebase"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", r.Filename, err)

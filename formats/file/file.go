@@ -21,6 +21,7 @@ func init() {
 		Name:           "file",
 		Protocol:       true,
 		OpenProtocol:   Open,
+		OpenOptions:    OpenOptions,
 		CreateProtocol: Create,
 		CreateOptions:  CreateOptions,
 		Create:         CreateImage,
@@ -32,11 +33,25 @@ func init() {
 			Name:           name,
 			Protocol:       true,
 			OpenProtocol:   deviceOpener(name),
+			OpenOptions:    OpenOptions,
 			CreateProtocol: deviceCreator(name),
 			CreateOptions:  deviceCreateOptions,
 			Create:         createOnDevice,
 		})
 	}
+}
+
+// OpenOptions are qemu 7.2's file-posix runtime options besides the
+// filename. qimg's I/O needs none of them: aio and the cache checks are
+// accepted for compatibility; locking stays on whatever they say, the
+// safe side for the images of running VMs.
+var OpenOptions = []image.OptionSpec{
+	{Name: "aio", Type: image.OptString},
+	{Name: "aio-max-batch", Type: image.OptNumber},
+	{Name: "locking", Type: image.OptString},
+	{Name: "pr-manager", Type: image.OptString},
+	{Name: "drop-cache", Type: image.OptBool},
+	{Name: "x-check-cache-dropped", Type: image.OptBool},
 }
 
 // CreateOptions are the file protocol's own -o options, shown by the

@@ -20,7 +20,8 @@ import (
 
 func init() {
 	for _, name := range []string{"http", "https"} {
-		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open})
+		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
+			OpenOptions: openOptions, ProtocolFilename: filenameFor(name)})
 	}
 }
 

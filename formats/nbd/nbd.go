@@ -20,7 +20,8 @@ import (
 // nbd://), "nbd+tcp://" and "nbd+unix://".
 func init() {
 	for _, name := range []string{"nbd", "nbd+tcp", "nbd+unix"} {
-		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open})
+		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
+			OpenOptions: openOptions, ProtocolFilename: FilenameFromOptions})
 	}
 }
 

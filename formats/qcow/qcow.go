@@ -18,9 +18,15 @@ import (
 
 func init() {
 	image.Register(&image.Format{
-		Name:          "qcow",
-		Probe:         probe,
-		Open:          Open,
+		Name:  "qcow",
+		Probe: probe,
+		Open:  Open,
+		// the key of AES-encrypted images, part of the node's name
+		OpenOptions: []image.OptionSpec{
+			{Name: "encrypt.format", Type: image.OptString},
+			{Name: "encrypt.key-secret", Type: image.OptString},
+		},
+		NameOptions:   []string{"encrypt.key-secret"},
 		CreateOptions: createOptions,
 		CheckCreate:   checkCreate,
 		Create:        Create,

@@ -13,6 +13,8 @@ func init() {
 		Probe:         func(head []byte, _ string) int { return image.ProbeQcowVersion(head, false) },
 		Open:          Open,
 		CreateOptions: createOptions,
+		OpenOptions:   openOptions,
+		NameOptions:   []string{"encrypt.key-secret"},
 		Create:        Create,
 		CheckCreate:   CheckCreate,
 		Measure:       Measure,

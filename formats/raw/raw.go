@@ -16,6 +16,8 @@ func init() {
 		Probe:         func([]byte, string) int { return 1 },
 		Open:          Open,
 		FileClaim:     image.PassThroughClaim,
+		OpenOptions:   openOptions,
+		NameOptions:   []string{"offset", "size"},
 		CreateOptions: file.CreateOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
@@ -27,6 +29,7 @@ func init() {
 type Raw struct {
 	file   *image.Node
 	probed bool
+	window window // offset and size options
 	// head serialises writes that touch the probed first sector, so that
 	// the check and the write cannot interleave with another such write.
 	head sync.Mutex
@@ -34,7 +37,11 @@ type Raw struct {
 
 // Open opens a raw image over its protocol node.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	return &Raw{file: o.File, probed: o.Probed}, nil
+	w, err := readWindow(o.Options, o.File.Size())
+	if err != nil {
+		return nil, err
+	}
+	return &Raw{file: o.File, probed: o.Probed, window: w}, nil
 }
 
 // checkCreate refuses a preallocation mode files lack, after qemu-img
@@ -52,9 +59,14 @@ func Create(c *image.CreateContext) error {
 	return err
 }
 
-func (r *Raw) Size() int64 { return r.file.Size() }
+func (r *Raw) Size() int64 {
+	if r.window.size >= 0 {
+		return r.window.size
+	}
+	return r.file.Size() - r.window.offset
+}
 
-func (r *Raw) ReadAt(p []byte, off int64) (int, error) { return r.file.ReadAt(p, off) }
+func (r *Raw) ReadAt(p []byte, off int64) (int, error) { return r.file.ReadAt(p, off+r.window.offset) }
 
 func (r *Raw) WriteAt(p []byte, off int64) (int, error) {
 	if r.touchesHead(off, int64(len(p))) {
@@ -64,7 +76,7 @@ func (r *Raw) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
-	return r.file.WriteAt(p, off)
+	return r.file.WriteAt(p, off+r.window.offset)
 }
 
 func (r *Raw) WriteZeroes(off, length int64, unmap bool) error {
@@ -75,7 +87,7 @@ func (r *Raw) WriteZeroes(off, length int64, unmap bool) error {
 			return err
 		}
 	}
-	return r.file.WriteZeroes(off, length, unmap)
+	return r.file.WriteZeroes(off+r.window.offset, length, unmap)
 }
 
 // Discard drops a range; the file reads as zeroes there afterwards, so
@@ -88,15 +100,20 @@ func (r *Raw) Discard(off, length int64) error {
 			return err
 		}
 	}
-	return r.file.Discard(off, length)
+	return r.file.Discard(off+r.window.offset, length)
 }
 
 func (r *Raw) Truncate(size int64, prealloc image.Prealloc) error {
-	return r.file.Truncate(size, prealloc)
+	if r.window.size >= 0 {
+		return image.Errorf(image.ErrUnsupported, "Cannot resize fixed-size raw disks")
+	}
+	return r.file.Truncate(size+r.window.offset, prealloc)
 }
 
 func (r *Raw) BlockStatus(off, length int64) (image.Extent, error) {
-	return r.file.BlockStatus(off, length)
+	e, err := r.file.BlockStatus(off+r.window.offset, length)
+	e.Offset -= r.window.offset
+	return e, err
 }
 
 func (r *Raw) Close() error { return nil }
