@@ -58,7 +58,6 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
-	"golang.org/x/sys/unix"
 
 	"qimg/cmd"
 )
@@ -231,19 +230,6 @@ func waitUntil(ts *testscript.TestScript, what string, cond func() bool) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func lockHeld(path string, start, length int64) (bool, error) {
-	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return false, err
-	}
-	defer unix.Close(fd)
-	fl := unix.Flock_t{Type: unix.F_WRLCK, Whence: 0, Start: start, Len: length}
-	if err := unix.FcntlFlock(uintptr(fd), unix.F_OFD_GETLK, &fl); err != nil {
-		return false, err
-	}
-	return fl.Type != unix.F_UNLCK, nil
 }
 
 func cmdStatus(ts *testscript.TestScript, neg bool, args []string) {

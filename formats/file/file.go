@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"unsafe"
 
-	"golang.org/x/sys/unix"
-
 	"qimg/image"
 	"qimg/lock"
 )
@@ -114,7 +112,12 @@ func Open(path string, o image.ProtocolOptions) (image.Driver, error) {
 // it before it changes a byte, so an image in use elsewhere stays intact.
 func Create(path string, o image.ProtocolOptions) (image.Driver, error) {
 	o.Writable = true
-	return open(path, o, os.O_CREATE, "file")
+	d, err := open(path, o, os.O_CREATE, "file")
+	if err != nil {
+		return nil, err
+	}
+	d.prepareNew()
+	return d, nil
 }
 
 // deviceOpener opens a block or character device with driver's rules.
@@ -158,10 +161,10 @@ func openFlags(writable bool, cache image.CacheMode) int {
 		flags = os.O_RDWR
 	}
 	if cache.Direct {
-		flags |= syscall.O_DIRECT
+		flags |= directOpenFlag
 	}
 	if cache.WriteSync {
-		flags |= syscall.O_DSYNC
+		flags |= syncOpenFlag
 	}
 	return flags | syscall.O_CLOEXEC
 }
@@ -173,11 +176,8 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 	if path == "" && extra&os.O_CREATE == 0 {
 		return nil, image.Errorf(nil, "The '%s' block driver requires a file name", driver)
 	}
-	var pre unix.Stat_t
-	if unix.Stat(path, &pre) == nil {
-		if t := pre.Mode & unix.S_IFMT; t == unix.S_IFIFO || t == unix.S_IFSOCK {
-			return nil, checkKind(path, pre.Mode, driver)
-		}
+	if pre, err := os.Stat(path); err == nil && pre.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0 {
+		return nil, checkKind(path, kindOther, driver)
 	}
 	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
@@ -187,48 +187,62 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 		return nil, openError(path, err)
 	}
 	d := &File{path: path, f: f, fd: int(f.Fd()), writable: o.Writable, cache: o.Cache}
-	var st unix.Stat_t
-	if err := unix.Fstat(d.fd, &st); err != nil {
+	st, err := statFile(f, path)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("Could not open '%s': %w", path, err)
 	}
-	if err := checkKind(path, st.Mode, driver); err != nil {
+	if err := checkKind(path, st.kind, driver); err != nil {
 		f.Close()
 		return nil, err
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		d.size = st.Size
+	if err := d.setUp(st); err != nil {
+		f.Close()
+		return nil, image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(err))
+	}
+	d.locks = lock.New(d.fd)
+	return d, nil
+}
+
+// setUp records what the open found: the kind, size and identity of the
+// file, and the alignment direct I/O needs.
+func (d *File) setUp(st fileStat) error {
+	d.dev, d.ino = st.dev, st.ino
+	switch st.kind {
+	case kindRegular:
+		d.size = st.size
 	default:
-		d.blockDev = st.Mode&unix.S_IFMT == unix.S_IFBLK
+		d.blockDev = st.kind == kindBlock
 		d.charDev = !d.blockDev
-		n, err := unix.Seek(d.fd, 0, io.SeekEnd)
+		n, err := d.deviceSize()
 		if err != nil {
-			f.Close()
-			return nil, image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(err))
+			return err
 		}
 		d.size = n
 	}
-	if o.Cache.Direct {
-		d.align = directAlign(d)
+	if d.cache.Direct {
+		if err := d.bypassCache(); err != nil {
+			return err
+		}
+		if needsAlignment {
+			d.align = directAlign(d)
+		}
 	}
-	d.dev, d.ino = uint64(st.Dev), st.Ino
-	d.locks = lock.New(d.fd)
-	return d, nil
+	return nil
 }
 
 // checkKind refuses what driver does not open, in qemu's words: the file
 // driver takes regular files and block devices, the device drivers block
 // and character devices.
-func checkKind(path string, mode uint32, driver string) error {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFBLK:
+func checkKind(path string, kind fileKind, driver string) error {
+	switch kind {
+	case kindBlock:
 		return nil
-	case unix.S_IFREG:
+	case kindRegular:
 		if driver == "file" {
 			return nil
 		}
-	case unix.S_IFCHR:
+	case kindChar:
 		if driver != "file" {
 			return nil
 		}
@@ -244,8 +258,8 @@ func checkKind(path string, mode uint32, driver string) error {
 // (the largest logical block size of the devices file systems sit on).
 func directAlign(d *File) int64 {
 	if d.blockDev {
-		if n, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET); err == nil && n >= 512 && n <= 1<<16 && n&(n-1) == 0 {
-			return int64(n)
+		if n := d.sectorSize(); n >= 512 && n <= 1<<16 && n&(n-1) == 0 {
+			return n
 		}
 	}
 	return 4096
@@ -423,15 +437,7 @@ func (d *File) WriteZeroes(off, length int64, unmap bool) error {
 	if length == 0 {
 		return nil
 	}
-	mode := uint32(unix.FALLOC_FL_ZERO_RANGE)
-	if unmap {
-		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
-	}
-	if d.blockDev {
-		// block devices take both modes only with KEEP_SIZE
-		mode |= unix.FALLOC_FL_KEEP_SIZE
-	}
-	if err := unix.Fallocate(d.fd, mode, off, length); err == nil {
+	if d.zeroRange(off, length, unmap) == nil {
 		if end := off + length; end > d.fileSize() && !d.blockDev {
 			return d.growTo(end)
 		}
@@ -467,13 +473,29 @@ func writeZeroBuffers(d *File, off, length int64) error {
 	return nil
 }
 
+// writeZeroesDirect writes zeroes to the file itself, below WriteAt's
+// bookkeeping, for a caller that holds d.mu; the buffers are aligned for
+// direct I/O, so off and length must be aligned there too.
+func writeZeroesDirect(d *File, off, length int64) error {
+	buf := alignedBuf(min(roundUp(length, 4096), maxBounce), 4096)
+	for length > 0 {
+		k := min(length, int64(len(buf)))
+		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		length -= k
+	}
+	return nil
+}
+
 // Discard punches a hole; where the file system or device cannot, nothing
 // happens, which is a valid discard.
 func (d *File) Discard(off, length int64) error {
 	if length == 0 {
 		return nil
 	}
-	_ = unix.Fallocate(d.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	d.punchHole(off, length)
 	return nil
 }
 
@@ -482,8 +504,8 @@ func (d *File) Flush() error {
 	if d.cache.NoFlush || !d.writable {
 		return nil
 	}
-	err := unix.Fdatasync(d.fd)
-	if d.charDev && errors.Is(err, unix.EINVAL) {
+	err := d.datasync()
+	if d.charDev && errors.Is(err, syscall.EINVAL) {
 		return nil // a character device without sync (/dev/null) holds nothing to sync
 	}
 	return err
@@ -513,7 +535,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 		}
 	case image.PreallocFalloc:
 		if size > old {
-			if e := unix.Fallocate(d.fd, 0, old, size-old); e != nil {
+			if e := d.allocate(old, size-old); e != nil {
 				err = image.Errorf(e, "Could not preallocate new data: %s", image.Strerror(e))
 			}
 		} else if e := d.f.Truncate(size); e != nil {
@@ -556,59 +578,46 @@ func (d *File) allocateFirstBlock(size int64) {
 	_, _ = d.WriteAt(alignedBuf(max(n, 1), 4096)[:n], 0)
 }
 
-// BlockStatus reports data and holes from SEEK_DATA/SEEK_HOLE. Holes read
-// as zero; every byte of a file is "allocated" at this layer and has a
-// host offset, as QEMU's file-posix reports it (qemu-img map prints the
-// offset of holes in raw images too).
+// BlockStatus reports data and holes as the platform finds them (see
+// holes_*.go). Holes read as zero; every byte of a file is "allocated" at
+// this layer and has a host offset, as QEMU's file-posix reports it
+// (qemu-img map prints the offset of holes in raw images too).
 func (d *File) BlockStatus(off, length int64) (image.Extent, error) {
 	e := image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}
 	if d.blockDev {
 		return e, nil
 	}
-	data, err := unix.Seek(d.fd, off, unix.SEEK_DATA)
-	if err != nil {
-		if errors.Is(err, syscall.ENXIO) {
-			// no data after off: a hole up to the end
-			e.Data, e.Zero = false, true
-			return e, nil
-		}
-		return e, nil // no SEEK_DATA support: all data
+	data, hole, ok := d.findData(off)
+	if !ok {
+		return e, nil // the file system cannot tell: all data
 	}
 	if data > off {
 		e.Data, e.Zero = false, true
 		e.Length = min(length, data-off)
 		return e, nil
 	}
-	hole, err := unix.Seek(d.fd, off, unix.SEEK_HOLE)
-	if err != nil || hole <= off {
-		return e, nil
+	if hole > off {
+		e.Length = min(length, hole-off)
 	}
-	e.Length = min(length, hole-off)
 	return e, nil
 }
-
-// fsNoCOW is FS_NOCOW_FL, the inode flag chattr +C sets.
-const fsNoCOW = 0x00800000
 
 // SetNoCOW turns off copy-on-write for the file (nocow=on, for btrfs),
 // best effort as QEMU does: file systems without the flag ignore it and a
 // failure does not stop the creation.
 func (d *File) SetNoCOW() {
-	if d.blockDev {
-		return
-	}
-	if flags, err := unix.IoctlGetUint32(d.fd, unix.FS_IOC_GETFLAGS); err == nil {
-		_ = unix.IoctlSetPointerInt(d.fd, unix.FS_IOC_SETFLAGS, int(flags|fsNoCOW))
+	if !d.blockDev {
+		d.setNoCOW()
 	}
 }
 
-// AllocatedSize is the file's st_blocks in bytes.
+// AllocatedSize is the space the file takes on disk, in bytes (st_blocks).
 func (d *File) AllocatedSize() int64 {
-	var st unix.Stat_t
-	if err := unix.Fstat(d.fd, &st); err != nil {
+	st, err := statFile(d.f, d.path)
+	if err != nil {
 		return -1
 	}
-	return st.Blocks * 512
+	return st.allocated
 }
 
 // SetPerm takes QEMU's lock bytes for the node's cumulative claim.
@@ -633,8 +642,7 @@ func (d *File) Reopen(writable bool) error {
 	if err != nil {
 		return openError(d.path, err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint64(st.Dev) != d.dev || st.Ino != d.ino {
+	if st, err := statFile(f, d.path); err != nil || st.dev != d.dev || st.ino != d.ino {
 		f.Close()
 		return image.Errorf(nil, "Could not reopen '%s': the file was replaced", d.path)
 	}
