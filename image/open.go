@@ -424,19 +424,23 @@ func releaseEdge(e *Edge) {
 
 // ResolveBacking resolves a backing (or data file) name stored in an image
 // against the image's directory, as QEMU's path_combine does: the name is
-// appended to the overlay's name up to its last '/', without cleaning the
-// path ("d/e/../top" and "../base" give "d/e/../../base"). Absolute names
-// and names with a protocol prefix stay as they are.
+// appended to the overlay's name up to its last separator, without
+// cleaning the path ("d/e/../top" and "../base" give "d/e/../../base").
+// Absolute names and names with a protocol prefix stay as they are.
 func ResolveBacking(overlay, name string) string {
-	if name == "" || strings.HasPrefix(name, "/") || hasProtocol(name) {
+	return hostPaths.resolve(overlay, name)
+}
+
+func (s pathSyntax) resolve(overlay, name string) string {
+	if name == "" || s.isAbsolute(name) || s.hasProtocol(name) {
 		return name
 	}
 	if strings.HasPrefix(overlay, "file:") {
 		overlay = strings.TrimPrefix(overlay, "file:")
-	} else if hasProtocol(overlay) {
+	} else if s.hasProtocol(overlay) {
 		return name
 	}
-	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name
+	return overlay[:s.dirLen(overlay)] + name
 }
 
 // errChain marks a loop or a chain too deep: reported as it is rather than

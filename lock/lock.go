@@ -3,8 +3,9 @@
 // are none (macOS, FreeBSD; QEMU falls back to them the same way), and
 // LockFileEx on Windows. One file per platform implements the three byte
 // operations (lock_ofd.go, lock_posix.go, lock_windows.go); the build tag
-// qimg_posixlocks makes a Linux build use the POSIX fallback, so that the
-// whole test suite can run against it.
+// qimg_posixlocks (or qimg_portable, which picks every portable fallback)
+// makes a Linux build use the POSIX fallback, so that the whole test suite
+// can run against it.
 //
 // For each permission bit i (0 consistent-read, 1 write, 2 write-unchanged,
 // 3 resize), a process holds a shared lock on byte 100+i while it holds

@@ -1,4 +1,4 @@
-//go:build linux && !qimg_posixlocks
+//go:build linux && !qimg_posixlocks && !qimg_portable
 
 package lock
 

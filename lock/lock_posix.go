@@ -1,4 +1,4 @@
-//go:build darwin || freebsd || netbsd || openbsd || dragonfly || (linux && qimg_posixlocks)
+//go:build darwin || freebsd || netbsd || openbsd || dragonfly || (linux && (qimg_posixlocks || qimg_portable))
 
 package lock
 

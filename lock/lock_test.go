@@ -1,4 +1,4 @@
-//go:build linux && !qimg_posixlocks
+//go:build linux && !qimg_posixlocks && !qimg_portable
 
 // These tests count on OFD semantics: two descriptors of one process
 // conflict. POSIX locks (the fallback) never conflict inside a process.
