@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -137,6 +138,16 @@ var warnings io.Writer = os.Stderr
 
 // SetWarningOutput sets where warnings about opened images go.
 func SetWarningOutput(w io.Writer) { warnings = w }
+
+// Warn prints a warning as qemu's warn_report does: "<program>: warning:
+// <msg>", the program being qemu-img when qimg runs under that name.
+func Warn(msg string) {
+	name := "qimg"
+	if len(os.Args) > 0 && filepath.Base(os.Args[0]) == "qemu-img" {
+		name = "qemu-img"
+	}
+	fmt.Fprintf(warnings, "%s: warning: %s\n", name, msg)
+}
 
 // warnProbedRaw prints qemu's warning for a raw image whose format was
 // probed and that is opened for writing: its first sector stays guarded.

@@ -73,6 +73,9 @@ type File struct {
 	blockDev bool
 	charDev  bool
 	locks    *lock.File
+	// retired are descriptors replaced by Reopen that stay open until
+	// Close where locks are POSIX locks: closing one would drop them all.
+	retired []*os.File
 	// align is the offset, length and memory alignment O_DIRECT needs;
 	// 0 when the page cache is used.
 	align int64
@@ -620,8 +623,18 @@ func (d *File) AllocatedSize() int64 {
 	return st.allocated
 }
 
+// warnLockFallback: QEMU's warning is due once, where there are no OFD
+// locks and POSIX locks stand in (a variable for the tests).
+var (
+	warnLockFallback = lock.NoOFD
+	lockFallbackOnce sync.Once
+)
+
 // SetPerm takes QEMU's lock bytes for the node's cumulative claim.
 func (d *File) SetPerm(perm, shared image.Perm) error {
+	if warnLockFallback && (perm|^shared)&image.PermLockable != 0 {
+		lockFallbackOnce.Do(func() { image.Warn(lock.FallbackWarning) })
+	}
 	err := d.locks.Set(uint8(perm&image.PermLockable), uint8(shared&image.PermLockable))
 	var c *lock.Conflict
 	if errors.As(err, &c) {
@@ -646,6 +659,13 @@ func (d *File) Reopen(writable bool) error {
 		f.Close()
 		return image.Errorf(nil, "Could not reopen '%s': the file was replaced", d.path)
 	}
+	if lock.Fallback {
+		// POSIX locks: the descriptor that took them keeps them, and
+		// stays open until Close
+		d.retired = append(d.retired, d.f)
+		d.f, d.fd, d.writable = f, int(f.Fd()), writable
+		return nil
+	}
 	locks := lock.New(int(f.Fd()))
 	if err := locks.Inherit(d.locks); err != nil {
 		f.Close()
@@ -661,7 +681,12 @@ func (d *File) Reopen(writable bool) error {
 
 // Close drops the locks (closing the descriptor does) and closes the file.
 func (d *File) Close() error {
-	return d.f.Close()
+	err := d.f.Close()
+	for _, f := range d.retired {
+		f.Close()
+	}
+	d.locks.AfterClose()
+	return err
 }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }
