@@ -59,6 +59,11 @@ func CheckPrealloc(v string) error {
 	return image.Errorf(image.ErrUnsupported, "invalid parameter value: %s", v)
 }
 
+// PunchesHoles reports whether this build frees the room of discarded and
+// unmapped ranges (the portable fallback writes zeroes instead): images
+// are the same bytes either way, their room on disk is not.
+const PunchesHoles = punchesHoles
+
 // maxBounce bounds the aligned buffer used for one step of an unaligned
 // request under O_DIRECT.
 const maxBounce = 1 << 20

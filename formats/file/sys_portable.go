@@ -37,8 +37,14 @@ func (d *File) deviceSize() (int64, error) { return d.f.Seek(0, io.SeekEnd) }
 // zeroRange cannot: the caller writes zeroes.
 func (d *File) zeroRange(int64, int64, bool) error { return image.NotSupported("zeroing in place") }
 
-// punchHole does nothing, which is a valid discard.
-func (d *File) punchHole(int64, int64) {}
+// punchHole writes zeroes instead, inside the file: the discarded range
+// reads as zeroes as a punched one does, so images are the same bytes as
+// where holes are punched (they take more room on disk).
+func (d *File) punchHole(off, length int64) {
+	if end := min(off+length, d.fileSize()); end > off && !d.blockDev {
+		_ = writeZeroBuffers(d, off, end-off)
+	}
+}
 
 // allocate writes zeroes over the range, as posix_fallocate does where
 // the file system cannot reserve blocks. The caller holds d.mu, so the
