@@ -184,10 +184,10 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 	if path == "" && extra&os.O_CREATE == 0 {
 		return nil, image.Errorf(nil, "The '%s' block driver requires a file name", driver)
 	}
-	if pre, err := os.Stat(path); err == nil && pre.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0 {
+	if pre, err := os.Stat(osPath(path)); err == nil && pre.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0 {
 		return nil, checkKind(path, kindOther, driver)
 	}
-	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
+	f, err := os.OpenFile(osPath(path), openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
 		if extra&os.O_CREATE != 0 {
 			return nil, image.Errorf(err, "Could not create '%s': %s", path, image.Strerror(err))
@@ -656,7 +656,7 @@ func (d *File) Reopen(writable bool) error {
 	if writable == d.writable {
 		return nil
 	}
-	f, err := os.OpenFile(d.path, openFlags(writable, d.cache), 0)
+	f, err := os.OpenFile(osPath(d.path), openFlags(writable, d.cache), 0)
 	if err != nil {
 		return openError(d.path, err)
 	}

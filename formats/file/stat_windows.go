@@ -9,6 +9,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/windows"
+
+	"qimg/image"
 )
 
 // fileStandardInfo is FILE_STANDARD_INFO, GetFileInformationByHandleEx's
@@ -21,11 +23,11 @@ type fileStandardInfo struct {
 	Directory      byte
 }
 
-// statFile reads what open and Reopen need of an open file. A name under
-// \\.\ (\\.\PhysicalDrive1, \\.\C:) is a disk, as qemu's file-win32 takes
-// it; Windows does not tell disks from files by their type.
+// statFile reads what open and Reopen need of an open file. A device name
+// (\\.\PhysicalDrive1, \\.\C:, C:) is a disk, as qemu's file-win32 takes it;
+// Windows does not tell disks from files by their type.
 func statFile(f *os.File, path string) (fileStat, error) {
-	if isDeviceName(path) {
+	if image.IsDevice(path) {
 		return fileStat{kind: kindBlock, ino: nameIdentity(path)}, nil
 	}
 	h := windows.Handle(f.Fd())
@@ -52,15 +54,19 @@ func statFile(f *os.File, path string) (fileStat, error) {
 	return st, nil
 }
 
-// isDeviceName reports whether a name is a Windows device path, \\.\X.
-func isDeviceName(path string) bool {
-	return strings.HasPrefix(path, `\\.\`) || strings.HasPrefix(path, `//./`)
-}
-
 // nameIdentity stands in for the file index of a device, which Windows
 // does not give: its name, in one case.
 func nameIdentity(path string) uint64 {
 	h := fnv.New64a()
 	h.Write([]byte(strings.ToUpper(strings.ReplaceAll(path, "/", `\`))))
 	return h.Sum64()
+}
+
+// osPath is the name the system opens for path: a bare drive ("C:") is
+// the volume \\.\C:, as qemu's file-win32 opens it.
+func osPath(path string) string {
+	if len(path) == 2 && path[1] == ':' {
+		return `\\.\` + path
+	}
+	return path
 }
