@@ -1,4 +1,12 @@
 // Package file is the protocol driver for local files and block devices.
+//
+// What differs by platform sits behind a few functions per concern, one
+// file per platform: sys_*.go (direct I/O, device and sector sizes,
+// zeroing and hole punching, preallocation, kernel copies, sync), holes_*.go
+// (where data and holes are), stat_*.go (kind, size and identity of an open
+// file). sys_portable.go is the fallback of any other system, and what the
+// build tag qimg_portable makes Linux use so that the tests run through it;
+// qimg_noholes stands for a file system that cannot tell holes.
 package file
 
 import (
