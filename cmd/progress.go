@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -90,7 +89,7 @@ func newProgress(flag string, quiet bool, stdout, stderr io.Writer) *progress {
 		p.mode = "qemu"
 	}
 	p.sig = make(chan os.Signal, 1)
-	signal.Notify(p.sig, syscall.SIGUSR1)
+	notifyProgressRequest(p.sig)
 	go func() {
 		for {
 			select {

@@ -107,15 +107,6 @@ func readFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func allocated(t *testing.T, path string) int64 {
-	t.Helper()
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		t.Fatal(err)
-	}
-	return st.Blocks * 512
-}
-
 func TestRoundTripRaw(t *testing.T) {
 	dir := t.TempDir()
 	if d := os.Getenv("KEEP"); d != "" {

@@ -170,7 +170,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		}
 	}
 	c := &Copy{Sources: sources, Target: target, Options: r.Options,
-		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !isDevice(r.Target)}
+		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !image.IsDevice(r.Target)}
 	if err := Run(ctx, c); err != nil {
 		return err
 	}
@@ -343,11 +343,4 @@ func (r *Request) checkTargetFree() error {
 		return nil // create reports what is wrong with it
 	}
 	return n.Close()
-}
-
-// isDevice reports whether name is a block or character device, which
-// does not read as zeroes after creation.
-func isDevice(name string) bool {
-	st, err := os.Stat(name)
-	return err == nil && st.Mode()&os.ModeDevice != 0
 }

@@ -38,24 +38,14 @@ func protocolPrefix(filename string) (string, bool) {
 }
 
 // hasProtocol reports whether a name starts with "proto:", a colon before
-// any slash, as QEMU's path_has_protocol.
-func hasProtocol(name string) bool {
-	i := strings.IndexAny(name, ":/")
-	return i >= 0 && name[i] == ':'
-}
-
-// isDevice reports whether a name is a block or character device, which
-// qemu opens with its host_device driver whatever the name looks like.
-func isDevice(filename string) bool {
-	st, err := os.Stat(filename)
-	return err == nil && st.Mode()&os.ModeDevice != 0
-}
+// any separator, as QEMU's path_has_protocol (see pathsyntax.go).
+func hasProtocol(name string) bool { return hostPaths.hasProtocol(name) }
 
 // protocolFor picks the protocol driver of a filename as qemu does: a
 // device is host_device, a name without a protocol prefix is a file, and
 // a prefix names its driver (for local files, the path is what follows).
 func protocolFor(filename string) (driver, path string) {
-	if isDevice(filename) {
+	if IsDevice(filename) {
 		return "host_device", filename
 	}
 	proto, ok := protocolPrefix(filename)

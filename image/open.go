@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -140,6 +141,16 @@ var warnings io.Writer = os.Stderr
 
 // SetWarningOutput sets where warnings about opened images go.
 func SetWarningOutput(w io.Writer) { warnings = w }
+
+// Warn prints a warning as qemu's warn_report does: "<program>: warning:
+// <msg>", the program being qemu-img when qimg runs under that name.
+func Warn(msg string) {
+	name := "qimg"
+	if len(os.Args) > 0 && filepath.Base(os.Args[0]) == "qemu-img" {
+		name = "qemu-img"
+	}
+	fmt.Fprintf(warnings, "%s: warning: %s\n", name, msg)
+}
 
 // warnProbedRaw prints qemu's warning for a raw image whose format was
 // probed and that is opened for writing: its first sector stays guarded.
@@ -472,12 +483,16 @@ func releaseEdge(e *Edge) {
 
 // ResolveBacking resolves a backing (or data file) name stored in an image
 // against the image's directory, as QEMU's path_combine does: the name is
-// appended to the overlay's name up to its last '/', without cleaning the
-// path ("d/e/../top" and "../base" give "d/e/../../base"). Absolute names
-// and names with a protocol prefix stay as they are; so do relative names
-// next to an overlay of another protocol than file or s3.
+// appended to the overlay's name up to its last separator, without
+// cleaning the path ("d/e/../top" and "../base" give "d/e/../../base").
+// Absolute names and names with a protocol prefix stay as they are; so do
+// relative names next to an overlay of another protocol than file or s3.
 func ResolveBacking(overlay, name string) string {
-	if name == "" || strings.HasPrefix(name, "/") || hasProtocol(name) {
+	return hostPaths.resolve(overlay, name)
+}
+
+func (s pathSyntax) resolve(overlay, name string) string {
+	if name == "" || s.isAbsolute(name) || s.hasProtocol(name) {
 		return name
 	}
 	switch {
@@ -485,10 +500,10 @@ func ResolveBacking(overlay, name string) string {
 		overlay = strings.TrimPrefix(overlay, "file:")
 	case strings.HasPrefix(overlay, "s3://"):
 		// an object's name is a path in its bucket, combined as a file's
-	case hasProtocol(overlay):
+	case s.hasProtocol(overlay):
 		return name
 	}
-	return overlay[:strings.LastIndexByte(overlay, '/')+1] + name
+	return overlay[:s.dirLen(overlay)] + name
 }
 
 // errChain marks a loop or a chain too deep: reported as it is rather than

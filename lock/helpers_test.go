@@ -21,8 +21,12 @@ func openLock(t *testing.T, path string) *File {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { f.Close() })
-	return New(int(f.Fd()))
+	l := New(int(f.Fd()))
+	t.Cleanup(func() {
+		f.Close()
+		l.AfterClose()
+	})
+	return l
 }
 
 func isConflict(err error, bit uint, shared bool) bool {

@@ -3,8 +3,9 @@
 // are none (macOS, FreeBSD; QEMU falls back to them the same way), and
 // LockFileEx on Windows. One file per platform implements the three byte
 // operations (lock_ofd.go, lock_posix.go, lock_windows.go); the build tag
-// qimg_posixlocks makes a Linux build use the POSIX fallback, so that the
-// whole test suite can run against it.
+// qimg_posixlocks (or qimg_portable, which picks every portable fallback)
+// makes a Linux build use the POSIX fallback, so that the whole test suite
+// can run against it.
 //
 // For each permission bit i (0 consistent-read, 1 write, 2 write-unchanged,
 // 3 resize), a process holds a shared lock on byte 100+i while it holds
@@ -26,6 +27,11 @@ const (
 	sharedBase = 200 // byte 200+i: not sharing permission i
 )
 
+// FallbackWarning is what QEMU says when it falls back to POSIX locks
+// (NoOFD), a warning and then a line of its own.
+const FallbackWarning = "File lock requested but OFD locking syscall is unavailable, " +
+	"falling back to POSIX file locks\nDue to the implementation, locks can be lost unexpectedly."
+
 // Conflict says which lock another process holds.
 type Conflict struct {
 	Bit    uint // permission bit
@@ -41,14 +47,19 @@ func (c *Conflict) Error() string {
 
 // File holds the lock state of one open file description.
 type File struct {
-	fd     uintptr // a descriptor, or a handle on Windows
-	perm   uint8   // bits whose 100+i byte we hold
-	unshar uint8   // bits whose 200+i byte we hold
+	fd       uintptr // a descriptor, or a handle on Windows
+	perm     uint8   // bits whose 100+i byte we hold
+	unshar   uint8   // bits whose 200+i byte we hold
+	dev, ino uint64  // the file, where the process's own locks are tracked (POSIX)
 }
 
 // New starts lock bookkeeping for fd; no lock is taken.
 // On Windows fd is the file's handle.
-func New(fd int) *File { return &File{fd: uintptr(fd)} }
+func New(fd int) *File {
+	f := &File{fd: uintptr(fd)}
+	f.identify()
+	return f
+}
 
 // Set takes exactly the locks for holding perm and refusing to share
 // everything not in shared. New locks are taken first and the opposite

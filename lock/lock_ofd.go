@@ -1,4 +1,4 @@
-//go:build linux && !qimg_posixlocks
+//go:build linux && !qimg_posixlocks && !qimg_portable
 
 package lock
 
@@ -32,3 +32,13 @@ func (f *File) test(off int64) (bool, error) {
 	}
 	return lk.Type != unix.F_UNLCK, nil
 }
+
+// NoOFD reports whether the system lacks OFD locks.
+const NoOFD = false
+
+// identify has nothing to record: the kernel tells descriptions apart.
+func (f *File) identify() {}
+
+// AfterClose has nothing to do: closing the descriptor dropped exactly
+// the locks of its open file description.
+func (f *File) AfterClose() { f.perm, f.unshar = 0, 0 }

@@ -1,4 +1,12 @@
 // Package file is the protocol driver for local files and block devices.
+//
+// What differs by platform sits behind a few functions per concern, one
+// file per platform: sys_*.go (direct I/O, device and sector sizes,
+// zeroing and hole punching, preallocation, kernel copies, sync), holes_*.go
+// (where data and holes are), stat_*.go (kind, size and identity of an open
+// file). sys_portable.go is the fallback of any other system, and what the
+// build tag qimg_portable makes Linux use so that the tests run through it;
+// qimg_noholes stands for a file system that cannot tell holes.
 package file
 
 import (
@@ -9,8 +17,6 @@ import (
 	"sync"
 	"syscall"
 	"unsafe"
-
-	"golang.org/x/sys/unix"
 
 	"qimg/image"
 	"qimg/lock"
@@ -76,6 +82,11 @@ func CheckPrealloc(v string) error {
 	return image.Errorf(image.ErrUnsupported, "invalid parameter value: %s", v)
 }
 
+// PunchesHoles reports whether this build frees the room of discarded and
+// unmapped ranges (the portable fallback writes zeroes instead): images
+// are the same bytes either way, their room on disk is not.
+const PunchesHoles = punchesHoles
+
 // maxBounce bounds the aligned buffer used for one step of an unaligned
 // request under O_DIRECT.
 const maxBounce = 1 << 20
@@ -90,6 +101,9 @@ type File struct {
 	blockDev bool
 	charDev  bool
 	locks    *lock.File
+	// retired are descriptors replaced by Reopen that stay open until
+	// Close where locks are POSIX locks: closing one would drop them all.
+	retired []*os.File
 	// align is the offset, length and memory alignment O_DIRECT needs;
 	// 0 when the page cache is used.
 	align int64
@@ -129,7 +143,12 @@ func Open(path string, o image.ProtocolOptions) (image.Driver, error) {
 // it before it changes a byte, so an image in use elsewhere stays intact.
 func Create(path string, o image.ProtocolOptions) (image.Driver, error) {
 	o.Writable = true
-	return open(path, o, os.O_CREATE, "file")
+	d, err := open(path, o, os.O_CREATE, "file")
+	if err != nil {
+		return nil, err
+	}
+	d.prepareNew()
+	return d, nil
 }
 
 // deviceOpener opens a block or character device with driver's rules.
@@ -173,10 +192,10 @@ func openFlags(writable bool, cache image.CacheMode) int {
 		flags = os.O_RDWR
 	}
 	if cache.Direct {
-		flags |= syscall.O_DIRECT
+		flags |= directOpenFlag
 	}
 	if cache.WriteSync {
-		flags |= syscall.O_DSYNC
+		flags |= syncOpenFlag
 	}
 	return flags | syscall.O_CLOEXEC
 }
@@ -188,13 +207,10 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 	if path == "" && extra&os.O_CREATE == 0 {
 		return nil, image.Errorf(nil, "The '%s' block driver requires a file name", driver)
 	}
-	var pre unix.Stat_t
-	if unix.Stat(path, &pre) == nil {
-		if t := pre.Mode & unix.S_IFMT; t == unix.S_IFIFO || t == unix.S_IFSOCK {
-			return nil, checkKind(path, pre.Mode, driver)
-		}
+	if pre, err := os.Stat(osPath(path)); err == nil && pre.Mode()&(os.ModeNamedPipe|os.ModeSocket) != 0 {
+		return nil, checkKind(path, kindOther, driver)
 	}
-	f, err := os.OpenFile(path, openFlags(o.Writable, o.Cache)|extra, 0o644)
+	f, err := os.OpenFile(osPath(path), openFlags(o.Writable, o.Cache)|extra, 0o644)
 	if err != nil {
 		if extra&os.O_CREATE != 0 {
 			return nil, image.Errorf(err, "Could not create '%s': %s", path, image.Strerror(err))
@@ -202,48 +218,62 @@ func open(path string, o image.ProtocolOptions, extra int, driver string) (*File
 		return nil, openError(path, err)
 	}
 	d := &File{path: path, f: f, fd: int(f.Fd()), writable: o.Writable, cache: o.Cache}
-	var st unix.Stat_t
-	if err := unix.Fstat(d.fd, &st); err != nil {
+	st, err := statFile(f, path)
+	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("Could not open '%s': %w", path, err)
 	}
-	if err := checkKind(path, st.Mode, driver); err != nil {
+	if err := checkKind(path, st.kind, driver); err != nil {
 		f.Close()
 		return nil, err
 	}
-	switch st.Mode & unix.S_IFMT {
-	case unix.S_IFREG:
-		d.size = st.Size
+	if err := d.setUp(st); err != nil {
+		f.Close()
+		return nil, image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(err))
+	}
+	d.locks = lock.New(d.fd)
+	return d, nil
+}
+
+// setUp records what the open found: the kind, size and identity of the
+// file, and the alignment direct I/O needs.
+func (d *File) setUp(st fileStat) error {
+	d.dev, d.ino = st.dev, st.ino
+	switch st.kind {
+	case kindRegular:
+		d.size = st.size
 	default:
-		d.blockDev = st.Mode&unix.S_IFMT == unix.S_IFBLK
+		d.blockDev = st.kind == kindBlock
 		d.charDev = !d.blockDev
-		n, err := unix.Seek(d.fd, 0, io.SeekEnd)
+		n, err := d.deviceSize()
 		if err != nil {
-			f.Close()
-			return nil, image.Errorf(err, "Could not open '%s': %s", path, image.Strerror(err))
+			return err
 		}
 		d.size = n
 	}
-	if o.Cache.Direct {
-		d.align = directAlign(d)
+	if d.cache.Direct {
+		if err := d.bypassCache(); err != nil {
+			return err
+		}
+		if needsAlignment {
+			d.align = directAlign(d)
+		}
 	}
-	d.dev, d.ino = uint64(st.Dev), st.Ino
-	d.locks = lock.New(d.fd)
-	return d, nil
+	return nil
 }
 
 // checkKind refuses what driver does not open, in qemu's words: the file
 // driver takes regular files and block devices, the device drivers block
 // and character devices.
-func checkKind(path string, mode uint32, driver string) error {
-	switch mode & unix.S_IFMT {
-	case unix.S_IFBLK:
+func checkKind(path string, kind fileKind, driver string) error {
+	switch kind {
+	case kindBlock:
 		return nil
-	case unix.S_IFREG:
+	case kindRegular:
 		if driver == "file" {
 			return nil
 		}
-	case unix.S_IFCHR:
+	case kindChar:
 		if driver != "file" {
 			return nil
 		}
@@ -259,8 +289,8 @@ func checkKind(path string, mode uint32, driver string) error {
 // (the largest logical block size of the devices file systems sit on).
 func directAlign(d *File) int64 {
 	if d.blockDev {
-		if n, err := unix.IoctlGetInt(d.fd, unix.BLKSSZGET); err == nil && n >= 512 && n <= 1<<16 && n&(n-1) == 0 {
-			return int64(n)
+		if n := d.sectorSize(); n >= 512 && n <= 1<<16 && n&(n-1) == 0 {
+			return n
 		}
 	}
 	return 4096
@@ -438,15 +468,7 @@ func (d *File) WriteZeroes(off, length int64, unmap bool) error {
 	if length == 0 {
 		return nil
 	}
-	mode := uint32(unix.FALLOC_FL_ZERO_RANGE)
-	if unmap {
-		mode = unix.FALLOC_FL_PUNCH_HOLE | unix.FALLOC_FL_KEEP_SIZE
-	}
-	if d.blockDev {
-		// block devices take both modes only with KEEP_SIZE
-		mode |= unix.FALLOC_FL_KEEP_SIZE
-	}
-	if err := unix.Fallocate(d.fd, mode, off, length); err == nil {
+	if d.zeroRange(off, length, unmap) == nil {
 		if end := off + length; end > d.fileSize() && !d.blockDev {
 			return d.growTo(end)
 		}
@@ -482,13 +504,29 @@ func writeZeroBuffers(d *File, off, length int64) error {
 	return nil
 }
 
+// writeZeroesDirect writes zeroes to the file itself, below WriteAt's
+// bookkeeping, for a caller that holds d.mu; the buffers are aligned for
+// direct I/O, so off and length must be aligned there too.
+func writeZeroesDirect(d *File, off, length int64) error {
+	buf := alignedBuf(min(roundUp(length, 4096), maxBounce), 4096)
+	for length > 0 {
+		k := min(length, int64(len(buf)))
+		if _, err := d.f.WriteAt(buf[:k], off); err != nil {
+			return err
+		}
+		off += k
+		length -= k
+	}
+	return nil
+}
+
 // Discard punches a hole; where the file system or device cannot, nothing
 // happens, which is a valid discard.
 func (d *File) Discard(off, length int64) error {
 	if length == 0 {
 		return nil
 	}
-	_ = unix.Fallocate(d.fd, unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, off, length)
+	d.punchHole(off, length)
 	return nil
 }
 
@@ -497,8 +535,8 @@ func (d *File) Flush() error {
 	if d.cache.NoFlush || !d.writable {
 		return nil
 	}
-	err := unix.Fdatasync(d.fd)
-	if d.charDev && errors.Is(err, unix.EINVAL) {
+	err := d.datasync()
+	if d.charDev && errors.Is(err, syscall.EINVAL) {
 		return nil // a character device without sync (/dev/null) holds nothing to sync
 	}
 	return err
@@ -528,7 +566,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 		}
 	case image.PreallocFalloc:
 		if size > old {
-			if e := unix.Fallocate(d.fd, 0, old, size-old); e != nil {
+			if e := d.allocate(old, size-old); e != nil {
 				err = image.Errorf(e, "Could not preallocate new data: %s", image.Strerror(e))
 			}
 		} else if e := d.f.Truncate(size); e != nil {
@@ -571,63 +609,60 @@ func (d *File) allocateFirstBlock(size int64) {
 	_, _ = d.WriteAt(alignedBuf(max(n, 1), 4096)[:n], 0)
 }
 
-// BlockStatus reports data and holes from SEEK_DATA/SEEK_HOLE. Holes read
-// as zero; every byte of a file is "allocated" at this layer and has a
-// host offset, as QEMU's file-posix reports it (qemu-img map prints the
-// offset of holes in raw images too).
+// BlockStatus reports data and holes as the platform finds them (see
+// holes_*.go). Holes read as zero; every byte of a file is "allocated" at
+// this layer and has a host offset, as QEMU's file-posix reports it
+// (qemu-img map prints the offset of holes in raw images too).
 func (d *File) BlockStatus(off, length int64) (image.Extent, error) {
 	e := image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}
 	if d.blockDev {
 		return e, nil
 	}
-	data, err := unix.Seek(d.fd, off, unix.SEEK_DATA)
-	if err != nil {
-		if errors.Is(err, syscall.ENXIO) {
-			// no data after off: a hole up to the end
-			e.Data, e.Zero = false, true
-			return e, nil
-		}
-		return e, nil // no SEEK_DATA support: all data
+	data, hole, ok := d.findData(off)
+	if !ok {
+		return e, nil // the file system cannot tell: all data
 	}
 	if data > off {
 		e.Data, e.Zero = false, true
 		e.Length = min(length, data-off)
 		return e, nil
 	}
-	hole, err := unix.Seek(d.fd, off, unix.SEEK_HOLE)
-	if err != nil || hole <= off {
-		return e, nil
+	if hole > off {
+		e.Length = min(length, hole-off)
 	}
-	e.Length = min(length, hole-off)
 	return e, nil
 }
-
-// fsNoCOW is FS_NOCOW_FL, the inode flag chattr +C sets.
-const fsNoCOW = 0x00800000
 
 // SetNoCOW turns off copy-on-write for the file (nocow=on, for btrfs),
 // best effort as QEMU does: file systems without the flag ignore it and a
 // failure does not stop the creation.
 func (d *File) SetNoCOW() {
-	if d.blockDev {
-		return
-	}
-	if flags, err := unix.IoctlGetUint32(d.fd, unix.FS_IOC_GETFLAGS); err == nil {
-		_ = unix.IoctlSetPointerInt(d.fd, unix.FS_IOC_SETFLAGS, int(flags|fsNoCOW))
+	if !d.blockDev {
+		d.setNoCOW()
 	}
 }
 
-// AllocatedSize is the file's st_blocks in bytes.
+// AllocatedSize is the space the file takes on disk, in bytes (st_blocks).
 func (d *File) AllocatedSize() int64 {
-	var st unix.Stat_t
-	if err := unix.Fstat(d.fd, &st); err != nil {
+	st, err := statFile(d.f, d.path)
+	if err != nil {
 		return -1
 	}
-	return st.Blocks * 512
+	return st.allocated
 }
+
+// warnLockFallback: QEMU's warning is due once, where there are no OFD
+// locks and POSIX locks stand in (a variable for the tests).
+var (
+	warnLockFallback = lock.NoOFD
+	lockFallbackOnce sync.Once
+)
 
 // SetPerm takes QEMU's lock bytes for the node's cumulative claim.
 func (d *File) SetPerm(perm, shared image.Perm) error {
+	if warnLockFallback && (perm|^shared)&image.PermLockable != 0 {
+		lockFallbackOnce.Do(func() { image.Warn(lock.FallbackWarning) })
+	}
 	err := d.locks.Set(uint8(perm&image.PermLockable), uint8(shared&image.PermLockable))
 	var c *lock.Conflict
 	if errors.As(err, &c) {
@@ -644,14 +679,20 @@ func (d *File) Reopen(writable bool) error {
 	if writable == d.writable {
 		return nil
 	}
-	f, err := os.OpenFile(d.path, openFlags(writable, d.cache), 0)
+	f, err := os.OpenFile(osPath(d.path), openFlags(writable, d.cache), 0)
 	if err != nil {
 		return openError(d.path, err)
 	}
-	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil || uint64(st.Dev) != d.dev || st.Ino != d.ino {
+	if st, err := statFile(f, d.path); err != nil || st.dev != d.dev || st.ino != d.ino {
 		f.Close()
 		return image.Errorf(nil, "Could not reopen '%s': the file was replaced", d.path)
+	}
+	if lock.Fallback {
+		// POSIX locks: the descriptor that took them keeps them, and
+		// stays open until Close
+		d.retired = append(d.retired, d.f)
+		d.f, d.fd, d.writable = f, int(f.Fd()), writable
+		return nil
 	}
 	locks := lock.New(int(f.Fd()))
 	if err := locks.Inherit(d.locks); err != nil {
@@ -668,7 +709,12 @@ func (d *File) Reopen(writable bool) error {
 
 // Close drops the locks (closing the descriptor does) and closes the file.
 func (d *File) Close() error {
-	return d.f.Close()
+	err := d.f.Close()
+	for _, f := range d.retired {
+		f.Close()
+	}
+	d.locks.AfterClose()
+	return err
 }
 
 func uintptrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(unsafe.SliceData(b))) }

@@ -1,3 +1,5 @@
+//go:build linux
+
 package file
 
 import (
@@ -102,6 +104,16 @@ func TestBlockStatusMatchesQemu(t *testing.T) {
 			var want []mapEntry
 			if err := json.Unmarshal(out, &want); err != nil {
 				t.Fatalf("%v: %s", err, out)
+			}
+			if !findsHoles {
+				// a build that cannot see holes reports the whole
+				// file as data, as qemu does where SEEK_DATA fails
+				st, err := os.Stat(path)
+				if err != nil {
+					t.Fatal(err)
+				}
+				zero := int64(0)
+				want = []mapEntry{{Length: roundUp(st.Size(), 512), Data: true, Offset: &zero}}
 			}
 			for _, cache := range []string{"writeback", "none"} {
 				d := openT(t, path, false, cache)

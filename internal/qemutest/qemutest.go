@@ -7,7 +7,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"slices"
@@ -16,8 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Required reports whether a missing tool must fail the test rather than
@@ -59,11 +56,10 @@ func Have(tools ...string) bool {
 // the file's device and inode).
 func LockedBytes(t testing.TB, path string) []int64 {
 	t.Helper()
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	id, err := procLocksID(path)
+	if err != nil {
 		t.Fatal(err)
 	}
-	id := fmt.Sprintf("%02x:%02x:%d", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	f, err := os.Open("/proc/locks")
 	if err != nil {
 		t.Skipf("no /proc/locks: %v", err)
