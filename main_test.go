@@ -20,6 +20,8 @@ package main
 //	                        become the script's (for commands with several failure codes)
 //	httpserve VAR [norange] serve the work folder over HTTP on 127.0.0.1 (byte ranges, as
 //	                        http.ServeContent serves them; none with norange) and set $VAR to its URL
+//	tmpfs DIR SIZE          mount a tmpfs of SIZE bytes on DIR (made if missing), unmounted
+//	                        when the script ends: a small file system that really fills up
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
@@ -35,6 +37,7 @@ package main
 //
 //	[qemu]  qemu-img and qemu-io are on PATH (QIMG_REQUIRE_QEMU=1 makes their absence a failure)
 //	[root]  the test runs as root (permission bits do not stop reads)
+//	[tmpfs] this process may mount a tmpfs (root with CAP_SYS_ADMIN)
 //	[nbdkit] nbdkit is on PATH (an error under QIMG_REQUIRE_QEMU=1 when it is not)
 //
 // Run one script: go test -run 'TestScripts/create_sizes' .
@@ -105,6 +108,8 @@ func TestScripts(t *testing.T) {
 				return qemu, nil
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "tmpfs":
+				return canMountTmpfs(), nil
 			case "nbdkit":
 				_, err := exec.LookPath("nbdkit")
 				if err != nil && os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
@@ -124,8 +129,38 @@ func TestScripts(t *testing.T) {
 			"probes":    cmdProbes,
 			"status":    cmdStatus,
 			"httpserve": cmdHTTPServe,
+			"tmpfs":     cmdTmpfs,
 		},
 	})
+}
+
+// canMountTmpfs tries a tmpfs mount once: containers may refuse it even
+// to root.
+func canMountTmpfs() bool {
+	if os.Geteuid() != 0 {
+		return false
+	}
+	dir, err := os.MkdirTemp("", "qimg-tmpfs")
+	if err != nil {
+		return false
+	}
+	defer os.Remove(dir)
+	if unix.Mount("tmpfs", dir, "tmpfs", 0, "size=64k") != nil {
+		return false
+	}
+	return unix.Unmount(dir, 0) == nil
+}
+
+func cmdTmpfs(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 2 {
+		ts.Fatalf("usage: tmpfs DIR SIZE")
+	}
+	size, err := strconv.ParseInt(args[1], 10, 64)
+	ts.Check(err)
+	dir := ts.MkAbs(args[0])
+	ts.Check(os.MkdirAll(dir, 0o755))
+	ts.Check(unix.Mount("tmpfs", dir, "tmpfs", 0, fmt.Sprintf("size=%d", size)))
+	ts.Defer(func() { _ = unix.Unmount(dir, unix.MNT_DETACH) })
 }
 
 type errUnknownCondition string

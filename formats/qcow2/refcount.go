@@ -242,6 +242,17 @@ func (r *refcounts) allocDeferred(n int64) (int64, error) {
 	return r.alloc(n)
 }
 
+// freeDeferred undoes allocDeferred for n clusters from cluster ci whose
+// data write failed: their refcounts go back to 0 the same deferred way.
+func (r *refcounts) freeDeferred(ci, n int64) error {
+	if r.q.creating {
+		return r.update(ci, n, -1)
+	}
+	r.deferring = true
+	defer func() { r.deferring = false }()
+	return r.update(ci, n, -1)
+}
+
 // flushPending writes the refcount changes allocDeferred made, in file
 // order.
 func (r *refcounts) flushPending() error {

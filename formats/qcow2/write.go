@@ -1,6 +1,7 @@
 package qcow2
 
 import (
+	"errors"
 	"fmt"
 
 	"qimg/image"
@@ -308,7 +309,12 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 	q.meta.Lock()
 	q.clearInflight(c0, k, ch)
 	if werr != nil {
-		return werr // the clusters stay allocated: a leak
+		// nothing points at the clusters yet: give them back, as qemu's
+		// qcow2_alloc_cluster_abort does, so that a failed write leaks none
+		if err := q.freeUnwritten(host, k); err != nil {
+			return errors.Join(werr, err)
+		}
+		return werr
 	}
 	if t, err = q.l2ForWrite(off / l2Span); err != nil {
 		return err
@@ -462,6 +468,15 @@ func (q *Image) allocDataDeferred(c0, k int64) (int64, error) {
 	return q.rc.allocDeferred(k)
 }
 
+// freeUnwritten gives back k clusters at host that allocDataDeferred
+// took for a write that failed: no entry points at them.
+func (q *Image) freeUnwritten(host, k int64) error {
+	if q.data != nil {
+		return nil
+	}
+	return q.rc.freeDeferred(host>>q.clusterBits, k)
+}
+
 // releaseEntry drops the reference an L2 entry held, once the entry that
 // replaced it is on disk (see writeback.go).
 func (q *Image) releaseEntry(e l2Entry) error {
@@ -559,6 +574,10 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		buf = t.encode(q.extendedL2)
 	}
 	if err := q.writeMeta(buf, off); err != nil {
+		// the new table is not hooked anywhere: give its cluster back
+		if rerr := q.rc.release(off, q.clusterSize); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
 		return nil, err
 	}
 	if err := q.setL1(l1i, uint64(off)|oflagCopied); err != nil {
