@@ -7,6 +7,7 @@ import (
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"
+	_ "qimg/formats/null"
 	_ "qimg/formats/parallels"
 	_ "qimg/formats/qcow"
 	_ "qimg/formats/qcow2"

@@ -255,7 +255,7 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 		// layer that covers the offset (the one whose backing file ends
 		// before it, or the bottom), as qemu-img map reports it, with the
 		// place a preallocated subcluster keeps.
-		e.Zero = true
+		e.Zero = !n.unsetContent()
 		e.Data = false
 		e.Depth = 0
 		if e.HostOffset >= 0 {
@@ -269,6 +269,20 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 	}
 	be.Depth++
 	return be, nil
+}
+
+// unsetContent reports whether unallocated runs of n have no defined
+// content: its driver says so, or a format without backing files (raw)
+// passes its file's status through.
+func (n *Node) unsetContent() bool {
+	if _, ok := n.drv.(UnsetContent); ok {
+		return true
+	}
+	if _, ok := n.drv.(BackingReferrer); ok {
+		return false
+	}
+	f := n.File()
+	return f != nil && f != n && f.unsetContent()
 }
 
 // dataHost is the protocol node holding this format node's data.
