@@ -2,6 +2,7 @@ package cmd
 
 // Every driver registers itself with image from its init.
 import (
+	_ "qimg/formats/blkdebug"
 	_ "qimg/formats/bochs"
 	_ "qimg/formats/cloop"
 	_ "qimg/formats/file"

@@ -407,5 +407,8 @@ func (n *Node) makeReadOnly() error {
 		return err
 	}
 	n.writable = false
+	if f := n.File(); f != nil && !f.hasWriter() {
+		return f.makeReadOnly() // below a filter
+	}
 	return nil
 }

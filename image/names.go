@@ -19,7 +19,7 @@ var qemuProtocols = map[string]bool{
 	"ftp": true, "ftps": true, "ssh": true,
 	"nfs": true, "iscsi": true, "iser": true, "rbd": true, "gluster": true,
 	"gluster+tcp": true, "gluster+unix": true, "gluster+rdma": true,
-	"blkdebug": true, "blkverify": true, "json": true,
+	"blkverify": true, "json": true,
 }
 
 // protocolPrefix returns the protocol a filename names, as qemu's

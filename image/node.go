@@ -197,8 +197,15 @@ func (n *Node) Truncate(size int64, prealloc Prealloc) error {
 // reaches its protocol layer before the protocol layer syncs.
 func (n *Node) Flush() error {
 	if f, ok := n.drv.(Flusher); ok && n.writable {
+		file := n.File()
+		if file != nil {
+			file.Event(EvFlushToOS)
+		}
 		if err := f.Flush(); err != nil {
 			return err
+		}
+		if file != nil {
+			file.Event(EvFlushToDisk)
 		}
 	}
 	n.mu.Lock()

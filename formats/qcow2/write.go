@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"errors"
-	"fmt"
 
 	"qimg/image"
 )
@@ -31,7 +30,7 @@ func (q *Image) openWritable() error {
 	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
-		return fmt.Errorf("Could not read refcount table: %w", err)
+		return ioError("Could not read refcount table", err)
 	}
 	if h.incompatible&incompatDirty != 0 {
 		if err := q.repairDirty(); err != nil {
