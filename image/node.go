@@ -196,17 +196,8 @@ func (n *Node) Truncate(size int64, prealloc Prealloc) error {
 // Flush flushes the node and then its children, so that a format's data
 // reaches its protocol layer before the protocol layer syncs.
 func (n *Node) Flush() error {
-	if f, ok := n.drv.(Flusher); ok && n.writable {
-		file := n.File()
-		if file != nil {
-			file.Event(EvFlushToOS)
-		}
-		if err := f.Flush(); err != nil {
-			return err
-		}
-		if file != nil {
-			file.Event(EvFlushToDisk)
-		}
+	if err := n.flushDriver(); err != nil {
+		return err
 	}
 	n.mu.Lock()
 	children := append([]*Edge(nil), n.children...)
@@ -218,6 +209,26 @@ func (n *Node) Flush() error {
 		if err := e.Child.Flush(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// flushDriver flushes a writable node's own driver, raising qemu's flush
+// events on its file around it.
+func (n *Node) flushDriver() error {
+	f, ok := n.drv.(Flusher)
+	if !ok || !n.writable {
+		return nil
+	}
+	file := n.File()
+	if file != nil {
+		file.Event(EvFlushToOS)
+	}
+	if err := f.Flush(); err != nil {
+		return err
+	}
+	if file != nil {
+		file.Event(EvFlushToDisk)
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"qimg/image"
 )
@@ -57,6 +58,9 @@ type Device struct {
 	child    *image.Node
 	limits   limits
 	writable bool
+	// unflushed: a write came since the last flush; qemu sends a flush
+	// down (where a rule can fail it) only then
+	unflushed atomic.Bool
 
 	mu     sync.Mutex
 	state  int
@@ -295,6 +299,7 @@ func (d *Device) write(p []byte, off int64) error {
 		d.Event(image.EvPwritevRMWAfterTail)
 	}
 	d.Event(image.EvPwritev)
+	d.unflushed.Store(true)
 	if err := d.check(lo, hi-lo, IOWrite); err != nil {
 		return err
 	}
@@ -306,6 +311,7 @@ func (d *Device) write(p []byte, off int64) error {
 func (d *Device) WriteZeroes(off, length int64, unmap bool) error {
 	return d.split(off, length, func(o, n int64) error {
 		d.Event(image.EvPwritevZero)
+		d.unflushed.Store(true)
 		lo, hi := d.limits.pad(o, n)
 		if err := d.check(lo, hi-lo, IOWriteZeroes); err != nil {
 			return err
@@ -318,19 +324,29 @@ func (d *Device) WriteZeroes(off, length int64, unmap bool) error {
 
 func (d *Device) Discard(off, length int64) error {
 	lo, hi := d.limits.pad(off, length)
+	d.unflushed.Store(true)
 	if err := d.check(lo, hi-lo, IODiscard); err != nil {
 		return err
 	}
 	return d.child.Discard(off, length)
 }
 
-// Flush fails when a rule says so; the node's children (the child) are
-// flushed by the graph.
+// Flush fails when a rule says so, if anything was written since the
+// last flush (qemu skips a flush with nothing to flush); the node's
+// children (the child) are flushed by the graph.
 func (d *Device) Flush() error {
-	return d.check(0, 0, IOFlush)
+	if !d.unflushed.Load() {
+		return nil
+	}
+	if err := d.check(0, 0, IOFlush); err != nil {
+		return err
+	}
+	d.unflushed.Store(false)
+	return nil
 }
 
 func (d *Device) Truncate(size int64, prealloc image.Prealloc) error {
+	d.unflushed.Store(true)
 	return d.child.Truncate(size, prealloc)
 }
 

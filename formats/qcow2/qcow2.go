@@ -215,6 +215,7 @@ func (q *Image) l2Table(off int64) (*l2Table, error) {
 		// a table beyond the end of the file reads as zeroes, as qemu
 		// reads it
 		buf := make([]byte, q.clusterSize)
+		q.event(image.EvL2Load)
 		if err := q.file.ReadPadded(buf, off); err != nil {
 			return nil, err
 		}

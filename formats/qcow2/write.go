@@ -148,6 +148,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 // image corrupt) when the range overlaps metadata. locked says whether the
 // caller holds the metadata lock for writing.
 func (q *Image) writeData(p []byte, host int64, locked bool) error {
+	q.dataNode().Event(image.EvWriteAIO)
 	if q.data != nil {
 		return q.data.WriteGrowing(p, host)
 	}
@@ -246,6 +247,7 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		return int(wEnd - off), q.allocWriteWhole(t, idx0, p[:wEnd-off], c0, k, newBitmaps)
 	}
 	buf := make([]byte, k*cs)
+	q.event(image.EvCOWRead)
 	for i := int64(0); i < k; i++ {
 		cStart := base + i*cs
 		e := l2Entry(t.entries[idx0+int(i)])
@@ -511,6 +513,7 @@ func (q *Image) writeL2(t *l2Table, i, j int) error {
 
 // writeL2Now writes entries [i, j) of an L2 table.
 func (q *Image) writeL2Now(t *l2Table, i, j int) error {
+	q.event(image.EvL2Update)
 	es := int(q.h.l2EntrySize())
 	buf := make([]byte, (j-i)*es)
 	for k := i; k < j; k++ {
@@ -556,6 +559,7 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		t.bitmaps = make([]uint64, n)
 	}
 	if old != 0 {
+		q.event(image.EvL2AllocCOWRead)
 		src, err := q.l2Table(old)
 		if err != nil {
 			return nil, err
@@ -563,7 +567,10 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		copy(t.entries, src.entries)
 		copy(t.bitmaps, src.bitmaps)
 	}
-	off, err := q.rc.alloc(1)
+	// only the L1 entry, held back by the write-back, points at the new
+	// table: its refcount goes out with that entry (allocDeferred), so a
+	// write that fails before leaves nothing behind
+	off, err := q.rc.allocDeferred(1)
 	if err != nil {
 		return nil, err
 	}
@@ -572,9 +579,10 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 	if old != 0 {
 		buf = t.encode(q.extendedL2)
 	}
+	q.event(image.EvL2AllocWrite)
+	q.event(image.EvL2Update) // qemu writes the new table through its cache
 	if err := q.writeMeta(buf, off); err != nil {
-		// the new table is not hooked anywhere: give its cluster back
-		if rerr := q.rc.release(off, q.clusterSize); rerr != nil {
+		if rerr := q.rc.freeDeferred(off>>q.clusterBits, 1); rerr != nil {
 			return nil, errors.Join(err, rerr)
 		}
 		return nil, err
@@ -596,6 +604,8 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 
 func (q *Image) setL1(i int64, v uint64) error {
 	q.l1[i] = v
+	// the point where qemu writes the entry; the write-back writes it later
+	q.event(image.EvL1Update)
 	if q.creating {
 		return nil // the whole table is written before the header
 	}
