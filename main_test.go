@@ -23,6 +23,8 @@ package main
 //	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
 //	                        their files) and set the AWS variables for it (s3serve_test.go)
 //	s3uploads N             require N multipart uploads open on that server
+//	tmpfs DIR SIZE          mount a tmpfs of SIZE bytes on DIR (made if missing), unmounted
+//	                        when the script ends: a small file system that really fills up
 //	probes FILE             qimg info names FILE's format as qemu-img info does, or refuses
 //	                        with "format 'X' is not supported yet" for qemu-img's X
 //
@@ -38,6 +40,7 @@ package main
 //
 //	[qemu]  qemu-img and qemu-io are on PATH (QIMG_REQUIRE_QEMU=1 makes their absence a failure)
 //	[root]  the test runs as root (permission bits do not stop reads)
+//	[tmpfs] this process may mount a tmpfs (root with CAP_SYS_ADMIN)
 //	[nbdkit] nbdkit is on PATH (an error under QIMG_REQUIRE_QEMU=1 when it is not)
 //
 // Run one script: go test -run 'TestScripts/create_sizes' .
@@ -111,6 +114,8 @@ func TestScripts(t *testing.T) {
 				return qemu, nil
 			case "root":
 				return os.Geteuid() == 0, nil
+			case "tmpfs":
+				return canMountTmpfs(), nil
 			case "nbdkit":
 				_, err := exec.LookPath("nbdkit")
 				if err != nil && os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
@@ -132,6 +137,7 @@ func TestScripts(t *testing.T) {
 			"httpserve": cmdHTTPServe,
 			"s3serve":   cmdS3Serve,
 			"s3uploads": cmdS3Uploads,
+			"tmpfs":     cmdTmpfs,
 		},
 	})
 }

@@ -185,7 +185,7 @@ func (r *Request) Run() error {
 		set = append(set, u)
 	}
 	if err := s.store.StoreBitmaps(set); err != nil {
-		return fmt.Errorf("Failed to store bitmaps in '%s': %w", r.Filename, err)
+		return image.Errorf(err, "Failed to store bitmaps in '%s': %s", r.Filename, image.Strerror(err))
 	}
 	return nil
 }

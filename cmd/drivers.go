@@ -2,12 +2,14 @@ package cmd
 
 // Every driver registers itself with image from its init.
 import (
+	_ "qimg/formats/blkdebug"
 	_ "qimg/formats/bochs"
 	_ "qimg/formats/cloop"
 	_ "qimg/formats/dmg"
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
 	_ "qimg/formats/nbd"
+	_ "qimg/formats/null"
 	_ "qimg/formats/parallels"
 	_ "qimg/formats/qcow"
 	_ "qimg/formats/qcow2"

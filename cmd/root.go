@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -64,8 +65,18 @@ func Main(args []string) int {
 		}
 		err = ee.err
 	}
-	fmt.Fprintf(os.Stderr, "%s: %s\n", progName, oneLine(err.Error()))
+	fmt.Fprintf(os.Stderr, "%s: %s\n", progName, oneLine(errorText(err)))
 	return code
+}
+
+// errorText is an error's message; a bare system error (a failed flush
+// or write that no layer worded) reads as the C library words it.
+func errorText(err error) string {
+	var errno syscall.Errno
+	if errors.As(err, &errno) && err.Error() == errno.Error() {
+		return image.Strerror(errno)
+	}
+	return err.Error()
 }
 
 // oneLine keeps an error message on one line.

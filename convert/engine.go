@@ -133,8 +133,10 @@ type IOError struct {
 	Err error
 }
 
+// Error words a system error as qemu-img does, by its errno alone
+// ("No space left on device"), without the Go call that failed.
 func (e *IOError) Error() string {
-	return fmt.Sprintf("error while %s at byte %d: %v", e.Op, e.Off, e.Err)
+	return fmt.Sprintf("error while %s at byte %d: %s", e.Op, e.Off, image.Strerror(e.Err))
 }
 
 func (e *IOError) Unwrap() error { return e.Err }

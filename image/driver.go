@@ -85,6 +85,14 @@ type InfoLess interface {
 	InfoLess()
 }
 
+// UnsetContent is implemented by drivers whose unallocated runs are not
+// known to read as zeroes although they have no backing file (null-co
+// without read-zeroes): qemu calls such runs zero only for drivers that
+// support backing files.
+type UnsetContent interface {
+	UnsetContent()
+}
+
 // AllocatedSizer reports the bytes the image occupies on its storage
 // (`disk size`, `actual-size`); -1 when unknown.
 type AllocatedSizer interface {

@@ -277,10 +277,8 @@ func (n *Node) closeLocked() error {
 		return nil
 	}
 	var first error
-	if n.writable && n.drv != nil {
-		if f, ok := n.drv.(Flusher); ok {
-			first = f.Flush()
-		}
+	if n.drv != nil {
+		first = n.flushDriver()
 	}
 	if n.drv != nil {
 		if err := n.drv.Close(); err != nil && first == nil {
@@ -407,5 +405,8 @@ func (n *Node) makeReadOnly() error {
 		return err
 	}
 	n.writable = false
+	if f := n.File(); f != nil && !f.hasWriter() {
+		return f.makeReadOnly() // below a filter
+	}
 	return nil
 }

@@ -19,7 +19,6 @@ var qemuProtocols = map[string]bool{
 	"ftp": true, "ftps": true, "ssh": true,
 	"nfs": true, "iscsi": true, "iser": true, "rbd": true, "gluster": true,
 	"gluster+tcp": true, "gluster+unix": true, "gluster+rdma": true,
-	"null-co": true, "null-aio": true, "blkdebug": true,
 	"blkverify": true, "json": true,
 }
 

@@ -199,10 +199,8 @@ func (n *Node) Truncate(size int64, prealloc Prealloc) error {
 // Flush flushes the node and then its children, so that a format's data
 // reaches its protocol layer before the protocol layer syncs.
 func (n *Node) Flush() error {
-	if f, ok := n.drv.(Flusher); ok && n.writable {
-		if err := f.Flush(); err != nil {
-			return err
-		}
+	if err := n.flushDriver(); err != nil {
+		return err
 	}
 	n.mu.Lock()
 	children := append([]*Edge(nil), n.children...)
@@ -235,6 +233,26 @@ func (n *Node) Complete() error {
 		if err := e.Child.Complete(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// flushDriver flushes a writable node's own driver, raising qemu's flush
+// events on its file around it.
+func (n *Node) flushDriver() error {
+	f, ok := n.drv.(Flusher)
+	if !ok || !n.writable {
+		return nil
+	}
+	file := n.File()
+	if file != nil {
+		file.Event(EvFlushToOS)
+	}
+	if err := f.Flush(); err != nil {
+		return err
+	}
+	if file != nil {
+		file.Event(EvFlushToDisk)
 	}
 	return nil
 }
@@ -296,7 +314,7 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 		// layer that covers the offset (the one whose backing file ends
 		// before it, or the bottom), as qemu-img map reports it, with the
 		// place a preallocated subcluster keeps.
-		e.Zero = true
+		e.Zero = !n.unsetContent()
 		e.Data = false
 		e.Depth = 0
 		if e.HostOffset >= 0 {
@@ -310,6 +328,20 @@ func (n *Node) BlockStatusChain(off, length int64) (Extent, error) {
 	}
 	be.Depth++
 	return be, nil
+}
+
+// unsetContent reports whether unallocated runs of n have no defined
+// content: its driver says so, or a format without backing files (raw)
+// passes its file's status through.
+func (n *Node) unsetContent() bool {
+	if _, ok := n.drv.(UnsetContent); ok {
+		return true
+	}
+	if _, ok := n.drv.(BackingReferrer); ok {
+		return false
+	}
+	f := n.File()
+	return f != nil && f != n && f.unsetContent()
 }
 
 // dataHost is the protocol node holding this format node's data.

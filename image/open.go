@@ -91,6 +91,12 @@ func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Nod
 	if c, ok := drv.(CanonicalNamer); ok {
 		n.Filename = c.CanonicalName()
 	}
+	if fl, ok := drv.(Filter); ok {
+		if err := openFilterChild(n, f, fl, cache); err != nil {
+			drv.Close()
+			return nil, err
+		}
+	}
 	id, ok := drv.(Identifier)
 	if !ok {
 		return n, nil
@@ -109,6 +115,28 @@ func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Nod
 	return n, nil
 }
 
+// openFilterChild opens the node below a filter protocol node and
+// attaches it as its file child, claiming what the filter's users claim.
+func openFilterChild(n *Node, f *Format, fl Filter, cache CacheMode) error {
+	child, err := openProtocol(fl.ChildName(), "", n.writable, cache)
+	if err != nil {
+		return err
+	}
+	n.fmt = &Format{Name: f.Name, Protocol: true, FileClaim: PassThroughClaim}
+	e := &Edge{Name: string(RoleFile), Role: RoleFile, Parent: n, Child: child}
+	e.Claim = n.childClaim(e)
+	if err := attach(e); err != nil {
+		if len(child.parents) == 0 {
+			graphMu.Lock()
+			child.closeLocked()
+			graphMu.Unlock()
+		}
+		return err
+	}
+	fl.SetChild(child)
+	return nil
+}
+
 // makeWritable reopens a protocol node that was open read-only for a new
 // user that writes; called after that user's claims are granted.
 func (n *Node) makeWritable() error {
@@ -118,6 +146,12 @@ func (n *Node) makeWritable() error {
 	r, ok := n.drv.(Reopener)
 	if !ok {
 		return NotSupported("reopening '%s' read/write", n.Filename)
+	}
+	if f := n.File(); f != nil {
+		// a filter: the node below takes the writes
+		if err := f.makeWritable(); err != nil {
+			return err
+		}
 	}
 	if err := r.Reopen(true); err != nil {
 		return err

@@ -1,8 +1,6 @@
 package qcow2
 
 import (
-	"fmt"
-
 	"qimg/image"
 )
 
@@ -27,7 +25,7 @@ func openForCheck(o *image.OpenContext, h *header) (image.Driver, error) {
 	q.writable = true
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
-		return nil, fmt.Errorf("Could not read refcount table: %w", err)
+		return nil, ioError("Could not read refcount table", err)
 	}
 	return q, nil
 }

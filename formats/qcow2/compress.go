@@ -180,10 +180,12 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 	if err != nil {
 		return err
 	}
+	q.event(image.EvL2UpdateCompressed)
 	host, err := q.allocBytes(int64(len(compressed)))
 	if err != nil {
 		return err
 	}
+	q.event(image.EvWriteCompressed)
 	if err := q.writeData(compressed, host, true); err != nil {
 		return err
 	}
@@ -208,6 +210,7 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 // a reference on every cluster they touch. The caller holds the metadata
 // lock.
 func (q *Image) allocBytes(size int64) (int64, error) {
+	q.event(image.EvClusterAllocBytes)
 	cs := q.clusterSize
 	r := q.rc
 	off := q.freeByte

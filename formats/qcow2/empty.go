@@ -17,6 +17,7 @@ func (q *Image) MakeEmpty() error {
 	if q.data != nil && q.h.autoclear&autoclearDataFileRaw != 0 {
 		return image.NotSupported("%s: emptying a qcow2 image with a raw external data file", q.filename)
 	}
+	q.event(image.EvEmptyImagePrepare)
 	for i := range q.l1 {
 		off := l1Entry(q.l1[i]).l2Offset()
 		if off == 0 {

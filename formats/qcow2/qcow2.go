@@ -1,7 +1,6 @@
 package qcow2
 
 import (
-	"fmt"
 	"sync"
 
 	"qimg/image"
@@ -91,7 +90,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	fileSize := file.Size()
 	first := make([]byte, min(fileSize, int64(headerV3MinLength)))
 	if _, err := file.ReadAt(first, 0); err != nil {
-		return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+		return nil, ioError("Could not read qcow2 header", err)
 	}
 	if len(first) < headerV2Length || string(first[:4]) != magic {
 		return nil, image.Errorf(image.ErrWrongFormat, "Image is not in qcow2 format")
@@ -103,7 +102,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	// the first cluster, and what a backing name starting in it may use
 	head := make([]byte, min(fileSize, int64(1)<<bits+maxBackingNameSize))
 	if _, err := file.ReadAt(head, 0); err != nil {
-		return nil, fmt.Errorf("Could not read qcow2 header: %w", err)
+		return nil, ioError("Could not read qcow2 header", err)
 	}
 	h, err := parseHeader(head)
 	if err != nil {
@@ -175,7 +174,7 @@ func (q *Image) init(h *header) error {
 	l1Off := int64(h.l1TableOffset)
 	l1, err := q.readTable(l1Off, int(min(int64(h.l1Size), max(0, q.file.Size()-l1Off)/8)))
 	if err != nil {
-		return fmt.Errorf("Could not read L1 table: %w", err)
+		return ioError("Could not read L1 table", err)
 	}
 	q.l1 = l1
 	q.l2cache = newLRU[*l2Table](l2CacheTables(q.size, q.clusterBits, q.l2Bits))
@@ -218,6 +217,7 @@ func (q *Image) l2Table(off int64) (*l2Table, error) {
 		// a table beyond the end of the file reads as zeroes, as qemu
 		// reads it
 		buf := make([]byte, q.clusterSize)
+		q.event(image.EvL2Load)
 		if err := q.file.ReadPadded(buf, off); err != nil {
 			return nil, err
 		}

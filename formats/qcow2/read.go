@@ -36,6 +36,7 @@ func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 		return nil
 	case ctUnallocated, ctUnallocAlloc:
 		if q.backing != nil {
+			q.event(image.EvReadBackingAIO)
 			return q.backing.ReadPadded(buf, guest)
 		}
 		clear(buf)
@@ -56,7 +57,9 @@ func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 // image may be short, an external data file shorter than the image, and
 // a truncated image keeps its tables.
 func (q *Image) readHost(buf []byte, off int64) error {
-	return q.dataNode().ReadPadded(buf, off)
+	d := q.dataNode()
+	d.Event(image.EvReadAIO)
+	return d.ReadPadded(buf, off)
 }
 
 // maxInflatedBytes bounds the cache of decompressed clusters, which
@@ -98,6 +101,7 @@ func (q *Image) inflate(e l2Entry) ([]byte, error) {
 	// the sector count may run past the end of the file: read what exists
 	length = min(length, size-off)
 	in := make([]byte, length)
+	q.event(image.EvReadCompressed)
 	if _, err := q.file.ReadAt(in, off); err != nil {
 		return nil, err
 	}

@@ -73,6 +73,7 @@ func (r *refcounts) load() error {
 	h := r.q.h
 	r.tableOffset = int64(h.refcountTableOffset)
 	r.tableClusters = int64(h.refcountTableClusters)
+	r.q.event(image.EvReftableLoad)
 	t, err := r.q.readTable(r.tableOffset, int(r.tableClusters*r.q.clusterSize/8))
 	if err != nil {
 		return err
@@ -156,6 +157,7 @@ func (r *refcounts) block(ti int64) (*refBlock, error) {
 			return nil, image.Corrupt("%s: refcount block %d at %#x lies beyond the end of the file", q.filename, ti, off)
 		}
 		b := &refBlock{offset: off, buf: make([]byte, q.clusterSize)}
+		q.event(image.EvRefblockLoad)
 		if _, err := q.file.ReadAt(b.buf, off); err != nil {
 			return nil, err
 		}
@@ -214,6 +216,7 @@ func (r *refcounts) allocNoRef(n int64) (int64, error) {
 // alloc allocates n contiguous clusters and returns the offset of the
 // first, their refcounts (1) written.
 func (r *refcounts) alloc(n int64) (int64, error) {
+	r.q.event(image.EvClusterAlloc)
 	for {
 		ci, err := r.allocNoRef(n)
 		if err != nil {
@@ -242,6 +245,17 @@ func (r *refcounts) allocDeferred(n int64) (int64, error) {
 	return r.alloc(n)
 }
 
+// freeDeferred undoes allocDeferred for n clusters from cluster ci whose
+// data write failed: their refcounts go back to 0 the same deferred way.
+func (r *refcounts) freeDeferred(ci, n int64) error {
+	if r.q.creating {
+		return r.update(ci, n, -1)
+	}
+	r.deferring = true
+	defer func() { r.deferring = false }()
+	return r.update(ci, n, -1)
+}
+
 // flushPending writes the refcount changes allocDeferred made, in file
 // order.
 func (r *refcounts) flushPending() error {
@@ -257,6 +271,7 @@ func (r *refcounts) flushPending() error {
 		b := r.pending[off]
 		if b.lo < b.hi {
 			blo, bhi := r.byteRange(b.lo, b.hi)
+			r.q.event(image.EvRefblockUpdatePart)
 			if err := r.q.writeMeta(b.buf[blo:bhi], b.offset+blo); err != nil {
 				return err
 			}
@@ -273,6 +288,7 @@ func (r *refcounts) release(off, length int64) error {
 	cs := r.q.clusterSize
 	start := off >> r.q.clusterBits
 	end := (off + length + cs - 1) >> r.q.clusterBits
+	r.q.event(image.EvClusterFree)
 	return r.update(start, end-start, -1)
 }
 
@@ -282,6 +298,7 @@ func (r *refcounts) release(off, length int64) error {
 func (r *refcounts) update(start, n, delta int64) error {
 	for ci := start; ci < start+n; {
 		ti := ci >> r.blockBits
+		r.q.event(image.EvRefblockAlloc)
 		b, err := r.block(ti)
 		if err == nil && b == nil {
 			if delta < 0 {
@@ -306,7 +323,7 @@ func (r *refcounts) update(start, n, delta int64) error {
 		hi := min(lo+(start+n-ci), r.perBlock)
 		if r.bits == 16 && delta == 1 && r.addOne16(b.buf, lo, hi) {
 			if err := r.writeBlock(b, lo, hi); err != nil {
-				return err
+				return r.undoFailedWrite(b, start, ci, lo, hi, delta, err)
 			}
 			ci += hi - lo
 			continue
@@ -342,11 +359,22 @@ func (r *refcounts) update(start, n, delta int64) error {
 			}
 		}
 		if err := r.writeBlock(b, lo, hi); err != nil {
-			return err
+			return r.undoFailedWrite(b, start, ci, lo, hi, delta, err)
 		}
 		ci += hi - lo
 	}
 	return nil
+}
+
+// undoFailedWrite puts back, after a refcount block write failed, the
+// entries [lo, hi) of that block and the clusters [start, ci) done before
+// it, so that the refcounts in memory stay those on disk; it returns err.
+func (r *refcounts) undoFailedWrite(b *refBlock, start, ci, lo, hi, delta int64, err error) error {
+	r.undoBlock(b, lo, hi, delta)
+	if ci > start {
+		_ = r.update(start, ci-start, -delta)
+	}
+	return err
 }
 
 func (r *refcounts) undoBlock(b *refBlock, lo, hi, delta int64) {
@@ -384,6 +412,7 @@ func (r *refcounts) writeBlock(b *refBlock, lo, hi int64) error {
 		r.blocks.put(b.offset, b)
 	}
 	blo, bhi := r.byteRange(lo, hi)
+	r.q.event(image.EvRefblockUpdatePart)
 	return r.q.writeMeta(b.buf[blo:bhi], b.offset+blo)
 }
 
@@ -409,6 +438,7 @@ func (r *refcounts) allocBlock(ci int64) error {
 	} else if err := r.update(nb, 1, 1); err != nil {
 		return err
 	}
+	q.event(image.EvRefblockAllocWrite)
 	if err := q.writeMeta(b.buf, b.offset); err != nil {
 		return err
 	}
@@ -418,6 +448,7 @@ func (r *refcounts) allocBlock(ci int64) error {
 	if ti < int64(len(r.table)) {
 		var e [8]byte
 		be.PutUint64(e[:], uint64(b.offset))
+		q.event(image.EvRefblockAllocHookup)
 		if err := q.writeMeta(e[:], r.tableOffset+ti*8); err != nil {
 			return err
 		}
@@ -426,6 +457,7 @@ func (r *refcounts) allocBlock(ci int64) error {
 		q.addMeta(b.offset, "refcount block")
 		return errAgain
 	}
+	q.event(image.EvReftableGrow)
 	blocksUsed := (max(ci+1, nb+1) + r.perBlock - 1) / r.perBlock
 	if _, err := r.area(blocksUsed*r.perBlock*q.clusterSize, 0, false, ti, b.offset); err != nil {
 		return err
@@ -520,6 +552,7 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 			}
 		}
 		if fresh {
+			q.event(image.EvRefblockAllocWriteBlock)
 			if err := q.writeMeta(b.buf, b.offset); err != nil {
 				return 0, err
 			}
@@ -535,6 +568,7 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 	for i, e := range newTable {
 		be.PutUint64(buf[i*8:], e)
 	}
+	q.event(image.EvRefblockAllocWriteTable)
 	if err := q.writeMeta(buf, tableOffset); err != nil {
 		return 0, err
 	}
@@ -548,6 +582,7 @@ func (r *refcounts) area(start int64, additional int64, exact bool, newIndex int
 	var hdr [12]byte
 	be.PutUint64(hdr[:], uint64(tableOffset))
 	be.PutUint32(hdr[8:], uint32(tableClusters))
+	q.event(image.EvRefblockAllocSwitch)
 	if err := q.writeHeaderBytes(hdr[:], offRefcountTableOffset); err != nil {
 		return 0, err
 	}

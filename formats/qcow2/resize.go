@@ -222,7 +222,7 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
 		if err := q.growL1(need); err != nil {
-			return err
+			return ioError("Failed to grow the L1 table", err)
 		}
 	}
 	q.size = size
@@ -263,7 +263,10 @@ func (q *Image) recordSize(size int64) error {
 	q.h.size = uint64(size)
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
-	return q.writeHeaderBytes(b[:], offSize)
+	if err := q.writeHeaderBytes(b[:], offSize); err != nil {
+		return ioError("Failed to update the image size", err)
+	}
+	return nil
 }
 
 // dataFileRaw reports whether the external data file reads as the guest
@@ -394,6 +397,7 @@ func (q *Image) growL1(n int64) error {
 	if err := q.flushMetaLocked(); err != nil {
 		return err
 	}
+	q.event(image.EvL1GrowAllocTable)
 	newOff, err := q.rc.alloc((n*8 + q.clusterSize - 1) >> q.clusterBits)
 	if err != nil {
 		return err
@@ -404,29 +408,45 @@ func (q *Image) growL1(n int64) error {
 	for i, e := range l1 {
 		be.PutUint64(buf[i*8:], e)
 	}
+	q.event(image.EvL1GrowWriteTable)
 	if err := q.writeMeta(buf, newOff); err != nil {
-		return err
+		return q.dropNewL1(newOff, n, err)
 	}
 	// the new table is on disk before the header names it
 	if err := q.barrier(); err != nil {
-		return err
+		return q.dropNewL1(newOff, n, err)
 	}
 	oldOff, oldSize := int64(q.h.l1TableOffset), int64(q.h.l1Size)
 	q.h.l1TableOffset, q.h.l1Size = uint64(newOff), uint32(n)
 	var hdr [12]byte
 	be.PutUint32(hdr[:], uint32(n))
 	be.PutUint64(hdr[4:], uint64(newOff))
+	q.event(image.EvL1GrowActivateTable)
 	if err := q.writeHeaderBytes(hdr[:], offL1Size); err != nil {
-		return err
+		q.h.l1TableOffset, q.h.l1Size = uint64(oldOff), uint32(oldSize)
+		return q.dropNewL1(newOff, n, err)
 	}
 	if err := q.barrier(); err != nil {
 		return err
 	}
 	q.l1 = l1
 	if oldSize > 0 {
-		return q.rc.release(oldOff, oldSize*8)
+		// the grow is done whatever happens to this cleanup: a failed
+		// release is tried again with the next flush
+		if q.rc.release(oldOff, oldSize*8) != nil {
+			return q.releaseLater(oldOff, oldSize*8)
+		}
 	}
 	return nil
+}
+
+// dropNewL1 gives back the clusters of a grown L1 table that the header
+// does not name (qemu's qcow2_grow_l1_table on failure) and returns err.
+func (q *Image) dropNewL1(off, n int64, err error) error {
+	if rerr := q.rc.release(off, n*8); rerr != nil {
+		return errors.Join(err, rerr)
+	}
+	return err
 }
 
 // preallocate allocates L2 tables and data clusters for guest bytes

@@ -1,9 +1,10 @@
 package qcow2
 
 import (
-	"fmt"
+	"errors"
 	"slices"
 	"strconv"
+	"syscall"
 	"time"
 
 	"qimg/image"
@@ -41,7 +42,7 @@ func (q *Image) CreateSnapshot(name string) error {
 		return image.Errorf(nil, "Could not create snapshot '%s': -27 (File too large)", name)
 	}
 	if err := q.flushMetaLocked(); err != nil {
-		return err
+		return snapshotIOError("create", name, err)
 	}
 	// what gains a reference, checked before anything is written
 	clusters, err := q.referencedClusters(q.l1)
@@ -53,26 +54,15 @@ func (q *Image) CreateSnapshot(name string) error {
 	if err := q.referencesFit(clusters); err != nil {
 		return image.Errorf(err, "Could not create snapshot '%s': -22 (Invalid argument)", name)
 	}
-	// the COPIED flags go first and reach the disk before any refcount
-	// rises: a crash in between leaves flags missing on clusters the
-	// active image alone uses (a write then copies them), never a flag on
-	// a shared cluster (a write would change the snapshot)
-	if err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil }); err != nil {
-		return err
-	}
-	if err := q.syncFiles(); err != nil {
-		return err
-	}
-	// one more reference to everything the active L1 reaches
-	if err := q.addReferences(clusters, 1); err != nil {
-		return err
-	}
-	if err := q.syncFiles(); err != nil {
-		return err
-	}
+	// the copy of the L1 table first, as qemu writes it (COPIED flags
+	// and all): a failure there leaves nothing else changed
 	l1Off, err := q.copyL1()
 	if err != nil {
-		return err
+		return snapshotIOError("create", name, err)
+	}
+	if err := q.shareActive(clusters); err != nil {
+		q.dropL1Copy(l1Off)
+		return snapshotIOError("create", name, err)
 	}
 	now := time.Now()
 	id := 1
@@ -85,7 +75,65 @@ func (q *Image) CreateSnapshot(name string) error {
 	snaps = append(snaps, snapshot{l1TableOffset: uint64(l1Off), l1Size: uint32(len(q.l1)),
 		id: strconv.Itoa(id), name: cut(name, maxSnapshotInfoName), dateSec: uint32(now.Unix()), dateNsec: uint32(now.Nanosecond()),
 		diskSize: uint64(q.size)})
-	return q.commitSnapshotTable(snaps, oldSize)
+	if err := q.commitSnapshotTable(snaps, oldSize); err != nil {
+		return snapshotIOError("create", name, err)
+	}
+	return nil
+}
+
+// shareActive adds one reference to the clusters the active L1 reaches
+// and clears their COPIED flags. The flags go first and reach the disk
+// before any refcount rises: a crash in between leaves flags missing on
+// clusters the active image alone uses (a write then copies them), never
+// a flag on a shared cluster (a write would change the snapshot). A
+// failed write is undone as far as the file still takes writes.
+func (q *Image) shareActive(clusters []int64) error {
+	// the copy of the L1 table is on disk first; qemu flushes the image
+	// here (with its events): a flush that fails leaves nothing changed
+	q.event(image.EvFlushToOS)
+	q.event(image.EvFlushToDisk)
+	if err := q.syncFiles(); err != nil {
+		return err
+	}
+	if err := q.rc.flushPending(); err != nil { // the copy's refcount
+		return err
+	}
+	err := q.setCopiedFlags(func(int64) (bool, error) { return false, nil })
+	if err == nil {
+		err = q.syncFiles()
+	}
+	if err == nil {
+		err = q.addReferences(clusters, 1)
+		if err == nil {
+			if err = q.syncFiles(); err != nil {
+				_ = q.addReferences(clusters, -1)
+			}
+		}
+	}
+	if err != nil {
+		q.restoreCopiedFlags()
+	}
+	return err
+}
+
+// restoreCopiedFlags sets the COPIED flags by the refcounts again after
+// a failed snapshot creation, as far as the file still takes writes.
+func (q *Image) restoreCopiedFlags() {
+	_ = q.setCopiedFlags(func(off int64) (bool, error) {
+		v, err := q.rc.get(off >> q.clusterBits)
+		return v == 1, err
+	})
+	_ = q.syncFiles()
+}
+
+// snapshotIOError words a failed snapshot operation as qemu-img does:
+// "Could not create snapshot 's1': -28 (No space left on device)".
+func snapshotIOError(op, name string, err error) error {
+	var errno syscall.Errno
+	if !errors.As(err, &errno) {
+		return image.Errorf(err, "Could not %s snapshot '%s': %v", op, name, err)
+	}
+	return image.Errorf(err, "Could not %s snapshot '%s': -%d (%s)", op, name, int(errno), image.Strerror(errno))
 }
 
 // copyL1 writes a copy of the active L1 table into new clusters and
@@ -96,11 +144,25 @@ func (q *Image) copyL1() (int64, error) {
 		return 0, nil
 	}
 	l1Bytes := int64(len(q.l1)) * 8
-	off, err := q.rc.alloc((l1Bytes + q.clusterSize - 1) >> q.clusterBits)
+	// its refcount goes out once the copy is on disk (shareActive)
+	off, err := q.rc.allocDeferred((l1Bytes + q.clusterSize - 1) >> q.clusterBits)
 	if err != nil {
 		return 0, err
 	}
-	return off, q.writeMeta(encodeL1(q.l1), off)
+	if err := q.writeMeta(encodeL1(q.l1), off); err != nil {
+		q.dropL1Copy(off)
+		return 0, err
+	}
+	return off, nil
+}
+
+// dropL1Copy gives back the clusters of an L1 copy no snapshot names, as
+// far as the file still takes writes (leaked otherwise).
+func (q *Image) dropL1Copy(off int64) {
+	if off != 0 {
+		n := (int64(len(q.l1))*8 + q.clusterSize - 1) >> q.clusterBits
+		_ = q.rc.freeDeferred(off>>q.clusterBits, n)
+	}
 }
 
 // DeleteSnapshot removes the first snapshot named name: qemu-img's -d
@@ -274,8 +336,19 @@ func (q *Image) referencesFit(clusters []int64) error {
 // addReferences adds delta to the refcount of each of the sorted clusters
 // (a repeated one gains delta for each time it is listed). Runs of
 // consecutive clusters are updated together, one write per refcount
-// block.
+// block. On an error the runs done are reverted, as far as the file
+// still takes writes.
 func (q *Image) addReferences(clusters []int64, delta int64) error {
+	done, err := q.addReferenceRuns(clusters, delta)
+	if err != nil && done > 0 {
+		_, _ = q.addReferenceRuns(clusters[:done], -delta)
+	}
+	return err
+}
+
+// addReferenceRuns is addReferences without the revert: it returns how
+// many of the clusters it updated.
+func (q *Image) addReferenceRuns(clusters []int64, delta int64) (int, error) {
 	for i := 0; i < len(clusters); {
 		// a run of distinct consecutive clusters; repeats (compressed
 		// clusters sharing a host cluster) start a new run
@@ -289,11 +362,11 @@ func (q *Image) addReferences(clusters []int64, delta int64) error {
 			err = q.rc.update(clusters[i], int64(j-i), delta)
 		}
 		if err != nil {
-			return fmt.Errorf("%s: updating snapshot references: %w", q.filename, err)
+			return i, image.Errorf(err, "%s: updating snapshot references: %s", q.filename, image.Strerror(err))
 		}
 		i = j
 	}
-	return nil
+	return len(clusters), nil
 }
 
 // setCopiedFlags sets the COPIED flag of every active L1 entry and of
@@ -329,6 +402,7 @@ func (q *Image) setCopiedFlags(copied func(host int64) (bool, error)) error {
 			}
 		}
 		if changed {
+			q.event(image.EvL2Update)
 			if err := q.writeMeta(t.encode(q.extendedL2), l2off); err != nil {
 				return err
 			}

@@ -1,7 +1,7 @@
 package qcow2
 
 import (
-	"fmt"
+	"errors"
 
 	"qimg/image"
 )
@@ -30,7 +30,7 @@ func (q *Image) openWritable() error {
 	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
-		return fmt.Errorf("Could not read refcount table: %w", err)
+		return ioError("Could not read refcount table", err)
 	}
 	if h.incompatible&incompatDirty != 0 {
 		if err := q.repairDirty(); err != nil {
@@ -148,6 +148,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 // image corrupt) when the range overlaps metadata. locked says whether the
 // caller holds the metadata lock for writing.
 func (q *Image) writeData(p []byte, host int64, locked bool) error {
+	q.dataNode().Event(image.EvWriteAIO)
 	if q.data != nil {
 		return q.data.WriteGrowing(p, host)
 	}
@@ -246,6 +247,7 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		return int(wEnd - off), q.allocWriteWhole(t, idx0, p[:wEnd-off], c0, k, newBitmaps)
 	}
 	buf := make([]byte, k*cs)
+	q.event(image.EvCOWRead)
 	for i := int64(0); i < k; i++ {
 		cStart := base + i*cs
 		e := l2Entry(t.entries[idx0+int(i)])
@@ -308,7 +310,12 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 	q.meta.Lock()
 	q.clearInflight(c0, k, ch)
 	if werr != nil {
-		return werr // the clusters stay allocated: a leak
+		// nothing points at the clusters yet: give them back, as qemu's
+		// qcow2_alloc_cluster_abort does, so that a failed write leaks none
+		if err := q.freeUnwritten(host, k); err != nil {
+			return errors.Join(werr, err)
+		}
+		return werr
 	}
 	if t, err = q.l2ForWrite(off / l2Span); err != nil {
 		return err
@@ -462,6 +469,15 @@ func (q *Image) allocDataDeferred(c0, k int64) (int64, error) {
 	return q.rc.allocDeferred(k)
 }
 
+// freeUnwritten gives back k clusters at host that allocDataDeferred
+// took for a write that failed: no entry points at them.
+func (q *Image) freeUnwritten(host, k int64) error {
+	if q.data != nil {
+		return nil
+	}
+	return q.rc.freeDeferred(host>>q.clusterBits, k)
+}
+
 // releaseEntry drops the reference an L2 entry held, once the entry that
 // replaced it is on disk (see writeback.go).
 func (q *Image) releaseEntry(e l2Entry) error {
@@ -497,6 +513,7 @@ func (q *Image) writeL2(t *l2Table, i, j int) error {
 
 // writeL2Now writes entries [i, j) of an L2 table.
 func (q *Image) writeL2Now(t *l2Table, i, j int) error {
+	q.event(image.EvL2Update)
 	es := int(q.h.l2EntrySize())
 	buf := make([]byte, (j-i)*es)
 	for k := i; k < j; k++ {
@@ -542,6 +559,7 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		t.bitmaps = make([]uint64, n)
 	}
 	if old != 0 {
+		q.event(image.EvL2AllocCOWRead)
 		src, err := q.l2Table(old)
 		if err != nil {
 			return nil, err
@@ -549,7 +567,10 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 		copy(t.entries, src.entries)
 		copy(t.bitmaps, src.bitmaps)
 	}
-	off, err := q.rc.alloc(1)
+	// only the L1 entry, held back by the write-back, points at the new
+	// table: its refcount goes out with that entry (allocDeferred), so a
+	// write that fails before leaves nothing behind
+	off, err := q.rc.allocDeferred(1)
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +579,12 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 	if old != 0 {
 		buf = t.encode(q.extendedL2)
 	}
+	q.event(image.EvL2AllocWrite)
+	q.event(image.EvL2Update) // qemu writes the new table through its cache
 	if err := q.writeMeta(buf, off); err != nil {
+		if rerr := q.rc.freeDeferred(off>>q.clusterBits, 1); rerr != nil {
+			return nil, errors.Join(err, rerr)
+		}
 		return nil, err
 	}
 	if err := q.setL1(l1i, uint64(off)|oflagCopied); err != nil {
@@ -578,6 +604,8 @@ func (q *Image) l2ForWrite(l1i int64) (*l2Table, error) {
 
 func (q *Image) setL1(i int64, v uint64) error {
 	q.l1[i] = v
+	// the point where qemu writes the entry; the write-back writes it later
+	q.event(image.EvL1Update)
 	if q.creating {
 		return nil // the whole table is written before the header
 	}

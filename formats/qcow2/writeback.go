@@ -69,16 +69,16 @@ func (q *Image) flushMetaLocked() error {
 	}
 	if q.rc != nil {
 		if err := q.rc.flushPending(); err != nil {
-			return err
+			return ioError("Failed to flush the refcount block cache", err)
 		}
 	}
 	if err := q.syncFiles(); err != nil {
-		return err
+		return ioError("Failed to flush the refcount block cache", err)
 	}
 	for off, t := range q.dirtyL2 {
 		if t.dirtyLo < t.dirtyHi {
 			if err := q.writeL2Now(t, t.dirtyLo, t.dirtyHi); err != nil {
-				return err
+				return ioError("Failed to flush the L2 table cache", err)
 			}
 		}
 		t.dirtyLo, t.dirtyHi = 0, 0
@@ -88,7 +88,7 @@ func (q *Image) flushMetaLocked() error {
 	for i := range q.dirtyL1 {
 		if i < int64(len(q.l1)) {
 			if err := q.writeL1Now(i); err != nil {
-				return err
+				return ioError("Failed to flush the L2 table cache", err)
 			}
 		}
 		delete(q.dirtyL1, i)
