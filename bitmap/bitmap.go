@@ -145,9 +145,10 @@ func (r *Request) Run() error {
 	// read/write for metadata, which the qcow2 write path allows while it
 	// refuses guest writes into images with bitmaps (it does not track
 	// them yet); a corrupt image is refused when its bitmaps are listed,
-	// a dirty one repaired just before the bitmaps are stored.
+	// a dirty one repaired just before the bitmaps are stored. Backing
+	// files stay closed, as in qemu-img: a missing one does not matter.
 	n, err := image.Open(r.Filename, image.OpenOptions{Format: r.Format, ImageOpts: r.ImageOpts, Writable: true,
-		Claim: image.ClaimWrite, User: "bitmap", Check: true})
+		Claim: image.ClaimWrite, User: "bitmap", Check: true, NoBacking: true})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", r.Filename, err)
 	}
@@ -159,7 +160,7 @@ func (r *Request) Run() error {
 	src := s
 	if r.SourceFile != "" {
 		sn, err := image.Open(r.SourceFile, image.OpenOptions{Format: r.SourceFormat,
-			Claim: image.ClaimRead, User: "bitmap source"})
+			Claim: image.ClaimRead, User: "bitmap source", NoBacking: true})
 		if err != nil {
 			return fmt.Errorf("Could not open '%s': %w", r.SourceFile, err)
 		}
