@@ -23,6 +23,10 @@ type step struct {
 	// (issue 21's kept differences): from then on their guest data is
 	// compared, not their allocation.
 	keptAlloc bool
+	// grownFrom: a preallocating grow of a qcow2 image from this size,
+	// where qemu-img 7.2 may show stale bytes in the new area
+	// (qemuStaleGrow)
+	grownFrom int64
 }
 
 // made names an image a step creates and its format.
@@ -393,7 +397,12 @@ func genResizePrealloc(m *model) (step, bool) {
 	// other bug there, "Cannot use preallocation for shrinking files",
 	// ends the sequence: qemuRefusedWrongly)
 	ok = !(im.shrunk && im.format == "qcow2" && mode != "--preallocation=off")
-	return m.resize(im, im.size+m.size(512, 2<<20), mode), ok
+	old := im.size
+	st := m.resize(im, im.size+m.size(512, 2<<20), mode)
+	if im.format == "qcow2" && mode != "--preallocation=off" {
+		st.grownFrom = old
+	}
+	return st, ok
 }
 
 func (m *model) snapshot(flag string, im *img, name string) step {
