@@ -77,7 +77,7 @@ refuses the depth.`,
 	f.BoolVarP(&o.write, "write", "w", false, "write instead of read")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

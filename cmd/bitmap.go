@@ -116,7 +116,7 @@ an NBD server.`,
 	f.StringVar(&o.output, "output", "human", "output format of --dump: human or json")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "with --dump: open the image even if another process uses it")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

@@ -58,7 +58,7 @@ second, -t is the cache mode (writeback by default).`,
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

@@ -113,7 +113,7 @@ rate in bytes per second; -U reads sources that another process uses.`,
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "sources are option strings (not supported)")
 	f.BoolVar(&o.targetOpts, "target-image-opts", false, "target is an option string (not supported)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

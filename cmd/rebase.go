@@ -74,7 +74,7 @@ by default), -U opens the backing files even if another process uses them,
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (not supported)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

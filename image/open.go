@@ -158,6 +158,9 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if trustNothing.Load() {
 		o.Untrusted = true
 	}
+	if o.Objects == nil {
+		o.Objects = CommandObjects()
+	}
 	user := &Edge{Name: o.User, Role: RoleUser, Claim: o.Claim}
 	if user.Name == "" {
 		user.Name = "qimg"
