@@ -6,6 +6,7 @@ import (
 	_ "qimg/formats/cloop"
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
+	_ "qimg/formats/luks"
 	_ "qimg/formats/nbd"
 	_ "qimg/formats/parallels"
 	_ "qimg/formats/qcow"

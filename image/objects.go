@@ -86,6 +86,22 @@ func UseObjects(objs *Objects) {
 // CommandObjects returns the objects UseObjects set, nil when none.
 func CommandObjects() *Objects { return commandObjects.Load() }
 
+// KeySecrets are the options of o that name key secrets ("key-secret",
+// "encrypt.key-secret"), which qemu-img also opens a target it has just
+// created with (img_add_key_secrets); nil when there are none.
+func KeySecrets(o Options) map[string]string {
+	var m map[string]string
+	for _, k := range o.Keys() {
+		if strings.HasSuffix(k, "key-secret") {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[k], _ = o.Get(k)
+		}
+	}
+	return m
+}
+
 // objectTypes are the user-creatable types qemu-img 7.2 lists for
 // "--object help", with the properties qimg validates for some of them.
 var objectTypes = []string{
