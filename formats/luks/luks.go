@@ -29,7 +29,7 @@ type Image struct {
 	file    *image.Node
 	h       *header
 	algs    *algorithms
-	payload int64        // bytes before the guest's first sector
+	payload int64         // bytes before the guest's first sector
 	cipher  *sectorCipher // nil when opened without the key (info)
 	// rmw serialises writes of partial sectors, which read, patch and
 	// rewrite whole sectors.
