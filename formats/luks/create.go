@@ -111,6 +111,12 @@ func parseCreate(o image.Options, objs *image.Objects) (*createParams, []byte, e
 	if a.mode == "xts" {
 		a.keyBytes *= 2
 	}
+	// qemu 7.2 aborts on key material that is not whole sectors (aes-192
+	// and twofish-192 outside XTS): refuse to make an image it cannot open
+	if a.keyBytes*stripes%sectorSize != 0 {
+		return nil, nil, fmt.Errorf("cipher %s in mode %s makes key material of %d bytes, not whole sectors, which qemu-img cannot open",
+			a.cipher.name, a.mode, a.keyBytes*stripes)
+	}
 	// the data cipher must key, as qemu's qcrypto_cipher_new
 	probe := make([]byte, a.keyBytes)
 	if _, err := newSectorCipher(a, probe); err != nil {
