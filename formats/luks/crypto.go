@@ -72,7 +72,7 @@ func lookupCipherBySize(family, mode string, keyBytes uint32) (*cipherAlg, error
 			return c, nil
 		}
 	}
-	return nil, fmt.Errorf("Algorithm %s with key size %d bytes not supported", family, keyBytes)
+	return nil, fmt.Errorf("Algorithm '%s' with key size %d bytes not supported", family, keyBytes)
 }
 
 // hashAlg is one of qemu's hash algorithms.
@@ -105,7 +105,7 @@ func lookupHash(name string) (*hashAlg, error) {
 	if h := hashByName(name); h != nil {
 		return h, nil
 	}
-	return nil, fmt.Errorf("Hash algorithm %s not supported", name)
+	return nil, fmt.Errorf("Hash algorithm '%s' not supported", name)
 }
 
 var cipherModes = []string{"ecb", "cbc", "xts", "ctr"}

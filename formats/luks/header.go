@@ -30,10 +30,10 @@ const (
 // header costs neither memory nor hours: the key material of a slot
 // (4000 stripes of a 64-byte key take 250 KiB) and the PBKDF2 iterations
 // of one key derivation (qemu-img's own images take a few million).
-const (
-	maxSplitKeyLen = 16 << 20
-	maxIterations  = 1 << 28
-)
+const maxSplitKeyLen = 16 << 20
+
+// maxIterations is a variable for the fuzz targets, which lower it.
+var maxIterations uint32 = 1 << 28
 
 // keySlot is one of the eight key slots.
 type keySlot struct {
@@ -99,7 +99,7 @@ func parseHeader(b []byte) (*header, error) {
 		}
 		copy(h.slots[i].salt[:], s[8:40])
 	}
-	if err := h.checkSlots(); err != nil {
+	if err := h.checkFields(b); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -113,18 +113,40 @@ func (h *header) splitKeySectors(stripes uint32) uint64 {
 	return (n + headerSectors - 1) / headerSectors * headerSectors
 }
 
-// checkSlots refuses corrupt key slots, as qemu: no stripes, an unknown
-// state, key material over the payload or over another slot's. qemu
-// computes the extents in 32 bits; here they cannot wrap.
-func (h *header) checkSlots() error {
+// checkFields refuses what qemu-img 7.2 (with Debian's fixes) refuses in
+// a header, in its order and words: unterminated names, a payload over
+// the header, no iterations, and key slots that are corrupt or overlap
+// the header, the payload or each other. qemu computes the extents in 32
+// bits; here they cannot wrap.
+func (h *header) checkFields(raw []byte) error {
+	for _, f := range []struct {
+		name     string
+		from, to int
+	}{{"cipher name", 8, 40}, {"cipher mode", 40, 72}, {"hash spec", 72, 104}} {
+		if bytes.IndexByte(raw[f.from:f.to], 0) < 0 {
+			return fmt.Errorf("LUKS header %s is not NUL terminated", f.name)
+		}
+	}
+	if h.payloadOffset < headerSectors {
+		return fmt.Errorf("LUKS payload is overlapping with the header")
+	}
+	if h.mkIters == 0 {
+		return fmt.Errorf("LUKS key iteration count is zero")
+	}
 	for i := range h.slots {
 		s := &h.slots[i]
 		start, n := uint64(s.keyOffset), h.splitKeySectors(s.stripes)
-		if s.stripes == 0 {
-			return fmt.Errorf("Keyslot %d is corrupted (stripes == 0)", i)
+		if s.stripes != stripes {
+			return fmt.Errorf("Keyslot %d is corrupted (stripes %d != %d)", i, int32(s.stripes), stripes)
 		}
 		if s.active != slotDisabled && s.active != slotEnabled {
 			return fmt.Errorf("Keyslot %d state (active/disable) is corrupted", i)
+		}
+		if s.active == slotEnabled && s.iters == 0 {
+			return fmt.Errorf("Keyslot %d iteration count is zero", i)
+		}
+		if start < headerSectors {
+			return fmt.Errorf("Keyslot %d is overlapping with the LUKS header", i)
 		}
 		if start+n > uint64(h.payloadOffset) {
 			return fmt.Errorf("Keyslot %d is overlapping with the encrypted payload", i)
@@ -132,7 +154,7 @@ func (h *header) checkSlots() error {
 		for j := i + 1; j < numSlots; j++ {
 			s2 := &h.slots[j]
 			start2, n2 := uint64(s2.keyOffset), h.splitKeySectors(s2.stripes)
-			if start+n > start2 && start2+n2 > start {
+			if start < start2+n2 && start2 < start+n {
 				return fmt.Errorf("Keyslots %d and %d are overlapping in the header", i, j)
 			}
 		}
@@ -184,7 +206,7 @@ func (h *header) parseAlgorithms() (*algorithms, error) {
 	a := &algorithms{keyBytes: int(h.keyBytes), cipherMode: h.cipherMode}
 	mode, ivgen, ok := strings.Cut(h.cipherMode, "-")
 	if !ok {
-		return nil, fmt.Errorf("Unexpected cipher mode string format %s", h.cipherMode)
+		return nil, fmt.Errorf("Unexpected cipher mode string format '%s'", h.cipherMode)
 	}
 	ivgen, ivHash, hasIVHash := strings.Cut(ivgen, ":")
 	if hasIVHash {
@@ -195,7 +217,7 @@ func (h *header) parseAlgorithms() (*algorithms, error) {
 		a.ivHash = hh
 	}
 	if !validMode(mode) {
-		return nil, fmt.Errorf("Cipher mode %s not supported", mode)
+		return nil, fmt.Errorf("Cipher mode '%s' not supported", mode)
 	}
 	a.mode = mode
 	c, err := lookupCipherBySize(h.cipherName, mode, h.keyBytes)
@@ -207,7 +229,7 @@ func (h *header) parseAlgorithms() (*algorithms, error) {
 		return nil, err
 	}
 	if !validIVGen(ivgen) {
-		return nil, fmt.Errorf("IV generator %s not supported", ivgen)
+		return nil, fmt.Errorf("IV generator '%s' not supported", ivgen)
 	}
 	a.ivgen = ivgen
 	if ivgen == "essiv" {
