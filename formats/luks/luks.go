@@ -21,6 +21,7 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		Measure:       Measure,
 	})
 }
 
