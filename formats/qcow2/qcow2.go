@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 
+	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -71,6 +72,8 @@ type Image struct {
 	// creating defers header updates to the single header write that
 	// completes a new image.
 	creating bool
+	// encrypt describes a LUKS-encrypted image opened for info only.
+	encrypt *luks.EncryptInfo
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of
@@ -111,6 +114,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		return openForCheck(o, h) // check_open.go
 	}
 	q := &Image{filename: o.Filename, file: file, writable: o.Writable}
+	if err := q.openEncryption(o, h); err != nil { // encrypt.go
+		return nil, err
+	}
 	if err := q.init(h); err != nil {
 		return nil, err
 	}
@@ -144,7 +150,9 @@ func (q *Image) init(h *header) error {
 	case cryptAES:
 		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported yet")
 	case cryptLUKS:
-		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
+		if q.encrypt == nil {
+			return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
+		}
 	default:
 		return image.Errorf(image.ErrCorrupt, "Unsupported encryption method %d", h.cryptMethod)
 	}

@@ -10,6 +10,9 @@ import (
 // zero runs as zeroes, unallocated runs from the backing node or as
 // zeroes. It is safe for concurrent use.
 func (q *Image) ReadAt(p []byte, off int64) (int, error) {
+	if q.encrypt != nil {
+		return 0, errEncryptedData
+	}
 	done := 0
 	for done < len(p) {
 		q.meta.RLock()
