@@ -62,20 +62,64 @@ type EncryptInfo struct {
 // format's file (qcow2's crypto header extension: length bytes at off)
 // and describes it; no key is needed.
 func ReadEncryptInfo(f *image.Node, off, length int64) (*EncryptInfo, error) {
-	if length < headerSize || off < 0 || off > f.Size()-headerSize {
-		return nil, fmt.Errorf("Request for data outside of extension header")
-	}
-	b := make([]byte, headerSize)
-	if _, err := f.ReadAt(b, off); err != nil {
-		return nil, err
-	}
-	h, err := parseHeader(b)
-	if err != nil {
-		return nil, err
-	}
-	a, err := h.parseAlgorithms()
+	h, a, err := readEmbeddedHeader(f, off, length)
 	if err != nil {
 		return nil, err
 	}
 	return &EncryptInfo{Format: "luks", FormatInfo: *newFormatInfo(h, a)}, nil
+}
+
+func readEmbeddedHeader(f *image.Node, off, length int64) (*header, *algorithms, error) {
+	if length < headerSize || off < 0 || off > f.Size()-headerSize {
+		return nil, nil, fmt.Errorf("Request for data outside of extension header")
+	}
+	b := make([]byte, headerSize)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return nil, nil, err
+	}
+	h, err := parseHeader(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	a, err := h.parseAlgorithms()
+	if err != nil {
+		return nil, nil, err
+	}
+	return h, a, nil
+}
+
+// Cipher is the unlocked sector cipher of a LUKS header kept inside
+// another format's file; it is safe for concurrent use.
+type Cipher struct{ c *sectorCipher }
+
+// SectorSize is the unit of the sector encryption.
+const SectorSize = sectorSize
+
+// Decrypt decrypts whole sectors in place, the first being sector first.
+func (c *Cipher) Decrypt(buf []byte, first uint64) { c.c.crypt(buf, first, false) }
+
+// Encrypt encrypts whole sectors in place, the first being sector first.
+func (c *Cipher) Encrypt(buf []byte, first uint64) { c.c.crypt(buf, first, true) }
+
+// Unlock opens the LUKS header kept at off (length bytes) in f with the
+// passphrase of secret id, as qemu opens qcow2's encrypt.format=luks.
+func Unlock(f *image.Node, off, length int64, objs *image.Objects, id string) (*Cipher, error) {
+	pw, err := password(objs, id)
+	if err != nil {
+		return nil, err
+	}
+	h, a, err := readEmbeddedHeader(f, off, length)
+	if err != nil {
+		return nil, err
+	}
+	mk, err := unlock(f, region{off, length}, h, a, pw)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(mk)
+	sc, err := newSectorCipher(a, mk)
+	if err != nil {
+		return nil, err
+	}
+	return &Cipher{sc}, nil
 }

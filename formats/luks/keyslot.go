@@ -30,9 +30,14 @@ func checkIterations(what string, n uint32) error {
 	return nil
 }
 
+// region is where a LUKS header lives in its file: at base, limit bytes
+// long (the whole file for a LUKS image, qemu's crypto header extension
+// in a qcow2 image); key slot offsets count from base.
+type region struct{ base, limit int64 }
+
 // unlock finds the key slot the password opens and returns the master
 // key, as qemu's qcrypto_block_luks_find_key: each active slot in turn.
-func unlock(file *image.Node, h *header, a *algorithms, pw []byte) ([]byte, error) {
+func unlock(file *image.Node, r region, h *header, a *algorithms, pw []byte) ([]byte, error) {
 	if err := checkIterations("the master key digest", h.mkIters); err != nil {
 		return nil, err
 	}
@@ -41,7 +46,7 @@ func unlock(file *image.Node, h *header, a *algorithms, pw []byte) ([]byte, erro
 		if s.active != slotEnabled {
 			continue
 		}
-		key, err := tryKeySlot(file, h, a, i, pw)
+		key, err := tryKeySlot(file, r, h, a, i, pw)
 		if err != nil || key != nil {
 			return key, err
 		}
@@ -52,14 +57,14 @@ func unlock(file *image.Node, h *header, a *algorithms, pw []byte) ([]byte, erro
 // tryKeySlot derives the slot key from the password, decrypts and merges
 // the slot's key material and checks the result against the digest; a
 // nil key without error means the password does not open this slot.
-func tryKeySlot(file *image.Node, h *header, a *algorithms, i int, pw []byte) ([]byte, error) {
+func tryKeySlot(file *image.Node, r region, h *header, a *algorithms, i int, pw []byte) ([]byte, error) {
 	s := &h.slots[i]
 	if err := checkIterations(fmt.Sprintf("Keyslot %d", i), s.iters); err != nil {
 		return nil, err
 	}
 	splitLen := int64(h.keyBytes) * int64(s.stripes)
 	off := int64(s.keyOffset) * sectorSize
-	if splitLen > maxSplitKeyLen || off+splitLen > file.Size() {
+	if splitLen > maxSplitKeyLen || off+splitLen > min(r.limit, file.Size()-r.base) {
 		return nil, fmt.Errorf("Keyslot %d key material lies beyond the end of the file", i)
 	}
 	slotKey := pbkdf2.Key(pw, s.salt[:], int(s.iters), int(h.keyBytes), a.hash.new)
@@ -67,7 +72,7 @@ func tryKeySlot(file *image.Node, h *header, a *algorithms, i int, pw []byte) ([
 	// read whole sectors: the material is decrypted sector by sector
 	split := make([]byte, (splitLen+sectorSize-1)/sectorSize*sectorSize)
 	defer clear(split)
-	if _, err := file.ReadAt(split[:min(int64(len(split)), file.Size()-off)], off); err != nil {
+	if _, err := file.ReadAt(split[:min(int64(len(split)), file.Size()-r.base-off)], r.base+off); err != nil {
 		return nil, err
 	}
 	sc, err := newSectorCipher(a, slotKey)

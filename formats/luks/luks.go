@@ -61,7 +61,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if pw == nil {
 		return img, nil
 	}
-	mk, err := unlock(o.File, h, algs, pw)
+	mk, err := unlock(o.File, region{0, o.File.Size()}, h, algs, pw)
 	if err != nil {
 		return nil, err
 	}

@@ -12,25 +12,49 @@ import (
 var errEncryptedData = image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
 
 // openEncryption reads the LUKS header of an encrypted image (the crypto
-// header extension) for info, which needs no key, as qemu-img info; any
-// other use asks for the key as qemu does and is then refused.
+// header extension): for info without the key, as qemu-img info; for
+// reading with the passphrase of encrypt.key-secret, which qemu requires.
+// Writing encrypted images is refused.
 func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
 	if h.cryptMethod != cryptLUKS {
 		return nil
 	}
-	if !o.NoIO {
-		if _, ok := o.Options["encrypt.key-secret"]; !ok {
-			return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
-		}
-		return errEncryptedData
+	id, hasKey := o.Options["encrypt.key-secret"]
+	if !o.NoIO && !hasKey {
+		return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
+	}
+	if o.Writable {
+		return image.Errorf(image.ErrUnsupported, "writing qcow2 encryption (encrypt.format=luks) is not supported yet")
 	}
 	if h.crypto == nil {
 		return image.Errorf(image.ErrCorrupt, "Could not read encryption header")
 	}
-	info, err := luks.ReadEncryptInfo(q.file, int64(h.crypto.offset), int64(h.crypto.length))
+	off, length := int64(h.crypto.offset), int64(h.crypto.length)
+	info, err := luks.ReadEncryptInfo(q.file, off, length)
 	if err != nil {
 		return err
 	}
 	q.encrypt = info
+	if o.NoIO {
+		return nil
+	}
+	q.crypt, err = luks.Unlock(q.file, off, length, o.Objects, id)
+	return err
+}
+
+// readDecrypted reads guest data at host offset off and decrypts it: each
+// sector is keyed by its host offset, as qemu keys LUKS in qcow2.
+func (q *Image) readDecrypted(buf []byte, off int64) error {
+	const ss = luks.SectorSize
+	start, end := off&^(ss-1), (off+int64(len(buf))+ss-1)&^(ss-1)
+	whole := buf
+	if start != off || end != off+int64(len(buf)) {
+		whole = make([]byte, end-start)
+	}
+	if err := q.readHost(whole, start); err != nil {
+		return err
+	}
+	q.crypt.Decrypt(whole, uint64(start/ss))
+	copy(buf, whole[off-start:])
 	return nil
 }

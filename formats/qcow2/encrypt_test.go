@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -50,5 +51,51 @@ func TestLUKSInfo(t *testing.T) {
 	if _, err := image.Open(path, image.OpenOptions{Claim: image.ClaimRead}); err == nil ||
 		err.Error() != "Parameter 'encrypt.key-secret' is required for cipher" {
 		t.Fatalf("open for reading: %v", err)
+	}
+	testLUKSRead(t, path)
+}
+
+// testLUKSRead reads what qemu-io wrote into an encrypted image, with the
+// key, as qemu reads it; a wrong passphrase gets qemu's words.
+func testLUKSRead(t *testing.T, path string) {
+	qemutest.Need(t, "qemu-io")
+	secret := "--object=secret,id=s,data=pw"
+	opts := "driver=qcow2,encrypt.key-secret=s,file.filename=" + path
+	qemutest.Run(t, "qemu-io", secret, "--image-opts", opts, "-c", "write -P 0x11 0 4k",
+		"-c", "write -P 0x22 1000 3000", "-c", "write -P 0x33 65000 70000", "-c", "write -z 512k 64k")
+	raw := filepath.Join(t.TempDir(), "out.raw")
+	qemutest.Run(t, "qemu-img", "convert", secret, "--image-opts", "-O", "raw", opts, raw)
+	want, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := &image.Objects{}
+	if err := objs.ParseObject("secret,id=s,data=pw"); err != nil {
+		t.Fatal(err)
+	}
+	keyed := image.OpenOptions{Claim: image.ClaimRead, Objects: objs, DriverOptions: map[string]string{"encrypt.key-secret": "s"}}
+	n, err := image.Open(path, keyed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	got := make([]byte, n.Size())
+	if _, err := n.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("qimg reads other data than qemu")
+	}
+	part := make([]byte, 3001)
+	if _, err := n.ReadAt(part, 64999); err != nil || !bytes.Equal(part, want[64999:68000]) {
+		t.Fatalf("unaligned read: %v", err)
+	}
+	wrong := &image.Objects{}
+	if err := wrong.ParseObject("secret,id=s,data=nope"); err != nil {
+		t.Fatal(err)
+	}
+	keyed.Objects = wrong
+	if _, err := image.Open(path, keyed); err == nil || err.Error() != "Invalid password, cannot unlock any keyslot" {
+		t.Fatalf("wrong passphrase: %v", err)
 	}
 }

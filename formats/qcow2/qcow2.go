@@ -72,8 +72,10 @@ type Image struct {
 	// creating defers header updates to the single header write that
 	// completes a new image.
 	creating bool
-	// encrypt describes a LUKS-encrypted image opened for info only.
+	// encrypt describes a LUKS-encrypted image; crypt is its unlocked
+	// cipher, nil when it was opened for info only.
 	encrypt *luks.EncryptInfo
+	crypt   *luks.Cipher
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of
