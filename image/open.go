@@ -309,7 +309,7 @@ func openChain(parent *Edge, filename, format string, o OpenOptions, writable bo
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
 		Check: o.Check && parent.Role == RoleUser, Objects: o.Objects, Options: topOptions(o, parent),
-		NoIO:       parent.Role == RoleUser && parent.Claim.Perm == 0,
+		NoIO:       parent.Role == RoleUser && o.NoDataFile,
 		OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
 	if err != nil {
 		releaseEdge(parent)

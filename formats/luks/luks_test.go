@@ -182,7 +182,7 @@ func TestWrongPassword(t *testing.T) {
 	if fileSum(t, path) != before {
 		t.Fatal("a refused open changed the image")
 	}
-	n, err := image.Open(path, image.OpenOptions{Format: "luks", Claim: image.ClaimInfo})
+	n, err := image.Open(path, image.OpenOptions{Format: "luks", Claim: image.ClaimInfo, NoDataFile: true})
 	if err != nil {
 		t.Fatalf("info open without the key: %v", err)
 	}
@@ -207,7 +207,7 @@ func TestInfoAsQemu(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := qemutest.Run(t, "qemu-img", "info", "--output=json", path)
-		n, err := image.Open(path, image.OpenOptions{Claim: image.ClaimInfo})
+		n, err := image.Open(path, image.OpenOptions{Claim: image.ClaimInfo, NoDataFile: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -32,7 +32,7 @@ func TestLUKSInfo(t *testing.T) {
 		t.Fatalf("qemu-img create: %v\n%s", err, out)
 	}
 	want := qemutest.Run(t, "qemu-img", "info", "--output=json", path)
-	n, err := image.Open(path, image.OpenOptions{Claim: image.ClaimInfo})
+	n, err := image.Open(path, image.OpenOptions{Claim: image.ClaimInfo, NoDataFile: true})
 	if err != nil {
 		t.Fatal(err)
 	}
