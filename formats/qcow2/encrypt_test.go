@@ -52,6 +52,10 @@ func TestLUKSInfo(t *testing.T) {
 		err.Error() != "Parameter 'encrypt.key-secret' is required for cipher" {
 		t.Fatalf("open for reading: %v", err)
 	}
+	if _, err := image.Open(path, image.OpenOptions{Claim: image.ClaimRead, Check: true}); err == nil ||
+		err.Error() != "Parameter 'encrypt.key-secret' is required for cipher" {
+		t.Fatalf("open for check: %v", err)
+	}
 	testLUKSRead(t, path)
 }
 
