@@ -90,6 +90,13 @@ func testLUKSRead(t *testing.T, path string) {
 	if !bytes.Equal(got, want) {
 		t.Fatal("qimg reads other data than qemu")
 	}
+	for off := int64(0); off < n.Size(); {
+		e, err := n.BlockStatus(off, n.Size()-off)
+		if err != nil || e.HostOffset != -1 {
+			t.Fatalf("block status at %d: %+v, %v: an encrypted run has no host offset", off, e, err)
+		}
+		off = e.End()
+	}
 	part := make([]byte, 3001)
 	if _, err := n.ReadAt(part, 64999); err != nil || !bytes.Equal(part, want[64999:68000]) {
 		t.Fatalf("unaligned read: %v", err)

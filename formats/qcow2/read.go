@@ -160,6 +160,10 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 			e.HostOffset = m.host
 		}
 	}
+	if q.encrypt != nil {
+		// encrypted data has no place a reader could use, as qemu says
+		e.HostOffset = -1
+	}
 	return e, nil
 }
 
