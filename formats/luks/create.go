@@ -68,6 +68,19 @@ type createParams struct {
 // parseCreate checks the options as qemu's qcrypto_block_luks_create
 // does, in its order: the secret first, then the algorithms.
 func parseCreate(o image.Options, objs *image.Objects) (*createParams, []byte, error) {
+	return parsePrefixed(o, "", objs)
+}
+
+// parsePrefixed is parseCreate for options named prefix+NAME (qcow2's
+// "encrypt."), which qemu's messages name so too.
+func parsePrefixed(all image.Options, prefix string, objs *image.Objects) (*createParams, []byte, error) {
+	var o image.Options
+	for _, k := range all.Keys() {
+		if name, ok := strings.CutPrefix(k, prefix); ok {
+			v, _ := all.Get(k)
+			o.Set(name, v)
+		}
+	}
 	if err := file.CheckPrealloc(o.String("preallocation", "off")); err != nil {
 		return nil, nil, err
 	}
@@ -81,7 +94,7 @@ func parseCreate(o image.Options, objs *image.Objects) (*createParams, []byte, e
 	}
 	id, ok := o.Get("key-secret")
 	if !ok {
-		return nil, nil, fmt.Errorf("Parameter 'key-secret' is required for cipher")
+		return nil, nil, fmt.Errorf("Parameter '%skey-secret' is required for cipher", prefix)
 	}
 	p.keySecret = id
 	pw, err := password(objs, id)
@@ -150,8 +163,33 @@ func Create(c *image.CreateContext) error {
 	if err != nil {
 		return err
 	}
+	h := newHeader(p)
+	if err := c.File.Truncate(int64(h.payloadOffset)*sectorSize+c.Size, p.prealloc); err != nil {
+		return err
+	}
+	write := func(b []byte, off int64) error {
+		_, err := c.File.WriteAt(b, off)
+		return err
+	}
+	if err := writeNewHeader(write, 0, h, p, pw); err != nil {
+		return err
+	}
+	return c.File.Flush()
+}
+
+// newHeader lays out a header for the options: algorithm names, key
+// size, the eight slots (disabled) and the payload after them.
+func newHeader(p *createParams) *header {
 	a := p.algs
 	h := &header{cipherName: a.cipher.family, cipherMode: p.modeSpec(), hashSpec: a.hash.name, keyBytes: uint32(a.keyBytes)}
+	layoutSlots(h)
+	return h
+}
+
+// writeNewHeader makes a random master key, its digest and key slot 0,
+// and writes the key material and the header at base through write.
+func writeNewHeader(write writeFunc, base int64, h *header, p *createParams, pw []byte) error {
+	a := p.algs
 	mk := make([]byte, a.keyBytes)
 	defer clear(mk)
 	if err := randomBytes(mk); err != nil {
@@ -173,17 +211,38 @@ func Create(c *image.CreateContext) error {
 		return err
 	}
 	copy(h.mkDigest[:], pbkdf2.Key(mk, h.mkSalt[:], int(h.mkIters), digestLen, a.hash.new))
-	layoutSlots(h)
-	if err := c.File.Truncate(int64(h.payloadOffset)*sectorSize+c.Size, p.prealloc); err != nil {
+	if err := storeKeySlot(write, base, h, a, 0, pw, mk, slotIters); err != nil {
 		return err
 	}
-	if err := storeKeySlot(c.File, h, a, 0, pw, mk, slotIters); err != nil {
-		return err
+	return write(h.encode(), base)
+}
+
+// writeFunc writes bytes at an offset of the file that holds the header.
+type writeFunc func(p []byte, off int64) error
+
+// Embedded is a LUKS header to create inside another format's file
+// (qcow2's encrypt.format=luks), checked before anything is written.
+type Embedded struct {
+	p  *createParams
+	pw []byte
+	h  *header
+}
+
+// PrepareEmbedded checks the options named prefix+NAME as qemu does.
+func PrepareEmbedded(o image.Options, prefix string, objs *image.Objects) (*Embedded, error) {
+	p, pw, err := parsePrefixed(o, prefix, objs)
+	if err != nil {
+		return nil, err
 	}
-	if _, err := c.File.WriteAt(h.encode(), 0); err != nil {
-		return err
-	}
-	return c.File.Flush()
+	return &Embedded{p: p, pw: pw, h: newHeader(p)}, nil
+}
+
+// Length is how many bytes the header and its key material take.
+func (e *Embedded) Length() int64 { return int64(e.h.payloadOffset) * sectorSize }
+
+// Write writes the header and key slot 0 at off through write.
+func (e *Embedded) Write(write func(p []byte, off int64) error, off int64) error {
+	return writeNewHeader(write, off, e.h, e.p, e.pw)
 }
 
 // Measure: the header and key material, then the whole payload (every

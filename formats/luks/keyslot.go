@@ -90,9 +90,9 @@ func tryKeySlot(file *image.Node, r region, h *header, a *algorithms, i int, pw 
 }
 
 // storeKeySlot encrypts the master key into slot i under the password,
-// with iters PBKDF2 iterations, writing the key material; the caller
-// writes the header.
-func storeKeySlot(file *image.Node, h *header, a *algorithms, i int, pw, mk []byte, iters uint32) error {
+// with iters PBKDF2 iterations, writing the key material (its offset
+// counted from base); the caller writes the header.
+func storeKeySlot(write writeFunc, base int64, h *header, a *algorithms, i int, pw, mk []byte, iters uint32) error {
 	s := &h.slots[i]
 	if err := randomBytes(s.salt[:]); err != nil {
 		return err
@@ -112,7 +112,7 @@ func storeKeySlot(file *image.Node, h *header, a *algorithms, i int, pw, mk []by
 	padded := make([]byte, (len(split)+sectorSize-1)/sectorSize*sectorSize)
 	copy(padded, split)
 	sc.crypt(padded, 0, true)
-	if _, err := file.WriteAt(padded[:len(split)], int64(s.keyOffset)*sectorSize); err != nil {
+	if err := write(padded[:len(split)], base+int64(s.keyOffset)*sectorSize); err != nil {
 		return err
 	}
 	s.active = slotEnabled

@@ -58,3 +58,33 @@ func (q *Image) readDecrypted(buf []byte, off int64) error {
 	copy(buf, whole[off-start:])
 	return nil
 }
+
+// createEncryption writes a new LUKS header (the encrypt.* options) into
+// clusters after the L1 table and points the crypto header extension at
+// it, as qemu's qcow2_set_up_encryption lays it out.
+func (q *Image) createEncryption(c *image.CreateContext) error {
+	e, err := luks.PrepareEmbedded(c.Options, "encrypt.", c.Objects)
+	if err != nil {
+		return err
+	}
+	n := (e.Length() + q.clusterSize - 1) / q.clusterSize
+	off, err := q.rc.alloc(n)
+	if err != nil {
+		return err
+	}
+	// the whole region is zeroed first, as qemu does: the key slots past
+	// the first one stay zeroes within the file
+	if err := q.writeMeta(make([]byte, n*q.clusterSize), off); err != nil {
+		return err
+	}
+	if err := e.Write(q.writeMeta, off); err != nil {
+		return err
+	}
+	q.h.cryptMethod = cryptLUKS
+	q.h.crypto = &cryptoExt{offset: uint64(off), length: uint64(e.Length())}
+	data := make([]byte, 16)
+	be.PutUint64(data, uint64(off))
+	be.PutUint64(data[8:], uint64(e.Length()))
+	q.h.extensions = append(q.h.extensions, extension{typ: extCrypto, data: data})
+	return nil
+}
