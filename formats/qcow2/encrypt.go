@@ -13,8 +13,8 @@ var errEncryptedData = image.Errorf(image.ErrUnsupported, "qcow2 encryption (enc
 
 // openEncryption reads the LUKS header of an encrypted image (the crypto
 // header extension): for info without the key, as qemu-img info; for
-// reading with the passphrase of encrypt.key-secret, which qemu requires.
-// Writing encrypted images is refused.
+// reading and writing with the passphrase of encrypt.key-secret, which
+// qemu requires.
 func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
 	if h.cryptMethod != cryptLUKS {
 		return nil
@@ -22,9 +22,6 @@ func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
 	id, hasKey := o.Options["encrypt.key-secret"]
 	if !o.NoIO && !hasKey {
 		return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
-	}
-	if o.Writable {
-		return image.Errorf(image.ErrUnsupported, "writing qcow2 encryption (encrypt.format=luks) is not supported yet")
 	}
 	if h.crypto == nil {
 		return image.Errorf(image.ErrCorrupt, "Could not read encryption header")
@@ -87,4 +84,23 @@ func (q *Image) createEncryption(c *image.CreateContext) error {
 	be.PutUint64(data[8:], uint64(e.Length()))
 	q.h.extensions = append(q.h.extensions, extension{typ: extCrypto, data: data})
 	return nil
+}
+
+// writeEncrypted encrypts guest data for host offset host and writes it;
+// sectors the write covers only in part are read and decrypted first
+// (under rmw, so that two such writes cannot interleave).
+func (q *Image) writeEncrypted(p []byte, host int64, locked bool) error {
+	const ss = luks.SectorSize
+	start, end := host&^(ss-1), (host+int64(len(p))+ss-1)&^(ss-1)
+	buf := make([]byte, end-start)
+	if start != host || end != host+int64(len(p)) {
+		q.cryptRMW.Lock()
+		defer q.cryptRMW.Unlock()
+		if err := q.readDecrypted(buf, start); err != nil {
+			return err
+		}
+	}
+	copy(buf[host-start:], p)
+	q.crypt.Encrypt(buf, uint64(start/ss))
+	return q.writePlain(buf, start, locked)
 }

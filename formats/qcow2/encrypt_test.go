@@ -57,6 +57,57 @@ func TestLUKSInfo(t *testing.T) {
 		t.Fatalf("open for check: %v", err)
 	}
 	testLUKSRead(t, path)
+	testLUKSWrite(t, path)
+}
+
+// testLUKSWrite writes through qimg, aligned and not, into new and
+// allocated clusters; qemu reads it back and checks the image clean.
+func testLUKSWrite(t *testing.T, path string) {
+	secret := "--object=secret,id=s,data=pw"
+	opts := "driver=qcow2,encrypt.key-secret=s,file.filename=" + path
+	raw := filepath.Join(t.TempDir(), "before.raw")
+	qemutest.Run(t, "qemu-img", "convert", secret, "--image-opts", "-O", "raw", opts, raw)
+	want, err := os.ReadFile(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs := &image.Objects{}
+	if err := objs.ParseObject("secret,id=s,data=pw"); err != nil {
+		t.Fatal(err)
+	}
+	n, err := image.Open(path, image.OpenOptions{Writable: true, Claim: image.ClaimWrite, Objects: objs,
+		DriverOptions: map[string]string{"encrypt.key-secret": "s"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(off int64, p []byte) {
+		t.Helper()
+		if _, err := n.WriteAt(p, off); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[off:], p)
+	}
+	write(100, bytes.Repeat([]byte{0x61}, 300))         // allocated cluster, inside a sector
+	write(64<<10-7, bytes.Repeat([]byte{0x62}, 10))     // over a cluster boundary
+	write(200<<10+5, bytes.Repeat([]byte{0x63}, 70000)) // new clusters, unaligned
+	write(768<<10, bytes.Repeat([]byte{0x64}, 128<<10)) // new clusters, aligned
+	if err := n.WriteZeroes(300<<10+1, 1000, false); err != nil {
+		t.Fatal(err)
+	}
+	clear(want[300<<10+1 : 300<<10+1001])
+	if err := n.Close(); err != nil {
+		t.Fatal(err)
+	}
+	qemutest.Run(t, "qemu-img", "check", secret, "--image-opts", opts)
+	after := filepath.Join(t.TempDir(), "after.raw")
+	qemutest.Run(t, "qemu-img", "convert", secret, "--image-opts", "-O", "raw", opts, after)
+	got, err := os.ReadFile(after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("qemu reads other data than qimg wrote")
+	}
 }
 
 // testLUKSRead reads what qemu-io wrote into an encrypted image, with the

@@ -74,8 +74,9 @@ type Image struct {
 	creating bool
 	// encrypt describes a LUKS-encrypted image; crypt is its unlocked
 	// cipher, nil when it was opened for info only.
-	encrypt *luks.EncryptInfo
-	crypt   *luks.Cipher
+	encrypt  *luks.EncryptInfo
+	crypt    *luks.Cipher
+	cryptRMW sync.Mutex // partial-sector writes of encrypted data
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of
