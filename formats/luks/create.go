@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"strings"
 	"sync"
-	"time"
 
 	"golang.org/x/crypto/pbkdf2"
 
@@ -293,7 +292,7 @@ var (
 )
 
 // pbkdf2PerSecond measures how many PBKDF2 iterations of the hash one
-// second allows, as qemu's qcrypto_pbkdf2_count_iters: from 2^15
+// second of CPU allows, as qemu's qcrypto_pbkdf2_count_iters: from 2^15
 // iterations, tenfold while a run takes under 100 ms, then scaled until
 // one takes over 500 ms. The rate is measured once per process and hash.
 func pbkdf2PerSecond(h *hashAlg, keyLen int) uint64 {
@@ -302,13 +301,15 @@ func pbkdf2PerSecond(h *hashAlg, keyLen int) uint64 {
 	if r, ok := rates[h.name]; ok {
 		return r
 	}
+	now, release := threadClock()
+	defer release()
 	pw, salt := make([]byte, 8), make([]byte, saltLen)
 	iters := uint64(1 << 15)
 	var ms uint64
 	for {
-		start := time.Now()
+		start := now()
 		pbkdf2.Key(pw, salt, int(iters), keyLen, h.new)
-		ms = uint64(time.Since(start).Milliseconds())
+		ms = uint64((now() - start).Milliseconds())
 		if ms > 500 {
 			break
 		}
