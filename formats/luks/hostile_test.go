@@ -92,6 +92,13 @@ func TestHostileKeySlots(t *testing.T) {
 		}, "Keyslot 0 key material lies beyond the end of the file"},
 		{"huge iterations", func(b []byte) { be32(b, slotField(0, 4), 0xffffffff) },
 			"Keyslot 0 asks for 4294967295 PBKDF2 iterations, more than qimg allows (268435456)"},
+		{"many costly slots", func(b []byte) {
+			for i := 0; i < numSlots; i++ {
+				be32(b, slotField(i, 0), slotEnabled)
+				be32(b, slotField(i, 4), 1<<27)
+			}
+			be32(b, 164, 1<<20)
+		}, "the key slots ask for 1082130432 PBKDF2 iterations together, more than qimg allows (536870912)"},
 		{"huge digest iterations", func(b []byte) { be32(b, 164, 0xfffffff0) },
 			"the master key digest asks for 4294967280 PBKDF2 iterations, more than qimg allows (268435456)"},
 	} {

@@ -41,6 +41,20 @@ func unlock(file *image.Node, r region, h *header, a *algorithms, pw []byte) ([]
 	if err := checkIterations("the master key digest", h.mkIters); err != nil {
 		return nil, err
 	}
+	// the slots that may be tried stay within a bound together, checked
+	// before any work: eight costly slots cost no more than two
+	var total uint64
+	for i := range h.slots {
+		if s := &h.slots[i]; s.active == slotEnabled {
+			if err := checkIterations(fmt.Sprintf("Keyslot %d", i), s.iters); err != nil {
+				return nil, err
+			}
+			total += uint64(s.iters) + uint64(h.mkIters)
+		}
+	}
+	if limit := 2 * uint64(maxIterations); total > limit {
+		return nil, fmt.Errorf("the key slots ask for %d PBKDF2 iterations together, more than qimg allows (%d)", total, limit)
+	}
 	for i := range h.slots {
 		s := &h.slots[i]
 		if s.active != slotEnabled {
@@ -59,9 +73,6 @@ func unlock(file *image.Node, r region, h *header, a *algorithms, pw []byte) ([]
 // nil key without error means the password does not open this slot.
 func tryKeySlot(file *image.Node, r region, h *header, a *algorithms, i int, pw []byte) ([]byte, error) {
 	s := &h.slots[i]
-	if err := checkIterations(fmt.Sprintf("Keyslot %d", i), s.iters); err != nil {
-		return nil, err
-	}
 	splitLen := int64(h.keyBytes) * int64(s.stripes)
 	off := int64(s.keyOffset) * sectorSize
 	if splitLen > maxSplitKeyLen || off+splitLen > min(r.limit, file.Size()-r.base) {
