@@ -190,20 +190,19 @@ func (h *header) encode() []byte {
 // algorithms are what the header's strings name, parsed as qemu's
 // qcrypto_block_luks_parse_header does.
 type algorithms struct {
-	cipher     *cipherAlg
-	mode       string
-	ivgen      string
-	ivHash     *hashAlg // nil when the mode string names none
-	hash       *hashAlg
-	essivCiph  *cipherAlg
-	keyBytes   int
-	cipherMode string // the header's mode string, for messages
+	cipher    *cipherAlg
+	mode      string
+	ivgen     string
+	ivHash    *hashAlg // nil when the mode string names none
+	hash      *hashAlg
+	essivCiph *cipherAlg
+	keyBytes  int
 }
 
 // parseAlgorithms reads "<mode>-<ivgen>[:<ivhash>]", the cipher name
 // with its key size, and the hash, in qemu's order and words.
 func (h *header) parseAlgorithms() (*algorithms, error) {
-	a := &algorithms{keyBytes: int(h.keyBytes), cipherMode: h.cipherMode}
+	a := &algorithms{keyBytes: int(h.keyBytes)}
 	mode, ivgen, ok := strings.Cut(h.cipherMode, "-")
 	if !ok {
 		return nil, fmt.Errorf("Unexpected cipher mode string format '%s'", h.cipherMode)
