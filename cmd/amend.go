@@ -44,7 +44,7 @@ downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.progress, "progress", "p", false, "show progress")
 	f.BoolVar(&o.force, "force", false, "allow changes that may lose data")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

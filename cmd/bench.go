@@ -76,8 +76,8 @@ refuses the depth.`,
 	f.StringVarP(&o.cache, "cache", "t", "writeback", "cache mode")
 	f.BoolVarP(&o.write, "write", "w", false, "write instead of read")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 

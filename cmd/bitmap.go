@@ -115,8 +115,8 @@ an NBD server.`,
 	f.BoolVar(&o.dump, "dump", false, "print the dirty extents of the bitmap (beyond qemu-img)")
 	f.StringVar(&o.output, "output", "human", "output format of --dump: human or json")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "with --dump: open the image even if another process uses it")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 

@@ -49,7 +49,7 @@ were found, 3 only leaks were found, 63 the format has no check.`,
 	f.StringVarP(&o.cache, "source-cache", "T", "writeback", "cache mode for reading the image")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing but errors")
-	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

@@ -67,7 +67,7 @@ This command is qimg's own: qemu-img has none.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing but the checksums and errors")
 	f.StringVar(&o.digest, "digest", checksum.DefaultDigest, "digest algorithm")
 	f.StringVar(&o.output, "output", "human", "output format: human or json")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

@@ -62,8 +62,8 @@ second, -t is the cache mode (writeback by default).`,
 	f.StringVarP(&o.rate, "rate-limit", "r", "", "write at most this many bytes per second")
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 

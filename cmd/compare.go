@@ -55,7 +55,7 @@ Exit status: 0 identical, 1 different, 2 an error prevented the comparison.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing; the exit status tells")
 	f.BoolVarP(&o.strict, "strict", "s", false, "fail on a size or allocation difference too")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the images even if another process uses them")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

@@ -125,7 +125,7 @@ bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
 	f.Lookup("checksum").NoOptDefVal = checksum.DefaultDigest
 	addImageOptsFlag(f, &o.imageOpts)
 	f.BoolVar(&o.targetOpts, "target-image-opts", false, "the target is an option string (with -n)")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

@@ -70,7 +70,7 @@ an existing one as it was, where qemu-img would have emptied or removed it.`,
 	f.StringVarP(&o.backingFormat, "backing-format", "F", "", "format of the backing file")
 	f.BoolVarP(&o.noOpenBacking, "unsafe", "u", false, "do not open the backing file")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	return c
 }
 

@@ -41,7 +41,7 @@ the same.`,
 	f.StringVarP(&o.format, "format", "f", "", "input format (probed when not given)")
 	f.StringVarP(&o.outputFormat, "output-format", "O", "raw", "output format")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the input even if another process uses it")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

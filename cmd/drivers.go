@@ -8,6 +8,7 @@ import (
 	_ "qimg/formats/dmg"
 	_ "qimg/formats/file"
 	_ "qimg/formats/http"
+	_ "qimg/formats/luks"
 	_ "qimg/formats/nbd"
 	_ "qimg/formats/null"
 	_ "qimg/formats/parallels"

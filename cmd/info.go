@@ -51,7 +51,7 @@ process is writing (QEMU's locks); -U (--force-share) reads it anyway.`,
 	f.StringVar(&o.output, "output", "human", "output format: human or json")
 	f.BoolVar(&o.backingChain, "backing-chain", false, "show every image of the backing chain")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	f.BoolVar(&o.imageOpts, "image-opts", false, "filename is an option string (driver=qcow2,file.filename=P,…)")
 	return c
 }

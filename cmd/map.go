@@ -41,7 +41,7 @@ which layer of the chain decides it and where in which file it is stored.`,
 	f.StringVarP(&o.startOffset, "start-offset", "s", "0", "first guest byte to map")
 	f.StringVarP(&o.maxLength, "max-length", "l", "", "number of guest bytes to map")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
-	f.String("object", "", "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

@@ -53,7 +53,7 @@ copying the persistent bitmaps would add (convert --bitmaps).`,
 	f.StringVarP(&o.format, "format", "f", "", "format of filename (probed when not given)")
 	f.StringVarP(&o.snapshot, "snapshot", "l", "", "measure an internal snapshot of filename (name, or snapshot.id=ID[,snapshot.name=NAME])")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open filename even if another process uses it")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

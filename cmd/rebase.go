@@ -73,8 +73,8 @@ by default), -U opens the backing files even if another process uses them,
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open backing files that another process uses")
 	addProgressFlag(c, &o.progress)
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
 	return c
 }
 

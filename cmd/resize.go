@@ -50,7 +50,7 @@ data.`,
 	f.StringVar(&o.prealloc, "preallocation", "off", "preallocation of the added part: off, metadata, falloc or full")
 	f.BoolVar(&o.shrink, "shrink", false, "allow shrinking the image")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }
@@ -82,6 +82,9 @@ func parseResizeArgs(c *cobra.Command, args []string) (filename, size string, er
 	// the root's hook ran before the options were parsed: run it again
 	if pre := c.Root().PersistentPreRun; pre != nil {
 		pre(c, rest)
+	}
+	if err := useObjects(c); err != nil {
+		return "", "", err
 	}
 	return rest[0], size, nil
 }

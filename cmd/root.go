@@ -140,6 +140,7 @@ neither read (unless -U is given) nor written.`,
 	})
 	for _, sub := range subcommands {
 		c := sub(stdout, stderr)
+		withObjects(c)
 		c.DisableFlagsInUseLine = true
 		if c.Args != nil {
 			c.Args = qemuArgs(c.Args)

@@ -43,7 +43,7 @@ by name; -d by name only (the first of repeated names).`,
 	f.StringVarP(&o.delete, "delete", "d", "", "delete a snapshot (by name)")
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing")
 	f.BoolVarP(&o.forceShare, "force-share", "U", false, "open the image even if another process uses it")
-	f.StringArray("object", nil, "QEMU object definition (accepted and ignored)")
+	objectFlag(f)
 	addImageOptsFlag(f, &o.imageOpts)
 	return c
 }

@@ -170,7 +170,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		}
 	}
 	c := &Copy{Sources: sources, Target: target, Options: r.Options,
-		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !image.IsDevice(r.Target)}
+		TargetZero: r.TargetIsZero || created && target.Backing() == nil && !image.IsDevice(r.Target) && image.HasZeroInit(target)}
 	if err := Run(ctx, c); err != nil {
 		return err
 	}
@@ -195,7 +195,7 @@ func (r *Request) openTarget() (*image.Node, error) {
 		return nil, image.Errorf(image.ErrUnsupported, "Could not open '%s': Unknown driver '%s'", r.Target, r.TargetFormat)
 	}
 	t, err := image.Open(r.Target, image.OpenOptions{Format: r.TargetFormat, ImageOpts: r.TargetImageOpts, Writable: true, Claim: TargetClaim,
-		Cache: r.TargetCache, BackingCache: &r.SourceCache, User: "convert target"})
+		Cache: r.TargetCache, BackingCache: &r.SourceCache, User: "convert target", DriverOptions: image.KeySecrets(r.TargetOptions)})
 	if err != nil {
 		return nil, fmt.Errorf("Could not open '%s': %w", r.Target, err)
 	}

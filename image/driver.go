@@ -116,6 +116,19 @@ type DataFileReferrer interface {
 	SetDataFile(n *Node)
 }
 
+// ZeroInitLess is implemented by formats whose new images do not read as
+// zeroes (encrypted formats: zero bytes on disk decrypt to noise), so that
+// a copy into a new image writes its zero runs (qemu's has_zero_init).
+type ZeroInitLess interface {
+	ZeroInitLess()
+}
+
+// HasZeroInit reports whether a new image on n reads as zeroes.
+func HasZeroInit(n *Node) bool {
+	_, less := n.drv.(ZeroInitLess)
+	return !less
+}
+
 // Informer fills the format-specific part of info and the cluster size.
 type Informer interface {
 	Info(info *Info) error

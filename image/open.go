@@ -206,6 +206,9 @@ func Open(filename string, o OpenOptions) (*Node, error) {
 	if trustNothing.Load() {
 		o.Untrusted = true
 	}
+	if o.Objects == nil {
+		o.Objects = CommandObjects()
+	}
 	spec, err := topSpec(filename, o)
 	if err != nil {
 		return nil, err
@@ -394,6 +397,7 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 	}
 	drv, err := fmtDrv.Open(&OpenContext{File: file, Filename: filename, Writable: writable, Probed: probed, Untrusted: o.Untrusted,
 		Check: o.Check && parent.Role == RoleUser, Objects: o.Objects, Options: driverOptions(o, parent, spec),
+		NoIO:       parent.Role == RoleUser && o.NoDataFile,
 		OpenExtent: func(name string) (*Node, error) { return openExtent(n, name, o.Cache) }})
 	if err != nil {
 		releaseEdge(parent)

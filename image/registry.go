@@ -72,6 +72,10 @@ type OpenContext struct {
 	// driver neither refuses nor repairs on open what the check reports
 	// and repairs (dirty or corrupt images, metadata it cannot write).
 	Check bool
+	// NoIO: the user reads no guest data (qemu's BDRV_O_NO_IO: info, which
+	// says so with OpenOptions.NoDataFile), so an encrypted format opens
+	// without its key.
+	NoIO bool
 	// OpenExtent opens another file as a data child of this node, with
 	// the claim of a data file (VMDK extents named by a descriptor).
 	OpenExtent func(name string) (*Node, error)

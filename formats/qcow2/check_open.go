@@ -13,6 +13,9 @@ import (
 // writes only refcounts, L1/L2 flags and header bits).
 func openForCheck(o *image.OpenContext, h *header) (image.Driver, error) {
 	q := &Image{filename: o.Filename, file: o.File}
+	if err := q.openEncryption(o, h); err != nil { // encrypt.go
+		return nil, err
+	}
 	if err := q.init(h); err != nil {
 		return nil, err
 	}

@@ -168,6 +168,9 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 	if q.data != nil {
 		return image.Errorf(image.ErrUnsupported, "Compression not supported with an external data file")
 	}
+	if q.encrypt != nil {
+		return image.Errorf(image.ErrUnsupported, "Compression not supported with encryption")
+	}
 	q.markBitmapsDirty(off, cs)
 	q.meta.Lock()
 	defer q.meta.Unlock()

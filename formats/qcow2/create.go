@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"qimg/formats/file"
+	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -67,6 +68,7 @@ func init() {
 
 // createParams are validated creation options.
 type createParams struct {
+	encryptLUKS   bool // encrypt.format=luks: the encrypt.* options (encrypt.go)
 	version       uint32
 	clusterBits   uint32
 	refcountOrder uint32
@@ -88,7 +90,10 @@ func parseCreateOptions(o image.Options) (*createParams, error) {
 		if v == "" {
 			v = "aes"
 		}
-		return nil, image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=%s) is not supported yet", v)
+		if v != "luks" {
+			return nil, image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=%s) is not supported yet", v)
+		}
+		p.encryptLUKS = true
 	}
 	if err := p.readEnums(o); err != nil {
 		return nil, err
@@ -231,6 +236,11 @@ func checkCreate(o image.Options, size int64) (*createParams, int64, error) {
 	if l1Entries(size, p.clusterBits, l2Bits)*8 > maxL1Bytes || size > 1<<62 {
 		return nil, 0, image.Errorf(nil, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
 	}
+	if p.encryptLUKS {
+		if _, err := luks.PrepareEmbedded(o, "encrypt.", image.CommandObjects()); err != nil {
+			return nil, 0, err
+		}
+	}
 	return p, size, nil
 }
 
@@ -313,6 +323,11 @@ func Create(c *image.CreateContext) error {
 	q.data = dataNode
 	if err := q.grow(size, p.prealloc); err != nil {
 		return err
+	}
+	if p.encryptLUKS {
+		if err := q.createEncryption(c); err != nil { // encrypt.go
+			return err
+		}
 	}
 	return q.finishCreate()
 }

@@ -120,7 +120,7 @@ func TestCreateErrors(t *testing.T) {
 		"compat=0.10,lazy_refcounts=on":     "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
 		"data_file_raw=on":                  "data-file-raw requires data-file",
 		"preallocation=foo":                 "Parameter 'preallocation' does not accept value 'foo'",
-		"encrypt.format=luks":               "not supported yet",
+		"encrypt.format=aes":                "not supported yet",
 		"compat=0.10,compression_type=zstd": "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)",
 	}
 	for opts, want := range cases {

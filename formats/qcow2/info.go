@@ -12,6 +12,7 @@ type formatInfo struct {
 	LazyRefcounts   *bool         `json:"lazy-refcounts,omitempty"`
 	Corrupt         *bool         `json:"corrupt,omitempty"`
 	RefcountBits    int           `json:"refcount-bits"`
+	Encrypt         any           `json:"encrypt,omitempty"`
 	Bitmaps         *[]bitmapInfo `json:"bitmaps,omitempty"`
 	CompressionType string        `json:"compression-type"`
 }
@@ -29,6 +30,9 @@ func (q *Image) Info(info *image.Info) error {
 	info.DirtyFlag = &dirty
 	info.Encrypted = h.cryptMethod != cryptNone
 	fi := &formatInfo{RefcountBits: h.refcountBits(), CompressionType: "zlib"}
+	if q.encrypt != nil {
+		fi.Encrypt = q.encrypt
+	}
 	if h.compressionType == compressionZstd {
 		fi.CompressionType = "zstd"
 	}

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"sync"
 
+	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -72,6 +73,11 @@ type Image struct {
 	// creating defers header updates to the single header write that
 	// completes a new image.
 	creating bool
+	// encrypt describes a LUKS-encrypted image; crypt is its unlocked
+	// cipher, nil when it was opened for info only.
+	encrypt  *luks.EncryptInfo
+	crypt    *luks.Cipher
+	cryptRMW sync.Mutex // partial-sector writes of encrypted data
 }
 
 // l2Table is one decoded L2 table; bitmaps holds the second words of
@@ -112,6 +118,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 		return openForCheck(o, h) // check_open.go
 	}
 	q := &Image{filename: o.Filename, file: file, writable: o.Writable}
+	if err := q.openEncryption(o, h); err != nil { // encrypt.go
+		return nil, err
+	}
 	if err := q.init(h); err != nil {
 		return nil, err
 	}
@@ -145,7 +154,9 @@ func (q *Image) init(h *header) error {
 	case cryptAES:
 		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported yet")
 	case cryptLUKS:
-		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
+		if q.encrypt == nil {
+			return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
+		}
 	default:
 		return image.Errorf(image.ErrCorrupt, "Unsupported encryption method %d", h.cryptMethod)
 	}

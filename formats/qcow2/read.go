@@ -10,6 +10,9 @@ import (
 // zero runs as zeroes, unallocated runs from the backing node or as
 // zeroes. It is safe for concurrent use.
 func (q *Image) ReadAt(p []byte, off int64) (int, error) {
+	if q.encrypt != nil && q.crypt == nil {
+		return 0, errEncryptedData
+	}
 	done := 0
 	for done < len(p) {
 		q.meta.RLock()
@@ -30,6 +33,9 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 	switch m.typ {
 	case ctNormal:
+		if q.crypt != nil {
+			return q.readDecrypted(buf, m.host)
+		}
 		return q.readHost(buf, m.host)
 	case ctZero, ctZeroAlloc:
 		clear(buf)
@@ -42,6 +48,9 @@ func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 		clear(buf)
 		return nil
 	case ctCompressed:
+		if q.encrypt != nil {
+			return errIO // qemu writes no compressed clusters in encrypted images
+		}
 		cluster, err := q.readCompressed(m.entry)
 		if err != nil {
 			return err
@@ -154,6 +163,10 @@ func (q *Image) BlockStatus(off, length int64) (image.Extent, error) {
 		if m.typ == ctUnallocAlloc && m.host >= 0 {
 			e.HostOffset = m.host
 		}
+	}
+	if q.encrypt != nil {
+		// encrypted data has no place a reader could use, as qemu says
+		e.HostOffset = -1
 	}
 	return e, nil
 }

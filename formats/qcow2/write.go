@@ -149,6 +149,14 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 // caller holds the metadata lock for writing.
 func (q *Image) writeData(p []byte, host int64, locked bool) error {
 	q.dataNode().Event(image.EvWriteAIO)
+	if q.crypt != nil {
+		return q.writeEncrypted(p, host, locked)
+	}
+	return q.writePlain(p, host, locked)
+}
+
+// writePlain is writeData for unencrypted images.
+func (q *Image) writePlain(p []byte, host int64, locked bool) error {
 	if q.data != nil {
 		return q.data.WriteGrowing(p, host)
 	}

@@ -1,0 +1,106 @@
+package qcow2
+
+import (
+	"errors"
+
+	"qimg/formats/luks"
+	"qimg/image"
+)
+
+// errEncryptedData refuses guest data of a LUKS-encrypted image, which
+// qimg opens for info only.
+var errEncryptedData = image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")
+
+// openEncryption reads the LUKS header of an encrypted image (the crypto
+// header extension): for info without the key, as qemu-img info; for
+// reading and writing with the passphrase of encrypt.key-secret, which
+// qemu requires.
+func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
+	if h.cryptMethod != cryptLUKS {
+		return nil
+	}
+	id, hasKey := o.Options["encrypt.key-secret"]
+	if !o.NoIO && !hasKey {
+		return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
+	}
+	if h.crypto == nil {
+		return image.Errorf(image.ErrCorrupt, "Could not read encryption header")
+	}
+	off, length := int64(h.crypto.offset), int64(h.crypto.length)
+	info, err := luks.ReadEncryptInfo(q.file, off, length)
+	if err != nil {
+		return err
+	}
+	q.encrypt = info
+	if o.NoIO {
+		return nil
+	}
+	q.crypt, err = luks.Unlock(q.file, off, length, o.Objects, id)
+	return err
+}
+
+// readDecrypted reads guest data at host offset off and decrypts it: each
+// sector is keyed by its host offset, as qemu keys LUKS in qcow2.
+func (q *Image) readDecrypted(buf []byte, off int64) error {
+	const ss = luks.SectorSize
+	start, end := off&^(ss-1), (off+int64(len(buf))+ss-1)&^(ss-1)
+	whole := buf
+	if start != off || end != off+int64(len(buf)) {
+		whole = make([]byte, end-start)
+	}
+	if err := q.readHost(whole, start); err != nil {
+		return err
+	}
+	q.crypt.Decrypt(whole, uint64(start/ss))
+	copy(buf, whole[off-start:])
+	return nil
+}
+
+// createEncryption writes a new LUKS header (the encrypt.* options) into
+// clusters after the L1 table and points the crypto header extension at
+// it, as qemu's qcow2_set_up_encryption lays it out.
+func (q *Image) createEncryption(c *image.CreateContext) error {
+	e, err := luks.PrepareEmbedded(c.Options, "encrypt.", c.Objects)
+	if err != nil {
+		return err
+	}
+	n := (e.Length() + q.clusterSize - 1) / q.clusterSize
+	off, err := q.rc.alloc(n)
+	if err != nil {
+		return err
+	}
+	// the whole region is zeroed first, as qemu does: the key slots past
+	// the first one stay zeroes within the file
+	if err := q.writeMeta(make([]byte, n*q.clusterSize), off); err != nil {
+		return err
+	}
+	if err := e.Write(q.writeMeta, off); err != nil {
+		return err
+	}
+	q.h.cryptMethod = cryptLUKS
+	q.h.crypto = &cryptoExt{offset: uint64(off), length: uint64(e.Length())}
+	data := make([]byte, 16)
+	be.PutUint64(data, uint64(off))
+	be.PutUint64(data[8:], uint64(e.Length()))
+	q.h.extensions = append(q.h.extensions, extension{typ: extCrypto, data: data})
+	return nil
+}
+
+// writeEncrypted encrypts guest data for host offset host and writes it;
+// sectors the write covers only in part are read and decrypted first
+// (under rmw, so that two such writes cannot interleave).
+func (q *Image) writeEncrypted(p []byte, host int64, locked bool) error {
+	const ss = luks.SectorSize
+	start, end := host&^(ss-1), (host+int64(len(p))+ss-1)&^(ss-1)
+	buf := make([]byte, end-start)
+	if start != host || end != host+int64(len(p)) {
+		q.cryptRMW.Lock()
+		defer q.cryptRMW.Unlock()
+		if err := q.readDecrypted(buf, start); err != nil {
+			return err
+		}
+	}
+	copy(buf[host-start:], p)
+	q.crypt.Encrypt(buf, uint64(start/ss))
+	return q.writePlain(buf, start, locked)
+}
