@@ -23,9 +23,8 @@ type step struct {
 	// (issue 21's kept differences): from then on their guest data is
 	// compared, not their allocation.
 	keptAlloc bool
-	// grownFrom: a preallocating grow of a qcow2 image from this size,
-	// where qemu-img 7.2 may show stale bytes in the new area
-	// (qemuStaleGrow)
+	// grownFrom: a grow of a qcow2 image from this size, where qemu-img
+	// 7.2 may show stale bytes in the new area (qemuStaleGrow)
 	grownFrom int64
 }
 
@@ -347,9 +346,13 @@ func (m *model) resize(im *img, size int64, extra ...string) step {
 			arg = strconv.FormatInt(d, 10)
 		}
 	}
+	var grownFrom int64
+	if size > im.size && im.format == "qcow2" {
+		grownFrom = im.size
+	}
 	im.shrunk = im.shrunk || size < im.size
 	im.size = size
-	return step{tool: true, args: append(args, im.name, arg), writes: []string{im.name}}
+	return step{tool: true, args: append(args, im.name, arg), writes: []string{im.name}, grownFrom: grownFrom}
 }
 
 // resizable picks an image to resize, if one may be.
@@ -397,12 +400,7 @@ func genResizePrealloc(m *model) (step, bool) {
 	// other bug there, "Cannot use preallocation for shrinking files",
 	// ends the sequence: qemuRefusedWrongly)
 	ok = !(im.shrunk && im.format == "qcow2" && mode != "--preallocation=off")
-	old := im.size
-	st := m.resize(im, im.size+m.size(512, 2<<20), mode)
-	if im.format == "qcow2" && mode != "--preallocation=off" {
-		st.grownFrom = old
-	}
-	return st, ok
+	return m.resize(im, im.size+m.size(512, 2<<20), mode), ok
 }
 
 func (m *model) snapshot(flag string, im *img, name string) step {
@@ -662,9 +660,15 @@ func genAmendSize(m *model) (step, bool) {
 	if m.rnd.IntN(3) == 0 && im.size > 512 {
 		size = m.size(512, im.size-512)
 	}
+	var grownFrom int64
+	if size > im.size {
+		grownFrom = im.size
+	}
 	im.shrunk = im.shrunk || size < im.size
 	im.size = size
-	return m.amend(im, "size="+strconv.FormatInt(size, 10)), true
+	st := m.amend(im, "size="+strconv.FormatInt(size, 10))
+	st.grownFrom = grownFrom
+	return st, true
 }
 
 func genCheckRepair(m *model) (step, bool) {

@@ -399,11 +399,12 @@ func qemuRefusedWrongly(qimg, qemu outcome) bool {
 		strings.HasSuffix(qemu.message, "Failed to resize underlying file: Cannot use preallocation for shrinking files")
 }
 
-// qemuStaleGrow: after a preallocating grow from size old, the twins
-// agree up to old and qimg's image reads zeroes past it, where qemu-img's
-// shows other bytes: qemu-img 7.2 preallocates over clusters that were
-// freed earlier (by a shrink, a bitmap stored again, a snapshot deleted)
-// without zeroing them, so the guest sees their stale bytes.
+// qemuStaleGrow: after a grow from size old, the twins agree up to old
+// and qimg's image reads zeroes past it, where qemu-img's shows other
+// bytes. qemu-img 7.2 preallocates over clusters that were freed earlier
+// (by a shrink, a bitmap stored again, a snapshot deleted) without zeroing
+// them, and a plain grow keeps what a safe rebase copied past the old end
+// into the last cluster: the guest sees stale bytes either way.
 func qemuStaleGrow(a, b twin, im made, old int64) bool {
 	read := func(tw twin) []byte {
 		raw := filepath.Join(tw.dir, im.name+".stale.raw")
