@@ -15,7 +15,8 @@
 #   CASES="…"      run only these cases (names as printed)
 #
 # The VHD cases are the Azure pipeline's fixed,force_size conversion and a
-# dynamic one (issue 12).
+# dynamic one, and the VHDX case a dynamic Hyper-V disk (issue 12).
+
 set -euo pipefail
 
 if [[ "${BIG:-}" == 1 ]]; then
@@ -158,6 +159,7 @@ run_case writeback "$DIR/out.qcow2" -t writeback -O qcow2 "$DIR/half.raw" "$DIR/
 run_case raw-to-raw "$DIR/out.raw" -O raw "$DIR/half.raw" "$DIR/out.raw"
 run_case raw-to-vhd-fixed "$DIR/out.vhd" -f raw -O vpc -o subformat=fixed,force_size "$DIR/half.raw" "$DIR/out.vhd"
 run_case raw-to-vhd-dynamic "$DIR/out.vhd" -f raw -O vpc "$DIR/half.raw" "$DIR/out.vhd"
+run_case raw-to-vhdx-dynamic "$DIR/out.vhdx" -f raw -O vhdx "$DIR/half.raw" "$DIR/out.vhdx"
 
 echo
 echo "ratio = qemu-img seconds / qimg seconds (best of $REPS); RSS = peak resident set size"
