@@ -21,6 +21,9 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		// how the virtual size is computed: chs or current_size
+		OpenOptions: []image.OptionSpec{{Name: "force_size_calc", Type: image.OptString, Help: "Force disk size calculation to use either CHS geometry, or use the disk current_size specified in the VHD footer. {chs, current_size}"}},
+		NameOptions: []string{"force_size_calc"},
 	})
 }
 
