@@ -19,6 +19,7 @@ type readPool struct {
 	busy    []int
 	dialing bool
 	full    bool // no more connections: the server refused one, or maxConns
+	closed  bool
 }
 
 func newReadPool(first *Conn, multi bool) *readPool {
@@ -57,6 +58,12 @@ func (p *readPool) grow() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.dialing = false
+	if p.closed {
+		if c != nil {
+			go c.Close()
+		}
+		return
+	}
 	if err != nil || c.size != first.size || c.flags != first.flags || c.maxB != first.maxB || c.minBlock != first.minBlock {
 		if c != nil {
 			go c.Close()
@@ -74,7 +81,7 @@ func (p *readPool) close() {
 	p.mu.Lock()
 	extra := p.conns[1:]
 	p.conns = p.conns[:1]
-	p.full = true
+	p.full, p.closed = true, true
 	p.mu.Unlock()
 	for _, c := range extra {
 		c.Close()
