@@ -193,11 +193,61 @@ func (b *breakOff) Write(p []byte) (int, error) {
 	return b.ResponseWriter.Write(p)
 }
 
-// dirBackend keeps buckets as folders and objects as files; the rest of
-// the interface (listings, deletes) comes from an empty memory backend.
+// dirBackend keeps buckets as folders and objects as files, and their
+// user metadata (x-amz-meta-*) in memory; the rest of the interface
+// (listings, deletes) comes from an empty memory backend.
 type dirBackend struct {
 	gofakes3.Backend
 	root string
+	mu   sync.Mutex
+	meta map[string]map[string]string // by object path
+}
+
+// userMeta keeps the x-amz-meta-* entries of meta.
+func userMeta(meta map[string]string) map[string]string {
+	kept := map[string]string{}
+	for k, v := range meta {
+		if strings.HasPrefix(strings.ToLower(k), "x-amz-meta-") {
+			kept[k] = v
+		}
+	}
+	return kept
+}
+
+func (d *dirBackend) setMeta(p string, meta map[string]string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.meta == nil {
+		d.meta = map[string]map[string]string{}
+	}
+	d.meta[p] = userMeta(meta)
+}
+
+func (d *dirBackend) metaOf(p string) map[string]string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.meta[p]
+}
+
+// CopyObject copies the file (unless onto itself) and sets the metadata
+// the request gave.
+func (d *dirBackend) CopyObject(srcBucket, srcKey, dstBucket, dstKey string, meta map[string]string) (gofakes3.CopyObjectResult, error) {
+	src, err := d.GetObject(srcBucket, srcKey, nil)
+	if err != nil {
+		return gofakes3.CopyObjectResult{}, err
+	}
+	defer src.Contents.Close()
+	if srcBucket != dstBucket || srcKey != dstKey {
+		if _, err := d.PutObject(dstBucket, dstKey, meta, src.Contents, src.Size, nil); err != nil {
+			return gofakes3.CopyObjectResult{}, err
+		}
+	}
+	p, err := d.objectPath(dstBucket, dstKey)
+	if err != nil {
+		return gofakes3.CopyObjectResult{}, err
+	}
+	d.setMeta(p, meta)
+	return gofakes3.CopyObjectResult{ETag: `"` + fmt.Sprintf("%x", src.Hash) + `"`, LastModified: gofakes3.NewContentTime(time.Now())}, nil
 }
 
 func (d *dirBackend) bucketDir(bucket string) (string, error) {
@@ -253,6 +303,9 @@ func (d *dirBackend) GetObject(bucket, key string, rr *gofakes3.ObjectRangeReque
 	}
 	etag := md5.Sum([]byte(fmt.Sprint(st.Size(), st.ModTime().UnixNano())))
 	meta := map[string]string{"Last-Modified": st.ModTime().UTC().Format(http.TimeFormat)}
+	for k, v := range d.metaOf(p) {
+		meta[k] = v
+	}
 	return &gofakes3.Object{Name: key, Size: st.Size(), Contents: body, Range: rng, Hash: etag[:], Metadata: meta}, nil
 }
 
@@ -277,6 +330,9 @@ func (d *dirBackend) PutObject(bucket, key string, meta map[string]string, input
 	}
 	if err == nil {
 		err = os.Rename(tmp.Name(), p)
+	}
+	if err == nil {
+		d.setMeta(p, meta)
 	}
 	return gofakes3.PutObjectResult{}, err
 }

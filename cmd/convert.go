@@ -15,6 +15,7 @@ import (
 	"qimg/checksum"
 	"qimg/convert"
 	"qimg/create"
+	"qimg/formats/s3"
 	"qimg/image"
 )
 
@@ -86,7 +87,10 @@ rate in bytes per second; -U reads sources that another process uses.
 
 --checksum[=digest] prints the checksum of the content written, as
 "qimg checksum --digest digest output_filename" prints it, computed from the
-bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
+bytes the copy holds anyway: nothing is read twice (sha256 by default).
+An s3:// target keeps it as user metadata (x-amz-meta-qimg-checksum:
+digest:HEX), which "qimg checksum" compares and "qimg checksum --stored"
+prints.`,
 		Example: `  qimg convert -O qcow2 disk.raw disk.qcow2
   qimg convert -p -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2
   qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2`,
@@ -237,6 +241,12 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	sum, err := stream.Sum()
 	if err != nil {
 		return err
+	}
+	if s3.IsObjectName(req.Target) {
+		// the object carries its digest, for checksum to compare or --stored to print
+		if err := s3.StoreChecksum(req.Target, o.checksum+":"+hex.EncodeToString(sum)); err != nil {
+			return err
+		}
 	}
 	fmt.Fprintf(stdout, "%s  %s\n", hex.EncodeToString(sum), req.Target)
 	return nil
