@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/minio/minio-go/v7"
-
-	"qimg/image"
 )
 
 // checksumMeta is the user metadata (x-amz-meta-qimg-checksum) that
@@ -32,7 +30,7 @@ func StoreChecksum(name, digest string) error {
 	defer cancel()
 	st, err := c.StatObject(ctx, obj.bucket, obj.key, minio.StatObjectOptions{})
 	if err != nil {
-		return checksumError(c, obj, "storing the checksum", err)
+		return requestFailed(c, obj, "storing the checksum", err)
 	}
 	meta := map[string]string{}
 	for k, v := range st.UserMetadata {
@@ -51,7 +49,7 @@ func StoreChecksum(name, digest string) error {
 		_, err = c.ComposeObject(ctx, dst, src) // by parts
 	}
 	if err != nil {
-		return checksumError(c, obj, "storing the checksum", err)
+		return requestFailed(c, obj, "storing the checksum", err)
 	}
 	return nil
 }
@@ -84,8 +82,4 @@ func objectClient(name string) (object, *minio.Core, error) {
 	}
 	c, _, err := newClient()
 	return obj, c, err
-}
-
-func checksumError(c *minio.Core, o object, what string, err error) error {
-	return image.Errorf(err, "'%s': %s: %s", o.name, what, describe(c, o, err))
 }
