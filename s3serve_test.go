@@ -1,19 +1,16 @@
 package main
 
-// s3serve: an S3 server on loopback for the scripts (gofakes3), whose
-// buckets are the folders of $WORK/s3 and whose objects are plain files
-// there, so that qemu-img reads what qimg wrote to a bucket and qimg
+// s3serve: an S3 server on loopback for the scripts (gofakes3 over
+// s3fake.Dir), whose buckets are the folders of $WORK/s3 and whose
+// objects are plain files there, so that qemu-img reads what qimg wrote to a bucket and qimg
 // reads from a bucket what qemu-img wrote. Faults are injected in front.
 
 import (
-	"crypto/md5"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
-	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +18,9 @@ import (
 	"time"
 
 	"github.com/johannesboyne/gofakes3"
-	"github.com/johannesboyne/gofakes3/backend/s3mem"
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"qimg/internal/s3fake"
 )
 
 // Keys the scripts' server accepts.
@@ -69,7 +67,7 @@ func cmdS3Serve(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("s3serve: unknown fault %q", a)
 		}
 	}
-	fake := gofakes3.New(&dirBackend{Backend: s3mem.New(), root: root}, gofakes3.WithTimeSkewLimit(0))
+	fake := gofakes3.New(s3fake.NewDir(root), gofakes3.WithTimeSkewLimit(0))
 	f.next = fake.Server()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	ts.Check(err)
@@ -191,92 +189,4 @@ func (b *breakOff) Write(p []byte) (int, error) {
 	}
 	b.sent += int64(len(p))
 	return b.ResponseWriter.Write(p)
-}
-
-// dirBackend keeps buckets as folders and objects as files; the rest of
-// the interface (listings, deletes) comes from an empty memory backend.
-type dirBackend struct {
-	gofakes3.Backend
-	root string
-}
-
-func (d *dirBackend) bucketDir(bucket string) (string, error) {
-	dir := filepath.Join(d.root, bucket)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return "", gofakes3.BucketNotFound(bucket)
-	}
-	return dir, nil
-}
-
-func (d *dirBackend) objectPath(bucket, key string) (string, error) {
-	dir, err := d.bucketDir(bucket)
-	if err != nil {
-		return "", err
-	}
-	return filepath.Join(dir, filepath.FromSlash(path.Clean("/"+key))), nil
-}
-
-func (d *dirBackend) BucketExists(bucket string) (bool, error) {
-	_, err := d.bucketDir(bucket)
-	return err == nil, nil
-}
-
-func (d *dirBackend) HeadObject(bucket, key string) (*gofakes3.Object, error) {
-	return d.GetObject(bucket, key, nil)
-}
-
-func (d *dirBackend) GetObject(bucket, key string, rr *gofakes3.ObjectRangeRequest) (*gofakes3.Object, error) {
-	p, err := d.objectPath(bucket, key)
-	if err != nil {
-		return nil, err
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, gofakes3.KeyNotFound(key)
-	}
-	st, err := f.Stat()
-	if err != nil || st.IsDir() {
-		f.Close()
-		return nil, gofakes3.KeyNotFound(key)
-	}
-	rng, err := rr.Range(st.Size())
-	if err != nil {
-		f.Close()
-		return nil, err
-	}
-	var body io.ReadCloser = f
-	if rng != nil {
-		body = struct {
-			io.Reader
-			io.Closer
-		}{io.NewSectionReader(f, rng.Start, rng.Length), f}
-	}
-	etag := md5.Sum([]byte(fmt.Sprint(st.Size(), st.ModTime().UnixNano())))
-	meta := map[string]string{"Last-Modified": st.ModTime().UTC().Format(http.TimeFormat)}
-	return &gofakes3.Object{Name: key, Size: st.Size(), Contents: body, Range: rng, Hash: etag[:], Metadata: meta}, nil
-}
-
-// PutObject writes the object beside its key and renames it there: an
-// object appears whole or not at all.
-func (d *dirBackend) PutObject(bucket, key string, meta map[string]string, input io.Reader, size int64, _ *gofakes3.PutConditions) (gofakes3.PutObjectResult, error) {
-	p, err := d.objectPath(bucket, key)
-	if err != nil {
-		return gofakes3.PutObjectResult{}, err
-	}
-	if err := os.MkdirAll(filepath.Dir(p), 0o777); err != nil {
-		return gofakes3.PutObjectResult{}, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(p), ".upload-*")
-	if err != nil {
-		return gofakes3.PutObjectResult{}, err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, input)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	return gofakes3.PutObjectResult{}, err
 }

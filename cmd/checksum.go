@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"qimg/checksum"
+	"qimg/formats/s3"
 	"qimg/image"
 )
 
@@ -24,12 +26,14 @@ type checksumOptions struct {
 	quiet      bool
 	digest     string
 	output     string
+	stored     bool
+	digestSet  bool // --digest given
 }
 
 func newChecksumCmd(stdout, stderr io.Writer) *cobra.Command {
 	o := &checksumOptions{}
 	c := &cobra.Command{
-		Use:   "checksum [--object objectdef] [--image-opts] [-f fmt] [-l snapshot] [-U] [-p] [-q] [--digest name] [--output=human|json] filename [filename2 ...]",
+		Use:   "checksum [--object objectdef] [--image-opts] [-f fmt] [-l snapshot] [-U] [-p] [-q] [--digest name] [--stored] [--output=human|json] filename [filename2 ...]",
 		Short: "compute the digest of the content of images",
 		Long: `Print the digest of the guest-visible content of each image, one
 "HEX  filename" line each as sha256sum prints them. The digest does not
@@ -44,6 +48,11 @@ not read; data is hashed on every core. --digest chooses the algorithm
 sha512-256, sha3-224, sha3-256, sha3-384, sha3-512, blake2b512, blake2s256).
 -l takes the content of an internal snapshot. --output=json prints
 {"filename", "digest", "checksum"} for one image, an array for several.
+
+An s3:// object written by "qimg convert --checksum" carries its digest
+(x-amz-meta-qimg-checksum): the digest computed is compared with it, and a
+difference is an error. --stored prints the stored digest without reading
+the object's data, for callers who trust the bucket.
 This command is qimg's own: qemu-img has none.`,
 		Example: `  qimg checksum disk.qcow2
   qimg checksum --digest sha512 disk.raw disk.qcow2`,
@@ -54,6 +63,7 @@ This command is qimg's own: qemu-img has none.`,
 			return nil
 		},
 		RunE: func(c *cobra.Command, args []string) error {
+			o.digestSet = c.Flags().Changed("digest")
 			return runChecksum(c.Context(), o, args, stdout, stderr)
 		},
 	}
@@ -67,6 +77,7 @@ This command is qimg's own: qemu-img has none.`,
 	f.BoolVarP(&o.quiet, "quiet", "q", false, "print nothing but the checksums and errors")
 	f.StringVar(&o.digest, "digest", checksum.DefaultDigest, "digest algorithm")
 	f.StringVar(&o.output, "output", "human", "output format: human or json")
+	f.BoolVar(&o.stored, "stored", false, "print the digest stored with an s3:// object, without reading it")
 	objectFlag(f)
 	return c
 }
@@ -95,16 +106,19 @@ func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout
 		ctx = context.Background()
 	}
 	var results []checksumResult
+	var mismatch error
 	for _, name := range files {
-		sum, err := checksumImage(ctx, o, name, stdout, stderr)
+		r, err := checksumOf(ctx, o, name, stdout, stderr)
 		if err != nil {
 			return err
 		}
-		r := checksumResult{Filename: name, Digest: o.digest, Checksum: hex.EncodeToString(sum)}
 		if o.output == "human" {
 			fmt.Fprintf(stdout, "%s  %s\n", r.Checksum, r.Filename)
 		}
 		results = append(results, r)
+		if mismatch == nil && !o.stored && o.snapshot == "" {
+			mismatch = compareStored(r)
+		}
 	}
 	if o.output == "json" {
 		var v any = results
@@ -117,7 +131,57 @@ func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout
 		}
 		fmt.Fprintf(stdout, "%s\n", b)
 	}
-	return nil
+	return mismatch
+}
+
+// checksumOf computes an image's digest, or with --stored reads the one
+// stored with an object.
+func checksumOf(ctx context.Context, o *checksumOptions, name string, stdout, stderr io.Writer) (checksumResult, error) {
+	if o.stored {
+		return storedChecksum(o, name)
+	}
+	sum, err := checksumImage(ctx, o, name, stdout, stderr)
+	if err != nil {
+		return checksumResult{}, err
+	}
+	return checksumResult{Filename: name, Digest: o.digest, Checksum: hex.EncodeToString(sum)}, nil
+}
+
+// storedChecksum is the digest an s3:// object carries; with --digest it
+// must be of that algorithm.
+func storedChecksum(o *checksumOptions, name string) (checksumResult, error) {
+	if !s3.IsObjectName(name) {
+		return checksumResult{}, fmt.Errorf("'%s': --stored reads the checksum stored with an S3 object (s3://bucket/key); compute it without --stored", name)
+	}
+	stored, err := s3.StoredChecksum(name)
+	if err != nil {
+		return checksumResult{}, err
+	}
+	digest, sum, ok := strings.Cut(stored, ":")
+	if !ok {
+		return checksumResult{}, fmt.Errorf("'%s' has no stored checksum (qimg convert --checksum stores one); compute it without --stored", name)
+	}
+	if o.digestSet && digest != o.digest {
+		return checksumResult{}, fmt.Errorf("'%s': the stored checksum is a %s digest, not %s; compute it without --stored", name, digest, o.digest)
+	}
+	return checksumResult{Filename: name, Digest: digest, Checksum: sum}, nil
+}
+
+// compareStored reports a computed digest that differs from the one the
+// object carries, when it carries one of the same algorithm.
+func compareStored(r checksumResult) error {
+	if !s3.IsObjectName(r.Filename) {
+		return nil
+	}
+	stored, err := s3.StoredChecksum(r.Filename)
+	if err != nil {
+		return err
+	}
+	digest, sum, _ := strings.Cut(stored, ":")
+	if digest != r.Digest || strings.EqualFold(sum, r.Checksum) {
+		return nil
+	}
+	return fmt.Errorf("%s: the content's %s digest differs from the one stored with the object (%s)", r.Filename, r.Digest, sum)
 }
 
 func checksumImage(ctx context.Context, o *checksumOptions, name string, stdout, stderr io.Writer) ([]byte, error) {

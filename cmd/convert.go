@@ -15,6 +15,7 @@ import (
 	"qimg/checksum"
 	"qimg/convert"
 	"qimg/create"
+	"qimg/formats/s3"
 	"qimg/image"
 )
 
@@ -22,6 +23,7 @@ func init() { register(newConvertCmd) }
 
 type convertOptions struct {
 	checksum      string
+	cleanUploads  bool
 	sourceFormat  string
 	targetFormat  string
 	options       []string
@@ -86,7 +88,16 @@ rate in bytes per second; -U reads sources that another process uses.
 
 --checksum[=digest] prints the checksum of the content written, as
 "qimg checksum --digest digest output_filename" prints it, computed from the
-bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
+bytes the copy holds anyway: nothing is read twice (sha256 by default).
+An s3:// target keeps it as user metadata (x-amz-meta-qimg-checksum:
+digest:HEX), which "qimg checksum" compares and "qimg checksum --stored"
+prints.
+
+--cleanup-uploads, with an s3:// target, first aborts the unfinished
+multipart uploads of that key: the parts a convert killed before it could
+abort its own upload (SIGKILL, a crash, a lost machine), which the bucket
+keeps until they are aborted. An upload of the same key that another
+process is running fails.`,
 		Example: `  qimg convert -O qcow2 disk.raw disk.qcow2
   qimg convert -p -c -O qcow2 -o compression_type=zstd disk.raw small.qcow2
   qimg convert -O qcow2 -B base.qcow2 -F qcow2 top.qcow2 delta.qcow2`,
@@ -123,6 +134,7 @@ bytes the copy holds anyway: nothing is read twice (sha256 by default).`,
 	f.BoolVar(&o.skipBroken, "skip-broken-bitmaps", false, "skip inconsistent bitmaps (with --bitmaps)")
 	f.StringVar(&o.checksum, "checksum", "", "print the checksum of the written content, made while copying (digest name; sha256 when given without one)")
 	f.Lookup("checksum").NoOptDefVal = checksum.DefaultDigest
+	f.BoolVar(&o.cleanUploads, "cleanup-uploads", false, "first abort the unfinished uploads of the s3:// target left by a killed convert")
 	addImageOptsFlag(f, &o.imageOpts)
 	f.BoolVar(&o.targetOpts, "target-image-opts", false, "the target is an option string (with -n)")
 	objectFlag(f)
@@ -220,6 +232,11 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if !o.quiet {
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
+	if o.cleanUploads {
+		if err := cleanupUploads(req.Target); err != nil {
+			return err
+		}
+	}
 	var stream *checksum.Stream
 	if o.checksum != "" {
 		if stream, err = checksum.NewStream(o.checksum); err != nil {
@@ -238,8 +255,23 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if s3.IsObjectName(req.Target) {
+		// the object carries its digest, for checksum to compare or --stored to print
+		if err := s3.StoreChecksum(req.Target, o.checksum+":"+hex.EncodeToString(sum)); err != nil {
+			return err
+		}
+	}
 	fmt.Fprintf(stdout, "%s  %s\n", hex.EncodeToString(sum), req.Target)
 	return nil
+}
+
+// cleanupUploads aborts what killed uploads left behind at the target.
+func cleanupUploads(target string) error {
+	if !s3.IsObjectName(target) {
+		return fmt.Errorf("--cleanup-uploads needs an s3:// target, not '%s'", target)
+	}
+	_, err := s3.AbortUploads(target)
+	return err
 }
 
 // convertMemoryLimit is the Go heap's soft limit during convert.

@@ -78,12 +78,18 @@ func forgetIdentity(n *Node) {
 // filename, with the driver its name picks, or with driver when the
 // command named a protocol driver as the format ("-f file").
 func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Node, error) {
+	return openProtocolFor(filename, driver, ProtocolOptions{Writable: writable, Cache: cache})
+}
+
+// openProtocolFor is openProtocol with the options the driver gets.
+func openProtocolFor(filename, driver string, po ProtocolOptions) (*Node, error) {
+	writable := po.Writable
 	name, path, shown := protocolOf(filename, driver)
 	f, err := lookupProtocol(name)
 	if err != nil {
 		return nil, err
 	}
-	drv, err := f.OpenProtocol(path, ProtocolOptions{Writable: writable, Cache: cache})
+	drv, err := f.OpenProtocol(path, po)
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +98,7 @@ func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Nod
 		n.Filename = c.CanonicalName()
 	}
 	if fl, ok := drv.(Filter); ok {
-		if err := openFilterChild(n, f, fl, cache); err != nil {
+		if err := openFilterChild(n, f, fl, po.Cache); err != nil {
 			drv.Close()
 			return nil, err
 		}
@@ -302,7 +308,7 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 			protocol = format
 		}
 	}
-	file, err := openProtocol(filename, protocol, writable, cache)
+	file, err := openProtocolFor(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, User: o.User})
 	if err != nil {
 		return nil, err
 	}

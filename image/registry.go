@@ -90,6 +90,9 @@ type OpenContext struct {
 type ProtocolOptions struct {
 	Writable bool
 	Cache    CacheMode
+	// User is the operation that opens the image (OpenOptions.User), for
+	// a driver that words a refusal for it.
+	User string
 }
 
 // CreateContext is what a format driver's Create gets.

@@ -159,6 +159,11 @@ func openError(c *minio.Core, o object, err error) error {
 	return image.Errorf(err, "Could not open '%s': %s", o.name, describe(c, o, err))
 }
 
+// requestFailed words a failed request on an object, in one line.
+func requestFailed(c *minio.Core, o object, what string, err error) error {
+	return image.Errorf(err, "'%s': %s: %s", o.name, what, describe(c, o, err))
+}
+
 // describe is the reason of a failed request, in one line.
 func describe(c *minio.Core, o object, err error) string {
 	if errors.Is(err, context.Canceled) {

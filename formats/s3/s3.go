@@ -47,6 +47,7 @@ type Reader struct {
 	client   *minio.Core
 	endpoint string
 	size     int64
+	user     string // the operation that opened it, for a refused reopen
 
 	mu     sync.Mutex
 	ranges []fetched // most recent last
@@ -65,7 +66,7 @@ func Open(name string, o image.ProtocolOptions) (image.Driver, error) {
 		return nil, err
 	}
 	if o.Writable {
-		return openUpload(obj)
+		return openUpload(obj, o.User)
 	}
 	client, ep, err := newClient()
 	if err != nil {
@@ -77,7 +78,16 @@ func Open(name string, o image.ProtocolOptions) (image.Driver, error) {
 	if err != nil {
 		return nil, openError(client, obj, err)
 	}
-	return &Reader{obj: obj, client: client, endpoint: ep, size: st.Size}, nil
+	return &Reader{obj: obj, client: client, endpoint: ep, size: st.Size, user: o.User}, nil
+}
+
+// Reopen refuses to make the object writable (commit into a backing file
+// in a bucket): it cannot be changed in place.
+func (r *Reader) Reopen(writable bool) error {
+	if writable {
+		return inPlaceRefusal(r.obj, r.user)
+	}
+	return nil
 }
 
 // Size is the object's length.

@@ -115,8 +115,9 @@ func newUpload(obj object, client *minio.Core, id string) *Upload {
 }
 
 // openUpload opens for writing an object this process is creating; any
-// other object is refused, naming the convert that writes a new one.
-func openUpload(obj object) (image.Driver, error) {
+// other object is refused, naming the convert that does the job of the
+// command (user) that asked.
+func openUpload(obj object, user string) (image.Driver, error) {
 	u, err := endpoint()
 	if err != nil {
 		return nil, err
@@ -126,8 +127,39 @@ func openUpload(obj object) (image.Driver, error) {
 	if up := pending[identity(endpointID(u), obj)]; up != nil {
 		return up, nil
 	}
-	return nil, image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place: objects in S3 are written once; "+
-		"write the result as a new object (qimg convert -O raw IMAGE s3://%s/NEW-KEY)", obj.name, obj.bucket)
+	return nil, inPlaceRefusal(obj, user)
+}
+
+// inPlaceRefusal says why a command cannot change an object and which
+// convert does its job instead.
+func inPlaceRefusal(obj object, user string) error {
+	newKey := fmt.Sprintf("s3://%s/NEW-KEY", obj.bucket)
+	var instead string
+	switch user {
+	case "convert target":
+		user = "convert -n"
+		instead = fmt.Sprintf("convert without -n replaces the object whole when its upload completes (qimg convert -O raw SOURCE %s)", obj.name)
+	case "commit":
+		instead = fmt.Sprintf("write the committed image as a new object (qimg convert -O raw TOP %s)", newKey)
+	case "rebase":
+		instead = fmt.Sprintf("write the image, its backing chain flattened, as a new object (qimg convert -O raw %s %s)", obj.name, newKey)
+	case "resize":
+		instead = fmt.Sprintf("resize a local copy (qimg convert -O raw %s LOCAL.raw), then convert that to a new object", obj.name)
+	case "amend":
+		instead = fmt.Sprintf("amend a local copy (qimg convert -O qcow2 %s LOCAL.qcow2)", obj.name)
+	case "snapshot":
+		instead = fmt.Sprintf("take or apply snapshots on a local copy (qimg convert -O qcow2 %s LOCAL.qcow2)", obj.name)
+	case "bitmap":
+		instead = fmt.Sprintf("change the bitmaps of a local copy (qimg convert --bitmaps -O qcow2 %s LOCAL.qcow2)", obj.name)
+	case "check":
+		user = "check -r"
+		instead = fmt.Sprintf("convert copies what reads back into a new object (qimg convert -O raw %s %s)", obj.name, newKey)
+	default:
+		return image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place: objects in S3 are written once; "+
+			"write the result as a new object (qimg convert -O raw IMAGE %s)", obj.name, newKey)
+	}
+	return image.Errorf(image.ErrUnsupported, "'%s' cannot be changed in place by %s: objects in S3 are written once; %s",
+		obj.name, user, instead)
 }
 
 // creating is the object as the create step sees it: it sets the size,
