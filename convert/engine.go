@@ -74,6 +74,10 @@ type piece struct {
 	runOff int64
 	// imageAllocated: the image itself allocates the piece (Rebase).
 	imageAllocated bool
+	// offloaded: the piece is copied by the protocol and not read,
+	// decided once when its job is prepared (offload may be turned off
+	// by another worker meanwhile)
+	offloaded bool
 }
 
 func (p piece) end() int64 { return p.off + p.n }
@@ -699,6 +703,12 @@ func (e *engine) worker(jobs <-chan *job, done chan<- *job) error {
 		case <-e.ctx.Done():
 			return e.ctx.Err()
 		}
+		// select picks at random when a job and the cancellation are both
+		// ready: after a failure no new job is started
+		if err := e.ctx.Err(); err != nil {
+			e.pool.put(j.buf)
+			return err
+		}
 		if err := e.prepare(j); err != nil {
 			e.pool.put(j.buf)
 			return err
@@ -793,11 +803,15 @@ func (e *engine) offloadable(p piece) bool {
 // readsData says whether the worker reads a data piece (offloaded copies
 // without zero detection are not read).
 func (e *engine) readsData(p piece) bool {
-	return e.detecting || !e.offloadable(p)
+	return !p.offloaded
 }
 
 // prepare reads a job's data and turns it into write operations.
 func (e *engine) prepare(j *job) error {
+	for i := range j.pieces {
+		p := &j.pieces[i]
+		p.offloaded = p.kind == kData && !e.detecting && e.offloadable(*p)
+	}
 	if j.buf == nil {
 		for _, p := range j.pieces {
 			if p.kind == kZero {
@@ -1144,7 +1158,7 @@ func (e *engine) addData(j *job, buf []byte, span []piece, off, n int64) {
 		if s >= t {
 			continue
 		}
-		if e.offloadable(p) && !e.detecting {
+		if p.offloaded {
 			j.addOp(op{kind: opCopy, off: s, n: t - s, host: p.host, hostOff: p.hostOff + (s - p.off)})
 			continue
 		}
