@@ -27,12 +27,19 @@ type faulty struct {
 	badStart int64
 	badEnd   int64
 	reads    *atomic.Int64
+	failed   chan struct{}
+	once     *sync.Once
 }
 
 var faultyRange struct {
 	sync.Mutex
 	start, end int64
 	reads      atomic.Int64
+	// failed is closed by the first failed read: reads past the bad
+	// range wait for it, so that the failure comes first however the
+	// workers are scheduled
+	failed chan struct{}
+	once   *sync.Once
 }
 
 func init() {
@@ -42,7 +49,8 @@ func init() {
 		Open: func(o *image.OpenContext) (image.Driver, error) {
 			faultyRange.Lock()
 			defer faultyRange.Unlock()
-			return &faulty{file: o.File, badStart: faultyRange.start, badEnd: faultyRange.end, reads: &faultyRange.reads}, nil
+			return &faulty{file: o.File, badStart: faultyRange.start, badEnd: faultyRange.end, reads: &faultyRange.reads,
+				failed: faultyRange.failed, once: faultyRange.once}, nil
 		},
 	})
 }
@@ -53,8 +61,12 @@ func (f *faulty) BlockStatus(off, n int64) (image.Extent, error) {
 	return image.Extent{Offset: off, Length: n, Allocated: true, Data: true, HostOffset: -1}, nil
 }
 func (f *faulty) ReadAt(p []byte, off int64) (int, error) {
+	if f.badStart >= 0 && off >= f.badEnd && f.failed != nil {
+		<-f.failed
+	}
 	f.reads.Add(1)
 	if off < f.badEnd && off+int64(len(p)) > f.badStart {
+		f.once.Do(func() { close(f.failed) })
 		return 0, syscall.EIO
 	}
 	return f.file.ReadAt(p, off)
@@ -232,6 +244,7 @@ func TestNoCreateOverData(t *testing.T) {
 func setFaulty(start, end int64) {
 	faultyRange.Lock()
 	faultyRange.start, faultyRange.end = start, end
+	faultyRange.failed, faultyRange.once = make(chan struct{}), &sync.Once{}
 	faultyRange.Unlock()
 	faultyRange.reads.Store(0)
 }
