@@ -220,6 +220,10 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 		// refuses rather than show the backing file
 		return image.Errorf(syscall.ENOTSUP, "Failed to zero out new clusters: Operation not supported")
 	}
+	if zero && q.compressedZeroHead(old, size) {
+		// qemu cannot give a compressed cluster zero subclusters
+		return image.Errorf(syscall.ENOTSUP, "Failed to zero out new clusters: Operation not supported")
+	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
 		if err := q.growL1(need); err != nil {
 			return ioError("Failed to grow the L1 table", err)
@@ -279,6 +283,22 @@ func (q *Image) dataFileRaw() bool {
 // the backing file's data: it is longer than the image was.
 func (q *Image) backingShowsThrough(old int64) bool {
 	return q.backing != nil && q.backing.Size() > old
+}
+
+// compressedZeroHead reports whether zeroing [old, size) would have to
+// give zero subclusters to a compressed cluster (extended L2 entries, the
+// first whole subcluster past old inside a compressed cluster), which
+// qemu refuses before it changes anything.
+func (q *Image) compressedZeroHead(old, size int64) bool {
+	if !q.extendedL2 {
+		return false
+	}
+	zeroStart := roundUpTo(old, q.clusterSize/subclusters)
+	if zeroStart >= size || zeroStart%q.clusterSize == 0 {
+		return false
+	}
+	m, err := q.lookup(zeroStart, 1)
+	return err == nil && m.typ == ctCompressed
 }
 
 // zeroNewArea makes the guest bytes [old, size) read as zeroes instead of
