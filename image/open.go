@@ -78,12 +78,18 @@ func forgetIdentity(n *Node) {
 // filename, with the driver its name picks, or with driver when the
 // command named a protocol driver as the format ("-f file").
 func openProtocol(filename, driver string, writable bool, cache CacheMode) (*Node, error) {
+	return openProtocolWith(filename, driver, ProtocolOptions{Writable: writable, Cache: cache})
+}
+
+// openProtocolWith is openProtocol with the driver's own options.
+func openProtocolWith(filename, driver string, o ProtocolOptions) (*Node, error) {
+	writable, cache := o.Writable, o.Cache
 	name, path, shown := protocolOf(filename, driver)
 	f, err := lookupProtocol(name)
 	if err != nil {
 		return nil, err
 	}
-	drv, err := f.OpenProtocol(path, ProtocolOptions{Writable: writable, Cache: cache})
+	drv, err := f.OpenProtocol(path, o)
 	if err != nil {
 		return nil, err
 	}
@@ -302,7 +308,7 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 			protocol = format
 		}
 	}
-	file, err := openProtocol(filename, protocol, writable, cache)
+	file, err := openProtocolWith(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, Options: spec.protocolOpts})
 	if err != nil {
 		return nil, err
 	}

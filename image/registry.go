@@ -90,6 +90,9 @@ type OpenContext struct {
 type ProtocolOptions struct {
 	Writable bool
 	Cache    CacheMode
+	// Options are the driver's own options from --image-opts or a json:
+	// name (checked against its OpenOptions); nil for a plain filename.
+	Options map[string]string
 }
 
 // CreateContext is what a format driver's Create gets.
