@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 
 	"github.com/rogpeppe/go-internal/testscript"
@@ -102,7 +103,7 @@ func requireCookie(h http.Handler, cookie string) http.Handler {
 
 // cmdStallServe listens on 127.0.0.1, accepts connections and never
 // answers, until the script ends: a server that hangs. It sets VAR to
-// its address (host:port).
+// its port.
 func cmdStallServe(ts *testscript.TestScript, neg bool, args []string) {
 	if neg || len(args) != 1 {
 		ts.Fatalf("usage: stallserve VAR")
@@ -125,5 +126,5 @@ func cmdStallServe(ts *testscript.TestScript, neg bool, args []string) {
 		}
 	}()
 	ts.Defer(func() { ln.Close() })
-	ts.Setenv(args[0], ln.Addr().String())
+	ts.Setenv(args[0], strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
 }

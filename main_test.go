@@ -22,7 +22,7 @@ package main
 //	                        http.ServeContent serves them; none with norange) and set $VAR to its URL;
 //	                        also: tls (self-signed), auth=USER:PASSWORD, cookie=NAME=VALUE;
 //	                        /moved/PATH redirects to /PATH
-//	stallserve VAR          accept TCP connections on 127.0.0.1 and never answer; $VAR is host:port
+//	stallserve VAR          accept TCP connections on 127.0.0.1 and never answer; $VAR is the port
 //	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
 //	                        their files) and set the AWS variables for it (s3serve_test.go)
 //	s3uploads N             require N multipart uploads open on that server
