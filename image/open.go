@@ -308,9 +308,12 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 			protocol = format
 		}
 	}
-	file, err := openProtocolWith(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, Options: spec.protocolOpts})
+	file, err := openProtocolWith(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, Options: spec.protocolOpts.strings()})
 	if err != nil {
 		return nil, err
+	}
+	if file.jsonName == "" {
+		file.jsonName = protocolJSONName(file, spec.protocolOpts)
 	}
 	closeFile := func() {
 		if len(file.parents) == 0 {

@@ -11,7 +11,7 @@ type nodeSpec struct {
 	format   string // "" probes
 	protocol string // "" picks the protocol driver by the name
 	// protocolOpts are the protocol driver's own options (a URL's cookie).
-	protocolOpts map[string]string
+	protocolOpts *openTree
 	own          *openTree
 	// backing are the backing.* options (nil: the image header decides);
 	// noBacking is backing=null.
@@ -178,7 +178,7 @@ func protocolSpec(s nodeSpec, t *openTree, f *Format) (nodeSpec, error) {
 	if err != nil {
 		return s, err
 	}
-	s.filename, s.protocol, s.protocolOpts = name, f.Name, t.strings()
+	s.filename, s.protocol, s.protocolOpts = name, f.Name, t
 	return s, nil
 }
 
@@ -261,9 +261,8 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 		s.filename = name
 		driver, _ = protocolFor(name)
 		if f, ok := Lookup(driver); ok && f.Protocol {
-			err := checkProtocolOptions(f, file)
-			s.protocolOpts = file.strings()
-			return err
+			s.protocolOpts = file
+			return checkProtocolOptions(f, file)
 		}
 		_, err := takeNodeOptions(file)
 		return err
@@ -279,7 +278,7 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 	if err != nil {
 		return err
 	}
-	s.filename, s.protocol, s.protocolOpts = name, driver, file.strings()
+	s.filename, s.protocol, s.protocolOpts = name, driver, file
 	return nil
 }
 

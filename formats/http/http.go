@@ -22,7 +22,7 @@ import (
 func init() {
 	for _, name := range []string{"http", "https"} {
 		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
-			OpenOptions: openOptions, ProtocolFilename: filenameFor(name)})
+			OpenOptions: openOptions, NameOptions: nameOptions, ProtocolFilename: filenameFor(name)})
 	}
 }
 
@@ -138,11 +138,21 @@ func (d *Driver) failureText(err error) string {
 	return err.Error()
 }
 
-// Size is the resource's length.
-func (d *Driver) Size() int64 { return d.size }
+// Size is the resource's length rounded up to whole 512-byte sectors, as
+// qemu's block layer shows it; the tail past the end reads as zeroes.
+func (d *Driver) Size() int64 { return (d.size + 511) &^ 511 }
 
 // CanonicalName is the URL, as qemu shows it.
 func (d *Driver) CanonicalName() string { return d.url }
+
+// PlainName reports whether the URL alone names what is read: not with
+// credentials, cookies or unchecked certificates (qemu's
+// curl_refresh_filename).
+func (d *Driver) PlainName() bool {
+	s := d.settings
+	return s.sslverify && s.cookie == "" && s.username == "" && s.password == nil &&
+		s.proxyUsername == "" && s.proxyPassword == nil
+}
 
 // InfoLess: qemu's curl driver has no get_info.
 func (d *Driver) InfoLess() {}
@@ -160,6 +170,17 @@ func (d *Driver) BlockStatus(off, length int64) (image.Extent, error) {
 
 // ReadAt serves p from a fetched range or fetches [off, off+len(p)+readahead).
 func (d *Driver) ReadAt(p []byte, off int64) (int, error) {
+	if tail := off + int64(len(p)) - d.size; tail > 0 {
+		clear(p[max(int64(len(p))-tail, 0):])
+		if off >= d.size {
+			return len(p), nil
+		}
+		n, err := d.ReadAt(p[:d.size-off], off)
+		if err != nil {
+			return n, err
+		}
+		return len(p), nil
+	}
 	if d.fromCache(p, off) {
 		return len(p), nil
 	}

@@ -23,6 +23,11 @@ var openOptions = []image.OptionSpec{
 	{Name: "proxy-password-secret", Type: image.OptString, Help: "ID of secret used as password for HTTP proxy auth"},
 }
 
+// nameOptions are the options that change what is read, which a json:
+// name of the node shows (readahead and timeout do not).
+var nameOptions = []string{"url", "sslverify", "cookie", "cookie-secret", "username",
+	"password-secret", "proxy-username", "proxy-password-secret"}
+
 const (
 	// defaultReadahead is how much more than asked each request fetches.
 	defaultReadahead = 256 << 10
