@@ -19,7 +19,10 @@ package main
 //	status N PROG ARGS…     run PROG and require exit status N; its stdout and stderr
 //	                        become the script's (for commands with several failure codes)
 //	httpserve VAR [norange] serve the work folder over HTTP on 127.0.0.1 (byte ranges, as
-//	                        http.ServeContent serves them; none with norange) and set $VAR to its URL
+//	                        http.ServeContent serves them; none with norange) and set $VAR to its URL;
+//	                        also: tls (self-signed), auth=USER:PASSWORD, cookie=NAME=VALUE;
+//	                        /moved/PATH redirects to /PATH
+//	stallserve VAR          accept TCP connections on 127.0.0.1 and never answer; $VAR is the port
 //	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
 //	                        their files) and set the AWS variables for it (s3serve_test.go)
 //	s3uploads N             require N multipart uploads open on that server
@@ -53,8 +56,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"regexp"
@@ -126,18 +127,19 @@ func TestScripts(t *testing.T) {
 			return false, errUnknownCondition(cond)
 		},
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			"sum":       cmdSum,
-			"dropline":  cmdDropline,
-			"replace":   cmdReplace,
-			"waitlock":  cmdWaitlock,
-			"waitout":   cmdWaitout,
-			"truncate":  cmdTruncate,
-			"probes":    cmdProbes,
-			"status":    cmdStatus,
-			"httpserve": cmdHTTPServe,
-			"s3serve":   cmdS3Serve,
-			"s3uploads": cmdS3Uploads,
-			"tmpfs":     cmdTmpfs,
+			"sum":        cmdSum,
+			"dropline":   cmdDropline,
+			"replace":    cmdReplace,
+			"waitlock":   cmdWaitlock,
+			"waitout":    cmdWaitout,
+			"truncate":   cmdTruncate,
+			"probes":     cmdProbes,
+			"status":     cmdStatus,
+			"httpserve":  cmdHTTPServe,
+			"stallserve": cmdStallServe,
+			"s3serve":    cmdS3Serve,
+			"s3uploads":  cmdS3Uploads,
+			"tmpfs":      cmdTmpfs,
 		},
 	})
 }
@@ -321,39 +323,4 @@ func cmdProbes(ts *testscript.TestScript, neg bool, args []string) {
 	if got := format(ts.ReadFile("stdout")); got != want {
 		ts.Fatalf("%s: qemu-img says %s, qimg says %s", args[0], want, got)
 	}
-}
-
-// cmdHTTPServe serves the work folder over HTTP until the script ends.
-func cmdHTTPServe(ts *testscript.TestScript, neg bool, args []string) {
-	if neg || len(args) < 1 || len(args) > 2 || len(args) == 2 && args[1] != "norange" {
-		ts.Fatalf("usage: httpserve VAR [norange]")
-	}
-	var h http.Handler = http.FileServer(http.Dir(ts.Getenv("WORK")))
-	if len(args) == 2 {
-		files := h
-		h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			r.Header.Del("Range")
-			files.ServeHTTP(noRanges{w}, r)
-		})
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	ts.Check(err)
-	srv := &http.Server{Handler: h}
-	go srv.Serve(ln)
-	ts.Defer(func() { srv.Close() })
-	ts.Setenv(args[0], "http://"+ln.Addr().String())
-}
-
-// noRanges hides the Accept-Ranges header of a response: a server that
-// serves whole files only.
-type noRanges struct{ http.ResponseWriter }
-
-func (w noRanges) WriteHeader(code int) {
-	w.Header().Del("Accept-Ranges")
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w noRanges) Write(b []byte) (int, error) {
-	w.Header().Del("Accept-Ranges")
-	return w.ResponseWriter.Write(b)
 }

@@ -308,9 +308,12 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 			protocol = format
 		}
 	}
-	file, err := openProtocolFor(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, User: o.User})
+	file, err := openProtocolFor(filename, protocol, ProtocolOptions{Writable: writable, Cache: cache, User: o.User, Options: spec.protocolOpts.strings()})
 	if err != nil {
 		return nil, err
+	}
+	if file.jsonName == "" {
+		file.jsonName = protocolJSONName(file, spec.protocolOpts)
 	}
 	closeFile := func() {
 		if len(file.parents) == 0 {

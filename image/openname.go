@@ -16,28 +16,65 @@ func (n *Node) ShownName() string {
 }
 
 // jsonNodeName is the json: name of a format node opened with options
-// its driver counts as part of its name, as qemu's bdrv_refresh_filename
-// writes it: those options, the driver, and the file child; "" when no
-// such option was given or the child is not a local file.
+// its driver counts as part of its name, or over a protocol node that has
+// a json: name, as qemu's bdrv_refresh_filename writes it: those options,
+// the driver, and the file child; "" when neither is so or the child is
+// not a local file nor json-named.
 func jsonNodeName(f *Format, spec nodeSpec, file *Node) string {
-	if spec.own == nil || !fileProtocols[file.Format] {
+	var child string
+	switch {
+	case IsJSONName(file.jsonName):
+		child = strings.TrimPrefix(file.jsonName, "json:")
+	case fileProtocols[file.Format]:
+		child = qdictJSON([]string{"driver", "filename"},
+			map[string]string{"driver": qemuJSONString(file.Format), "filename": qemuJSONString(file.Filename)})
+	default:
 		return ""
 	}
-	var keys []string
-	vals := map[string]string{}
-	for _, k := range spec.own.keys {
-		if containsString(f.NameOptions, k) {
-			keys = append(keys, k)
-			vals[k] = qemuJSONValue(spec.own.vals[k])
-		}
-	}
-	if len(keys) == 0 {
+	keys, vals := nameOptions(f, spec.own)
+	if len(keys) == 0 && file.jsonName == "" {
 		return ""
 	}
-	child := qdictJSON([]string{"driver", "filename"},
-		map[string]string{"driver": qemuJSONString(file.Format), "filename": qemuJSONString(file.Filename)})
 	keys = append(keys, "driver", "file")
 	vals["driver"], vals["file"] = qemuJSONString(f.Name), child
+	return "json:" + qdictJSON(keys, vals)
+}
+
+// nameOptions are the options of t that f counts as part of its name,
+// as JSON values.
+func nameOptions(f *Format, t *openTree) ([]string, map[string]string) {
+	var keys []string
+	vals := map[string]string{}
+	if t == nil {
+		return keys, vals
+	}
+	for _, k := range t.keys {
+		if containsString(f.NameOptions, k) {
+			keys = append(keys, k)
+			vals[k] = qemuJSONValue(t.vals[k])
+		}
+	}
+	return keys, vals
+}
+
+// PlainNamer is implemented by protocol drivers whose name alone (a URL)
+// names what they read unless some options change it (curl's cookie,
+// credentials, sslverify=off): qemu's exact_filename.
+type PlainNamer interface {
+	PlainName() bool
+}
+
+// protocolJSONName is the json: name of a protocol node whose options
+// change what it reads: its NameOptions that were given, and the driver.
+func protocolJSONName(n *Node, t *openTree) string {
+	p, ok := n.drv.(PlainNamer)
+	f, found := Lookup(n.Format)
+	if !ok || !found || p.PlainName() {
+		return ""
+	}
+	keys, vals := nameOptions(f, t)
+	keys = append(keys, "driver")
+	vals["driver"] = qemuJSONString(f.Name)
 	return "json:" + qdictJSON(keys, vals)
 }
 

@@ -10,7 +10,9 @@ type nodeSpec struct {
 	filename string // the protocol's name of the object
 	format   string // "" probes
 	protocol string // "" picks the protocol driver by the name
-	own      *openTree
+	// protocolOpts are the protocol driver's own options (a URL's cookie).
+	protocolOpts *openTree
+	own          *openTree
 	// backing are the backing.* options (nil: the image header decides);
 	// noBacking is backing=null.
 	backing   *openTree
@@ -176,7 +178,7 @@ func protocolSpec(s nodeSpec, t *openTree, f *Format) (nodeSpec, error) {
 	if err != nil {
 		return s, err
 	}
-	s.filename, s.protocol = name, f.Name
+	s.filename, s.protocol, s.protocolOpts = name, f.Name, t
 	return s, nil
 }
 
@@ -259,6 +261,7 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 		s.filename = name
 		driver, _ = protocolFor(name)
 		if f, ok := Lookup(driver); ok && f.Protocol {
+			s.protocolOpts = file
 			return checkProtocolOptions(f, file)
 		}
 		_, err := takeNodeOptions(file)
@@ -275,7 +278,7 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 	if err != nil {
 		return err
 	}
-	s.filename, s.protocol = name, driver
+	s.filename, s.protocol, s.protocolOpts = name, driver, file
 	return nil
 }
 

@@ -93,6 +93,9 @@ type ProtocolOptions struct {
 	// User is the operation that opens the image (OpenOptions.User), for
 	// a driver that words a refusal for it.
 	User string
+	// Options are the driver's own options from --image-opts or a json:
+	// name (checked against its OpenOptions); nil for a plain filename.
+	Options map[string]string
 }
 
 // CreateContext is what a format driver's Create gets.

@@ -5,6 +5,7 @@
 package http
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -21,26 +22,26 @@ import (
 func init() {
 	for _, name := range []string{"http", "https"} {
 		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
-			OpenOptions: openOptions, ProtocolFilename: filenameFor(name)})
+			OpenOptions: openOptions, NameOptions: nameOptions, ProtocolFilename: filenameFor(name)})
 	}
 }
 
 const (
-	// readahead is qemu's default: each request fetches this much more.
-	readahead = 256 << 10
 	// cached is how many fetched ranges are kept: the copy engine's
 	// workers read at several offsets at once.
 	cached = 16
-	// requestTimeout bounds one request, so that a stalled server fails
-	// the command instead of hanging it.
-	requestTimeout = 60 * time.Second
+	// maxReadahead bounds what one range may add, so that the cache
+	// stays small whatever readahead says.
+	maxReadahead = 16 << 20
 )
 
 // Driver is an open URL.
 type Driver struct {
-	url    string
-	size   int64
-	client *http.Client
+	url       string
+	size      int64
+	client    *http.Client
+	settings  settings
+	readahead int64
 
 	mu     sync.Mutex
 	ranges []fetched // most recent last
@@ -53,15 +54,24 @@ type fetched struct {
 
 var errNoRange = errors.New("Server does not support 'range' (byte ranges).")
 
-// Open asks the server for the size and checks it serves byte ranges.
+// Open checks the options, asks the server for the size and checks it
+// serves byte ranges.
 func Open(url string, o image.ProtocolOptions) (image.Driver, error) {
 	if o.Writable {
 		return nil, errors.New("curl driver does not support writes")
 	}
-	d := &Driver{url: url, client: &http.Client{Timeout: requestTimeout}}
-	resp, err := d.client.Head(url)
+	set, err := parseSettings(o.Options)
 	if err != nil {
-		return nil, openError(connectText(err))
+		return nil, err
+	}
+	d := &Driver{url: url, settings: set, client: newClient(set), readahead: min(set.readahead, maxReadahead)}
+	req, err := d.request(http.MethodHead)
+	if err != nil {
+		return nil, openError(err.Error())
+	}
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return nil, openError(d.failureText(err))
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 400 {
@@ -77,6 +87,28 @@ func Open(url string, o image.ProtocolOptions) (image.Driver, error) {
 	return d, nil
 }
 
+// newClient is a client with curl's settings: a limit on each whole
+// request (none at 0), certificates checked or not, the environment's
+// proxy, redirects followed.
+func newClient(set settings) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = set.proxy
+	if !set.sslverify {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true}
+	}
+	return &http.Client{Transport: tr, Timeout: time.Duration(set.timeout) * time.Second}
+}
+
+// request is a request for the URL with the credentials and cookies.
+func (d *Driver) request(method string) (*http.Request, error) {
+	req, err := http.NewRequest(method, d.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	d.settings.authorize(req)
+	return req, nil
+}
+
 func openError(msg string) error { return fmt.Errorf("CURL: Error opening file: %s", msg) }
 
 func acceptsRanges(h http.Header) bool {
@@ -88,21 +120,39 @@ func acceptsRanges(h http.Header) bool {
 	return false
 }
 
-// connectText words a connection failure as curl does.
-func connectText(err error) string {
+// failureText words a failed request as curl does where qimg knows
+// curl's words: a refused connection, a timeout, a certificate.
+func (d *Driver) failureText(err error) string {
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	var unverified *tls.CertificateVerificationError
+	var timeout interface{ Timeout() bool }
+	switch {
+	case errors.As(err, &op) && op.Op == "dial" && !op.Timeout():
 		host, port, _ := net.SplitHostPort(op.Addr.String())
 		return fmt.Sprintf("Failed to connect to %s port %s: Couldn't connect to server", host, port)
+	case errors.As(err, &unverified):
+		return "server certificate verification failed. CAfile: none CRLfile: none"
+	case errors.As(err, &timeout) && timeout.Timeout():
+		return fmt.Sprintf("Operation timed out after %d milliseconds with 0 bytes received", d.settings.timeout*1000)
 	}
 	return err.Error()
 }
 
-// Size is the resource's length.
-func (d *Driver) Size() int64 { return d.size }
+// Size is the resource's length rounded up to whole 512-byte sectors, as
+// qemu's block layer shows it; the tail past the end reads as zeroes.
+func (d *Driver) Size() int64 { return (d.size + 511) &^ 511 }
 
 // CanonicalName is the URL, as qemu shows it.
 func (d *Driver) CanonicalName() string { return d.url }
+
+// PlainName reports whether the URL alone names what is read: not with
+// credentials, cookies or unchecked certificates (qemu's
+// curl_refresh_filename).
+func (d *Driver) PlainName() bool {
+	s := d.settings
+	return s.sslverify && s.cookie == "" && s.username == "" && s.password == nil &&
+		s.proxyUsername == "" && s.proxyPassword == nil
+}
 
 // InfoLess: qemu's curl driver has no get_info.
 func (d *Driver) InfoLess() {}
@@ -120,10 +170,21 @@ func (d *Driver) BlockStatus(off, length int64) (image.Extent, error) {
 
 // ReadAt serves p from a fetched range or fetches [off, off+len(p)+readahead).
 func (d *Driver) ReadAt(p []byte, off int64) (int, error) {
+	if tail := off + int64(len(p)) - d.size; tail > 0 {
+		clear(p[max(int64(len(p))-tail, 0):])
+		if off >= d.size {
+			return len(p), nil
+		}
+		n, err := d.ReadAt(p[:d.size-off], off)
+		if err != nil {
+			return n, err
+		}
+		return len(p), nil
+	}
 	if d.fromCache(p, off) {
 		return len(p), nil
 	}
-	end := min(d.size, off+int64(len(p))+readahead)
+	end := min(d.size, off+int64(len(p))+d.readahead)
 	data, err := d.fetch(off, end)
 	if err != nil {
 		return 0, err
@@ -152,14 +213,14 @@ func (d *Driver) fromCache(p []byte, off int64) bool {
 
 // fetch GETs [off, end) and checks that the server sent that range.
 func (d *Driver) fetch(off, end int64) ([]byte, error) {
-	req, err := http.NewRequest(http.MethodGet, d.url, nil)
+	req, err := d.request(http.MethodGet)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set("Range", "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(end-1, 10))
 	resp, err := d.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("read of %s at offset %d: %s", d.url, off, connectText(err))
+		return nil, fmt.Errorf("read of %s at offset %d: %s", d.url, off, d.failureText(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent {

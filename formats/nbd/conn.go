@@ -70,9 +70,14 @@ func Dial(a Address) (*Conn, error) {
 // negotiate runs the handshake on a connected socket and starts the
 // reader of replies.
 func negotiate(a Address, c net.Conn) (*Conn, error) {
+	return negotiateBy(a, c, time.Now().Add(dialTimeout))
+}
+
+// negotiateBy is negotiate with the handshake bounded by deadline.
+func negotiateBy(a Address, c net.Conn, deadline time.Time) (*Conn, error) {
 	conn := &Conn{addr: a, c: c, pending: map[uint64]*call{}, done: make(chan struct{}),
 		minBlock: 1, prefBlock: 4096, maxB: maxRequest}
-	c.SetDeadline(time.Now().Add(dialTimeout))
+	c.SetDeadline(deadline)
 	if err := conn.handshake(); err != nil {
 		c.Close()
 		return nil, err

@@ -21,7 +21,7 @@ import (
 func init() {
 	for _, name := range []string{"nbd", "nbd+tcp", "nbd+unix"} {
 		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
-			OpenOptions: openOptions, ProtocolFilename: FilenameFromOptions})
+			OpenOptions: allOpenOptions, ProtocolFilename: FilenameFromOptions})
 	}
 }
 
@@ -43,7 +43,7 @@ func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	c, err := Dial(a)
+	c, err := dialWithin(a, o.Options)
 	if err != nil {
 		return nil, err
 	}
