@@ -70,8 +70,15 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: true, Claim: image.ClaimWrite,
-		Cache: cache, User: "amend"})
+	// help reads no guest data: a LUKS image shows its options without
+	// the key, as qemu-img (which prints them before opening with -f)
+	help := image.IsHelpOptions(optString)
+	claim := image.ClaimWrite
+	if help {
+		claim = image.ClaimInfo
+	}
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: !help, Claim: claim,
+		NoDataFile: help, Cache: cache, User: "amend"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
@@ -81,7 +88,7 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("Format driver '%s' does not support option amendment", n.Format)
 	}
 	specs := a.AmendOptions()
-	if image.IsHelpOptions(optString) {
+	if help {
 		fmt.Fprintf(stdout, "Amend options for '%s':\n", n.Format)
 		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(specs), "Supported options:\n"))
 		return nil
@@ -97,9 +104,14 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return err
 	}
 	p.print(0)
-	err = a.Amend(opts, func(done, total int64) {
+	report := func(done, total int64) {
 		p.report(done, total, float32(100)*float32(done)/float32(total))
-	})
+	}
+	if fa, ok := a.(image.ForceAmender); ok {
+		err = fa.AmendForce(opts, o.force, report)
+	} else {
+		err = a.Amend(opts, report)
+	}
 	p.print(100)
 	if err != nil {
 		return err

@@ -104,3 +104,26 @@ func (q *Image) writeEncrypted(p []byte, host int64, locked bool) error {
 	q.crypt.Encrypt(buf, uint64(start/ss))
 	return q.writePlain(buf, start, locked)
 }
+
+// checkEncryptAmend refuses encrypt.* amend options where qemu does.
+func (q *Image) checkEncryptAmend() error {
+	if q.h.cryptMethod == cryptNone {
+		return image.Errorf(nil, "Can't amend encryption options - encryption not present")
+	}
+	if q.h.cryptMethod != cryptLUKS {
+		return image.Errorf(image.ErrUnsupported, "Only LUKS encryption options can be amended")
+	}
+	return nil
+}
+
+// amendEncryption adds or erases LUKS key slots (the encrypt.* amend
+// options) in the crypto header extension's clusters.
+func (q *Image) amendEncryption(o image.Options, force bool) error {
+	if q.crypt == nil {
+		return errEncryptedData
+	}
+	if err := q.crypt.AmendKeySlots(q.writeMeta, o, "encrypt.", force); err != nil {
+		return err
+	}
+	return q.file.Flush()
+}
