@@ -30,7 +30,10 @@ func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "change the options of an existing image",
 		Long: `Change format options of the image filename. For qcow2: compat (0.10
 or 1.1), refcount_bits, lazy_refcounts, size, data_file and data_file_raw (as
-qemu-img allows them). Unlike qemu-img, a refused amend changes nothing, and a
+qemu-img allows them). For luks, and qcow2's encrypt.* options, the key
+slots: state (active adds new-secret's passphrase, inactive erases the slot
+given by keyslot or every slot old-secret opens), iter-time; --force lets
+the last key go. Unlike qemu-img, a refused amend changes nothing, and a
 downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
