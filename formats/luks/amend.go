@@ -174,6 +174,9 @@ func (k *keyStore) addKeySlot(write writeFunc, h *header, algs *algorithms, a *s
 	if !force && h.slotActive(slot) {
 		return fmt.Errorf("Refusing to overwrite active keyslot %d - please erase it first", slot)
 	}
+	if err := k.checkMaterial(h, slot); err != nil {
+		return err
+	}
 	oldPW, err := password(k.objs, k.secret)
 	if err != nil {
 		return err
@@ -263,9 +266,24 @@ func (k *keyStore) eraseKeySlots(write writeFunc, h *header, algs *algorithms, a
 		return fmt.Errorf("To erase keyslot(s), either explicit keyslot index or the password currently contained in them must be given")
 	}
 	for _, i := range erase {
+		if err := k.checkMaterial(h, i); err != nil {
+			return err
+		}
+	}
+	for _, i := range erase {
 		if err := eraseKeySlot(write, k.r.base, h, i); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// checkMaterial refuses, before anything is written, a slot whose key
+// material a hostile header places outside the header's region.
+func (k *keyStore) checkMaterial(h *header, i int) error {
+	s := &h.slots[i]
+	if int64(s.keyOffset)*sectorSize+int64(h.keyBytes)*int64(s.stripes) > k.r.limit {
+		return fmt.Errorf("Request for data outside of extension header")
 	}
 	return nil
 }
