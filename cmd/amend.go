@@ -30,7 +30,10 @@ func newAmendCmd(stdout, stderr io.Writer) *cobra.Command {
 		Short: "change the options of an existing image",
 		Long: `Change format options of the image filename. For qcow2: compat (0.10
 or 1.1), refcount_bits, lazy_refcounts, size, data_file and data_file_raw (as
-qemu-img allows them). Unlike qemu-img, a refused amend changes nothing, and a
+qemu-img allows them). For luks, and qcow2's encrypt.* options, the key
+slots: state (active adds new-secret's passphrase, inactive erases the slot
+given by keyslot or every slot old-secret opens), iter-time; --force lets
+the last key go. Unlike qemu-img, a refused amend changes nothing, and a
 downgrade to compat=0.10 removes persistent bitmaps with their clusters.`,
 		Args: qemuArgs(cobra.ExactArgs(1)),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -70,8 +73,15 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
-	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: true, Claim: image.ClaimWrite,
-		Cache: cache, User: "amend"})
+	// help reads no guest data: a LUKS image shows its options without
+	// the key, as qemu-img (which prints them before opening with -f)
+	help := image.IsHelpOptions(optString)
+	claim := image.ClaimWrite
+	if help {
+		claim = image.ClaimInfo
+	}
+	n, err := image.Open(filename, image.OpenOptions{Format: o.format, ImageOpts: o.imageOpts, Writable: !help, Claim: claim,
+		NoDataFile: help, Cache: cache, User: "amend"})
 	if err != nil {
 		return fmt.Errorf("Could not open '%s': %w", filename, err)
 	}
@@ -81,7 +91,7 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return fmt.Errorf("Format driver '%s' does not support option amendment", n.Format)
 	}
 	specs := a.AmendOptions()
-	if image.IsHelpOptions(optString) {
+	if help {
 		fmt.Fprintf(stdout, "Amend options for '%s':\n", n.Format)
 		fmt.Fprint(stdout, strings.TrimPrefix(image.HelpText(specs), "Supported options:\n"))
 		return nil
@@ -97,9 +107,14 @@ func runAmend(o *amendOptions, filename string, stdout, stderr io.Writer) error 
 		return err
 	}
 	p.print(0)
-	err = a.Amend(opts, func(done, total int64) {
+	report := func(done, total int64) {
 		p.report(done, total, float32(100)*float32(done)/float32(total))
-	})
+	}
+	if fa, ok := a.(image.ForceAmender); ok {
+		err = fa.AmendForce(opts, o.force, report)
+	} else {
+		err = a.Amend(opts, report)
+	}
 	p.print(100)
 	if err != nil {
 		return err

@@ -13,3 +13,9 @@ type Amender interface {
 	// an amend option) at creation.
 	CreateOnly(option string) bool
 }
+
+// ForceAmender is an Amender that takes qemu-img amend's --force: LUKS
+// key slot changes that could lose the data are refused without it.
+type ForceAmender interface {
+	AmendForce(o Options, force bool, progress func(done, total int64)) error
+}

@@ -90,7 +90,10 @@ func readEmbeddedHeader(f *image.Node, off, length int64) (*header, *algorithms,
 
 // Cipher is the unlocked sector cipher of a LUKS header kept inside
 // another format's file; it is safe for concurrent use.
-type Cipher struct{ c *sectorCipher }
+type Cipher struct {
+	c    *sectorCipher
+	keys keyStore
+}
 
 // SectorSize is the unit of the sector encryption.
 const SectorSize = sectorSize
@@ -121,5 +124,11 @@ func Unlock(f *image.Node, off, length int64, objs *image.Objects, id string) (*
 	if err != nil {
 		return nil, err
 	}
-	return &Cipher{sc}, nil
+	return &Cipher{c: sc, keys: keyStore{file: f, r: region{off, length}, objs: objs, secret: id}}, nil
+}
+
+// AmendKeySlots adds or erases key slots as qemu-img amend does, the
+// options named prefix+NAME ("encrypt.state", …), writing through write.
+func (c *Cipher) AmendKeySlots(write func(p []byte, off int64) error, o image.Options, prefix string, force bool) error {
+	return c.keys.amend(write, o, prefix, force)
 }

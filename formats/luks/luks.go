@@ -36,6 +36,7 @@ type Image struct {
 	algs    *algorithms
 	payload int64         // bytes before the guest's first sector
 	cipher  *sectorCipher // nil when opened without the key (info)
+	keys    keyStore
 	// rmw serialises writes of partial sectors, which read, patch and
 	// rewrite whole sectors.
 	rmw sync.Mutex
@@ -73,6 +74,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if img.cipher, err = newSectorCipher(algs, mk); err != nil {
 		return nil, err
 	}
+	img.keys = keyStore{file: o.File, r: region{0, o.File.Size()}, objs: o.Objects, secret: o.Options["key-secret"]}
 	return img, nil
 }
 

@@ -47,6 +47,7 @@ type amendPlan struct {
 	dataFileRaw   bool
 	// backingChange: another backing file or format was asked for
 	backingChange bool
+	encryption    bool // LUKS key slots change (encrypt.*)
 }
 
 // Amend changes options of an existing image as qemu's
@@ -55,6 +56,12 @@ type amendPlan struct {
 // amend's own is found before the first change, so such a refused amend
 // changes nothing (a resize's refusals still come in their turn).
 func (q *Image) Amend(o image.Options, progress func(done, total int64)) error {
+	return q.AmendForce(o, false, progress)
+}
+
+// AmendForce is Amend with qemu-img amend's --force, which lets key slot
+// changes that could lose the data go ahead.
+func (q *Image) AmendForce(o image.Options, force bool, progress func(done, total int64)) error {
 	p, err := q.parseAmend(o)
 	if err != nil {
 		return err
@@ -66,12 +73,21 @@ func (q *Image) Amend(o image.Options, progress func(done, total int64)) error {
 	if p.refcountOrder != q.h.refcountOrder {
 		steps.total++
 	}
+	if p.encryption {
+		steps.total++
+	}
 	if err := q.checkAmend(p, steps); err != nil {
 		return err
 	}
 	if p.version > q.h.version {
 		steps.begin(opUpgrade)
 		if err := q.upgrade(steps); err != nil {
+			return err
+		}
+	}
+	if p.encryption {
+		steps.begin(opEncryption)
+		if err := q.amendEncryption(o, force); err != nil { // encrypt.go
 			return err
 		}
 	}
@@ -104,14 +120,16 @@ func (q *Image) Amend(o image.Options, progress func(done, total int64)) error {
 // parseAmend reads the options with qemu's words for their errors, in the
 // order qemu reads them.
 func (q *Image) parseAmend(o image.Options) (*amendPlan, error) {
-	for _, k := range o.Keys() {
-		if strings.HasPrefix(k, "encrypt.") {
-			// qimg opens no encrypted image
-			return nil, image.Errorf(nil, "Can't amend encryption options - encryption not present")
-		}
-	}
 	p := &amendPlan{version: q.h.version, refcountOrder: q.h.refcountOrder,
 		dataFileRaw: q.h.autoclear&autoclearDataFileRaw != 0}
+	for _, k := range o.Keys() {
+		if strings.HasPrefix(k, "encrypt.") {
+			if err := q.checkEncryptAmend(); err != nil { // encrypt.go
+				return nil, err
+			}
+			p.encryption = true
+		}
+	}
 	if _, ok := o.Get("size"); ok {
 		size, err := o.Size("size", 0)
 		if err != nil {
@@ -252,6 +270,7 @@ func (q *Image) amendLazyRefcounts(on bool) error {
 const (
 	opNone = iota
 	opUpgrade
+	opEncryption
 	opRefcountOrder
 	opDowngrade
 )

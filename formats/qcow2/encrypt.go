@@ -16,12 +16,15 @@ var errEncryptedData = image.Errorf(image.ErrUnsupported, "qcow2 encryption (enc
 // reading and writing with the passphrase of encrypt.key-secret, which
 // qemu requires.
 func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
-	if h.cryptMethod != cryptLUKS {
+	if h.cryptMethod != cryptLUKS && h.cryptMethod != cryptAES {
 		return nil
 	}
 	id, hasKey := o.Options["encrypt.key-secret"]
 	if !o.NoIO && !hasKey {
 		return errors.New("Parameter 'encrypt.key-secret' is required for cipher")
+	}
+	if h.cryptMethod == cryptAES {
+		return q.openAES(o, id)
 	}
 	if h.crypto == nil {
 		return image.Errorf(image.ErrCorrupt, "Could not read encryption header")
@@ -39,9 +42,31 @@ func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
 	return err
 }
 
-// readDecrypted reads guest data at host offset off and decrypts it: each
-// sector is keyed by its host offset, as qemu keys LUKS in qcow2.
-func (q *Image) readDecrypted(buf []byte, off int64) error {
+// errAESWrite refuses to write legacy AES-encrypted images, which qimg
+// only reads (qemu deprecates the format).
+var errAESWrite = image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported for writing")
+
+// aesInfo is info's "encrypt" of a legacy AES-encrypted image.
+type aesInfo struct {
+	Format string `json:"format"`
+}
+
+// openAES keys the legacy AES cipher (nothing to read from the file).
+func (q *Image) openAES(o *image.OpenContext, id string) error {
+	q.encrypt = &aesInfo{Format: "aes"}
+	if o.NoIO {
+		return nil
+	}
+	var err error
+	q.crypt, err = luks.QcowAES(o.Objects, id)
+	q.guestIV = true
+	return err
+}
+
+// readDecrypted reads guest data at host offset off (guest offset guest)
+// and decrypts it: each sector is keyed by its host offset, as qemu keys
+// LUKS in qcow2, or by its guest offset for legacy AES.
+func (q *Image) readDecrypted(buf []byte, off, guest int64) error {
 	const ss = luks.SectorSize
 	start, end := off&^(ss-1), (off+int64(len(buf))+ss-1)&^(ss-1)
 	whole := buf
@@ -51,7 +76,11 @@ func (q *Image) readDecrypted(buf []byte, off int64) error {
 	if err := q.readHost(whole, start); err != nil {
 		return err
 	}
-	q.crypt.Decrypt(whole, uint64(start/ss))
+	iv := start
+	if q.guestIV {
+		iv = guest - (off - start)
+	}
+	q.crypt.Decrypt(whole, uint64(iv/ss))
 	copy(buf, whole[off-start:])
 	return nil
 }
@@ -96,11 +125,34 @@ func (q *Image) writeEncrypted(p []byte, host int64, locked bool) error {
 	if start != host || end != host+int64(len(p)) {
 		q.cryptRMW.Lock()
 		defer q.cryptRMW.Unlock()
-		if err := q.readDecrypted(buf, start); err != nil {
+		if err := q.readDecrypted(buf, start, -1); err != nil {
 			return err
 		}
 	}
 	copy(buf[host-start:], p)
 	q.crypt.Encrypt(buf, uint64(start/ss))
 	return q.writePlain(buf, start, locked)
+}
+
+// checkEncryptAmend refuses encrypt.* amend options where qemu does.
+func (q *Image) checkEncryptAmend() error {
+	if q.h.cryptMethod == cryptNone {
+		return image.Errorf(nil, "Can't amend encryption options - encryption not present")
+	}
+	if q.h.cryptMethod != cryptLUKS {
+		return image.Errorf(image.ErrUnsupported, "Only LUKS encryption options can be amended")
+	}
+	return nil
+}
+
+// amendEncryption adds or erases LUKS key slots (the encrypt.* amend
+// options) in the crypto header extension's clusters.
+func (q *Image) amendEncryption(o image.Options, force bool) error {
+	if q.crypt == nil {
+		return errEncryptedData
+	}
+	if err := q.crypt.AmendKeySlots(q.writeMeta, o, "encrypt.", force); err != nil {
+		return err
+	}
+	return q.file.Flush()
 }

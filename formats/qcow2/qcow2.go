@@ -73,10 +73,12 @@ type Image struct {
 	// creating defers header updates to the single header write that
 	// completes a new image.
 	creating bool
-	// encrypt describes a LUKS-encrypted image; crypt is its unlocked
-	// cipher, nil when it was opened for info only.
-	encrypt  *luks.EncryptInfo
+	// encrypt describes an encrypted image (info's "encrypt"); crypt is
+	// its unlocked cipher, nil when it was opened for info only;
+	// guestIV: the IVs count guest sectors (aes), not host ones (luks).
+	encrypt  any
 	crypt    *luks.Cipher
+	guestIV  bool
 	cryptRMW sync.Mutex // partial-sector writes of encrypted data
 }
 
@@ -152,7 +154,9 @@ func (q *Image) init(h *header) error {
 	switch h.cryptMethod {
 	case cryptNone:
 	case cryptAES:
-		return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported yet")
+		if q.writable {
+			return errAESWrite
+		}
 	case cryptLUKS:
 		if q.encrypt == nil {
 			return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")

@@ -34,7 +34,7 @@ func (q *Image) readRun(m mapping, buf []byte, guest int64) error {
 	switch m.typ {
 	case ctNormal:
 		if q.crypt != nil {
-			return q.readDecrypted(buf, m.host)
+			return q.readDecrypted(buf, m.host, guest)
 		}
 		return q.readHost(buf, m.host)
 	case ctZero, ctZeroAlloc:
