@@ -113,6 +113,11 @@ func (c *Conn) handshake() error {
 	if err := c.write(binary.BigEndian.AppendUint32(nil, cflags)); err != nil {
 		return err
 	}
+	if c.addr.tls != nil {
+		if err := c.startTLS(); err != nil {
+			return err
+		}
+	}
 
 	// structured replies first: block status needs them
 	typ, _, err := c.option(optStructuredReply, nil)
@@ -233,7 +238,7 @@ func (c *Conn) goExport() error {
 		case typ == repErrUnsup:
 			return errGoUnsupported
 		case typ&repFlagError != 0:
-			return optionError(typ, data, c.addr.Export)
+			return optionError(optGo, typ, data, c.addr.Export)
 		default:
 			return fmt.Errorf("Unexpected reply type %d to NBD_OPT_GO", typ)
 		}
@@ -300,24 +305,42 @@ func (c *Conn) exportName(noZeroes bool) error {
 }
 
 // optionError words an option error reply as qemu does.
-func optionError(typ uint32, msg []byte, export string) error {
+func optionError(opt, typ uint32, msg []byte, export string) error {
 	server := ""
 	if len(msg) > 0 {
 		server = "\nserver reported: " + string(msg[:min(len(msg), maxStringLen)])
 	}
+	name := fmt.Sprintf("option %d (%s)", opt, optionName(opt))
 	switch typ {
 	case repErrUnknown:
 		return fmt.Errorf("Requested export not available%s", server)
 	case repErrPolicy:
-		return fmt.Errorf("Denied by server for option %d%s", optGo, server)
+		return fmt.Errorf("Denied by server for %s%s", name, server)
 	case repErrTLSReqd:
-		return fmt.Errorf("TLS negotiation required before option %d%s", optGo, server)
+		return fmt.Errorf("TLS negotiation required before %s\nDid you forget a valid tls-creds?%s", name, server)
 	case repErrShutdown:
-		return fmt.Errorf("Server shutting down before option %d%s", optGo, server)
+		return fmt.Errorf("Server shutting down before %s%s", name, server)
 	case repErrBlockSz:
-		return fmt.Errorf("Server requires INFO_BLOCK_SIZE for option %d%s", optGo, server)
+		return fmt.Errorf("Server requires INFO_BLOCK_SIZE for %s%s", name, server)
 	}
 	return fmt.Errorf("Server rejected export '%s' (error %#x)%s", export, typ, server)
+}
+
+// optionName is qemu's name of an option (nbd_opt_lookup).
+func optionName(opt uint32) string {
+	switch opt {
+	case optExportName:
+		return "export name"
+	case optStartTLS:
+		return "starttls"
+	case optGo:
+		return "go"
+	case optStructuredReply:
+		return "structured reply"
+	case optSetMetaContext:
+		return "set meta context"
+	}
+	return "<unknown>"
 }
 
 func appendString32(b []byte, s string) []byte {

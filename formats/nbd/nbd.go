@@ -39,8 +39,12 @@ type Driver struct {
 
 // Open connects to the export named by filename.
 func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
-	a, err := ParseName(filename)
+	uri, opts := splitSessionOptions(filename)
+	a, err := ParseName(uri)
 	if err != nil {
+		return nil, err
+	}
+	if err := applySessionOptions(&a, opts); err != nil {
 		return nil, err
 	}
 	c, err := Dial(a)
