@@ -132,9 +132,23 @@ func (c *Conn) handshake() error {
 	}
 	err = c.goExport()
 	if errors.Is(err, errGoUnsupported) {
-		return c.exportName(noZeroes)
+		err = c.exportName(noZeroes)
+	}
+	if err == nil && c.addr.metaContext != "" && !c.haveAllocation {
+		// qemu's words when the server has no such context
+		return fmt.Errorf("Could not open image: %s", image.Strerror(syscall.EINVAL))
 	}
 	return err
+}
+
+// statusContext is the metadata context block status reads: the one
+// x-dirty-bitmap names (its bits read as base:allocation's, as qemu
+// does), else base:allocation.
+func (c *Conn) statusContext() string {
+	if c.addr.metaContext != "" {
+		return c.addr.metaContext
+	}
+	return contextBaseAllocation
 }
 
 var errGoUnsupported = errors.New("NBD_OPT_GO not supported")
@@ -178,11 +192,13 @@ func (c *Conn) optionReply(opt uint32) (uint32, []byte, error) {
 	return typ, data, nil
 }
 
-// setMetaContext asks for base:allocation on the export.
+// setMetaContext asks for the export's block status context:
+// base:allocation, or the one x-dirty-bitmap names.
 func (c *Conn) setMetaContext() error {
+	context := c.statusContext()
 	b := appendString32(nil, c.addr.Export)
 	b = binary.BigEndian.AppendUint32(b, 1)
-	b = appendString32(b, contextBaseAllocation)
+	b = appendString32(b, context)
 	if err := c.sendOption(optSetMetaContext, b); err != nil {
 		return err
 	}
@@ -195,7 +211,7 @@ func (c *Conn) setMetaContext() error {
 		case typ == repAck:
 			return nil
 		case typ == repMetaContext && len(data) >= 4:
-			if string(data[4:]) == contextBaseAllocation {
+			if string(data[4:]) == context {
 				c.allocationID = binary.BigEndian.Uint32(data[:4])
 				c.haveAllocation = true
 			}

@@ -76,6 +76,11 @@ func (d *Driver) CanonicalName() string { return d.conn.addr.String() }
 // InfoLess: QEMU's NBD driver has no get_info.
 func (d *Driver) InfoLess() {}
 
+// UnsetContent: a run the server reports neither data nor zero has no
+// known content (qemu's NBD driver has no backing file to read zeroes
+// from).
+func (d *Driver) UnsetContent() {}
+
 // AllocatedSize is unknown over NBD ("disk size: unavailable").
 func (d *Driver) AllocatedSize() int64 { return -1 }
 
@@ -270,6 +275,12 @@ func statusExtent(e image.Extent, run int64, flags uint32) image.Extent {
 	e.Length = min(e.Length, run)
 	e.Zero = flags&stateZero != 0
 	e.Data = flags&stateHole == 0
+	// a hole that does not read as zeroes is not there (a dirty range
+	// of x-dirty-bitmap): qemu shows it unallocated
+	e.Allocated = e.Data || e.Zero
+	if !e.Allocated {
+		e.HostOffset = -1
+	}
 	return e
 }
 
