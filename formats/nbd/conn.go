@@ -103,6 +103,9 @@ func (c *Conn) handshake() error {
 	}
 	hflags := binary.BigEndian.Uint16(hdr[16:18])
 	if hflags&flagFixedNewstyle == 0 {
+		if c.addr.tls != nil {
+			return errors.New("Server does not support STARTTLS")
+		}
 		return errors.New("Server does not support the fixed newstyle protocol")
 	}
 	cflags := uint32(flagFixedNewstyle)

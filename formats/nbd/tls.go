@@ -91,6 +91,9 @@ func (c *Conn) startTLS() error {
 		return err
 	}
 	if typ != repAck {
+		if typ == repErrUnsup {
+			return errors.New("Server don't support STARTTLS option")
+		}
 		if typ&repFlagError != 0 {
 			return optionError(optStartTLS, typ, data, c.addr.Export)
 		}
