@@ -49,6 +49,12 @@ func testCA(t *testing.T) (*x509.CertPool, tls.Certificate) {
 // pipe without buffers would deadlock on.
 func connectTLS(t *testing.T, s *fakeServer, settings *tlsSettings) (*Conn, error) {
 	t.Helper()
+	return connectTLSAt(t, s, Address{Network: "unix", Addr: "fake", tls: settings})
+}
+
+// connectTLSAt negotiates with s as with the server at a.
+func connectTLSAt(t *testing.T, s *fakeServer, a Address) (*Conn, error) {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +69,7 @@ func connectTLS(t *testing.T, s *fakeServer, settings *tlsSettings) (*Conn, erro
 	if err != nil {
 		t.Fatal(err)
 	}
-	return negotiate(Address{Network: "unix", Addr: "fake", tls: settings}, client)
+	return negotiate(a, client)
 }
 
 // TestStartTLS runs the negotiation and a read through TLS, and qemu's
@@ -114,6 +120,14 @@ func TestStartTLS(t *testing.T) {
 			}
 		})
 	}
+
+	// a TCP server's host is the name its certificate must carry
+	c, err = connectTLSAt(t, &fakeServer{disk: disk, tls: serverTLS()},
+		Address{Network: "tcp", Addr: "localhost:10809", tls: &tlsSettings{roots: roots, verifyPeer: true}})
+	if err != nil {
+		t.Fatalf("host of a TCP address: %v", err)
+	}
+	c.Close()
 
 	// verify-peer=no: any certificate is taken
 	c, err = connectTLS(t, &fakeServer{disk: disk, tls: serverTLS()}, &tlsSettings{roots: otherRoots})
