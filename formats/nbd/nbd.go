@@ -67,8 +67,14 @@ func newDriver(c *Conn, writable bool) *Driver {
 // Size is the export's size.
 func (d *Driver) Size() int64 { return d.conn.size }
 
-// Identity is the server's address and the export.
-func (d *Driver) Identity() string { return d.conn.addr.String() }
+// Identity is the server's address and the export, and the block status
+// context: opens of one export that read another context are other nodes.
+func (d *Driver) Identity() string {
+	if c := d.conn.addr.metaContext; c != "" {
+		return d.conn.addr.String() + optionSep + c
+	}
+	return d.conn.addr.String()
+}
 
 // CanonicalName is the export's URI as qemu shows it.
 func (d *Driver) CanonicalName() string { return d.conn.addr.String() }
