@@ -3,9 +3,10 @@
 // nbd+unix:///export?socket=PATH, the legacy nbd:unix:PATH and
 // nbd:HOST:PORT), written from the NBD protocol document. It negotiates
 // fixed newstyle with NBD_OPT_GO, structured replies and base:allocation
-// block status, so copies never read holes or zeroes. A read-only open
-// never sends a write; an export the server marks read-only is refused for
-// writing before any I/O.
+// block status, so copies never read holes or zeroes; x-dirty-bitmap
+// reads another context instead, and tls-creds starts TLS first. A
+// read-only open never sends a write; an export the server marks
+// read-only is refused for writing before any I/O.
 package nbd
 
 import (
