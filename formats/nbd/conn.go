@@ -108,6 +108,9 @@ func (c *Conn) handshake() error {
 	}
 	hflags := binary.BigEndian.Uint16(hdr[16:18])
 	if hflags&flagFixedNewstyle == 0 {
+		if c.addr.tls != nil {
+			return errors.New("Server does not support STARTTLS")
+		}
 		return errors.New("Server does not support the fixed newstyle protocol")
 	}
 	cflags := uint32(flagFixedNewstyle)
@@ -117,6 +120,11 @@ func (c *Conn) handshake() error {
 	}
 	if err := c.write(binary.BigEndian.AppendUint32(nil, cflags)); err != nil {
 		return err
+	}
+	if c.addr.tls != nil {
+		if err := c.startTLS(); err != nil {
+			return err
+		}
 	}
 
 	// structured replies first: block status needs them
@@ -132,9 +140,23 @@ func (c *Conn) handshake() error {
 	}
 	err = c.goExport()
 	if errors.Is(err, errGoUnsupported) {
-		return c.exportName(noZeroes)
+		err = c.exportName(noZeroes)
+	}
+	if err == nil && c.addr.metaContext != "" && !c.haveAllocation {
+		// qemu's words when the server has no such context
+		return fmt.Errorf("Could not open image: %s", image.Strerror(syscall.EINVAL))
 	}
 	return err
+}
+
+// statusContext is the metadata context block status reads: the one
+// x-dirty-bitmap names (its bits read as base:allocation's, as qemu
+// does), else base:allocation.
+func (c *Conn) statusContext() string {
+	if c.addr.metaContext != "" {
+		return c.addr.metaContext
+	}
+	return contextBaseAllocation
 }
 
 var errGoUnsupported = errors.New("NBD_OPT_GO not supported")
@@ -178,11 +200,13 @@ func (c *Conn) optionReply(opt uint32) (uint32, []byte, error) {
 	return typ, data, nil
 }
 
-// setMetaContext asks for base:allocation on the export.
+// setMetaContext asks for the export's block status context:
+// base:allocation, or the one x-dirty-bitmap names.
 func (c *Conn) setMetaContext() error {
+	context := c.statusContext()
 	b := appendString32(nil, c.addr.Export)
 	b = binary.BigEndian.AppendUint32(b, 1)
-	b = appendString32(b, contextBaseAllocation)
+	b = appendString32(b, context)
 	if err := c.sendOption(optSetMetaContext, b); err != nil {
 		return err
 	}
@@ -195,7 +219,7 @@ func (c *Conn) setMetaContext() error {
 		case typ == repAck:
 			return nil
 		case typ == repMetaContext && len(data) >= 4:
-			if string(data[4:]) == contextBaseAllocation {
+			if string(data[4:]) == context {
 				c.allocationID = binary.BigEndian.Uint32(data[:4])
 				c.haveAllocation = true
 			}
@@ -238,7 +262,7 @@ func (c *Conn) goExport() error {
 		case typ == repErrUnsup:
 			return errGoUnsupported
 		case typ&repFlagError != 0:
-			return optionError(typ, data, c.addr.Export)
+			return optionError(optGo, typ, data, c.addr.Export)
 		default:
 			return fmt.Errorf("Unexpected reply type %d to NBD_OPT_GO", typ)
 		}
@@ -305,24 +329,42 @@ func (c *Conn) exportName(noZeroes bool) error {
 }
 
 // optionError words an option error reply as qemu does.
-func optionError(typ uint32, msg []byte, export string) error {
+func optionError(opt, typ uint32, msg []byte, export string) error {
 	server := ""
 	if len(msg) > 0 {
 		server = "\nserver reported: " + string(msg[:min(len(msg), maxStringLen)])
 	}
+	name := fmt.Sprintf("option %d (%s)", opt, optionName(opt))
 	switch typ {
 	case repErrUnknown:
 		return fmt.Errorf("Requested export not available%s", server)
 	case repErrPolicy:
-		return fmt.Errorf("Denied by server for option %d%s", optGo, server)
+		return fmt.Errorf("Denied by server for %s%s", name, server)
 	case repErrTLSReqd:
-		return fmt.Errorf("TLS negotiation required before option %d%s", optGo, server)
+		return fmt.Errorf("TLS negotiation required before %s\nDid you forget a valid tls-creds?%s", name, server)
 	case repErrShutdown:
-		return fmt.Errorf("Server shutting down before option %d%s", optGo, server)
+		return fmt.Errorf("Server shutting down before %s%s", name, server)
 	case repErrBlockSz:
-		return fmt.Errorf("Server requires INFO_BLOCK_SIZE for option %d%s", optGo, server)
+		return fmt.Errorf("Server requires INFO_BLOCK_SIZE for %s%s", name, server)
 	}
 	return fmt.Errorf("Server rejected export '%s' (error %#x)%s", export, typ, server)
+}
+
+// optionName is qemu's name of an option (nbd_opt_lookup).
+func optionName(opt uint32) string {
+	switch opt {
+	case optExportName:
+		return "export name"
+	case optStartTLS:
+		return "starttls"
+	case optGo:
+		return "go"
+	case optStructuredReply:
+		return "structured reply"
+	case optSetMetaContext:
+		return "set meta context"
+	}
+	return "<unknown>"
 }
 
 func appendString32(b []byte, s string) []byte {

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/binary"
 	"io"
 	"net"
@@ -19,6 +20,9 @@ type fakeServer struct {
 	noGo       bool // answer NBD_OPT_GO with ERR_UNSUP (old servers)
 	readOnly   bool
 	minBlock   uint32
+	// tls, when set, answers NBD_OPT_STARTTLS and refuses every other
+	// option before it (qemu-nbd --tls-creds); nil refuses STARTTLS.
+	tls *tls.Config
 	// afterRead, when set, is written instead of the reply to the first
 	// read: what a broken or hostile server sends.
 	afterRead []byte
@@ -55,6 +59,17 @@ func (s *fakeServer) serve(c net.Conn) {
 		data := make([]byte, h.Len)
 		io.ReadFull(c, data)
 		switch {
+		case h.Opt == optStartTLS && s.tls != nil:
+			reply(h.Opt, repAck, nil)
+			tc := tls.Server(c, s.tls)
+			if tc.Handshake() != nil {
+				return
+			}
+			c, s.tls = tc, nil
+		case h.Opt == optStartTLS:
+			reply(h.Opt, repErrPolicy, []byte("TLS not configured"))
+		case s.tls != nil:
+			reply(h.Opt, repErrTLSReqd, []byte("Option 0x7 not permitted before TLS"))
 		case h.Opt == optStructuredReply && s.structured:
 			reply(h.Opt, repAck, nil)
 		case h.Opt == optSetMetaContext:

@@ -14,6 +14,9 @@ type Address struct {
 	Network string // "unix" or "tcp"
 	Addr    string // socket path, or host:port
 	Export  string
+
+	tls         *tlsSettings // STARTTLS first, when set (tls-creds)
+	metaContext string       // the block status context; "" is base:allocation
 }
 
 var errNoURL = errors.New("No valid URL specified")

@@ -3,9 +3,10 @@
 // nbd+unix:///export?socket=PATH, the legacy nbd:unix:PATH and
 // nbd:HOST:PORT), written from the NBD protocol document. It negotiates
 // fixed newstyle with NBD_OPT_GO, structured replies and base:allocation
-// block status, so copies never read holes or zeroes. A read-only open
-// never sends a write; an export the server marks read-only is refused for
-// writing before any I/O.
+// block status, so copies never read holes or zeroes; x-dirty-bitmap
+// reads another context instead, and tls-creds starts TLS first. A
+// read-only open never sends a write; an export the server marks
+// read-only is refused for writing before any I/O.
 package nbd
 
 import (
@@ -39,8 +40,12 @@ type Driver struct {
 
 // Open connects to the export named by filename.
 func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
-	a, err := ParseName(filename)
+	uri, opts := splitSessionOptions(filename)
+	a, err := ParseName(uri)
 	if err != nil {
+		return nil, err
+	}
+	if err := applySessionOptions(&a, opts); err != nil {
 		return nil, err
 	}
 	c, err := dialWithin(a, o.Options)
@@ -63,14 +68,25 @@ func newDriver(c *Conn, writable bool) *Driver {
 // Size is the export's size.
 func (d *Driver) Size() int64 { return d.conn.size }
 
-// Identity is the server's address and the export.
-func (d *Driver) Identity() string { return d.conn.addr.String() }
+// Identity is the server's address and the export, and the block status
+// context: opens of one export that read another context are other nodes.
+func (d *Driver) Identity() string {
+	if c := d.conn.addr.metaContext; c != "" {
+		return d.conn.addr.String() + optionSep + c
+	}
+	return d.conn.addr.String()
+}
 
 // CanonicalName is the export's URI as qemu shows it.
 func (d *Driver) CanonicalName() string { return d.conn.addr.String() }
 
 // InfoLess: QEMU's NBD driver has no get_info.
 func (d *Driver) InfoLess() {}
+
+// UnsetContent: a run the server reports neither data nor zero has no
+// known content (qemu's NBD driver has no backing file to read zeroes
+// from).
+func (d *Driver) UnsetContent() {}
 
 // AllocatedSize is unknown over NBD ("disk size: unavailable").
 func (d *Driver) AllocatedSize() int64 { return -1 }
@@ -266,6 +282,12 @@ func statusExtent(e image.Extent, run int64, flags uint32) image.Extent {
 	e.Length = min(e.Length, run)
 	e.Zero = flags&stateZero != 0
 	e.Data = flags&stateHole == 0
+	// a hole that does not read as zeroes is not there (a dirty range
+	// of x-dirty-bitmap): qemu shows it unallocated
+	e.Allocated = e.Data || e.Zero
+	if !e.Allocated {
+		e.HostOffset = -1
+	}
 	return e
 }
 

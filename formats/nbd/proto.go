@@ -22,6 +22,7 @@ const (
 const (
 	optExportName      = 1
 	optAbort           = 2
+	optStartTLS        = 5
 	optGo              = 7
 	optStructuredReply = 8
 	optSetMetaContext  = 10
