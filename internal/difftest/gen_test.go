@@ -23,6 +23,10 @@ type step struct {
 	// (issue 21's kept differences): from then on their guest data is
 	// compared, not their allocation.
 	keptAlloc bool
+	// rebacks: the step points writes at another backing file without
+	// copying (rebase -u): what they left to their old backing file no
+	// longer reads the same
+	rebacks bool
 	// grownFrom: a grow of a qcow2 image from this size, where qemu-img
 	// 7.2 may show stale bytes in the new area (qemuStaleGrow)
 	grownFrom int64
@@ -518,7 +522,9 @@ func genRebaseUnsafe(m *model) (step, bool) {
 	if !ok {
 		return step{}, false
 	}
-	return m.rebase(im, true), true
+	st := m.rebase(im, true)
+	st.rebacks = true
+	return st, true
 }
 
 // convert makes a convert step from a source image into a new image.

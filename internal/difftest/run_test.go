@@ -258,7 +258,8 @@ func (k *kept) after(s step) {
 		retire = retire || k.retired[name]
 	}
 	for _, name := range s.writes {
-		if retire {
+		_, tainted := k.alloc[name]
+		if retire || s.rebacks && tainted {
 			k.retired[name] = true
 		}
 		if spread {
