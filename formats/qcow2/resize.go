@@ -21,7 +21,7 @@ func (q *Image) Truncate(size int64, prealloc image.Prealloc) error {
 	}
 	if q.h.nbSnapshots > 0 && q.h.version < 3 {
 		// version 2 snapshot entries need not record their size
-		return image.Errorf(image.ErrUnsupported, "Can't resize a v2 image which has snapshots")
+		return image.Errorf(syscall.ENOTSUP, "Can't resize a v2 image which has snapshots")
 	}
 	bitmaps, err := q.bitmapsForResize()
 	if err != nil {
