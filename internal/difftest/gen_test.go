@@ -28,7 +28,8 @@ type step struct {
 	// longer reads the same
 	rebacks bool
 	// grownFrom: a grow of a qcow2 image from this size, where qemu-img
-	// 7.2 may show stale bytes in the new area (qemuStaleGrow)
+	// 7.2 may show stale bytes in the new area (qemuStaleGrow) or lose
+	// data below the old end (qemuLostOldData)
 	grownFrom int64
 }
 
