@@ -72,7 +72,7 @@ func Prepare(r Request) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := image.CheckProtocol(r.Filename); err != nil {
+	if err := image.CheckProtocolCreates(r.Filename); err != nil {
 		return nil, err
 	}
 	o := r.Options

@@ -115,6 +115,26 @@ func CheckProtocol(filename string) error {
 	return err
 }
 
+// simpleCreators are protocols that qemu "creates" on by opening what is
+// there (bdrv_co_create_opts_simple): its create goes on to say why the
+// open failed.
+var simpleCreators = map[string]bool{"nbd": true}
+
+// CheckProtocolCreates refuses, as qemu-img create does before it prints
+// anything, a filename whose protocol cannot create images (http,
+// null-co).
+func CheckProtocolCreates(filename string) error {
+	name, _ := protocolFor(filename)
+	f, err := lookupProtocol(name)
+	if err != nil {
+		return err
+	}
+	if f.CreateProtocol == nil && !simpleCreators[name] {
+		return Errorf(ErrUnsupported, "Protocol driver '%s' does not support image creation", name)
+	}
+	return nil
+}
+
 // RefuseStream refuses a file an image refers to (what: "backing file",
 // "data file") that is a character device, a FIFO or a socket: opening or
 // reading one can block forever, and an image names one only to do harm.
