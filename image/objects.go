@@ -269,25 +269,10 @@ func parseKeyval(def string) (*keyvals, error) {
 }
 
 func splitKeyval(s string) ([]string, error) {
-	var items []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			items = append(items, cur.String())
-			cur.Reset()
-			continue
-		}
-		cur.WriteByte(s[i])
+	if s == "" {
+		return nil, nil
 	}
-	if cur.Len() > 0 || len(items) > 0 {
-		items = append(items, cur.String())
-	}
-	return items, nil
+	return splitCommas(s), nil
 }
 
 // checkEnum refuses a value outside an enumeration, in qemu's words.

@@ -129,23 +129,9 @@ func parseOptionString(s string) (*openTree, error) {
 // splitOptionString splits at single commas; a trailing comma ends the
 // list without an empty item, as QemuOpts reads it.
 func splitOptionString(s string) []string {
-	var items []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != ',' {
-			cur.WriteByte(s[i])
-			continue
-		}
-		if i+1 < len(s) && s[i+1] == ',' {
-			cur.WriteByte(',')
-			i++
-			continue
-		}
-		items = append(items, cur.String())
-		cur.Reset()
-	}
-	if cur.Len() > 0 || len(items) == 0 {
-		items = append(items, cur.String())
+	items := splitCommas(s)
+	if n := len(items); n > 1 && items[n-1] == "" {
+		items = items[:n-1]
 	}
 	return items
 }

@@ -83,28 +83,34 @@ func ParseOptions(s string) (Options, error) {
 }
 
 func splitOptions(s string) ([]string, error) {
+	items := splitCommas(s)
+	for _, it := range items {
+		if it == "" {
+			return nil, Errorf(nil, "Invalid option list: %s", s)
+		}
+	}
+	return items, nil
+}
+
+// splitCommas splits an option list at single commas, ",," standing for
+// a literal comma, keeping empty items ("a," is "a" and ""): each reader
+// of option lists (QemuOpts, keyval, -o) decides what an empty item means.
+func splitCommas(s string) []string {
 	var items []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {
-		if s[i] == ',' {
-			if i+1 < len(s) && s[i+1] == ',' {
-				cur.WriteByte(',')
-				i++
-				continue
-			}
-			if cur.Len() == 0 {
-				return nil, Errorf(nil, "Invalid option list: %s", s)
-			}
+		switch {
+		case s[i] != ',':
+			cur.WriteByte(s[i])
+		case i+1 < len(s) && s[i+1] == ',':
+			cur.WriteByte(',')
+			i++
+		default:
 			items = append(items, cur.String())
 			cur.Reset()
-			continue
 		}
-		cur.WriteByte(s[i])
 	}
-	if cur.Len() == 0 {
-		return nil, Errorf(nil, "Invalid option list: %s", s)
-	}
-	return append(items, cur.String()), nil
+	return append(items, cur.String())
 }
 
 // Set sets a value, keeping the first position of the name.
