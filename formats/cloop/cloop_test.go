@@ -11,35 +11,15 @@ import (
 
 	_ "qimg/formats/file"
 	"qimg/image"
+	"qimg/internal/drivertest"
 	"qimg/internal/qemutest"
 )
 
 func writeImage(t *testing.T, b []byte) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "img.cloop")
-	if err := os.WriteFile(path, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return drivertest.WriteImage(t, "img.cloop", b)
 }
 
-// readImage opens path as cloop and reads it whole in odd-sized pieces.
-func readImage(path string) ([]byte, error) {
-	n, err := image.Open(path, image.OpenOptions{Format: formatName, Claim: image.ClaimRead})
-	if err != nil {
-		return nil, err
-	}
-	defer n.Close()
-	out := make([]byte, n.Size())
-	const piece = 1000
-	for off := int64(0); off < n.Size(); off += piece {
-		end := min(off+piece, n.Size())
-		if _, err := n.ReadAt(out[off:end], off); err != nil {
-			return nil, err
-		}
-	}
-	return out, nil
-}
+func readImage(path string) ([]byte, error) { return drivertest.ReadImage(path, formatName) }
 
 // qemuRead is what qemu-img convert -O raw reads, or its error line.
 func qemuRead(t *testing.T, path string) ([]byte, string) {

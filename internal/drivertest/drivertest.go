@@ -53,3 +53,33 @@ func Exercise(t testing.TB, format string, b []byte) error {
 	}
 	return nil
 }
+
+// WriteImage writes b to a new file named name in a temporary folder and
+// returns its path.
+func WriteImage(t testing.TB, name string, b []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// ReadImage opens path as an image of format and reads it whole in
+// pieces of 1000 bytes, which cross every block and sector boundary.
+func ReadImage(path, format string) ([]byte, error) {
+	n, err := image.Open(path, image.OpenOptions{Format: format, Claim: image.ClaimRead})
+	if err != nil {
+		return nil, err
+	}
+	defer n.Close()
+	out := make([]byte, n.Size())
+	const piece = 1000
+	for off := int64(0); off < n.Size(); off += piece {
+		end := min(off+piece, n.Size())
+		if _, err := n.ReadAt(out[off:end], off); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
