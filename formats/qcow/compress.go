@@ -105,10 +105,6 @@ func (q *Image) setL2Entry(l2off uint64, pos int64, entry uint64) error {
 	if err := q.file.WriteGrowing(e[:], int64(l2off)+idx*8); err != nil {
 		return err
 	}
-	q.mu.Lock()
-	if t, ok := q.l2Cache[l2off]; ok {
-		t[idx] = entry
-	}
-	q.mu.Unlock()
+	q.l2Cache.SetEntry(l2off, idx, entry)
 	return nil
 }

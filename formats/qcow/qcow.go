@@ -124,8 +124,8 @@ type Image struct {
 	wmu     sync.Mutex // serialises writes
 	fileEnd int64      // where the next allocation goes, guarded by wmu
 
-	mu      sync.Mutex // guards l1 and l2Cache
-	l2Cache map[uint64][]uint64
+	mu      sync.Mutex // guards l1
+	l2Cache *image.TableCache
 }
 
 // Open reads and validates the header, the backing file name and the L1
@@ -135,7 +135,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := o.File.ReadPadded(head, 0); err != nil {
 		return nil, err
 	}
-	q := &Image{file: o.File, h: parseHeader(head), l2Cache: map[uint64][]uint64{}}
+	q := &Image{file: o.File, h: parseHeader(head), l2Cache: image.NewTableCache(binary.BigEndian, 256)}
 	if err := q.h.validate(); err != nil {
 		return nil, err
 	}
@@ -225,27 +225,13 @@ func (q *Image) entry(off int64) (uint64, error) {
 	if l1i < int64(len(q.l1)) {
 		l2off = q.l1[l1i]
 	}
-	table, ok := q.l2Cache[l2off]
 	q.mu.Unlock()
 	if l2off == 0 {
 		return 0, nil
 	}
-	if !ok {
-		n := int64(1) << q.h.l2Bits
-		buf := make([]byte, n*8)
-		if err := q.file.ReadPadded(buf, clampOffset(l2off)); err != nil {
-			return 0, err
-		}
-		table = make([]uint64, n)
-		for i := range table {
-			table[i] = binary.BigEndian.Uint64(buf[i*8:])
-		}
-		q.mu.Lock()
-		if len(q.l2Cache) >= 256 {
-			clear(q.l2Cache)
-		}
-		q.l2Cache[l2off] = table
-		q.mu.Unlock()
+	table, err := q.l2Cache.Get(q.file, l2off, int64(1)<<q.h.l2Bits)
+	if err != nil {
+		return 0, err
 	}
 	return table[(off>>q.h.clusterBits)&(1<<q.h.l2Bits-1)], nil
 }

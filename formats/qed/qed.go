@@ -44,8 +44,8 @@ type Image struct {
 	writable bool
 	wmu      sync.Mutex // serialises writes
 
-	mu      sync.Mutex          // guards l1, l.fileSize and l2Cache
-	l2Cache map[uint64][]uint64 // chunk start (file offset) → entries
+	mu      sync.Mutex        // guards l1 and l.fileSize
+	l2Cache *image.TableCache // pieces of L2 tables by file offset
 }
 
 // l2Chunk is how many L2 entries are read and cached at once: tables may
@@ -54,7 +54,7 @@ const l2Chunk = 512
 
 // Open reads and validates the header and the L1 table.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	q := &Image{file: o.File, writable: o.Writable, l2Cache: map[uint64][]uint64{}}
+	q := &Image{file: o.File, writable: o.Writable, l2Cache: image.NewTableCache(binary.LittleEndian, 256)}
 	head := make([]byte, headerSize)
 	if err := o.File.ReadPadded(head, 0); err != nil {
 		return nil, image.Errorf(err, "Failed to read QED header")
@@ -248,25 +248,9 @@ func continues(first, e uint64, n, clusterSize int64) bool {
 // table pieces.
 func (q *Image) l2Entry(off uint64, idx int64) (uint64, error) {
 	start := off + uint64(idx/l2Chunk*l2Chunk*8)
-	q.mu.Lock()
-	chunk, ok := q.l2Cache[start]
-	q.mu.Unlock()
-	if !ok {
-		n := min(l2Chunk, q.l.tableNelems)
-		buf := make([]byte, n*8)
-		if err := q.file.ReadPadded(buf, int64(start)); err != nil {
-			return 0, err
-		}
-		chunk = make([]uint64, n)
-		for i := range chunk {
-			chunk[i] = binary.LittleEndian.Uint64(buf[i*8:])
-		}
-		q.mu.Lock()
-		if len(q.l2Cache) >= 256 {
-			clear(q.l2Cache)
-		}
-		q.l2Cache[start] = chunk
-		q.mu.Unlock()
+	chunk, err := q.l2Cache.Get(q.file, start, min(l2Chunk, q.l.tableNelems))
+	if err != nil {
+		return 0, err
 	}
 	return chunk[idx%l2Chunk], nil
 }

@@ -133,13 +133,7 @@ func (q *Image) linkClusters(start, host, n int64) error {
 
 // dropCachedL2 forgets the cached pieces of the table at off.
 func (q *Image) dropCachedL2(off uint64) {
-	q.mu.Lock()
-	defer q.mu.Unlock()
-	for start := range q.l2Cache {
-		if start >= off && start < off+uint64(q.l.tableBytes) {
-			delete(q.l2Cache, start)
-		}
-	}
+	q.l2Cache.Drop(off, uint64(q.l.tableBytes))
 }
 
 // markNeedCheck sets the need-check flag on disk before the first
