@@ -884,11 +884,21 @@ func (e *engine) prepare(j *job) error {
 // holes are cleared and the pieces the target's backing file shows are
 // read in (they are not copied), and whole zero blocks by count.
 func (e *engine) digest(j *job, buf []byte) error {
+	bs := e.Digest.BlockSize()
 	if buf != nil {
 		for _, p := range j.pieces {
 			switch p.kind {
 			case kZero:
-				clear(buf[p.off-j.off:][:p.n])
+				// only the blocks hashed from the buffer need zeroes:
+				// the whole zero blocks inside the piece go by count
+				lo, hi := p.off-j.off, p.end()-j.off
+				first, last := roundUp(lo, bs), hi/bs*bs
+				if first >= last {
+					clear(buf[lo:hi])
+					continue
+				}
+				clear(buf[lo:first])
+				clear(buf[last:hi])
 			case kKeep:
 				if err := e.read(p, buf[p.off-j.off:][:p.n]); err != nil {
 					return err
@@ -896,7 +906,6 @@ func (e *engine) digest(j *job, buf []byte) error {
 			}
 		}
 	}
-	bs := e.Digest.BlockSize()
 	var runs [][]byte
 	var zeros []int64
 	var cur, tmp []byte

@@ -621,3 +621,56 @@ func TestDigestReadsOnce(t *testing.T) {
 		t.Fatalf("reads with a digest %d, without %d", reads[true], reads[false])
 	}
 }
+
+// TestDigestOverHoles: holes of the source that start and end inside the
+// digest's blocks are hashed as zeroes, though the copy never reads them
+// and its reused buffers hold other jobs' bytes there.
+func TestDigestOverHoles(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "holes.img")
+	f, err := os.Create(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 9 << 20
+	if err := f.Truncate(size); err != nil {
+		t.Fatal(err)
+	}
+	rnd := rand.New(rand.NewSource(5))
+	holes := [][2]int64{{100 << 10, 300 << 10}, {1<<20 + 4096, 3<<20 + 12288}, {5<<20 - 8192, 5 << 20}, {7<<20 + 36864, 7<<20 + 40960}}
+	at := int64(0)
+	for _, h := range append(holes, [2]int64{size, size}) {
+		b := make([]byte, h[0]-at)
+		rnd.Read(b)
+		if _, err := f.WriteAt(b, at); err != nil {
+			t.Fatal(err)
+		}
+		at = h[1]
+	}
+	f.Close()
+	stream, err := checksum.NewStream("sha256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &Request{Sources: []string{src}, Target: filepath.Join(dir, "dst.raw"), SourceFormat: "raw",
+		Options: Options{Workers: 4, OutOfOrder: true, ChunkSize: 1 << 20, Digest: stream}}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got, err := stream.Sum()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := image.Open(src, image.OpenOptions{Format: "raw", Claim: image.ClaimRead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	want, err := checksum.Sum(context.Background(), n, checksum.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("checksum during the copy %x, of the source %x", got, want)
+	}
+}
