@@ -129,6 +129,14 @@ func HasZeroInit(n *Node) bool {
 	return !less
 }
 
+// HoleBlocks is implemented by formats that allocate a block as a hole
+// at the end of their file (vhdx, vpc): a write into a new block leaves
+// the rest of it a hole that reads as zeroes, so a copy need not write
+// whole blocks (qemu-img leaves the zero runs inside them as holes).
+type HoleBlocks interface {
+	HoleBlocks()
+}
+
 // Informer fills the format-specific part of info and the cluster size.
 type Informer interface {
 	Info(info *Info) error

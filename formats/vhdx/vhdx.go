@@ -263,3 +263,7 @@ func (img *Image) Info(info *image.Info) error {
 	info.ClusterSize = int64(img.meta.blockSize)
 	return nil
 }
+
+// HoleBlocks: a new payload block is a hole at the end of the file, and
+// only what is written into it takes space, as with QEMU.
+func (img *Image) HoleBlocks() {}
