@@ -62,6 +62,9 @@ type Image struct {
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
 	chunkBits uint
+	// scratch is the memory of metadata updates, used under mu or while
+	// opening.
+	scratch scratch
 }
 
 // logWriter is where the next log entry goes, as QEMU's VHDXLogEntries:
