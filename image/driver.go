@@ -130,9 +130,9 @@ func HasZeroInit(n *Node) bool {
 }
 
 // HoleBlocks is implemented by formats that allocate a block as a hole
-// at the end of their file (vhdx, vpc): a write into a new block leaves
-// the rest of it a hole that reads as zeroes, so a copy need not write
-// whole blocks (qemu-img leaves the zero runs inside them as holes).
+// at the end of their file (vhdx): a write into a new block leaves the
+// rest of it a hole that reads as zeroes, so a copy writes neither whole
+// blocks nor the zero runs inside them (qemu-img leaves those as holes).
 type HoleBlocks interface {
 	HoleBlocks()
 }
