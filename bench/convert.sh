@@ -15,7 +15,8 @@
 #   CASES="…"      run only these cases (names as printed)
 #
 # The VHD cases are the Azure pipeline's fixed,force_size conversion and a
-# dynamic one, and the VHDX case a dynamic Hyper-V disk (issue 12).
+# dynamic one, the VHDX cases a dynamic and a fixed Hyper-V disk and the
+# way back to raw (issue 12).
 
 set -euo pipefail
 
@@ -125,6 +126,7 @@ echo "qimg:     $("$QIMG" --version | head -1)"
 echo "building images…"
 "$GEN" halfrandom "$DIR/half.raw" "$SIZE"
 qemu-img convert -O qcow2 "$DIR/half.raw" "$DIR/half.qcow2"
+qemu-img convert -f raw -O vhdx "$DIR/half.raw" "$DIR/half.vhdx"
 "$GEN" text "$DIR/text.raw" "$TEXT"
 "$GEN" sparse "$DIR/sparse.raw" "$SPARSE" "$SPARSE_DATA"
 # a 3-deep chain: base with data everywhere, two overlays writing 10% of
@@ -160,6 +162,8 @@ run_case raw-to-raw "$DIR/out.raw" -O raw "$DIR/half.raw" "$DIR/out.raw"
 run_case raw-to-vhd-fixed "$DIR/out.vhd" -f raw -O vpc -o subformat=fixed,force_size "$DIR/half.raw" "$DIR/out.vhd"
 run_case raw-to-vhd-dynamic "$DIR/out.vhd" -f raw -O vpc "$DIR/half.raw" "$DIR/out.vhd"
 run_case raw-to-vhdx-dynamic "$DIR/out.vhdx" -f raw -O vhdx "$DIR/half.raw" "$DIR/out.vhdx"
+run_case raw-to-vhdx-fixed "$DIR/out.vhdx" -f raw -O vhdx -o subformat=fixed "$DIR/half.raw" "$DIR/out.vhdx"
+run_case vhdx-to-raw "$DIR/out.raw" -O raw "$DIR/half.vhdx" "$DIR/out.raw"
 
 echo
 echo "ratio = qemu-img seconds / qimg seconds (best of $REPS); RSS = peak resident set size"

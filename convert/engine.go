@@ -229,6 +229,11 @@ func (e *engine) setup() error {
 		e.cluster = allocationUnit(info)
 		e.fullCluster = info.ClusterSize
 	}
+	if _, ok := t.Driver().(image.HoleBlocks); ok {
+		// its blocks (up to 256 MiB) are no unit to write whole, nor
+		// to size jobs by
+		e.cluster, e.fullCluster = 0, 0
+	}
 	if c, ok := t.Driver().(image.CompressedOnly); ok && c.CompressedOnly() {
 		e.Compress = true
 	}

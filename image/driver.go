@@ -129,6 +129,14 @@ func HasZeroInit(n *Node) bool {
 	return !less
 }
 
+// HoleBlocks is implemented by formats that allocate a block as a hole
+// at the end of their file (vhdx): a write into a new block leaves the
+// rest of it a hole that reads as zeroes, so a copy writes neither whole
+// blocks nor the zero runs inside them (qemu-img leaves those as holes).
+type HoleBlocks interface {
+	HoleBlocks()
+}
+
 // Informer fills the format-specific part of info and the cluster size.
 type Informer interface {
 	Info(info *Info) error

@@ -90,7 +90,6 @@ type header struct {
 	version       uint16
 	logLength     uint32
 	logOffset     uint64
-	raw           []byte // all of it, to compare two headers as QEMU does
 }
 
 // headerOffsets are where the two headers lie.
@@ -117,7 +116,6 @@ func decodeHeader(buf []byte) *header {
 		version:    le.Uint16(buf[66:]),
 		logLength:  le.Uint32(buf[68:]),
 		logOffset:  le.Uint64(buf[72:]),
-		raw:        append([]byte(nil), buf[:headerSize]...),
 	}
 	copy(h.fileWriteGUID[:], buf[16:])
 	copy(h.dataWriteGUID[:], buf[32:])
@@ -170,13 +168,13 @@ func readFull(r readerAt, size int64, p []byte, off int64) error {
 // the valid one, or of two valid ones the higher sequence number; two
 // identical headers (Disk2VHD writes them) count as one.
 func selectHeader(r readerAt, size int64) (*header, int, error) {
-	buf := make([]byte, headerSize)
+	var bufs [2][headerSize]byte
 	var hs [2]*header
 	for i, off := range []int64{header1Offset, header2Offset} {
-		if err := readFull(r, size, buf, off); err != nil {
+		if err := readFull(r, size, bufs[i][:], off); err != nil {
 			return nil, 0, err
 		}
-		hs[i], _ = parseHeader(buf)
+		hs[i], _ = parseHeader(bufs[i][:])
 	}
 	switch {
 	case hs[0] != nil && hs[1] == nil:
@@ -189,7 +187,7 @@ func selectHeader(r readerAt, size int64) (*header, int, error) {
 		return hs[0], 0, nil
 	case hs[1].seq > hs[0].seq:
 		return hs[1], 1, nil
-	case string(hs[0].raw) == string(hs[1].raw):
+	case bufs[0] == bufs[1]:
 		return hs[0], 0, nil
 	}
 	return nil, 0, errNoHeader

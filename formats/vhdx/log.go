@@ -158,11 +158,11 @@ func (c *entryCRC) add(sector []byte, first bool) {
 }
 
 // eachDescriptorSector reads the descriptor sectors of the entry at
-// w.read (advancing past them), validating its descriptors, and passes
-// each sector to fn: QEMU's vhdx_log_read_desc. A window that ends among
-// them, or an invalid descriptor, is EINVAL.
-func (l *logRing) eachDescriptorSector(w *logWindow, eh *logEntryHeader, fn func(i uint64, sector []byte)) error {
-	buf := make([]byte, logSectorSize)
+// w.read (advancing past them) into buf, one sector at a time, validating
+// its descriptors, and passes each sector to fn: QEMU's
+// vhdx_log_read_desc. A window that ends among them, or an invalid
+// descriptor, is EINVAL.
+func (l *logRing) eachDescriptorSector(w *logWindow, eh *logEntryHeader, buf []byte, fn func(i uint64, sector []byte)) error {
 	left := eh.descriptorCount
 	for i := uint64(0); i < descSectors(eh.descriptorCount); i++ {
 		ok, err := l.readSector(w, buf)
@@ -205,13 +205,13 @@ func (l *logRing) validateEntry(w *logWindow, logGUID guid, seq uint64) (*logEnt
 // checksum.
 func (l *logRing) checkEntry(w *logWindow, eh *logEntryHeader) (*logEntryHeader, bool, error) {
 	var crc entryCRC
-	err := l.eachDescriptorSector(w, eh, func(i uint64, sector []byte) {
+	buf := make([]byte, logSectorSize)
+	err := l.eachDescriptorSector(w, eh, buf, func(i uint64, sector []byte) {
 		crc.add(sector, i == 0)
 	})
 	if err != nil {
 		return nil, false, err
 	}
-	buf := make([]byte, logSectorSize)
 	for i := descSectors(eh.descriptorCount); i < uint64(eh.entryLength)/logSectorSize; i++ {
 		ok, err := l.readSector(w, buf)
 		if err != nil || !ok {

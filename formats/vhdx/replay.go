@@ -14,7 +14,7 @@ import (
 // entries without writing, so that a log it refuses leaves the file as it
 // was.
 func (img *Image) replay(w logWindow, count uint32) (logWindow, error) {
-	dry := &replayer{ring: img.log.ring, logGUID: img.header.logGUID, out: &sizeOnly{img.rw.Size()}}
+	dry := &replayer{ring: img.log.ring, logGUID: img.header.logGUID, out: &sizeOnly{img.rw.Size()}, buf: &img.scratch.replay}
 	if _, err := dry.run(w, count); err != nil {
 		return w, err
 	}
@@ -22,7 +22,7 @@ func (img *Image) replay(w logWindow, count uint32) (logWindow, error) {
 		return w, err
 	}
 	// the header now current is the one that was, its log GUID unchanged
-	real := &replayer{ring: img.log.ring, logGUID: img.header.logGUID, out: img.rw}
+	real := &replayer{ring: img.log.ring, logGUID: img.header.logGUID, out: img.rw, buf: &img.scratch.replay}
 	w, err := real.run(w, count)
 	if err != nil {
 		return w, err
@@ -61,7 +61,21 @@ type replayer struct {
 	ring    *logRing
 	logGUID guid
 	out     replaySink
+	buf     *replayBuffers
 }
+
+// replayBuffers are the sectors a replay reads and writes, kept by the
+// image from one replay to the next; descs holds one entry's descriptor
+// sectors.
+type replayBuffers struct {
+	head               [logEntryHead]byte
+	desc, data, sector [logSectorSize]byte
+	descs              []byte
+}
+
+// maxKeptDescBytes is the most descriptor memory kept between replays:
+// an entry of a foreign log may hold far more.
+const maxKeptDescBytes = 64 << 10
 
 func (rp *replayer) run(w logWindow, count uint32) (logWindow, error) {
 	for ; count > 0; count-- {
@@ -76,7 +90,7 @@ func (rp *replayer) run(w logWindow, count uint32) (logWindow, error) {
 // descriptor and data sectors.
 func (rp *replayer) entry(w *logWindow) error {
 	l := rp.ring
-	eh, err := l.peek(w, make([]byte, logEntryHead))
+	eh, err := l.peek(w, rp.buf.head[:])
 	if err != nil {
 		return err
 	}
@@ -88,14 +102,17 @@ func (rp *replayer) entry(w *logWindow) error {
 	if !eh.valid(l.length, rp.logGUID) || descSectors(eh.descriptorCount)*logSectorSize > maxReplayDescBytes {
 		return syscall.EINVAL
 	}
-	var descs []byte
-	err = l.eachDescriptorSector(w, eh, func(_ uint64, sector []byte) {
+	descs := rp.buf.descs[:0]
+	err = l.eachDescriptorSector(w, eh, rp.buf.desc[:], func(_ uint64, sector []byte) {
 		descs = append(descs, sector...)
 	})
+	if cap(descs) <= maxKeptDescBytes {
+		rp.buf.descs = descs
+	}
 	if err != nil {
 		return err
 	}
-	data := make([]byte, logSectorSize)
+	data := rp.buf.data[:]
 	for i := uint32(0); i < eh.descriptorCount; i++ {
 		d := descriptor(descs[logEntryHead+logDescSize*int(i):][:logDescSize])
 		if d.isData() {
@@ -131,7 +148,7 @@ func (rp *replayer) apply(d descriptor, data []byte) error {
 	if off > maxReplayOffset-logSectorSize {
 		return syscall.EINVAL
 	}
-	sector := make([]byte, logSectorSize)
+	sector := rp.buf.sector[:] // every byte of it is set
 	copy(sector[:8], d[8:16])
 	copy(sector[8:logSectorSize-4], data[8:logSectorSize-4])
 	copy(sector[logSectorSize-4:], d[4:8])

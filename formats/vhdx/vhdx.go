@@ -62,6 +62,9 @@ type Image struct {
 	// chunkBits: one sector bitmap entry follows every 1<<chunkBits
 	// payload entries.
 	chunkBits uint
+	// scratch is the memory of metadata updates, used under mu or while
+	// opening.
+	scratch scratch
 }
 
 // logWriter is where the next log entry goes, as QEMU's VHDXLogEntries:
@@ -263,3 +266,7 @@ func (img *Image) Info(info *image.Info) error {
 	info.ClusterSize = int64(img.meta.blockSize)
 	return nil
 }
+
+// HoleBlocks: a new payload block is a hole at the end of the file, and
+// only what is written into it takes space, as with QEMU.
+func (img *Image) HoleBlocks() {}

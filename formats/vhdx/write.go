@@ -13,6 +13,17 @@ import (
 // emptied), so that a crash leaves either the old entry or a log that
 // QEMU replays. Headers are updated two at a time, each one flushed.
 
+// scratch is the memory of one metadata update (a header, a BAT sector, a
+// log entry, a replay), kept from one update to the next: a copy updates
+// the BAT for every new block, and garbage per update would grow the heap
+// along the copy.
+type scratch struct {
+	header [headerSize]byte
+	sector [logSectorSize]byte
+	entry  [2 * logSectorSize]byte
+	replay replayBuffers
+}
+
 // updateHeaders updates the non-current header twice, so that both
 // headers end up current and valid (QEMU's vhdx_update_headers).
 func (img *Image) updateHeaders(newDataGUID bool, logGUID *guid) error {
@@ -31,7 +42,7 @@ func (img *Image) updateHeaders(newDataGUID bool, logGUID *guid) error {
 func (img *Image) updateHeader(newDataGUID bool, logGUID *guid) error {
 	slot := 1 - img.current
 	off := int64(headerOffsets[slot])
-	b := make([]byte, headerSize)
+	b := img.scratch.header[:]
 	if err := readFull(img.rw, img.rw.Size(), b, off); err != nil {
 		return err
 	}
@@ -108,7 +119,7 @@ func (img *Image) writeBlock(p []byte, off int64, e uint64) error {
 func (img *Image) setBATEntry(idx, entry uint64) error {
 	at := img.batOffset + 8*idx
 	sectorAt := at &^ (logSectorSize - 1)
-	sector := make([]byte, logSectorSize)
+	sector := img.scratch.sector[:]
 	if err := readFull(img.rw, img.rw.Size(), sector, int64(sectorAt)); err != nil {
 		return err
 	}
@@ -153,7 +164,7 @@ func (img *Image) logWrite(sector []byte, at uint64) error {
 		img.log.sequence = 1
 	}
 	size := uint64(img.rw.Size())
-	entry := encodeLogEntry(sector, at, img.log.sequence, img.log.tail, img.header.logGUID, size)
+	entry := encodeLogEntry(img.scratch.entry[:], sector, at, img.log.sequence, img.log.tail, img.header.logGUID, size)
 	if err := img.writeLogSectors(entry); err != nil {
 		return err
 	}
@@ -182,11 +193,12 @@ func (img *Image) writeLogSectors(b []byte) error {
 	return nil
 }
 
-// encodeLogEntry makes a log entry of one data descriptor: the header and
-// descriptor sector, then the data sector. The flushed and last file
-// offsets are both the file's size.
-func encodeLogEntry(data []byte, at, seq uint64, tail uint32, logGUID guid, fileSize uint64) []byte {
-	b := make([]byte, 2*logSectorSize)
+// encodeLogEntry makes in b (two sectors) a log entry of one data
+// descriptor: the header and descriptor sector, then the data sector. The
+// flushed and last file offsets are both the file's size.
+func encodeLogEntry(b, data []byte, at, seq uint64, tail uint32, logGUID guid, fileSize uint64) []byte {
+	b = b[:2*logSectorSize]
+	clear(b)
 	copy(b, "loge")
 	le.PutUint32(b[8:], uint32(len(b)))
 	le.PutUint32(b[12:], tail)
