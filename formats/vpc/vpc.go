@@ -264,6 +264,11 @@ func (img *Image) fixedStatus(off, length int64) (image.Extent, error) {
 	return e, nil
 }
 
+// HoleBlocks: a dynamic image's new block lies past the end of its data
+// (its bitmap over the old footer), so what a write leaves of it is a hole
+// that reads as zeroes, as with QEMU.
+func (img *Image) HoleBlocks() {}
+
 // Info: dynamic images report their block size as the cluster size.
 func (img *Image) Info(info *image.Info) error {
 	if img.footer.diskType != diskFixed {
