@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -26,6 +27,12 @@ type fakeServer struct {
 	// afterRead, when set, is written instead of the reply to the first
 	// read: what a broken or hostile server sends.
 	afterRead []byte
+	multiConn bool
+	// drop, when set, is asked before each request is answered (n counts
+	// the requests of every connection from 1): true closes the
+	// connection instead, as a server that goes away does.
+	drop     func(n int64) bool
+	requests int64 // atomic
 }
 
 func (s *fakeServer) serve(c net.Conn) {
@@ -48,6 +55,10 @@ func (s *fakeServer) serve(c net.Conn) {
 	if s.readOnly {
 		flags |= tflagReadOnly
 	}
+	if s.multiConn {
+		flags |= tflagCanMultiConn
+	}
+	tlsConfig := s.tls
 	for {
 		var h struct {
 			Magic    uint64
@@ -59,16 +70,16 @@ func (s *fakeServer) serve(c net.Conn) {
 		data := make([]byte, h.Len)
 		io.ReadFull(c, data)
 		switch {
-		case h.Opt == optStartTLS && s.tls != nil:
+		case h.Opt == optStartTLS && tlsConfig != nil:
 			reply(h.Opt, repAck, nil)
-			tc := tls.Server(c, s.tls)
+			tc := tls.Server(c, tlsConfig)
 			if tc.Handshake() != nil {
 				return
 			}
-			c, s.tls = tc, nil
+			c, tlsConfig = tc, nil
 		case h.Opt == optStartTLS:
 			reply(h.Opt, repErrPolicy, []byte("TLS not configured"))
-		case s.tls != nil:
+		case tlsConfig != nil:
 			reply(h.Opt, repErrTLSReqd, []byte("Option 0x7 not permitted before TLS"))
 		case h.Opt == optStructuredReply && s.structured:
 			reply(h.Opt, repAck, nil)
@@ -113,6 +124,9 @@ func (s *fakeServer) transmit(c net.Conn) {
 			Length      uint32
 		}
 		if binary.Read(c, binary.BigEndian, &r) != nil {
+			return
+		}
+		if n := atomic.AddInt64(&s.requests, 1); s.drop != nil && r.Type != cmdDisc && s.drop(n) {
 			return
 		}
 		simple := func(errno uint32, data []byte) {

@@ -48,6 +48,7 @@ func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
 	if err := applySessionOptions(&a, opts); err != nil {
 		return nil, err
 	}
+	a.reconnectDelay = reconnectDelay(o.Options)
 	c, err := dialWithin(a, o.Options)
 	if err != nil {
 		return nil, err
@@ -246,8 +247,14 @@ func (d *Driver) checkWrite() error {
 	return nil
 }
 
+// ioError names the request that failed; its errno (EIO for a lost
+// connection) is what commands print, as qemu-img does.
 func (d *Driver) ioError(op string, off int64, err error) error {
-	return fmt.Errorf("%s error at offset %d of %s: %s", op, off, d.conn.addr, image.Strerror(err))
+	text := err.Error()
+	if _, bare := err.(syscall.Errno); bare {
+		text = image.Strerror(err)
+	}
+	return image.Errorf(err, "%s error at offset %d of %s: %s", op, off, d.conn.addr, text)
 }
 
 // BlockStatus answers from base:allocation: holes read as zeroes and
