@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -280,6 +282,10 @@ func TestBrokenServers(t *testing.T) {
 		{0x67, 0x44, 0x66, 0x98}, // a simple reply cut short
 		bytes.Repeat([]byte{0xff}, 64),
 		append(binary.BigEndian.AppendUint32(nil, magicStructuredRep), make([]byte, 16)...), // unknown cookie
+		// a hole far outside the request
+		append(binary.BigEndian.AppendUint32(nil, magicStructuredRep),
+			0, replyFlagDone, 0, chunkOffsetHole, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 12,
+			0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0),
 	}
 	for i, g := range garbage {
 		s := &fakeServer{structured: true, disk: make([]byte, 4096), afterRead: g}
@@ -296,6 +302,9 @@ func TestBrokenServers(t *testing.T) {
 		case err := <-done:
 			if err == nil {
 				t.Errorf("case %d: a read from a broken server succeeded", i)
+			} else if strings.Contains(err.Error(), "\n") || !(errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL)) {
+				// commands print the errno ("Input/output error") as qemu-img does
+				t.Errorf("case %d: error %q: want one line with EIO or EINVAL", i, err)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("case %d: the read hangs", i)
