@@ -456,7 +456,7 @@ func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload,
 	c.cookie++
 	cookie := c.cookie
 	c.pending[cookie] = cl
-	sock := c.c
+	sock, reader := c.c, c.done
 	c.mu.Unlock()
 
 	h := make([]byte, 28, 28+len(payload))
@@ -470,14 +470,26 @@ func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload,
 	_, err := sock.Write(append(h, payload...))
 	c.wmu.Unlock()
 	if err != nil {
-		c.lose(sock, c.protoErr("sending a request", err))
+		c.broke(sock, c.protoErr("sending a request", err))
 	}
 	<-cl.done
+	if cl.err != nil && c.gaveUp(sock) {
+		// the reader of the socket may still be filling the buffer
+		// from what it had read: it stops at the end of that
+		<-reader
+	}
 	return cl, cl.err
 }
 
-// fail marks the connection broken for good and fails every waiting
-// request.
+// gaveUp reports whether sock is no longer the connection's socket.
+func (c *Conn) gaveUp(sock net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil || c.lost != nil || c.c != sock
+}
+
+// fail marks the connection unusable for good (it is being closed) and
+// fails every waiting request.
 func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -507,12 +519,7 @@ func (c *Conn) readReplies(done chan struct{}) {
 	sock := c.c
 	for {
 		if err := c.readReply(); err != nil {
-			var lost *lostError
-			if errors.As(err, &lost) {
-				c.lose(sock, err)
-			} else {
-				c.fail(err)
-			}
+			c.broke(sock, err)
 			return
 		}
 	}
@@ -683,13 +690,14 @@ func errnoOf(e uint32) error {
 func (c *Conn) Close() error {
 	c.mu.Lock()
 	broken := c.err != nil || c.lost != nil
+	sock := c.c
 	c.mu.Unlock()
 	if !broken {
 		h := make([]byte, 28)
 		binary.BigEndian.PutUint32(h[0:], magicRequest)
 		binary.BigEndian.PutUint16(h[6:], cmdDisc)
 		c.wmu.Lock()
-		c.c.Write(h)
+		sock.Write(h)
 		c.wmu.Unlock()
 	}
 	c.fail(errors.New("connection closed"))

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"errors"
 	"net"
 	"syscall"
 	"time"
@@ -21,19 +22,22 @@ import (
 // maxRetryInterval bounds the wait between two attempts to reconnect.
 const maxRetryInterval = time.Second
 
-// lose handles the loss of the socket sock: without reconnect-delay the
-// connection fails for good; with it, the waiting requests are ended to
-// be sent again, and a reconnection starts. A loss already handled, or
-// of a socket already replaced, changes nothing.
-func (c *Conn) lose(sock net.Conn, err error) {
+// broke handles an error of the socket sock, or of what the server sent
+// on it: a lost socket is made again within reconnect-delay; garbage from
+// the server, or a loss without the delay, fails the connection for good.
+// An error on a socket already given up (its reader finishing what it
+// had read before) changes nothing.
+func (c *Conn) broke(sock net.Conn, err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.err != nil || c.lost != nil || sock != c.c {
 		return
 	}
 	sock.Close()
-	if c.addr.reconnectDelay <= 0 {
+	var lost *lostError
+	if c.addr.reconnectDelay <= 0 || !errors.As(err, &lost) {
 		c.err = err
+		c.cancelStop()
 		c.failPending(err)
 		return
 	}

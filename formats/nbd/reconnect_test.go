@@ -198,8 +198,8 @@ func TestReconnectGivesUp(t *testing.T) {
 			t.Fatal(err)
 		}
 		d := newDriver(c, false)
-		ss.stop()
 		start := time.Now()
+		ss.stop()
 		_, err = readAll(d, 64<<10)
 		took := time.Since(start)
 		if !errors.Is(err, syscall.EIO) {
