@@ -306,3 +306,39 @@ func TestReconnectTLS(t *testing.T) {
 		t.Errorf("%d connections, want a reconnection", n)
 	}
 }
+
+// Writes lost with the connection are sent again too: the export ends
+// with every byte written.
+func TestReconnectWrites(t *testing.T) {
+	s := &fakeServer{structured: true, disk: make([]byte, 2<<20)}
+	ss := newSocketServer(t, s)
+	s.drop = func(n int64) bool { return n == 7 }
+	c, err := Dial(ss.addr(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(c, true)
+	want := patterned(len(s.disk))
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for off := 0; off < len(want); off += 64 << 10 {
+		wg.Add(1)
+		go func(off int) {
+			defer wg.Done()
+			if _, err := d.WriteAt(want[off:off+64<<10], int64(off)); err != nil {
+				errs <- err
+			}
+		}(off)
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(s.disk, want) {
+		t.Fatal("the export differs from what was written")
+	}
+}
