@@ -6,7 +6,11 @@
 // block status, so copies never read holes or zeroes; x-dirty-bitmap
 // reads another context instead, and tls-creds starts TLS first. A
 // read-only open never sends a write; an export the server marks
-// read-only is refused for writing before any I/O.
+// read-only is refused for writing before any I/O. A lost connection
+// fails the requests with EIO, or with reconnect-delay is made again and
+// they are sent again (reconnect.go); a server that stops answering in
+// the middle of a reply is waited for, as qemu-img waits (qemu 7.2 has no
+// timeout once the export is open).
 package nbd
 
 import (
