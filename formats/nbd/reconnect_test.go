@@ -342,3 +342,42 @@ func TestReconnectWrites(t *testing.T) {
 		t.Fatal("the export differs from what was written")
 	}
 }
+
+// Closing a connection that waits for its server ends the wait: the
+// requests fail and Close returns, long before the delay has passed.
+func TestCloseDuringReconnect(t *testing.T) {
+	s := &fakeServer{structured: true, disk: patterned(1 << 20)}
+	ss := newSocketServer(t, s)
+	c, err := Dial(ss.addr(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(c, false)
+	ss.stop()
+	read := make(chan error, 1)
+	go func() {
+		_, err := d.ReadAt(make([]byte, 4096), 0)
+		read <- err
+	}()
+	for !c.reconnecting() {
+		time.Sleep(time.Millisecond)
+	}
+	closed := make(chan struct{})
+	go func() {
+		d.Close()
+		close(closed)
+	}()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Error("a read from a closed connection succeeded")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the read still waits after Close")
+	}
+	select {
+	case <-closed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close hangs")
+	}
+}
