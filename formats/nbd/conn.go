@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,8 +33,14 @@ type Conn struct {
 	mu      sync.Mutex
 	pending map[uint64]*call
 	cookie  uint64
-	err     error // set once the connection is unusable
-	done    chan struct{}
+	err     error         // set once the connection is unusable for good
+	done    chan struct{} // closed when the reader of c.c stops
+	// lost is open while a reconnection is under way: requests wait for
+	// it to close (see reconnect.go)
+	lost chan struct{}
+	// stop ends a reconnection when the connection is closed
+	stop       context.Context
+	cancelStop context.CancelFunc
 }
 
 // call is one request waiting for its reply.
@@ -75,15 +82,27 @@ func negotiate(a Address, c net.Conn) (*Conn, error) {
 
 // negotiateBy is negotiate with the handshake bounded by deadline.
 func negotiateBy(a Address, c net.Conn, deadline time.Time) (*Conn, error) {
+	conn, err := handshakeBy(a, c, deadline)
+	if err != nil {
+		return nil, err
+	}
+	conn.stop, conn.cancelStop = context.WithCancel(context.Background())
+	go conn.readReplies(conn.done)
+	return conn, nil
+}
+
+// handshakeBy negotiates the export on a connected socket, bounded by
+// deadline, and closes the socket if that fails. The connection's reader
+// is not started.
+func handshakeBy(a Address, c net.Conn, deadline time.Time) (*Conn, error) {
 	conn := &Conn{addr: a, c: c, pending: map[uint64]*call{}, done: make(chan struct{}),
 		minBlock: 1, prefBlock: 4096, maxB: maxRequest}
 	c.SetDeadline(deadline)
 	if err := conn.handshake(); err != nil {
-		c.Close()
+		conn.c.Close()
 		return nil, err
 	}
-	c.SetDeadline(time.Time{})
-	go conn.readReplies()
+	conn.c.SetDeadline(time.Time{})
 	return conn, nil
 }
 
@@ -379,12 +398,22 @@ func (c *Conn) write(b []byte) error {
 	return nil
 }
 
+// protoErr words an error of the socket: the server closed the
+// connection, or reading or writing failed.
 func (c *Conn) protoErr(doing string, err error) error {
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-		return fmt.Errorf("Server %s closed the connection while %s", c.addr, doing)
+		return &lostError{fmt.Sprintf("Server %s closed the connection while %s", c.addr, doing)}
 	}
-	return fmt.Errorf("Server %s: error while %s: %v", c.addr, doing, err)
+	return &lostError{fmt.Sprintf("Server %s: error while %s: %v", c.addr, doing, err)}
 }
+
+// lostError is an error of the socket rather than of the server's
+// answers: with reconnect-delay, the requests it ends are sent again on a
+// new connection. Commands see it as EIO, as qemu's requests do.
+type lostError struct{ msg string }
+
+func (e *lostError) Error() string { return e.msg }
+func (e *lostError) Unwrap() error { return syscall.EIO }
 
 // Size is the export's size in bytes.
 func (c *Conn) Size() int64 { return c.size }
@@ -396,18 +425,38 @@ func (c *Conn) ReadOnly() bool { return c.flags&tflagReadOnly != 0 }
 // each other's writes (and so to share a copy).
 func (c *Conn) MultiConn() bool { return c.flags&tflagCanMultiConn != 0 }
 
-// request sends one command and waits for its reply.
+// request sends one command and waits for its reply. A request that the
+// loss of the connection ends is sent again once a reconnection (with
+// reconnect-delay) has succeeded.
 func (c *Conn) request(cmd, flags uint16, off int64, length uint32, payload, readBuf []byte) (*call, error) {
+	for {
+		cl, err := c.requestOnce(cmd, flags, off, length, payload, readBuf)
+		var lost *lostError
+		if err == nil || !errors.As(err, &lost) {
+			return cl, err
+		}
+		if err := c.awaitReconnect(); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// requestOnce sends one command on the current socket and waits for its
+// reply.
+func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload, readBuf []byte) (*call, error) {
 	cl := &call{cmd: cmd, off: off, length: length, buf: readBuf, done: make(chan struct{})}
-	c.mu.Lock()
-	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
+	if err := c.awaitReconnect(); err != nil {
 		return nil, err
+	}
+	c.mu.Lock()
+	if c.err != nil || c.lost != nil {
+		c.mu.Unlock()
+		return nil, &lostError{"connection lost"}
 	}
 	c.cookie++
 	cookie := c.cookie
 	c.pending[cookie] = cl
+	sock, reader := c.c, c.done
 	c.mu.Unlock()
 
 	h := make([]byte, 28, 28+len(payload))
@@ -418,16 +467,29 @@ func (c *Conn) request(cmd, flags uint16, off int64, length uint32, payload, rea
 	binary.BigEndian.PutUint64(h[16:], uint64(off))
 	binary.BigEndian.PutUint32(h[24:], length)
 	c.wmu.Lock()
-	_, err := c.c.Write(append(h, payload...))
+	_, err := sock.Write(append(h, payload...))
 	c.wmu.Unlock()
 	if err != nil {
-		c.fail(c.protoErr("sending a request", err))
+		c.broke(sock, c.protoErr("sending a request", err))
 	}
 	<-cl.done
+	if cl.err != nil && c.gaveUp(sock) {
+		// the reader of the socket may still be filling the buffer
+		// from what it had read: it stops at the end of that
+		<-reader
+	}
 	return cl, cl.err
 }
 
-// fail marks the connection broken and fails every waiting request.
+// gaveUp reports whether sock is no longer the connection's socket.
+func (c *Conn) gaveUp(sock net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil || c.lost != nil || c.c != sock
+}
+
+// fail marks the connection unusable for good (it is being closed) and
+// fails every waiting request.
 func (c *Conn) fail(err error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -435,8 +497,16 @@ func (c *Conn) fail(err error) {
 		c.err = err
 		c.c.Close()
 	}
+	if c.cancelStop != nil {
+		c.cancelStop()
+	}
+	c.failPending(c.err)
+}
+
+// failPending ends every waiting request with err; c.mu is held.
+func (c *Conn) failPending(err error) {
 	for k, cl := range c.pending {
-		cl.err = c.err
+		cl.err = err
 		close(cl.done)
 		delete(c.pending, k)
 	}
@@ -444,11 +514,12 @@ func (c *Conn) fail(err error) {
 
 // readReplies is the connection's reader: it matches each reply to its
 // request by cookie until the connection ends.
-func (c *Conn) readReplies() {
-	defer close(c.done)
+func (c *Conn) readReplies(done chan struct{}) {
+	defer close(done)
+	sock := c.c
 	for {
 		if err := c.readReply(); err != nil {
-			c.fail(err)
+			c.broke(sock, err)
 			return
 		}
 	}
@@ -459,7 +530,7 @@ func (c *Conn) take(cookie uint64, remove bool) (*call, error) {
 	defer c.mu.Unlock()
 	cl, ok := c.pending[cookie]
 	if !ok {
-		return nil, fmt.Errorf("Server %s sent a reply to an unknown request", c.addr)
+		return nil, image.Errorf(syscall.EIO, "Server %s sent a reply to an unknown request", c.addr)
 	}
 	if remove {
 		delete(c.pending, cookie)
@@ -496,7 +567,7 @@ func (c *Conn) readReply() error {
 	case magicStructuredRep:
 		return c.readChunk()
 	}
-	return fmt.Errorf("Server %s sent a reply with a bad magic", c.addr)
+	return image.Errorf(syscall.EIO, "Server %s sent a reply with a bad magic", c.addr)
 }
 
 // readChunk reads one structured reply chunk.
@@ -531,7 +602,7 @@ func (c *Conn) readChunk() error {
 // fit its request breaks the connection.
 func (c *Conn) chunk(cl *call, typ uint16, length uint32) error {
 	bad := func(what string) error {
-		return fmt.Errorf("Server %s sent an invalid %s chunk", c.addr, what)
+		return image.Errorf(syscall.EINVAL, "Server %s sent an invalid %s chunk", c.addr, what)
 	}
 	switch typ {
 	case chunkNone:
@@ -618,17 +689,21 @@ func errnoOf(e uint32) error {
 // Close ends the connection with NBD_CMD_DISC.
 func (c *Conn) Close() error {
 	c.mu.Lock()
-	broken := c.err != nil
+	broken := c.err != nil || c.lost != nil
+	sock := c.c
 	c.mu.Unlock()
 	if !broken {
 		h := make([]byte, 28)
 		binary.BigEndian.PutUint32(h[0:], magicRequest)
 		binary.BigEndian.PutUint16(h[6:], cmdDisc)
 		c.wmu.Lock()
-		c.c.Write(h)
+		sock.Write(h)
 		c.wmu.Unlock()
 	}
 	c.fail(errors.New("connection closed"))
-	<-c.done
+	c.mu.Lock()
+	done := c.done
+	c.mu.Unlock()
+	<-done
 	return nil
 }

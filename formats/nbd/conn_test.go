@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"crypto/tls"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -26,6 +29,12 @@ type fakeServer struct {
 	// afterRead, when set, is written instead of the reply to the first
 	// read: what a broken or hostile server sends.
 	afterRead []byte
+	multiConn bool
+	// drop, when set, is asked before each request is answered (n counts
+	// the requests of every connection from 1): true closes the
+	// connection instead, as a server that goes away does.
+	drop     func(n int64) bool
+	requests int64 // atomic
 }
 
 func (s *fakeServer) serve(c net.Conn) {
@@ -48,6 +57,10 @@ func (s *fakeServer) serve(c net.Conn) {
 	if s.readOnly {
 		flags |= tflagReadOnly
 	}
+	if s.multiConn {
+		flags |= tflagCanMultiConn
+	}
+	tlsConfig := s.tls
 	for {
 		var h struct {
 			Magic    uint64
@@ -59,16 +72,16 @@ func (s *fakeServer) serve(c net.Conn) {
 		data := make([]byte, h.Len)
 		io.ReadFull(c, data)
 		switch {
-		case h.Opt == optStartTLS && s.tls != nil:
+		case h.Opt == optStartTLS && tlsConfig != nil:
 			reply(h.Opt, repAck, nil)
-			tc := tls.Server(c, s.tls)
+			tc := tls.Server(c, tlsConfig)
 			if tc.Handshake() != nil {
 				return
 			}
-			c, s.tls = tc, nil
+			c, tlsConfig = tc, nil
 		case h.Opt == optStartTLS:
 			reply(h.Opt, repErrPolicy, []byte("TLS not configured"))
-		case s.tls != nil:
+		case tlsConfig != nil:
 			reply(h.Opt, repErrTLSReqd, []byte("Option 0x7 not permitted before TLS"))
 		case h.Opt == optStructuredReply && s.structured:
 			reply(h.Opt, repAck, nil)
@@ -113,6 +126,9 @@ func (s *fakeServer) transmit(c net.Conn) {
 			Length      uint32
 		}
 		if binary.Read(c, binary.BigEndian, &r) != nil {
+			return
+		}
+		if n := atomic.AddInt64(&s.requests, 1); s.drop != nil && r.Type != cmdDisc && s.drop(n) {
 			return
 		}
 		simple := func(errno uint32, data []byte) {
@@ -266,6 +282,10 @@ func TestBrokenServers(t *testing.T) {
 		{0x67, 0x44, 0x66, 0x98}, // a simple reply cut short
 		bytes.Repeat([]byte{0xff}, 64),
 		append(binary.BigEndian.AppendUint32(nil, magicStructuredRep), make([]byte, 16)...), // unknown cookie
+		// a hole far outside the request
+		append(binary.BigEndian.AppendUint32(nil, magicStructuredRep),
+			0, replyFlagDone, 0, chunkOffsetHole, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 12,
+			0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0),
 	}
 	for i, g := range garbage {
 		s := &fakeServer{structured: true, disk: make([]byte, 4096), afterRead: g}
@@ -282,6 +302,9 @@ func TestBrokenServers(t *testing.T) {
 		case err := <-done:
 			if err == nil {
 				t.Errorf("case %d: a read from a broken server succeeded", i)
+			} else if strings.Contains(err.Error(), "\n") || !(errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL)) {
+				// commands print the errno ("Input/output error") as qemu-img does
+				t.Errorf("case %d: error %q: want one line with EIO or EINVAL", i, err)
 			}
 		case <-time.After(30 * time.Second):
 			t.Fatalf("case %d: the read hangs", i)

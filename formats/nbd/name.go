@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Address is where an export lives: a Unix socket or a TCP host and port,
@@ -17,6 +18,9 @@ type Address struct {
 
 	tls         *tlsSettings // STARTTLS first, when set (tls-creds)
 	metaContext string       // the block status context; "" is base:allocation
+	// reconnectDelay is how long requests wait for a lost connection to
+	// come back (reconnect-delay); 0 fails them at once
+	reconnectDelay time.Duration
 }
 
 var errNoURL = errors.New("No valid URL specified")

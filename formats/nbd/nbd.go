@@ -6,7 +6,11 @@
 // block status, so copies never read holes or zeroes; x-dirty-bitmap
 // reads another context instead, and tls-creds starts TLS first. A
 // read-only open never sends a write; an export the server marks
-// read-only is refused for writing before any I/O.
+// read-only is refused for writing before any I/O. A lost connection
+// fails the requests with EIO, or with reconnect-delay is made again and
+// they are sent again (reconnect.go); a server that stops answering in
+// the middle of a reply is waited for, as qemu-img waits (qemu 7.2 has no
+// timeout once the export is open).
 package nbd
 
 import (
@@ -48,6 +52,7 @@ func Open(filename string, o image.ProtocolOptions) (image.Driver, error) {
 	if err := applySessionOptions(&a, opts); err != nil {
 		return nil, err
 	}
+	a.reconnectDelay = reconnectDelay(o.Options)
 	c, err := dialWithin(a, o.Options)
 	if err != nil {
 		return nil, err
@@ -134,7 +139,7 @@ func (d *Driver) read(p []byte, off int64) error {
 		_, err := c.request(cmdRead, 0, off, uint32(n), nil, p[:n])
 		d.readers.put(i)
 		if err != nil {
-			return d.ioError("read", off, err)
+			return ioError(err)
 		}
 		p, off = p[n:], off+int64(n)
 	}
@@ -159,7 +164,7 @@ func (d *Driver) WriteAt(p []byte, off int64) (int, error) {
 	for len(p) > 0 {
 		k := min(len(p), int(d.conn.maxB))
 		if _, err := d.conn.request(cmdWrite, 0, off, uint32(k), p[:k], nil); err != nil {
-			return 0, d.ioError("write", off, err)
+			return 0, ioError(err)
 		}
 		p, off = p[k:], off+int64(k)
 	}
@@ -190,7 +195,7 @@ func (d *Driver) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	return d.eachRange(off, length, func(o int64, n uint32) error {
 		if _, err := d.conn.request(cmdWriteZeroes, flags, o, n, nil, nil); err != nil {
-			return d.ioError("write zeroes", o, err)
+			return ioError(err)
 		}
 		return nil
 	})
@@ -208,7 +213,7 @@ func (d *Driver) Discard(off, length int64) error {
 	d.forgetStatus()
 	return d.eachRange(off, length, func(o int64, n uint32) error {
 		if _, err := d.conn.request(cmdTrim, 0, o, n, nil, nil); err != nil {
-			return d.ioError("discard", o, err)
+			return ioError(err)
 		}
 		return nil
 	})
@@ -246,8 +251,11 @@ func (d *Driver) checkWrite() error {
 	return nil
 }
 
-func (d *Driver) ioError(op string, off int64, err error) error {
-	return fmt.Errorf("%s error at offset %d of %s: %s", op, off, d.conn.addr, image.Strerror(err))
+// ioError is a failed request in qemu's words: its errno alone (EIO for
+// a lost connection, the server's error otherwise), which is all that
+// qemu-img prints after "error while reading at byte N: ".
+func ioError(err error) error {
+	return image.Errorf(err, "%s", image.Strerror(err))
 }
 
 // BlockStatus answers from base:allocation: holes read as zeroes and
@@ -267,7 +275,7 @@ func (d *Driver) BlockStatus(off, length int64) (image.Extent, error) {
 	}
 	cl, err := d.conn.request(cmdBlockStatus, 0, off, uint32(req), nil, nil)
 	if err != nil {
-		return image.Extent{}, d.ioError("block status", off, err)
+		return image.Extent{}, ioError(err)
 	}
 	if len(cl.status) == 0 || cl.status[0].length == 0 {
 		return image.Extent{}, fmt.Errorf("Server %s sent no block status for offset %d", d.conn.addr, off)

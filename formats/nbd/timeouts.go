@@ -12,8 +12,8 @@ import (
 
 // timeoutOptions are qemu 7.2's options for a server that is slow or
 // gone: open-timeout retries the first connection for that many seconds
-// and bounds the handshake; reconnect-delay is accepted (qimg does not
-// reconnect after a connection is lost: the command fails at once).
+// and bounds the handshake; reconnect-delay is how long requests wait for
+// a lost connection to come back (reconnect.go).
 var timeoutOptions = []image.OptionSpec{
 	{Name: "reconnect-delay", Type: image.OptNumber},
 	{Name: "open-timeout", Type: image.OptNumber},

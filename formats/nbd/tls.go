@@ -24,7 +24,8 @@ type tlsSettings struct {
 
 // loadTLS reads the credentials object id of the command line as qemu's
 // NBD client takes them; Go's crypto/tls has neither TLS-PSK nor
-// anonymous TLS, so those objects are refused.
+// anonymous TLS (and no maintained Go module adds TLS 1.3 external PSKs
+// to it), so those objects are refused, in words that say what is taken.
 func loadTLS(id, hostname string) (*tlsSettings, error) {
 	obj := image.CommandObjects().Object(id)
 	if obj == nil {
@@ -36,7 +37,7 @@ func loadTLS(id, hostname string) (*tlsSettings, error) {
 		if err := checkClientEndpoint(obj); err != nil {
 			return nil, err
 		}
-		return nil, fmt.Errorf("TLS credentials of type '%s' are not supported", obj.Type)
+		return nil, fmt.Errorf("TLS credentials of type '%s' are not supported: NBD over TLS takes tls-creds-x509 credentials only", obj.Type)
 	default:
 		return nil, fmt.Errorf("Object with id '%s' is not TLS credentials", id)
 	}
