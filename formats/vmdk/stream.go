@@ -118,10 +118,7 @@ func (img *Image) appendCompressed(x *extent, off int64, compressed []byte) erro
 		x.nextGrain = (x.file.Size() + x.grainSize() - 1) / x.grainSize() * x.grainSize()
 	}
 	host := x.nextGrain
-	record := make([]byte, (12+len(compressed)+sectorSize-1)&^(sectorSize-1))
-	binary.LittleEndian.PutUint64(record, uint64(off/sectorSize))
-	binary.LittleEndian.PutUint32(record[8:], uint32(len(compressed)))
-	copy(record[12:], compressed)
+	record := img.grainRecord(off, compressed)
 	if err := x.file.Truncate(host+int64(len(record)), image.PreallocOff); err != nil {
 		return err
 	}
@@ -130,6 +127,21 @@ func (img *Image) appendCompressed(x *extent, off int64, compressed []byte) erro
 	}
 	x.nextGrain = host + int64(len(record))
 	return x.setEntry(rel-rel%x.grainSize(), uint32(host/sectorSize))
+}
+
+// grainRecord lays out marker, data and padding of one grain in a buffer
+// kept between grains (writes hold writeMu): one write per grain, and no
+// garbage of a grain's size each time.
+func (img *Image) grainRecord(off int64, compressed []byte) []byte {
+	n := (12 + len(compressed) + sectorSize - 1) &^ (sectorSize - 1)
+	if cap(img.record) < n {
+		img.record = make([]byte, n)
+	}
+	record := img.record[:n]
+	binary.LittleEndian.PutUint64(record, uint64(off/sectorSize))
+	binary.LittleEndian.PutUint32(record[8:], uint32(len(compressed)))
+	clear(record[12+copy(record[12:], compressed):])
+	return record
 }
 
 // pendingGrain collects the parts of one grain written uncompressed (a
