@@ -1,10 +1,7 @@
 package vmdk
 
 import (
-	"bytes"
-	"compress/zlib"
 	"encoding/binary"
-	"io"
 	"sync"
 	"syscall"
 
@@ -70,6 +67,8 @@ type extent struct {
 	// the last decompressed grain, for reads smaller than a grain
 	lastHost  int64
 	lastGrain []byte
+	// buffers of two grains for deflated grains being read
+	deflated sync.Pool
 }
 
 func (x *extent) grainSize() int64 { return x.grainSectors * sectorSize }
@@ -358,6 +357,14 @@ func (x *extent) table(gt uint32) ([]uint32, error) {
 // grain marker's size (or a whole grain without markers) of zlib data
 // within two grains, inflating to at most one grain.
 func (x *extent) readCompressed(p []byte, host, rel int64) error {
+	if rel%x.grainSize() == 0 && int64(len(p)) == x.grainSize() {
+		// a whole grain (what a copy reads) inflates straight into p
+		n, err := x.inflate(p, host)
+		if err == nil && n < len(p) {
+			err = image.Errorf(syscall.EINVAL, "Invalid argument")
+		}
+		return err
+	}
 	// grains are inflated outside the lock, on every reader's core; the
 	// last one is kept (never modified) for reads smaller than a grain
 	x.mu.Lock()
@@ -365,10 +372,12 @@ func (x *extent) readCompressed(p []byte, host, rel int64) error {
 	cached := g != nil && x.lastHost == host
 	x.mu.Unlock()
 	if !cached {
-		var err error
-		if g, err = x.inflate(host); err != nil {
+		g = make([]byte, x.grainSize())
+		n, err := x.inflate(g, host)
+		if err != nil {
 			return err
 		}
+		g = g[:n]
 		x.mu.Lock()
 		x.lastGrain, x.lastHost = g, host
 		x.mu.Unlock()
@@ -379,35 +388,6 @@ func (x *extent) readCompressed(p []byte, host, rel int64) error {
 	}
 	copy(p, g[in:])
 	return nil
-}
-
-func (x *extent) inflate(host int64) ([]byte, error) {
-	bufBytes := 2 * x.grainSize()
-	if host >= x.file.Size() {
-		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
-	}
-	// what lies past the end of the file reads as zeroes: not needed whole
-	buf := make([]byte, min(bufBytes, x.file.Size()-host+sectorSize))
-	if err := x.file.ReadPadded(buf, host); err != nil {
-		return nil, err
-	}
-	data := buf[:min(int64(len(buf)), x.grainSize())]
-	if x.marker {
-		n := int64(binary.LittleEndian.Uint32(buf[8:]))
-		if n == 0 || n > bufBytes-12 {
-			return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
-		}
-		data = buf[12:min(12+n, int64(len(buf)))]
-	}
-	zr, err := zlib.NewReader(bytes.NewReader(data))
-	if err != nil {
-		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
-	}
-	out := bytes.NewBuffer(make([]byte, 0, min(x.grainSize(), 1<<20)))
-	if _, err := io.Copy(out, io.LimitReader(zr, x.grainSize()+1)); err != nil || int64(out.Len()) > x.grainSize() {
-		return nil, image.Errorf(syscall.EINVAL, "Invalid argument")
-	}
-	return out.Bytes(), nil
 }
 
 // blockStatus describes the run at guest offset off (inside x), grain by

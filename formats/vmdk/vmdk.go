@@ -43,6 +43,7 @@ type Image struct {
 	writeMu    sync.Mutex
 	cidUpdated bool
 	pending    *pendingGrain // streamOptimized: the grain being filled
+	record     []byte        // streamOptimized: the grain being appended
 }
 
 // Open reads the descriptor or sparse header of o.File and opens the
