@@ -48,17 +48,28 @@ func dialWithin(a Address, opts map[string]string) (*Conn, error) {
 		return Dial(a)
 	}
 	deadline := time.Now().Add(limit)
+	var refused error // the last attempt that failed other than by the clock
 	for {
-		c, err := net.DialTimeout(a.Network, a.Addr, time.Until(deadline))
+		left := time.Until(deadline)
+		var c net.Conn
+		err := os.ErrDeadlineExceeded
+		if left > 0 {
+			c, err = net.DialTimeout(a.Network, a.Addr, left)
+		}
 		if err != nil {
+			if !errors.Is(err, os.ErrDeadlineExceeded) {
+				refused = err
+			}
 			if time.Until(deadline) > retryInterval {
 				time.Sleep(retryInterval)
 				continue
 			}
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			// a connection refused until the end is reported as such,
+			// even when the last attempt ran out of time (a loaded host)
+			if refused == nil {
 				return nil, errOpenTimeout
 			}
-			return nil, fmt.Errorf("Failed to connect to '%s': %s", a.display(), image.Strerror(err))
+			return nil, fmt.Errorf("Failed to connect to '%s': %s", a.display(), image.Strerror(refused))
 		}
 		conn, err := negotiateBy(a, c, deadline)
 		if err != nil && !time.Now().Before(deadline) {
