@@ -36,6 +36,8 @@ type streamImage struct {
 	tables map[int64][]uint64 // L2 tables by L1 index, words as on disk
 	refs   []uint16           // refcount of each host cluster allocated
 	done   bool
+	// bitmaps are the persistent bitmaps stored (stream_bitmap.go)
+	bitmaps []image.BitmapInfo
 }
 
 // maxShared bounds the compressed clusters that share one host cluster:
