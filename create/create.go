@@ -253,7 +253,8 @@ func (p *Prepared) formatFile(file *image.Node) error {
 	if err := file.Truncate(0, image.PreallocOff); err != nil {
 		return err
 	}
-	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options, Objects: image.CommandObjects()}
+	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options, Objects: image.CommandObjects(),
+		Continued: r.Continued}
 	if !r.NoOpenBacking {
 		ctx.OpenBacking = func(name, format string) (*image.Node, error) {
 			return image.Open(image.ResolveBacking(r.Filename, name), image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, User: "create", NoBacking: true})

@@ -114,6 +114,10 @@ type CreateContext struct {
 	OpenBacking func(name, format string) (*Node, error)
 	// Objects are the command line's --object definitions (key secrets).
 	Objects *Objects
+	// Continued: the caller opens the new image next and writes it
+	// (convert, dd); on a write-once node a format may leave its layout
+	// to that open.
+	Continued bool
 }
 
 var (

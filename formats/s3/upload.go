@@ -185,10 +185,10 @@ func (u *Upload) InfoLess() {}
 func (u *Upload) Identity() string { return u.id }
 
 // Truncate sets the object's size. Raw images are sized first, then
-// written front to back. A format laid out in file order (qcow2) sizes
-// the object for its largest layout first, then to what it wrote: the
-// part size, chosen by the first size, stays once a part is in memory,
-// and parts already sent stay whole.
+// written front to back. A format laid out in file order (qcow2, vpc)
+// sizes the object for its largest layout first, then to what it wrote:
+// the part size, chosen by the largest size set before the first write,
+// stays, and parts already sent stay whole.
 func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
@@ -199,8 +199,9 @@ func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 		return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
 	}
 	if len(u.open) == 0 && u.uploadID == "" {
+		// the largest size set before the first write sizes the parts
 		u.size, u.sizeSet = size, true
-		u.part = partSize(size)
+		u.part = max(u.part, partSize(size))
 		u.slots = make(chan struct{}, inFlight(u.part))
 		return nil
 	}
