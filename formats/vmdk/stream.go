@@ -40,6 +40,11 @@ func (img *Image) CompressCluster(dst, src []byte) ([]byte, error) {
 		// qemu writes "compressed" grains of a sparse extent as they are
 		return nil, nil
 	}
+	return deflateGrain(dst, src)
+}
+
+// deflateGrain deflates one grain into a zlib stream in dst's memory.
+func deflateGrain(dst, src []byte) ([]byte, error) {
 	b := bytes.NewBuffer(dst[:0])
 	w := zlibWriters.Get().(*zlib.Writer)
 	defer zlibWriters.Put(w)
