@@ -87,8 +87,9 @@ func createInOrder(c *image.CreateContext, p *createParams, size int64) error {
 
 // openInOrder starts writing an image with header h onto a write-once
 // node from its first data cluster: what followed the header (the tables
-// of the empty image create made) is dropped, and the node is sized for
-// the largest layout the image can take.
+// of the empty image create made, in the upload's first parts) is
+// dropped, and the node is sized for the largest layout the image can
+// take.
 func openInOrder(file *image.Node, h *header) (*streamImage, error) {
 	if h.cryptMethod != cryptNone || h.dataFile != "" || h.backingFile != "" || h.nbSnapshots != 0 {
 		return nil, image.Errorf(image.ErrUnsupported, "this qcow2 image cannot be written to S3")
@@ -98,8 +99,10 @@ func openInOrder(file *image.Node, h *header) (*streamImage, error) {
 		words: h.l2EntrySize() / 8, next: cs, tables: map[int64][]uint64{}, refs: []uint16{1}}
 	bits := uint(h.refcountBits())
 	s.rc = &refcounts{bits: bits, max: refcountMax(bits)}
-	if old := file.Size(); old > cs {
-		if err := file.WriteZeroes(cs, old-cs, false); err != nil {
+	// the refcount structures lie before the L1 table, which was all
+	// zeroes and never written: zeroing only them sends nothing
+	if end := min(file.Size(), int64(h.l1TableOffset)); end > cs {
+		if err := file.WriteZeroes(cs, end-cs, false); err != nil {
 			return nil, err
 		}
 	}
