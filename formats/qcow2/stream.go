@@ -36,6 +36,9 @@ type streamImage struct {
 	tables map[int64][]uint64 // L2 tables by L1 index, words as on disk
 	refs   []uint16           // refcount of each host cluster allocated
 	done   bool
+	// backing is the image's backing node: clusters written in part
+	// take the rest from it (stream_data.go)
+	backing *image.Node
 	// bitmaps are the persistent bitmaps stored (stream_bitmap.go)
 	bitmaps []image.BitmapInfo
 }
@@ -45,9 +48,8 @@ type streamImage struct {
 func (s *streamImage) maxShared() uint64 { return min(s.rc.max, 1<<16-1) }
 
 // inOrder checks that an image with the create options o can be written
-// in file order: what needs space planned before the data or data written
-// twice (encryption, an external data file, preallocation, a backing
-// file whose clusters would be copied on write) cannot.
+// in file order: what needs space planned before the data or data kept
+// elsewhere (encryption, an external data file, preallocation) cannot.
 func inOrder(o image.Options) error {
 	p, err := parseCreateOptions(o)
 	if err != nil {
@@ -61,8 +63,6 @@ func inOrder(o image.Options) error {
 		what = "an external data file"
 	case p.prealloc != image.PreallocOff:
 		what = "preallocation=" + string(p.prealloc)
-	case p.backingFile != "":
-		what = "a backing file"
 	default:
 		return nil
 	}
@@ -91,7 +91,7 @@ func createInOrder(c *image.CreateContext, p *createParams, size int64) error {
 // dropped, and the node is sized for the largest layout the image can
 // take.
 func openInOrder(file *image.Node, h *header) (*streamImage, error) {
-	if h.cryptMethod != cryptNone || h.dataFile != "" || h.backingFile != "" || h.nbSnapshots != 0 {
+	if h.cryptMethod != cryptNone || h.dataFile != "" || h.nbSnapshots != 0 {
 		return nil, image.Errorf(image.ErrUnsupported, "this qcow2 image cannot be written to S3")
 	}
 	cs := h.clusterSize()
@@ -163,98 +163,6 @@ func (s *streamImage) allocBytes(n int64) int64 {
 	return host
 }
 
-// dataCluster is the host offset of guest cluster ci, allocated on its
-// first write.
-func (s *streamImage) dataCluster(ci int64) (int64, error) {
-	t, i := s.entry(ci, true)
-	e := t[i]
-	switch {
-	case e&oflagCompressed != 0:
-		return 0, s.rewriteError(ci)
-	case e != 0:
-		return int64(e & l2OffsetMask), nil
-	}
-	host := s.allocCluster()
-	t[i] = uint64(host) | oflagCopied
-	return host, nil
-}
-
-func (s *streamImage) rewriteError(ci int64) error {
-	return image.Errorf(image.ErrUnsupported, "guest cluster at %d was written compressed: "+
-		"an image written to S3 takes each cluster once", ci<<s.clusterBits)
-}
-
-// subclusterBits are the allocation bits of the subclusters that
-// [from, to) of a cluster touches (all of them when whole is false,
-// only those it covers whole when it is set).
-func (s *streamImage) subclusterBits(from, to int64, whole bool) uint64 {
-	sub := s.cs / subclusters
-	first, last := from/sub, (to+sub-1)/sub
-	if whole {
-		first, last = (from+sub-1)/sub, to/sub
-	}
-	if last <= first {
-		return 0
-	}
-	return (uint64(1)<<(last-first) - 1) << first
-}
-
-// WriteAt writes guest data, each cluster into its host cluster.
-func (s *streamImage) WriteAt(p []byte, off int64) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.checkOpen(); err != nil {
-		return 0, err
-	}
-	done := 0
-	for done < len(p) {
-		ci, in := off>>s.clusterBits, off&(s.cs-1)
-		n := min(int64(len(p)-done), s.cs-in)
-		host, err := s.dataCluster(ci)
-		if err != nil {
-			return done, err
-		}
-		if _, err := s.file.WriteAt(p[done:done+int(n)], host+in); err != nil {
-			return done, err
-		}
-		if s.words == 2 {
-			t, i := s.entry(ci, false)
-			t[i+1] |= s.subclusterBits(in, in+n, false)
-		}
-		done += int(n)
-		off += n
-	}
-	return done, nil
-}
-
-// WriteZeroes: clusters never written read as zeroes already; written
-// ones are zeroed in place, and their subclusters covered whole become
-// unallocated again.
-func (s *streamImage) WriteZeroes(off, length int64, _ bool) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.checkOpen(); err != nil {
-		return err
-	}
-	for end := off + length; off < end; {
-		ci, in := off>>s.clusterBits, off&(s.cs-1)
-		n := min(end-off, s.cs-in)
-		if t, i := s.entry(ci, false); t != nil && t[i] != 0 {
-			if t[i]&oflagCompressed != 0 {
-				return s.rewriteError(ci)
-			}
-			if err := s.file.WriteZeroes(int64(t[i]&l2OffsetMask)+in, n, false); err != nil {
-				return err
-			}
-			if s.words == 2 {
-				t[i+1] &^= s.subclusterBits(in, in+n, true)
-			}
-		}
-		off += n
-	}
-	return nil
-}
-
 func (s *streamImage) checkOpen() error {
 	if s.done {
 		return image.ErrReadOnly
@@ -293,67 +201,6 @@ func (s *streamImage) WriteCompressed(off int64, compressed []byte) error {
 	}
 	t[i] = compressedEntry(host, n, s.clusterBits)
 	return nil
-}
-
-// ReadAt reads what is still in memory: clusters never written read as
-// zeroes; the others as the upload can give them back.
-func (s *streamImage) ReadAt(p []byte, off int64) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	done := 0
-	for done < len(p) {
-		ci, in := off>>s.clusterBits, off&(s.cs-1)
-		n := min(int64(len(p)-done), s.cs-in)
-		b := p[done : done+int(n)]
-		if err := s.readCluster(b, ci, in); err != nil {
-			return done, err
-		}
-		done += int(n)
-		off += n
-	}
-	return done, nil
-}
-
-func (s *streamImage) readCluster(b []byte, ci, in int64) error {
-	t, i := s.entry(ci, false)
-	if t == nil || t[i] == 0 {
-		clear(b)
-		return nil
-	}
-	if t[i]&oflagCompressed == 0 {
-		_, err := s.file.ReadAt(b, int64(t[i]&l2OffsetMask)+in)
-		return err
-	}
-	host, length := compressedDescriptor(l2Entry(t[i]), s.clusterBits)
-	raw := make([]byte, min(length, s.file.Size()-host))
-	if _, err := s.file.ReadAt(raw, host); err != nil {
-		return err
-	}
-	out := make([]byte, s.cs)
-	if err := decompress(s.h.compressionType, raw, out); err != nil {
-		return err
-	}
-	copy(b, out[in:])
-	return nil
-}
-
-// BlockStatus describes the run at off within its cluster.
-func (s *streamImage) BlockStatus(off, length int64) (image.Extent, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	ci, in := off>>s.clusterBits, off&(s.cs-1)
-	ext := image.Extent{Offset: off, Length: min(length, s.cs-in), HostOffset: -1}
-	t, i := s.entry(ci, false)
-	switch {
-	case t == nil || t[i] == 0:
-		ext.Zero = true
-	case t[i]&oflagCompressed != 0:
-		ext.Allocated, ext.Data = true, true
-	default:
-		ext.Allocated, ext.Data = true, true
-		ext.HostOffset = int64(t[i]&l2OffsetMask) + in
-	}
-	return ext, nil
 }
 
 // Info gives what the copy engine sizes its work by: the cluster size and
