@@ -245,10 +245,16 @@ func (p *Prepared) Check() error {
 // process, not writable) is never removed.
 func (p *Prepared) formatFile(file *image.Node) error {
 	r := p.req
+	if file.WriteOnce() {
+		if err := p.checkInOrder(); err != nil {
+			return err
+		}
+	}
 	if err := file.Truncate(0, image.PreallocOff); err != nil {
 		return err
 	}
-	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options, Objects: image.CommandObjects()}
+	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options, Objects: image.CommandObjects(),
+		Continued: r.Continued}
 	if !r.NoOpenBacking {
 		ctx.OpenBacking = func(name, format string) (*image.Node, error) {
 			return image.Open(image.ResolveBacking(r.Filename, name), image.OpenOptions{Format: format, Claim: image.ClaimRead, ForceShare: true, User: "create", NoBacking: true})
@@ -259,6 +265,17 @@ func (p *Prepared) formatFile(file *image.Node) error {
 		removeLocal(r.Filename)
 	}
 	return err
+}
+
+// checkInOrder refuses, before anything is written, an image that cannot
+// be laid out in file order onto a write-once target (S3), naming the
+// formats that can.
+func (p *Prepared) checkInOrder() error {
+	if p.format.InOrder != nil {
+		return p.format.InOrder(p.req.Options)
+	}
+	return image.Errorf(image.ErrUnsupported, "%s images cannot be written to S3, where objects are written once, in order; "+
+		"these formats can: %s", p.format.Name, strings.Join(image.InOrderFormats(), ", "))
 }
 
 // removeLocal removes a regular local file by name; devices and other

@@ -58,6 +58,11 @@ type Format struct {
 	// Measure computes the size an image of this format would need
 	// (qemu-img measure); nil when the format cannot tell.
 	Measure func(m *MeasureContext) (*MeasureInfo, error)
+	// InOrder checks that an image created with these options can be
+	// written once, front to back, onto a write-once protocol node (an
+	// S3 upload), with the driver's refusal otherwise; nil: the format
+	// cannot be laid out so.
+	InOrder func(o Options) error
 }
 
 // OpenContext is what a format driver's Open gets.
@@ -109,6 +114,10 @@ type CreateContext struct {
 	OpenBacking func(name, format string) (*Node, error)
 	// Objects are the command line's --object definitions (key secrets).
 	Objects *Objects
+	// Continued: the caller opens the new image next and writes it
+	// (convert, dd); on a write-once node a format may leave its layout
+	// to that open.
+	Continued bool
 }
 
 var (
@@ -178,4 +187,19 @@ func Probe(head []byte, filename string) (string, error) {
 		return "", fmt.Errorf("could not determine the image format")
 	}
 	return best, nil
+}
+
+// InOrderFormats lists the formats that can be written onto a write-once
+// protocol node, sorted.
+func InOrderFormats() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	var names []string
+	for name, f := range registry {
+		if f.InOrder != nil {
+			names = append(names, name)
+		}
+	}
+	sort.Strings(names)
+	return names
 }

@@ -138,19 +138,33 @@ func (q *Image) CompressedClusterSize() int64 { return q.clusterSize }
 // of the image may be shorter; it is padded with zeroes) with the image's
 // compression type. It returns nil when compression does not save space.
 func (q *Image) CompressCluster(dst, src []byte) ([]byte, error) {
-	if int64(len(src)) > q.clusterSize {
-		return nil, image.Errorf(image.ErrUnsupported, "compressed writes are one cluster (%d bytes) at most", q.clusterSize)
+	return compressCluster(q.h.compressionType, q.clusterSize, dst, src)
+}
+
+// compressCluster compresses one cluster of cs bytes, padding a short
+// last one; nil when compression saves nothing.
+func compressCluster(ctype uint8, cs int64, dst, src []byte) ([]byte, error) {
+	if int64(len(src)) > cs {
+		return nil, image.Errorf(image.ErrUnsupported, "compressed writes are one cluster (%d bytes) at most", cs)
 	}
-	if int64(len(src)) < q.clusterSize {
-		full := make([]byte, q.clusterSize)
+	if int64(len(src)) < cs {
+		full := make([]byte, cs)
 		copy(full, src)
 		src = full
 	}
-	out, err := compress(q.h.compressionType, dst, src)
+	out, err := compress(ctype, dst, src)
 	if err == errIncompressible {
 		return nil, nil
 	}
 	return out, err
+}
+
+// compressedEntry is the L2 descriptor of n compressed bytes at host:
+// the offset, then the number of further 512-byte sectors they reach.
+func compressedEntry(host, n int64, clusterBits uint32) uint64 {
+	nsect := (host+n-1)/compressedSectorSize - host/compressedSectorSize
+	shift := 62 - (clusterBits - 8)
+	return uint64(host) | uint64(nsect)<<shift | oflagCompressed
 }
 
 // WriteCompressed stores compressed data as the cluster at guest offset
@@ -194,9 +208,7 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 	}
 	idx := int((off >> q.clusterBits) & (1<<q.l2Bits - 1))
 	old := l2Entry(t.entries[idx])
-	nsect := (host+int64(len(compressed))-1)/compressedSectorSize - host/compressedSectorSize
-	shift := 62 - (q.clusterBits - 8)
-	t.entries[idx] = uint64(host) | uint64(nsect)<<shift | oflagCompressed
+	t.entries[idx] = compressedEntry(host, int64(len(compressed)), q.clusterBits)
 	// the same descriptor may have described freed data before
 	q.inflatedCache().drop(int64(t.entries[idx]))
 	if q.extendedL2 {

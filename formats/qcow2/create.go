@@ -260,6 +260,48 @@ func Create(c *image.CreateContext) error {
 	if err != nil {
 		return err
 	}
+	if c.File.WriteOnce() {
+		return createInOrder(c, p, size) // stream.go
+	}
+	h := newHeader(p)
+	if _, err := h.encode(); err != nil {
+		return err
+	}
+	var dataNode *image.Node
+	if p.dataFile != "" {
+		dataNode, err = image.CreateProtocol(p.dataFile, "create data file", image.ClaimCreate)
+		if err != nil {
+			return err
+		}
+		defer dataNode.Close()
+		// emptied first, as qemu creates it: old bytes must not show
+		// through a data file that is raw or later made so
+		if err := dataNode.Truncate(0, image.PreallocOff); err != nil {
+			return err
+		}
+		if err := dataNode.Truncate(size, dataFilePrealloc(p.prealloc)); err != nil {
+			return err
+		}
+	}
+	q, err := newImageForCreate(c, h)
+	if err != nil {
+		return err
+	}
+	q.data = dataNode
+	if err := q.grow(size, p.prealloc); err != nil {
+		return err
+	}
+	if p.encryptLUKS {
+		if err := q.createEncryption(c); err != nil { // encrypt.go
+			return err
+		}
+	}
+	return q.finishCreate()
+}
+
+// newHeader is the header of a new image with the creation options p;
+// its tables are placed by the caller.
+func newHeader(p *createParams) *header {
 	h := &header{
 		version:         p.version,
 		clusterBits:     p.clusterBits,
@@ -297,39 +339,7 @@ func Create(c *image.CreateContext) error {
 	if p.version >= 3 {
 		h.insertFeatureTable()
 	}
-	if _, err := h.encode(); err != nil {
-		return err
-	}
-	var dataNode *image.Node
-	if p.dataFile != "" {
-		dataNode, err = image.CreateProtocol(p.dataFile, "create data file", image.ClaimCreate)
-		if err != nil {
-			return err
-		}
-		defer dataNode.Close()
-		// emptied first, as qemu creates it: old bytes must not show
-		// through a data file that is raw or later made so
-		if err := dataNode.Truncate(0, image.PreallocOff); err != nil {
-			return err
-		}
-		if err := dataNode.Truncate(size, dataFilePrealloc(p.prealloc)); err != nil {
-			return err
-		}
-	}
-	q, err := newImageForCreate(c, h)
-	if err != nil {
-		return err
-	}
-	q.data = dataNode
-	if err := q.grow(size, p.prealloc); err != nil {
-		return err
-	}
-	if p.encryptLUKS {
-		if err := q.createEncryption(c); err != nil { // encrypt.go
-			return err
-		}
-	}
-	return q.finishCreate()
+	return h
 }
 
 // dataFilePrealloc is how qemu preallocates an external data file: falloc

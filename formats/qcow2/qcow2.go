@@ -18,6 +18,7 @@ func init() {
 		Create:        Create,
 		CheckCreate:   CheckCreate,
 		Measure:       Measure,
+		InOrder:       inOrder,
 	})
 }
 
@@ -118,6 +119,9 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	}
 	if o.Check {
 		return openForCheck(o, h) // check_open.go
+	}
+	if o.Writable && file.WriteOnce() {
+		return openInOrder(file, h) // stream.go: a new image onto S3
 	}
 	q := &Image{filename: o.Filename, file: file, writable: o.Writable}
 	if err := q.openEncryption(o, h); err != nil { // encrypt.go

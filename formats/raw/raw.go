@@ -20,6 +20,7 @@ func init() {
 		NameOptions:   []string{"offset", "size"},
 		CreateOptions: file.CreateOptions,
 		Create:        Create,
+		InOrder:       func(image.Options) error { return nil },
 		CheckCreate:   checkCreate,
 		Measure:       Measure,
 	})

@@ -184,24 +184,48 @@ func (u *Upload) InfoLess() {}
 // Identity is the endpoint and the object.
 func (u *Upload) Identity() string { return u.id }
 
-// Truncate sets the object's size, before anything is written: raw
-// images are sized first, then written front to back.
+// Truncate sets the object's size. Raw images are sized first, then
+// written front to back. A format laid out in file order (qcow2, vpc)
+// sizes the object for its largest layout first, then to what it wrote:
+// the part size, chosen by the largest size set before the first write,
+// stays, and parts already sent stay whole.
 func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if prealloc != image.PreallocOff {
 		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
 	}
-	if len(u.open) > 0 || u.uploadID != "" {
-		return image.Errorf(image.ErrUnsupported, "'%s': an object in S3 cannot be resized once written", u.obj.name)
-	}
 	if size > maxObjectSize {
 		return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
 	}
-	u.size, u.sizeSet = size, true
-	u.part = partSize(size)
-	u.slots = make(chan struct{}, inFlight(u.part))
+	if len(u.open) == 0 && u.uploadID == "" {
+		// the largest size set before the first write sizes the parts
+		u.size, u.sizeSet = size, true
+		u.part = max(u.part, partSize(size))
+		u.slots = make(chan struct{}, inFlight(u.part))
+		return nil
+	}
+	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || size > u.part*maxParts {
+		return image.Errorf(image.ErrUnsupported, "'%s': an object in S3 cannot be resized to %d bytes once %d were sent",
+			u.obj.name, size, int64(u.nextSend)*u.part)
+	}
+	u.size = size
+	u.dropBeyond(size)
 	return nil
+}
+
+// dropBeyond forgets what parts in memory hold past size, so that the
+// object, grown again, reads zeroes there.
+func (u *Upload) dropBeyond(size int64) {
+	for i, buf := range u.open {
+		base := int64(i) * u.part
+		switch {
+		case base >= size && i != 0:
+			delete(u.open, i)
+		case base+int64(len(*buf)) > size:
+			clear((*buf)[max(size-base, 0):])
+		}
+	}
 }
 
 // BlockStatus: every byte is data, at its own offset.
@@ -258,8 +282,8 @@ func (u *Upload) checkWrite(off, length int64) error {
 		return image.ErrReadOnly
 	}
 	if !u.sizeSet || off < 0 || off+length > u.size {
-		return image.Errorf(image.ErrUnsupported, "'%s': only raw images can be written to S3 yet (convert -O raw): "+
-			"other formats write outside the size they set or rewrite what was sent", u.obj.name)
+		return image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d lies beyond the object's %d bytes: "+
+			"S3 objects are written once, in order, to the size set first", u.obj.name, off, u.size)
 	}
 	return nil
 }
@@ -272,7 +296,7 @@ func (u *Upload) buffer(i int) (*[]byte, error) {
 	if i != 0 && i < u.nextSend {
 		return nil, u.sentError(i)
 	}
-	b := make([]byte, u.partLen(i))
+	b := make([]byte, u.part) // whole: the object may grow
 	u.open[i] = &b
 	return &b, nil
 }
@@ -311,7 +335,7 @@ func (u *Upload) send(i int) error {
 	delete(u.open, i)
 	var data []byte
 	if buf != nil {
-		data = *buf
+		data = (*buf)[:u.partLen(i)]
 	} else {
 		data = zeroes(u.partLen(i))
 	}
@@ -450,7 +474,7 @@ func (u *Upload) Complete() error {
 func (u *Upload) putWhole() error {
 	data := []byte{}
 	if b := u.open[0]; b != nil {
-		data = *b
+		data = (*b)[:u.size]
 	} else if u.size > 0 {
 		data = zeroes(u.size)
 	}

@@ -116,6 +116,47 @@ func TestUploadParts(t *testing.T) {
 	}
 }
 
+// A format laid out in file order sizes the object for its largest
+// layout, then to what it wrote: the part size stays, parts sent stay
+// whole, and what lay beyond a shrunken end reads as zeroes if the
+// object grows again.
+func TestUploadResize(t *testing.T) {
+	backend := testBucket(t)
+	u := newUploadOf(t, "s3://bkt/grow.qcow2", 30<<20)
+	defer u.Close()
+	part := u.part
+	write := func(off int64, b byte, n int) {
+		t.Helper()
+		if _, err := u.WriteAt(bytes.Repeat([]byte{b}, n), off); err != nil {
+			t.Fatalf("WriteAt(%d): %v", off, err)
+		}
+	}
+	write(0, 1, 512)
+	write(part+part/2, 2, 512)
+	write(2*part+100, 3, 512) // part 1 goes up
+	if err := u.Truncate(2*part-1, image.PreallocOff); err == nil {
+		t.Errorf("a size that cuts a part already sent was accepted")
+	}
+	if err := u.Truncate(2*part+50, image.PreallocOff); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Truncate(2*part+4096, image.PreallocOff); err != nil {
+		t.Fatal(err)
+	}
+	if u.part != part {
+		t.Errorf("the part size changed from %d to %d after parts were written", part, u.part)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	want := make([]byte, 2*part+4096)
+	copy(want, bytes.Repeat([]byte{1}, 512))
+	copy(want[part+part/2:], bytes.Repeat([]byte{2}, 512))
+	if got := objectBytes(t, backend, "grow.qcow2"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from what was written (%d bytes, want %d)", len(got), len(want))
+	}
+}
+
 // A zero run allocates no part: the parts it leaves behind go up from
 // the one shared zero buffer.
 func TestUploadZeroesAllocateNothing(t *testing.T) {

@@ -53,6 +53,13 @@ func Create(c *image.CreateContext) error {
 		}
 		le.PutUint32(bmap[4*i:], entry)
 	}
+	if c.File.WriteOnce() {
+		// sized first for every block: the upload's parts are then large
+		// enough for the block map to stay in the first one
+		if err := c.File.Truncate(int64(h.offsetData)+int64(h.blocksInImage)*blockSize, image.PreallocOff); err != nil {
+			return err
+		}
+	}
 	// the file grows to hold the metadata, and for static images every
 	// block, before anything is written (it stays sparse)
 	end := int64(h.offsetData)
@@ -75,6 +82,12 @@ func Create(c *image.CreateContext) error {
 	}
 	return nil
 }
+
+// inOrder: a vdi image can be written onto a write-once node (an S3
+// upload) as the driver writes it: the header and block map lie in the
+// upload's first part, kept in memory and sent last, and blocks are
+// appended in the order the data comes.
+func inOrder(image.Options) error { return nil }
 
 // newHeader builds the header qemu's vdi_co_do_create writes, with fresh
 // random image and snapshot UUIDs.

@@ -16,6 +16,7 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		InOrder:       inOrder,
 	})
 }
 

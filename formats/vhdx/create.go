@@ -140,6 +140,13 @@ func Create(c *image.CreateContext) error {
 		m.paramBits = paramLeaveBlocksAllocated
 	}
 	l := p.layout(m)
+	if c.File.WriteOnce() {
+		// sized first for every block: the upload's parts are then large
+		// enough for the headers, log, BAT and metadata to stay in the first
+		if err := c.File.Truncate(int64(l.dataOffset+roundUp(p.size, p.blockSize)), image.PreallocOff); err != nil {
+			return err
+		}
+	}
 	// the file takes its final size first: the parts are written inside it
 	end := l.dataOffset
 	if p.fixed {
@@ -163,6 +170,22 @@ func Create(c *image.CreateContext) error {
 		if err := step(); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// inOrder: a vhdx image can be written onto a write-once node (an S3
+// upload) as the driver writes it: headers, log, BAT and metadata lie in
+// the upload's first part, kept in memory and sent last, and payload
+// blocks are appended in the order the data comes. A log larger than
+// qemu's 1 MiB could push them past S3's smallest part.
+func inOrder(o image.Options) error {
+	p, err := parseCreate(o, 0)
+	if err != nil {
+		return err
+	}
+	if p.logSize != mib {
+		return image.Errorf(image.ErrUnsupported, "vhdx images with a log_size other than 1 MiB cannot be written to S3 yet, where objects are written once, in order")
 	}
 	return nil
 }

@@ -22,6 +22,7 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		InOrder:       inOrder,
 	})
 }
 

@@ -127,6 +127,10 @@ func Create(c *image.CreateContext) error {
 		return err
 	}
 	var lines strings.Builder
+	if c.File.WriteOnce() {
+		addExtentLine(&lines, p, p.size, c.Filename)
+		return createInOrder(c, p, descriptor(p, rand.Uint32(), 0xffffffff, "", lines.String())) // inorder.go
+	}
 	if !p.split() && !p.flat() {
 		if err := initExtent(c.File, p.size, p); err != nil {
 			return err

@@ -66,6 +66,11 @@ func (img *Image) CompressCluster(dst, src []byte) ([]byte, error) {
 		// qemu writes "compressed" grains of a sparse extent as they are
 		return nil, nil
 	}
+	return deflateGrain(dst, src)
+}
+
+// deflateGrain deflates one grain into a zlib stream in dst's memory.
+func deflateGrain(dst, src []byte) ([]byte, error) {
 	d := deflaters.Get().(*deflater)
 	defer deflaters.Put(d)
 	d.out.b = dst[:0]

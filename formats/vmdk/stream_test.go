@@ -137,7 +137,7 @@ func bytesAllocated(runs int, f func()) uint64 {
 	return (after.TotalAlloc - before.TotalAlloc) / uint64(runs)
 }
 
-func streamImage() *Image {
+func streamOptimizedImage() *Image {
 	return &Image{extents: []*extent{{compressed: true, marker: true, grainSectors: 128, sectors: 1 << 20}}}
 }
 
@@ -145,7 +145,7 @@ func streamImage() *Image {
 // deflater set up for each one (window and tables) cost more than the
 // deflating; the result goes into the caller's memory.
 func TestCompressClusterReusesDeflaters(t *testing.T) {
-	img := streamImage()
+	img := streamOptimizedImage()
 	grain := textGrains(64 << 10)
 	dst := make([]byte, 0, 128<<10)
 	var out []byte
@@ -238,7 +238,7 @@ func TestDeflatedSizeNearQemu(t *testing.T) {
 //
 //	go test -run XXX -bench Stream -cpuprofile cpu.out ./formats/vmdk
 func BenchmarkStreamDeflate(b *testing.B) {
-	img := streamImage()
+	img := streamOptimizedImage()
 	grain := textGrains(64 << 10)
 	dst := make([]byte, 0, 128<<10)
 	b.SetBytes(int64(len(grain)))

@@ -22,6 +22,7 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		InOrder:       inOrder,
 	})
 }
 
@@ -49,6 +50,9 @@ type Image struct {
 // Open reads the descriptor or sparse header of o.File and opens the
 // extents it names.
 func Open(o *image.OpenContext) (image.Driver, error) {
+	if o.Writable && o.File.WriteOnce() {
+		return openInOrder(o.File) // inorder.go: a new image onto S3
+	}
 	head, err := readDescriptorArea(o.File, 0)
 	if err != nil {
 		return nil, err

@@ -89,6 +89,9 @@ func Create(c *image.CreateContext) error {
 		f.SetNoCOW() // before any data is written, as the flag requires
 	}
 	f := p.footer(time.Now())
+	if c.File.WriteOnce() && c.Continued {
+		return createInOrder(c, p, f) // stream.go
+	}
 	if p.fixed {
 		if err := c.File.Truncate(p.size+footerSize, image.PreallocOff); err != nil {
 			return err

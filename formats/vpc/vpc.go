@@ -21,6 +21,7 @@ func init() {
 		CreateOptions: createOptions,
 		Create:        Create,
 		CheckCreate:   checkCreate,
+		InOrder:       inOrder,
 		// how the virtual size is computed: chs or current_size
 		OpenOptions: []image.OptionSpec{{Name: "force_size_calc", Type: image.OptString, Help: "Force disk size calculation to use either CHS geometry, or use the disk current_size specified in the VHD footer. {chs, current_size}"}},
 		NameOptions: []string{"force_size_calc"},
@@ -54,6 +55,9 @@ type Image struct {
 	freeOffset int64
 	// lastBitmap is the bitmap last set on a write, -1 for none.
 	lastBitmap int64
+	// writeOnce: the image is written in file order (stream.go); the
+	// footer is written once, at the end.
+	writeOnce bool
 }
 
 // Open reads the footer (at the start of a dynamic image, at the end of a
@@ -98,8 +102,15 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if fixed {
 		return img, nil
 	}
+	stream := o.Writable && file.WriteOnce() // stream.go: a new image onto S3
+	if stream && img.fixed {
+		return openInOrder(img) // its footer still at the head
+	}
 	if err := img.openDynamic(fileSize); err != nil {
 		return nil, err
+	}
+	if stream {
+		return openInOrder(img)
 	}
 	return img, nil
 }

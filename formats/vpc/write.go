@@ -73,11 +73,17 @@ func (img *Image) allocBlock(index int64) error {
 	if err := img.file.Truncate(end+footerSize, image.PreallocOff); err != nil {
 		return err
 	}
-	if _, err := img.file.WriteAt(img.footer.raw[:], end); err != nil {
-		return err
+	if !img.writeOnce {
+		if _, err := img.file.WriteAt(img.footer.raw[:], end); err != nil {
+			return err
+		}
 	}
 	if err := img.writeFullBitmap(start); err != nil {
 		return err
+	}
+	if img.writeOnce {
+		// written in order: the bitmap is not written again
+		img.lastBitmap = start
 	}
 	img.freeOffset = end
 	var entry [4]byte
