@@ -182,6 +182,11 @@ func (r *replayer) replay(steps []step, everyStep bool, pass func(*divergence) b
 			// sequence ends without a divergence
 			return nil, nil
 		}
+		if keptAllocOverflow(kept, s, oa, ob) {
+			// qemu-img's twin holds more clusters by design: the twins
+			// differ from here on, by no fault of qimg's
+			return nil, nil
+		}
 		if d := compareOutcomes(oa, ob); d != nil {
 			d.step, d.kind = i, s.kind
 			return d, nil
@@ -403,6 +408,25 @@ func compareImage(a, b twin, im made, kept *kept, reads map[string]bool, pass fu
 func qemuRefusedWrongly(qimg, qemu outcome) bool {
 	return qimg.code == 0 && qemu.code != 0 &&
 		strings.HasSuffix(qemu.message, "Failed to resize underlying file: Cannot use preallocation for shrinking files")
+}
+
+// keptAllocOverflow: a step on an image whose allocation differs by
+// design (issue 21's kept differences: convert -B, rebase, commit leave
+// unallocated what reads the same) fails in qemu-img's twin alone because
+// a refcount would overflow there: qemu-img's image holds tables and
+// clusters that qimg's does not (snapshot -c of a refcount_bits=1 image
+// whose zero clusters qemu-img's convert -B allocated: "Could not create
+// snapshot 's2': -22 (Invalid argument)").
+func keptAllocOverflow(k *kept, s step, qimg, qemu outcome) bool {
+	if qimg.code != 0 || qemu.code == 0 || !strings.Contains(qemu.message, "(Invalid argument)") {
+		return false
+	}
+	for _, name := range s.writes {
+		if _, ok := k.alloc[name]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // qemuStaleGrow: after a grow from size old, the twins agree up to old
