@@ -233,6 +233,7 @@ func (q *Image) entry(off int64) (uint64, error) {
 	if !ok {
 		n := int64(1) << q.h.l2Bits
 		buf := make([]byte, n*8)
+		q.file.Event(image.EvL2Load)
 		if err := q.file.ReadPadded(buf, clampOffset(l2off)); err != nil {
 			return 0, err
 		}
@@ -273,6 +274,7 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		}
 		switch {
 		case e == 0 && q.backing != nil:
+			q.file.Event(image.EvReadBackingAIO)
 			err = q.backing.ReadPadded(buf, pos)
 		case e == 0:
 			clear(buf)
@@ -281,6 +283,7 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		case q.crypt != nil:
 			err = q.readEncrypted(buf, e, pos)
 		default:
+			q.file.Event(image.EvReadAIO)
 			err = q.file.ReadPadded(buf, clampOffset(e+uint64(into)))
 		}
 		if err != nil {
@@ -299,6 +302,7 @@ func (q *Image) readCompressed(buf []byte, e uint64, into int64) error {
 	csize := int64((e >> shift) & (uint64(q.cs) - 1))
 	coff := e & (uint64(1)<<shift - 1)
 	comp := make([]byte, csize)
+	q.file.Event(image.EvReadCompressed)
 	if err := q.file.ReadPadded(comp, clampOffset(coff)); err != nil {
 		return err
 	}

@@ -254,6 +254,7 @@ func (q *Image) l2Entry(off uint64, idx int64) (uint64, error) {
 	if !ok {
 		n := min(l2Chunk, q.l.tableNelems)
 		buf := make([]byte, n*8)
+		q.file.Event(image.EvL2Load)
 		if err := q.file.ReadPadded(buf, int64(start)); err != nil {
 			return 0, err
 		}
@@ -283,11 +284,13 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		buf := p[done : done+int(r.length)]
 		switch r.kind {
 		case runData:
+			q.file.Event(image.EvReadAIO)
 			err = q.file.ReadPadded(buf, r.host)
 		case runZero:
 			clear(buf)
 		default:
 			if q.backing != nil {
+				q.file.Event(image.EvReadBackingAIO)
 				err = q.backing.ReadPadded(buf, off+int64(done))
 			} else {
 				clear(buf)

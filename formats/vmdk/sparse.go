@@ -340,6 +340,7 @@ func (x *extent) table(gt uint32) ([]uint32, error) {
 		return t, nil
 	}
 	raw := make([]byte, x.gtEntries*4)
+	x.file.Event(image.EvL2Load)
 	if err := x.file.ReadPadded(raw, int64(gt)*sectorSize); err != nil {
 		return nil, err
 	}
@@ -388,6 +389,7 @@ func (x *extent) inflate(host int64) ([]byte, error) {
 	}
 	// what lies past the end of the file reads as zeroes: not needed whole
 	buf := make([]byte, min(bufBytes, x.file.Size()-host+sectorSize))
+	x.file.Event(image.EvReadCompressed)
 	if err := x.file.ReadPadded(buf, host); err != nil {
 		return nil, err
 	}
