@@ -102,9 +102,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	baseSize := base.Size()
 	if top.Size() > base.Size() {
 		if err := base.Truncate(top.Size(), image.PreallocOff); err != nil {
-			// qemu's commit job grows the base without an error
-			// message of its own: only the errno's words are left
-			return image.Errorf(err, "Block job failed: %s", image.Strerror(err))
+			return jobFailed(err)
 		}
 	}
 	workers := r.Workers
@@ -114,11 +112,14 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	c := &convert.Copy{Sources: []*image.Node{top}, Target: base, IntoBase: true, BaseSize: baseSize,
 		Options: convert.Options{Workers: workers, OutOfOrder: true, RateLimit: r.RateLimit, Progress: r.Progress}}
 	if err := convert.Run(ctx, c); err != nil {
-		return err
+		if ctx.Err() != nil {
+			return err
+		}
+		return jobFailed(err)
 	}
 	// the base holds everything on disk before the top lets go of it
 	if err := base.Flush(); err != nil {
-		return err
+		return jobFailed(err)
 	}
 	reopened = false
 	if err := base.Reopen(false); err != nil {
@@ -126,13 +127,19 @@ func (r *Request) Run(ctx context.Context) (err error) {
 	}
 	if !r.Drop && top.CanMakeEmpty() {
 		if err := top.MakeEmpty(); err != nil {
-			return fmt.Errorf("Could not empty %s: %w", r.Filename, err)
+			return image.Errorf(err, "Failed to empty %s: %s", top.Filename, image.Strerror(err))
 		}
 		if err := top.Flush(); err != nil {
-			return fmt.Errorf("Could not empty %s: %w", r.Filename, err)
+			return image.Errorf(err, "Failed to flush %s: %s", top.Filename, image.Strerror(err))
 		}
 	}
 	return nil
+}
+
+// jobFailed words a failure of the copy into the base as qemu-img words
+// its commit job's: no message of the job's own, the errno's words only.
+func jobFailed(err error) error {
+	return image.Errorf(err, "Block job failed: %s", image.Strerror(err))
 }
 
 // FindBase returns the index in chain (top first) of the image that name

@@ -102,3 +102,11 @@ type Filter interface {
 	// SetChild hands the opened child over.
 	SetChild(child *Node)
 }
+
+// FilterChildOptions is implemented by filters whose child may come as
+// open options (blkdebug's image.driver=file,image.filename=P).
+type FilterChildOptions interface {
+	// ChildOptions are the child's options, flattened; nil when
+	// ChildName names it.
+	ChildOptions() map[string]string
+}

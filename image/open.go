@@ -4,8 +4,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -124,7 +126,7 @@ func openProtocolFor(filename, driver string, po ProtocolOptions) (*Node, error)
 // openFilterChild opens the node below a filter protocol node and
 // attaches it as its file child, claiming what the filter's users claim.
 func openFilterChild(n *Node, f *Format, fl Filter, cache CacheMode) error {
-	child, err := openProtocol(fl.ChildName(), "", n.writable, cache)
+	child, err := openFilterChildNode(fl, n.writable, cache)
 	if err != nil {
 		return err
 	}
@@ -141,6 +143,25 @@ func openFilterChild(n *Node, f *Format, fl Filter, cache CacheMode) error {
 	}
 	fl.SetChild(child)
 	return nil
+}
+
+// openFilterChildNode opens the node below a filter, named by its
+// filename or given as options.
+func openFilterChildNode(fl Filter, writable bool, cache CacheMode) (*Node, error) {
+	fo, ok := fl.(FilterChildOptions)
+	if !ok || fo.ChildOptions() == nil {
+		return openProtocol(fl.ChildName(), "", writable, cache)
+	}
+	opts := fo.ChildOptions()
+	t := newOpenTree()
+	for _, k := range slices.Sorted(maps.Keys(opts)) {
+		t.set(k, optValue{text: opts[k], kind: optStr})
+	}
+	var s nodeSpec
+	if err := protocolChildSpec(&s, t, "image"); err != nil {
+		return nil, err
+	}
+	return openProtocolFor(s.filename, s.protocol, ProtocolOptions{Writable: writable, Cache: cache, Options: s.protocolOpts.strings()})
 }
 
 // makeWritable reopens a protocol node that was open read-only for a new

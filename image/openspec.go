@@ -204,6 +204,9 @@ func checkProtocolOptions(f *Format, t *openTree) error {
 	if _, err := takeNodeOptions(t); err != nil {
 		return err
 	}
+	if f.CheckOpenOptions != nil {
+		return f.CheckOpenOptions(t.strings())
+	}
 	for _, k := range t.keys {
 		spec, ok := findSpec(f.OpenOptions, k)
 		if !ok && k != "filename" {
@@ -251,6 +254,13 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 	default:
 		return Errorf(nil, "A block device must be specified for \"file\"")
 	}
+	return protocolChildSpec(s, file, "file")
+}
+
+// protocolChildSpec reads the options of a protocol child (a format's
+// file.*, a filter's image.*) into s: its driver, the name it opens and
+// its own options.
+func protocolChildSpec(s *nodeSpec, file *openTree, role string) error {
 	driver, hasDriver := file.str("driver")
 	file.del("driver")
 	if !hasDriver {
@@ -272,7 +282,7 @@ func takeFileOptions(s *nodeSpec, t *openTree) error {
 	case !ok:
 		return Errorf(ErrUnsupported, "Unknown driver '%s'", driver)
 	case !f.Protocol:
-		return Errorf(ErrUnsupported, "A block device must be specified for \"file\"")
+		return Errorf(ErrUnsupported, "A block device must be specified for \"%s\"", role)
 	}
 	name, err := protocolFilename(f, file)
 	if err != nil {

@@ -42,6 +42,11 @@ type Format struct {
 	// driver's open options (an NBD server's address, a URL); nil reads
 	// the "filename" option. Protocol drivers only.
 	ProtocolFilename func(opts map[string]string) (string, error)
+	// CheckOpenOptions, when set, checks a protocol node's open options
+	// in place of OpenOptions, for drivers whose keys are groups and
+	// children rather than a fixed list (blkdebug's inject-error.N.*,
+	// image.*). Protocol drivers only.
+	CheckOpenOptions func(opts map[string]string) error
 
 	// CreateOptions are the -o options create accepts for this driver.
 	CreateOptions []OptionSpec

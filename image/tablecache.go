@@ -14,12 +14,14 @@ type TableCache struct {
 	mu     sync.Mutex
 	order  binary.ByteOrder
 	limit  int
+	miss   Event // raised on the file before a table is read
 	tables map[uint64][]uint64
 }
 
-// NewTableCache returns an empty cache of tables stored in order.
-func NewTableCache(order binary.ByteOrder, limit int) *TableCache {
-	return &TableCache{order: order, limit: limit, tables: map[uint64][]uint64{}}
+// NewTableCache returns an empty cache of tables stored in order; each
+// read of a table raises miss (qemu's l2_load) on the file first.
+func NewTableCache(order binary.ByteOrder, limit int, miss Event) *TableCache {
+	return &TableCache{order: order, limit: limit, miss: miss, tables: map[uint64][]uint64{}}
 }
 
 // Get returns the n entries at off in file, reading them on a miss
@@ -33,21 +35,35 @@ func (c *TableCache) Get(file *Node, off uint64, n int64) ([]uint64, error) {
 		return t, nil
 	}
 	buf := make([]byte, n*8)
+	file.Event(c.miss)
 	// an offset past int64 lies past the end of the file: zeroes
 	if err := file.ReadPadded(buf, int64(min(off, math.MaxInt64/2))); err != nil {
 		return nil, err
 	}
-	t = make([]uint64, n)
+	t = c.decode(buf)
+	c.store(off, t)
+	return t, nil
+}
+
+// Put caches the table just written at off from its bytes, as qemu keeps
+// a new table in its cache (the next access loads nothing).
+func (c *TableCache) Put(off uint64, b []byte) { c.store(off, c.decode(b)) }
+
+func (c *TableCache) decode(b []byte) []uint64 {
+	t := make([]uint64, len(b)/8)
 	for i := range t {
-		t[i] = c.order.Uint64(buf[i*8:])
+		t[i] = c.order.Uint64(b[i*8:])
 	}
+	return t
+}
+
+func (c *TableCache) store(off uint64, t []uint64) {
 	c.mu.Lock()
 	if len(c.tables) >= c.limit {
 		clear(c.tables)
 	}
 	c.tables[off] = t
 	c.mu.Unlock()
-	return t, nil
 }
 
 // SetEntry changes entry idx of the cached table at off, if it is cached,

@@ -16,7 +16,7 @@ func TestTableCache(t *testing.T) {
 	memPut("tables", data)
 	n := mustOpen(t, "tables", "mem", false, ClaimRead, "test")
 	defer n.Close()
-	c := NewTableCache(binary.LittleEndian, 2)
+	c := NewTableCache(binary.LittleEndian, 2, EvNone)
 	get := func(off uint64, n0 int64) []uint64 {
 		t.Helper()
 		tab, err := c.Get(n, off, n0)

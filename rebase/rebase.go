@@ -9,6 +9,7 @@ package rebase
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"qimg/convert"
@@ -113,7 +114,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		c := &convert.Copy{Sources: []*image.Node{top}, Target: top, Rebase: true, NewBacking: newBacking,
 			Options: convert.Options{Workers: r.Workers, OutOfOrder: true, SparseSize: -1, Compress: r.Compress, Progress: r.Progress}}
 		if err := convert.Run(ctx, c); err != nil {
-			return err
+			return cowWriteError(err)
 		}
 		if err := top.Flush(); err != nil {
 			return err
@@ -123,6 +124,16 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("Could not change the backing file to '%s': %w", r.Backing, err)
 	}
 	return nil
+}
+
+// cowWriteError words a failed write into the image as qemu-img rebase
+// does; other errors keep theirs.
+func cowWriteError(err error) error {
+	var ioErr *convert.IOError
+	if errors.As(err, &ioErr) && ioErr.Op == "writing" {
+		return image.Errorf(err, "Error while writing to COW image: %s", image.Strerror(ioErr.Err))
+	}
+	return err
 }
 
 // checkChange refuses, before anything is written, a header change that

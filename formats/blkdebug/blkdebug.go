@@ -10,7 +10,6 @@ package blkdebug
 
 import (
 	"fmt"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -21,11 +20,16 @@ import (
 const name = "blkdebug"
 
 func init() {
-	image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: openProtocol})
+	image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: openProtocol,
+		CheckOpenOptions: CheckOpenOptions, ProtocolFilename: ProtocolFilename})
 }
 
-// openProtocol opens "blkdebug:CONFIG:IMAGE" (CONFIG may be empty).
+// openProtocol opens "blkdebug:CONFIG:IMAGE" (CONFIG may be empty), or
+// a filter given by options (--image-opts, json:).
 func openProtocol(filename string, o image.ProtocolOptions) (image.Driver, error) {
+	if o.Options != nil {
+		return Open(o.Options, o.Writable)
+	}
 	opts, err := parseFilename(filename)
 	if err != nil {
 		return nil, err
@@ -54,10 +58,11 @@ func parseFilename(filename string) (map[string]string, error) {
 
 // Device is an open blkdebug filter.
 type Device struct {
-	image    string // the child's filename
-	child    *image.Node
-	limits   limits
-	writable bool
+	image     string            // the child's filename
+	imageOpts map[string]string // or its options
+	child     *image.Node
+	limits    limits
+	writable  bool
 	// unflushed: a write came since the last flush; qemu sends a flush
 	// down (where a rule can fail it) only then
 	unflushed atomic.Bool
@@ -69,121 +74,25 @@ type Device struct {
 }
 
 // Open builds a filter from its options (see ParseOptions); the child
-// named by "x-image" is opened by the graph (image.Filter).
+// is opened by the graph (image.Filter).
 func Open(opts map[string]string, writable bool) (*Device, error) {
 	o, err := ParseOptions(opts)
 	if err != nil {
 		return nil, err
 	}
-	d := &Device{image: o.Image, limits: o.Limits, writable: writable, state: 1, rules: map[image.Event][]*rule{}}
+	d := &Device{image: o.Image, imageOpts: o.ImageOpts, limits: o.Limits, writable: writable, state: 1, rules: map[image.Event][]*rule{}}
 	for _, r := range o.Rules {
 		d.rules[r.event] = append([]*rule{r}, d.rules[r.event]...)
 	}
 	return d, nil
 }
 
-// Options are a filter's open options.
-type Options struct {
-	Image  string
-	Limits limits
-	Rules  []*rule // inject-error rules first, then set-state, each in order
-}
-
-// ParseOptions reads the options of an option string or a filename:
-// config (a file of sections), x-image (the child), the size limits
-// (align, max-transfer, opt-write-zero, max-write-zero, opt-discard,
-// max-discard) and inline rules (inject-error.N.KEY, set-state.N.KEY).
-func ParseOptions(opts map[string]string) (Options, error) {
-	var o Options
-	var groups []*group
-	if path, ok := opts["config"]; ok {
-		g, err := readConfig(path)
-		if err != nil {
-			return Options{}, err
-		}
-		groups = g
-	}
-	inline, rest, err := inlineGroups(opts)
-	if err != nil {
-		return Options{}, err
-	}
-	groups = append(groups, inline...)
-	for _, g := range groups {
-		if err := checkSection(g); err != nil {
-			return Options{}, err
-		}
-	}
-	for _, section := range []string{"inject-error", "set-state"} {
-		for _, g := range groups {
-			if g.name != section {
-				continue
-			}
-			r, err := newRule(g)
-			if err != nil {
-				return Options{}, err
-			}
-			o.Rules = append(o.Rules, r)
-		}
-	}
-	o.Image = rest["x-image"]
-	delete(rest, "x-image")
-	delete(rest, "config")
-	if o.Limits, err = parseLimits(rest); err != nil {
-		return Options{}, err
-	}
-	return o, nil
-}
-
-func readConfig(path string) ([]*group, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("Could not read blkdebug config file: %s", image.Strerror(err))
-	}
-	defer f.Close()
-	return parseConfig(f)
-}
-
-// inlineGroups takes the inject-error.N.KEY and set-state.N.KEY options
-// out as sections, in the order of N; the other options are returned.
-func inlineGroups(opts map[string]string) ([]*group, map[string]string, error) {
-	rest := map[string]string{}
-	byIndex := map[string]map[int]*group{}
-	maxIndex := -1
-	for k, v := range opts {
-		section, tail, ok := strings.Cut(k, ".")
-		if !ok || sectionKeys[section] == nil {
-			rest[k] = v
-			continue
-		}
-		idx, key, ok := strings.Cut(tail, ".")
-		n, err := parseNumber(k, idx)
-		if !ok || err != nil || n > 1<<16 {
-			return nil, nil, fmt.Errorf("Invalid parameter '%s'", k)
-		}
-		if byIndex[section] == nil {
-			byIndex[section] = map[int]*group{}
-		}
-		g := byIndex[section][int(n)]
-		if g == nil {
-			g = &group{name: section, opts: map[string]string{}}
-			byIndex[section][int(n)] = g
-		}
-		g.set(key, v)
-		maxIndex = max(maxIndex, int(n))
-	}
-	var groups []*group
-	for _, section := range []string{"inject-error", "set-state"} {
-		for i := 0; i <= maxIndex; i++ {
-			if g := byIndex[section][i]; g != nil {
-				groups = append(groups, g)
-			}
-		}
-	}
-	return groups, rest, nil
-}
-
 // ChildName is the node below (image.Filter).
 func (d *Device) ChildName() string { return d.image }
+
+// ChildOptions are the options of the node below, when it came as
+// options (image.FilterChildOptions).
+func (d *Device) ChildOptions() map[string]string { return d.imageOpts }
 
 // SetChild takes the opened node below; the filter is then complete and
 // raises its "none" event, as qemu's does at the end of its open.

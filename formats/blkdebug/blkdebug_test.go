@@ -2,6 +2,7 @@ package blkdebug
 
 import (
 	"errors"
+	"maps"
 	"strings"
 	"syscall"
 	"testing"
@@ -60,7 +61,10 @@ func TestParseConfigQemuCorners(t *testing.T) {
 	}
 }
 
+// qemu-img 7.2's words for bad options, in its order of checks: the
+// typed options, the rule sections, the child, the limits, what is left.
 func TestParseOptionsErrors(t *testing.T) {
+	img := map[string]string{"image.filename": "t.qcow2"}
 	tests := []struct {
 		opts map[string]string
 		err  string
@@ -70,22 +74,68 @@ func TestParseOptionsErrors(t *testing.T) {
 		{map[string]string{"inject-error.0.event": "l2_load", "inject-error.0.iotype": "foo"}, "invalid parameter value: foo"},
 		{map[string]string{"inject-error.0.event": "l2_load", "inject-error.0.once": "1"}, "Parameter 'once' expects 'on' or 'off'"},
 		{map[string]string{"inject-error.0.event": "l2_load", "inject-error.0.errno": "0b1"}, "Parameter 'errno' expects a number"},
-		{map[string]string{"set-state.0.event": "l2_load", "set-state.0.errno": "5"}, "Invalid parameter 'errno'"},
-		{map[string]string{"align": "3"}, "Cannot meet constraints with align 3"},
+		{map[string]string{"set-state.0.event": "l2_load", "set-state.0.errno": "5"}, "[set-state] section doesn't support the option 'errno'"},
+		{map[string]string{"inject-error.1.event": "l2_load"}, "Unused option '1.event' for [inject-error]"},
+		{map[string]string{"inject-error.0.event": "l2_load", "inject-error.2.event": "l2_load"}, "Unused option '2.event' for [inject-error]"},
+		{map[string]string{"inject-error.0.event": "l2_load", "inject-error.event": "l2_load"}, "Unknown option '0.event' for [inject-error]"},
+		{map[string]string{"inject-error.0": "x"}, "[inject-error] section (index 0) does not consist of keys"},
+		{map[string]string{"inject-error.foo": "1"}, "Unused option 'foo' for [inject-error]"},
+		{map[string]string{"align": "foo"}, "Parameter 'align' expects a non-negative number below 2^64\n" +
+			"Optional suffix k, M, G, T, P or E means kilo-, mega-, giga-, tera-, peta-\nand exabytes, respectively."},
+		{map[string]string{"align": "3", "foo": "1"}, "Cannot meet constraints with align 3"},
 		{map[string]string{"align": "512", "max-transfer": "1000"}, "Cannot meet constraints with max-transfer 1000"},
-		{map[string]string{"foo": "1"}, "Invalid parameter 'foo'"},
+		{map[string]string{"foo": "1"}, "Block protocol 'blkdebug' doesn't support the option 'foo'"},
+		{map[string]string{"inject-error": ""}, "Block protocol 'blkdebug' doesn't support the option 'inject-error'"},
 		{map[string]string{"config": "/nonexistent/rules.conf"}, "Could not read blkdebug config file: No such file or directory"},
+		{map[string]string{"image": "n", "image.filename": "t.qcow2"}, "Cannot reference an existing block device with additional options or a new filename"},
+		{map[string]string{"image": "n", "image.filename": ""}, "Cannot reference an existing block device with additional options or a new filename"},
+		{map[string]string{"x-image": "t.qcow2", "image.filename": "t.qcow2"}, "Can't specify 'file' and 'filename' options at the same time"},
 	}
 	for _, tc := range tests {
-		_, err := ParseOptions(tc.opts)
+		opts := maps.Clone(tc.opts)
+		if _, ok := opts["image"]; !ok && opts["x-image"] == "" {
+			maps.Copy(opts, img)
+		}
+		_, err := ParseOptions(opts)
 		if err == nil || err.Error() != tc.err {
+			t.Errorf("%v: error %v, want %q", tc.opts, err, tc.err)
+		}
+	}
+	for _, tc := range []struct {
+		opts map[string]string
+		err  string
+	}{
+		{map[string]string{}, `A block device must be specified for "image"`},
+		{map[string]string{"image": "n"}, "Cannot find device='n' nor node-name='n'"},
+	} {
+		if _, err := ParseOptions(tc.opts); err == nil || err.Error() != tc.err {
 			t.Errorf("%v: error %v, want %q", tc.opts, err, tc.err)
 		}
 	}
 }
 
+// A single inline section, a list of them, and the child by options.
+func TestParseOptionsSections(t *testing.T) {
+	o, err := ParseOptions(map[string]string{
+		"inject-error.event": "l2_load", "set-state.0.event": "l2_update", "set-state.0.new_state": "2",
+		"set-state.1.event": "l1_update", "set-state.1.state": "2", "set-state.1.new_state": "3",
+		"image.driver": "file", "image.filename": "t.qcow2",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.Rules) != 3 || o.Rules[0].event != image.EvL2Load || o.Rules[2].event != image.EvL1Update || o.Rules[2].newState != 3 {
+		t.Errorf("rules %+v", o.Rules)
+	}
+	if o.Image != "t.qcow2" || o.ImageOpts["driver"] != "file" {
+		t.Errorf("child %q %v", o.Image, o.ImageOpts)
+	}
+}
+
 func open(t *testing.T, opts map[string]string) *Device {
 	t.Helper()
+	opts = maps.Clone(opts)
+	opts["x-image"] = "t.qcow2"
 	d, err := Open(opts, true)
 	if err != nil {
 		t.Fatal(err)

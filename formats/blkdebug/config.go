@@ -4,7 +4,10 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"os"
 	"strings"
+
+	"qimg/image"
 )
 
 // A group is one section of a config file: its name ("inject-error"),
@@ -133,4 +136,14 @@ func scanToken(s string, n int) (string, string) {
 
 func isSpace(c byte) bool {
 	return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' || c == '\r'
+}
+
+// readConfig reads the sections of a config file.
+func readConfig(path string) ([]*group, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("Could not read blkdebug config file: %s", image.Strerror(err))
+	}
+	defer f.Close()
+	return parseConfig(f)
 }

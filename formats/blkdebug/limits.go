@@ -19,8 +19,8 @@ type limits struct {
 	maxDiscard   int64
 }
 
-// parseLimits reads the size options, checked as qemu's blkdebug_open
-// checks them; any other key is refused.
+// parseLimits reads the size options (their type checked), as qemu's
+// blkdebug_open checks them; other keys are not its business.
 func parseLimits(opts map[string]string) (limits, error) {
 	var l limits
 	fields := []struct {
@@ -34,15 +34,6 @@ func parseLimits(opts map[string]string) (limits, error) {
 		{"max-write-zero", &l.maxWriteZero, func() int64 { return max(l.optWriteZero, l.alignment()) }},
 		{"opt-discard", &l.optDiscard, l.alignment},
 		{"max-discard", &l.maxDiscard, func() int64 { return max(l.optDiscard, l.alignment()) }},
-	}
-	known := map[string]bool{}
-	for _, f := range fields {
-		known[f.key] = true
-	}
-	for k := range opts {
-		if !known[k] {
-			return limits{}, fmt.Errorf("Invalid parameter '%s'", k)
-		}
 	}
 	for _, f := range fields {
 		s, ok := opts[f.key]

@@ -70,17 +70,22 @@ func checkSection(g *group) error {
 		if !slices.Contains(keys, k) {
 			return fmt.Errorf("Invalid parameter '%s'", k)
 		}
-		v := g.opts[k]
-		switch k {
-		case "state", "errno", "sector", "new_state":
-			if _, err := parseNumber(k, v); err != nil {
-				return err
-			}
-		case "once", "immediately":
-			if _, err := parseBool(k, v); err != nil {
-				return err
-			}
+		if err := checkValue(k, g.opts[k]); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkValue checks the type of a section's value.
+func checkValue(k, v string) error {
+	switch k {
+	case "state", "errno", "sector", "new_state":
+		_, err := parseNumber(k, v)
+		return err
+	case "once", "immediately":
+		_, err := parseBool(k, v)
+		return err
 	}
 	return nil
 }

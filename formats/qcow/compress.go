@@ -71,6 +71,7 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 			return err
 		}
 		n := min(q.cs, q.Size()-off)
+		q.file.Event(image.EvWriteAIO)
 		return q.file.WriteGrowing(data[:n], clampOffset(e))
 	}
 	l2off, err := q.l2ForWrite(off)
@@ -80,11 +81,13 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 	// qemu places it at the file's length as its block layer knows it,
 	// in whole sectors
 	host := alignUp(q.fileEnd, 512)
+	q.file.Event(image.EvWriteCompressed)
 	if err := q.file.WriteGrowing(compressed, host); err != nil {
 		return err
 	}
 	q.fileEnd = host + int64(len(compressed))
 	entry := uint64(host) | flagCompressed | uint64(len(compressed))<<(63-uint(q.h.clusterBits))
+	q.file.Event(image.EvL2UpdateCompressed)
 	return q.setL2Entry(l2off, off, entry)
 }
 

@@ -135,7 +135,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	if err := o.File.ReadPadded(head, 0); err != nil {
 		return nil, err
 	}
-	q := &Image{file: o.File, h: parseHeader(head), l2Cache: image.NewTableCache(binary.BigEndian, 256)}
+	q := &Image{file: o.File, h: parseHeader(head), l2Cache: image.NewTableCache(binary.BigEndian, 256, image.EvL2Load)}
 	if err := q.h.validate(); err != nil {
 		return nil, err
 	}
@@ -259,6 +259,7 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		}
 		switch {
 		case e == 0 && q.backing != nil:
+			q.file.Event(image.EvReadBackingAIO)
 			err = q.backing.ReadPadded(buf, pos)
 		case e == 0:
 			clear(buf)
@@ -267,6 +268,7 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		case q.crypt != nil:
 			err = q.readEncrypted(buf, e, pos)
 		default:
+			q.file.Event(image.EvReadAIO)
 			err = q.file.ReadPadded(buf, clampOffset(e+uint64(into)))
 		}
 		if err != nil {
@@ -285,6 +287,7 @@ func (q *Image) readCompressed(buf []byte, e uint64, into int64) error {
 	csize := int64((e >> shift) & (uint64(q.cs) - 1))
 	coff := e & (uint64(1)<<shift - 1)
 	comp := make([]byte, csize)
+	q.file.Event(image.EvReadCompressed)
 	if err := q.file.ReadPadded(comp, clampOffset(coff)); err != nil {
 		return err
 	}

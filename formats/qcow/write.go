@@ -27,6 +27,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 		case e != 0 && e&flagCompressed == 0 && q.crypt != nil:
 			err = q.writeEncrypted(p[done:done+n], e, pos)
 		case e != 0 && e&flagCompressed == 0:
+			q.file.Event(image.EvWriteAIO)
 			err = q.file.WriteGrowing(p[done:done+n], clampOffset(e+uint64(into)))
 		default:
 			err = q.allocateCluster(p[done:done+n], pos, into)
@@ -43,6 +44,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 // into a new cluster holding what the guest saw there before.
 func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 	start := pos - into
+	q.file.Event(image.EvClusterAlloc)
 	buf := make([]byte, q.cs)
 	if int64(len(p)) < q.cs {
 		if _, err := q.ReadAt(buf[:min(q.cs, q.Size()-start)], start); err != nil {
@@ -58,10 +60,12 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 		return err
 	}
 	host := alignUp(q.fileEnd, q.cs)
+	q.file.Event(image.EvWriteAIO)
 	if err := q.file.WriteGrowing(buf, host); err != nil {
 		return err
 	}
 	q.fileEnd = host + q.cs
+	q.file.Event(image.EvL2Update)
 	return q.setL2Entry(l2off, pos, uint64(host))
 }
 
@@ -81,12 +85,14 @@ func (q *Image) l2ForWrite(pos int64) (uint64, error) {
 	}
 	size := int64(8) << q.h.l2Bits
 	l2 := alignUp(q.fileEnd, q.cs)
+	q.file.Event(image.EvL2Load) // qemu raises it before writing a new table too
 	if err := q.file.WriteGrowing(make([]byte, size), l2); err != nil {
 		return 0, err
 	}
 	q.fileEnd = l2 + size
 	var e [8]byte
 	binary.BigEndian.PutUint64(e[:], uint64(l2))
+	q.file.Event(image.EvL1Update)
 	if err := q.file.WriteGrowing(e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
 		return 0, err
 	}

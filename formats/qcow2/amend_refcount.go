@@ -94,9 +94,9 @@ func (q *Image) changeRefcountOrder(order uint32, steps *amendProgress) error {
 			}
 		}
 		tableEntries = int64(len(c.table))
-		if tableOffset, err = q.rc.alloc(tableEntries * 8 >> q.clusterBits); err != nil {
+		if tableOffset, err = q.rc.allocDeferred(tableEntries * 8 >> q.clusterBits); err != nil {
 			c.abandon(0, 0)
-			return err
+			return ioError("Failed to allocate the new reftable", err)
 		}
 	}
 	if _, err := c.walk(true, walk, walk+1); err != nil {
@@ -105,7 +105,11 @@ func (q *Image) changeRefcountOrder(order uint32, steps *amendProgress) error {
 	}
 	if err := q.writeMeta(encodeL1(c.table), tableOffset); err != nil {
 		c.abandon(tableOffset, tableEntries)
-		return err
+		return ioError("Failed to write the new reftable", err)
+	}
+	if err := q.rc.flushPending(); err != nil {
+		c.abandon(tableOffset, tableEntries)
+		return ioError("Failed to flush the refblock cache", err)
 	}
 	return c.switchTo(order, tableOffset)
 }
@@ -145,7 +149,7 @@ func (c *refcountChange) walk(write bool, index, total int64) (bool, error) {
 		c.steps.status(index*size+ti, total*size)
 		b, err := r.block(ti)
 		if err != nil {
-			return false, err
+			return false, ioError("Failed to retrieve refblock", err)
 		}
 		if b == nil {
 			// no block: zero refcounts, skipped a new block's worth at a
@@ -203,9 +207,11 @@ func (c *refcountChange) allocBlock(i int64, empty bool) (bool, error) {
 	if c.table[i] != 0 {
 		return false, nil
 	}
-	off, err := q.rc.alloc(1)
+	// its refcount goes out with the others before the switch, as
+	// qemu's refcount cache holds it (the block's own write fails first)
+	off, err := q.rc.allocDeferred(1)
 	if err != nil {
-		return false, err
+		return false, ioError("Failed to allocate refblock", err)
 	}
 	c.table[i] = uint64(off)
 	return true, nil
@@ -214,7 +220,10 @@ func (c *refcountChange) allocBlock(i int64, empty bool) (bool, error) {
 // writeBlock writes new block i, which the allocation walks placed.
 func (c *refcountChange) writeBlock(i int64, buf []byte, empty bool) error {
 	if i < int64(len(c.table)) && c.table[i] != 0 {
-		return c.q.writeMeta(buf, int64(c.table[i]))
+		if err := c.q.writeMeta(buf, int64(c.table[i])); err != nil {
+			return ioError("Failed to write refblock", err)
+		}
+		return nil
 	}
 	if !empty {
 		return image.Corrupt("%s: refcount block %d was not allocated", c.q.filename, i)
@@ -232,7 +241,7 @@ func (c *refcountChange) switchTo(order uint32, tableOffset int64) error {
 	nh.refcountTableClusters = uint32(int64(len(c.table)) * 8 >> q.clusterBits)
 	if err := q.switchHeader(nh); err != nil {
 		c.abandon(tableOffset, int64(len(c.table)))
-		return err
+		return ioError("Failed to update the qcow2 header", err)
 	}
 	old := q.rc
 	q.rc = newRefcounts(q)

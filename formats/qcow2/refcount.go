@@ -314,7 +314,7 @@ func (r *refcounts) update(start, n, delta int64) error {
 		if err != nil {
 			if ci > start {
 				if rerr := r.update(start, ci-start, -delta); rerr != nil {
-					return rerr
+					return halfDone{rerr}
 				}
 			}
 			return err
@@ -372,10 +372,19 @@ func (r *refcounts) update(start, n, delta int64) error {
 func (r *refcounts) undoFailedWrite(b *refBlock, start, ci, lo, hi, delta int64, err error) error {
 	r.undoBlock(b, lo, hi, delta)
 	if ci > start {
-		_ = r.update(start, ci-start, -delta)
+		if rerr := r.update(start, ci-start, -delta); rerr != nil {
+			return halfDone{err}
+		}
 	}
 	return err
 }
+
+// halfDone is the error of an update whose undo failed too: part of
+// the clusters have the new refcount on disk (and in memory), part the
+// old, so the update must not be tried again.
+type halfDone struct{ error }
+
+func (h halfDone) Unwrap() error { return h.error }
 
 func (r *refcounts) undoBlock(b *refBlock, lo, hi, delta int64) {
 	for i := lo; i < hi; i++ {

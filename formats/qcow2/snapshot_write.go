@@ -46,6 +46,10 @@ func (q *Image) CreateSnapshot(name string) error {
 	}
 	// what gains a reference, checked before anything is written
 	clusters, err := q.referencedClusters(q.l1)
+	var errno syscall.Errno
+	if errors.As(err, &errno) { // a table that could not be read
+		return snapshotIOError("create", name, err)
+	}
 	if err != nil {
 		return image.Errorf(err, "Could not create snapshot '%s': -27 (File too large)", name)
 	}
@@ -196,14 +200,26 @@ func (q *Image) DeleteSnapshot(name string) error {
 	}
 	oldSize := snapshotTableBytes(snaps)
 	if err := q.commitSnapshotTable(slices.Delete(snaps, i, i+1), oldSize); err != nil {
-		return err
+		return deleteFailed(name, "Failed to remove snapshot from snapshot list", err)
+	}
+	if err := q.updateReferences(l1, -1); err != nil {
+		return deleteFailed(name, "Failed to free the cluster and L1 table", err)
 	}
 	if gone.l1Size > 0 {
 		if err := q.rc.release(int64(gone.l1TableOffset), int64(gone.l1Size)*8); err != nil {
-			return err
+			return deleteFailed(name, "Failed to free the cluster and L1 table", err)
 		}
 	}
-	return q.dropReferences(l1)
+	if err := q.syncCopiedFlags(); err != nil {
+		return deleteFailed(name, "Failed to update snapshot status in disk", err)
+	}
+	return nil
+}
+
+// deleteFailed words a failure of snapshot -d as qemu-img does: the step
+// of qemu's qcow2_snapshot_delete that failed, and the errno.
+func deleteFailed(name, step string, err error) error {
+	return image.Errorf(err, "Could not delete snapshot '%s': %s: %s", name, step, image.Strerror(err))
 }
 
 // writableSnapshots reads the snapshot table of an image whose snapshots
@@ -232,6 +248,12 @@ func (q *Image) dropReferences(l1 []uint64) error {
 	if err := q.updateReferences(l1, -1); err != nil {
 		return err
 	}
+	return q.syncCopiedFlags()
+}
+
+// syncCopiedFlags syncs the refcounts, then sets the COPIED flags of
+// what only the active image refers to.
+func (q *Image) syncCopiedFlags() error {
 	if err := q.syncFiles(); err != nil {
 		return err
 	}
@@ -404,6 +426,7 @@ func (q *Image) setCopiedFlags(copied func(host int64) (bool, error)) error {
 		if changed {
 			q.event(image.EvL2Update)
 			if err := q.writeMeta(t.encode(q.extendedL2), l2off); err != nil {
+				q.keepL2Dirty(t)
 				return err
 			}
 		}
@@ -417,7 +440,33 @@ func (q *Image) setCopiedFlags(copied func(host int64) (bool, error)) error {
 		}
 		q.l1[i] = ne
 	}
-	return q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset))
+	if err := q.writeMeta(encodeL1(q.l1), int64(q.h.l1TableOffset)); err != nil {
+		q.keepL1Dirty()
+		return err
+	}
+	return nil
+}
+
+// keepL2Dirty leaves a table whose write failed to the next flush, which
+// writes what memory holds (the flags match the refcounts on disk): a
+// passing fault then leaves no flag wrong, as qemu's cache retries.
+func (q *Image) keepL2Dirty(t *l2Table) {
+	if q.dirtyL2 == nil {
+		q.dirtyL2 = map[int64]*l2Table{}
+	}
+	t.dirtyLo, t.dirtyHi = 0, len(t.entries)
+	q.dirtyL2[t.offset] = t
+}
+
+// keepL1Dirty leaves the whole L1 table, whose write failed, to the next
+// flush.
+func (q *Image) keepL1Dirty() {
+	if q.dirtyL1 == nil {
+		q.dirtyL1 = map[int64]struct{}{}
+	}
+	for i := range q.l1 {
+		q.dirtyL1[int64(i)] = struct{}{}
+	}
 }
 
 func encodeL1(l1 []uint64) []byte {
@@ -516,21 +565,37 @@ func (q *Image) ApplySnapshot(name string) error {
 		return err
 	}
 	if err := q.flushMetaLocked(); err != nil {
-		return err
+		return loadFailed(name, err)
 	}
 	snapL1, err := q.readSnapshotL1(sn)
 	if err != nil {
-		return err
+		return loadFailed(name, err)
 	}
 	// the snapshot's clusters gain a reference: one that would overflow
 	// refuses before anything is written, in qemu-img's words
 	clusters, err := q.referencedClusters(snapL1)
 	if err != nil {
-		return err
+		return loadFailed(name, err)
 	}
 	if err := q.referencesFit(clusters); err != nil {
 		return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: Invalid argument", name)
 	}
+	if err := q.switchToSnapshot(snapL1, clusters, size); err != nil {
+		return loadFailed(name, err)
+	}
+	return nil
+}
+
+// loadFailed words a failure of snapshot -a past its checks as qemu-img
+// does (its driver's errno under "Failed to load snapshot").
+func loadFailed(name string, err error) error {
+	return image.Errorf(err, "Could not apply snapshot '%s': Failed to load snapshot: %s", name, image.Strerror(err))
+}
+
+// switchToSnapshot makes the snapshot's table (referencing clusters) the
+// active one at the snapshot's size, and drops the references of the
+// table it replaces.
+func (q *Image) switchToSnapshot(snapL1 []uint64, clusters []int64, size int64) error {
 	if err := q.addReferences(clusters, 1); err != nil {
 		return err
 	}
@@ -546,6 +611,7 @@ func (q *Image) ApplySnapshot(name string) error {
 		l1[k] = e &^ oflagCopied
 	}
 	old := q.l1
+	var err error
 	if n == len(q.l1) && size == q.size {
 		err = q.overwriteL1(l1)
 	} else {

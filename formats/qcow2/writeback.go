@@ -14,6 +14,8 @@ package qcow2
 //
 // Flush (and Close) runs it; so does a write once too much is pending.
 
+import "errors"
+
 // maxDirtyBytes bounds the L2 tables pinned in memory by pending entries.
 const maxDirtyBytes = 8 << 20
 
@@ -101,13 +103,26 @@ func (q *Image) flushMetaLocked() error {
 	}
 	pending := q.pendingFree
 	q.pendingFree = nil
-	for _, r := range pending {
+	for i, r := range pending {
 		if err := q.rc.release(r[0], r[1]); err != nil {
+			q.keepPendingFree(pending[i:], err)
 			return err
 		}
 		q.l2cache.drop(r[0])
 	}
 	return nil
+}
+
+// keepPendingFree keeps the releases a failed flush did not make (the
+// first one failed with err) for the next flush, so that a passing fault
+// leaks nothing; a release that failed half-way is dropped (its clusters
+// leak) as trying it again could free some clusters twice.
+func (q *Image) keepPendingFree(left [][2]int64, err error) {
+	var h halfDone
+	if errors.As(err, &h) {
+		left = left[1:]
+	}
+	q.pendingFree = append(append([][2]int64(nil), left...), q.pendingFree...)
 }
 
 // barrier makes what was written so far durable before what follows is

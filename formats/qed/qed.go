@@ -54,7 +54,7 @@ const l2Chunk = 512
 
 // Open reads and validates the header and the L1 table.
 func Open(o *image.OpenContext) (image.Driver, error) {
-	q := &Image{file: o.File, writable: o.Writable, l2Cache: image.NewTableCache(binary.LittleEndian, 256)}
+	q := &Image{file: o.File, writable: o.Writable, l2Cache: image.NewTableCache(binary.LittleEndian, 256, image.EvL2Load)}
 	head := make([]byte, headerSize)
 	if err := o.File.ReadPadded(head, 0); err != nil {
 		return nil, image.Errorf(err, "Failed to read QED header")
@@ -267,11 +267,13 @@ func (q *Image) ReadAt(p []byte, off int64) (int, error) {
 		buf := p[done : done+int(r.length)]
 		switch r.kind {
 		case runData:
+			q.file.Event(image.EvReadAIO)
 			err = q.file.ReadPadded(buf, r.host)
 		case runZero:
 			clear(buf)
 		default:
 			if q.backing != nil {
+				q.file.Event(image.EvReadBackingAIO)
 				err = q.backing.ReadPadded(buf, off+int64(done))
 			} else {
 				clear(buf)

@@ -2,6 +2,8 @@ package qed
 
 import (
 	"encoding/binary"
+
+	"qimg/image"
 )
 
 // maxAllocRun caps the clusters one allocating write handles at once, so
@@ -24,6 +26,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 			return done, err
 		}
 		if r.kind == runData {
+			q.file.Event(image.EvWriteAIO)
 			if err := q.file.WriteGrowing(p[done:done+int(r.length)], r.host); err != nil {
 				return done, err
 			}
@@ -56,6 +59,10 @@ func (q *Image) allocatingWrite(p []byte, pos int64, r run) (int, error) {
 		return 0, err
 	}
 	host := q.allocate(int64(len(buf)))
+	if start < pos || end > pos+length {
+		q.file.Event(image.EvCOWWrite) // qemu writes the filled parts first
+	}
+	q.file.Event(image.EvWriteAIO)
 	if err := q.file.WriteGrowing(buf, host); err != nil {
 		return 0, err
 	}
@@ -73,11 +80,13 @@ func (q *Image) fillAround(buf []byte, start, skip, length int64, kind runKind) 
 		return nil
 	}
 	if skip > 0 {
+		q.file.Event(image.EvReadBackingAIO)
 		if err := q.backing.ReadPadded(buf[:skip], start); err != nil {
 			return err
 		}
 	}
 	if tail := skip + length; tail < int64(len(buf)) {
+		q.file.Event(image.EvReadBackingAIO)
 		if err := q.backing.ReadPadded(buf[tail:], start+tail); err != nil {
 			return err
 		}
@@ -107,11 +116,13 @@ func (q *Image) linkClusters(start, host, n int64) error {
 	q.mu.Lock()
 	l2off := q.l1[l1i]
 	q.mu.Unlock()
+	q.file.Event(image.EvL2Update)
 	if l2off != 0 {
 		if err := q.file.WriteGrowing(entries, int64(l2off)+idx*8); err != nil {
+			q.dropCachedL2(l2off)
 			return err
 		}
-		q.dropCachedL2(l2off)
+		q.updateCachedL2(l2off, idx, entries)
 		return nil
 	}
 	table := make([]byte, q.l.tableBytes)
@@ -120,8 +131,10 @@ func (q *Image) linkClusters(start, host, n int64) error {
 	if err := q.file.WriteGrowing(table, l2); err != nil {
 		return err
 	}
+	q.cacheTable(uint64(l2), table)
 	var e [8]byte
 	binary.LittleEndian.PutUint64(e[:], uint64(l2))
+	q.file.Event(image.EvL1Update)
 	if err := q.file.WriteGrowing(e[:], int64(q.h.l1TableOffset)+l1i*8); err != nil {
 		return err
 	}
@@ -129,6 +142,24 @@ func (q *Image) linkClusters(start, host, n int64) error {
 	q.l1[l1i] = uint64(l2)
 	q.mu.Unlock()
 	return nil
+}
+
+// cacheTable caches a table just written, as qemu keeps a new L2 table
+// in its cache (the next write through it loads nothing).
+func (q *Image) cacheTable(off uint64, table []byte) {
+	n := min(l2Chunk, q.l.tableNelems)
+	for start := int64(0); start+n*8 <= int64(len(table)); start += n * 8 {
+		q.l2Cache.Put(off+uint64(start), table[start:start+n*8])
+	}
+}
+
+// updateCachedL2 stores entries (encoded, from index idx) written to the
+// table at off in the cached pieces that hold them.
+func (q *Image) updateCachedL2(off uint64, idx int64, entries []byte) {
+	n := min(l2Chunk, q.l.tableNelems)
+	for i := int64(0); i < int64(len(entries))/8; i++ {
+		q.l2Cache.SetEntry(off+uint64((idx+i)/n*n*8), (idx+i)%n, binary.LittleEndian.Uint64(entries[i*8:]))
+	}
 }
 
 // dropCachedL2 forgets the cached pieces of the table at off.

@@ -67,7 +67,10 @@ func (r *Raw) Size() int64 {
 	return r.file.Size() - r.window.offset
 }
 
-func (r *Raw) ReadAt(p []byte, off int64) (int, error) { return r.file.ReadAt(p, off+r.window.offset) }
+func (r *Raw) ReadAt(p []byte, off int64) (int, error) {
+	r.file.Event(image.EvReadAIO)
+	return r.file.ReadAt(p, off+r.window.offset)
+}
 
 func (r *Raw) WriteAt(p []byte, off int64) (int, error) {
 	if r.touchesHead(off, int64(len(p))) {
@@ -77,6 +80,7 @@ func (r *Raw) WriteAt(p []byte, off int64) (int, error) {
 			return 0, err
 		}
 	}
+	r.file.Event(image.EvWriteAIO)
 	return r.file.WriteAt(p, off+r.window.offset)
 }
 

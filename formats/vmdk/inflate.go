@@ -74,6 +74,7 @@ func (x *extent) readDeflated(host int64) (*[]byte, []byte, error) {
 	}
 	// what lies past the end of the file reads as zeroes: not needed whole
 	buf := (*bp)[:min(bufBytes, x.file.Size()-host+sectorSize)]
+	x.file.Event(image.EvReadCompressed)
 	if !x.marker {
 		if err := x.file.ReadPadded(buf, host); err != nil {
 			x.deflated.Put(bp)

@@ -339,6 +339,7 @@ func (x *extent) table(gt uint32) ([]uint32, error) {
 		return t, nil
 	}
 	raw := make([]byte, x.gtEntries*4)
+	x.file.Event(image.EvL2Load)
 	if err := x.file.ReadPadded(raw, int64(gt)*sectorSize); err != nil {
 		return nil, err
 	}

@@ -127,6 +127,7 @@ func (img *Image) appendCompressed(x *extent, off int64, compressed []byte) erro
 	if err := x.file.Truncate(host+int64(len(record)), image.PreallocOff); err != nil {
 		return err
 	}
+	x.file.Event(image.EvWriteCompressed)
 	if _, err := x.file.WriteAt(record, host); err != nil {
 		return err
 	}

@@ -179,12 +179,16 @@ func (img *Image) readExtent(x *extent, p []byte, off int64) (int, error) {
 	}
 	switch g.kind {
 	case grainData:
+		x.file.Event(image.EvReadAIO)
 		err = x.file.ReadPadded(buf, g.host+rel%x.grainSize())
 	case grainCompressed:
 		err = x.readCompressed(buf, g.host, rel)
 	case grainZero:
 		clear(buf)
 	default:
+		if img.backing != nil {
+			x.file.Event(image.EvReadBackingAIO)
+		}
 		err = img.readBacking(buf, off)
 	}
 	return int(n), err

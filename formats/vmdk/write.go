@@ -3,8 +3,10 @@ package vmdk
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"syscall"
 
 	"qimg/image"
 )
@@ -36,6 +38,7 @@ func (img *Image) WriteAt(p []byte, off int64) (int, error) {
 // writeGrain writes p at rel inside one grain (or flat extent) of x.
 func (img *Image) writeGrain(x *extent, p []byte, rel int64) error {
 	if x.flat {
+		x.file.Event(image.EvWriteAIO)
 		_, err := x.file.WriteAt(p, x.flatOffset+rel)
 		return err
 	}
@@ -44,10 +47,11 @@ func (img *Image) writeGrain(x *extent, p []byte, rel int64) error {
 	}
 	g, err := x.lookup(rel)
 	if err != nil {
-		return err
+		return asErrno(err, syscall.EINVAL)
 	}
 	inGrain := rel % x.grainSize()
 	if g.kind == grainData {
+		x.file.Event(image.EvWriteAIO)
 		_, err := x.file.WriteAt(p, g.host+inGrain)
 		return err
 	}
@@ -56,12 +60,18 @@ func (img *Image) writeGrain(x *extent, p []byte, rel int64) error {
 	}
 	grainStart := x.start + rel - inGrain
 	buf := make([]byte, min(x.grainSize(), x.end()-(rel-inGrain)))
-	if g.kind == grainUnallocated && img.backing != nil {
+	partial := inGrain > 0 || inGrain+int64(len(p)) < int64(len(buf))
+	if g.kind == grainUnallocated && img.backing != nil && partial {
+		x.file.Event(image.EvCOWRead)
 		if err := img.readBacking(buf, grainStart); err != nil {
-			return err
+			return asErrno(err, syscall.EINVAL)
 		}
 	}
 	copy(buf[inGrain:], p)
+	if partial {
+		x.file.Event(image.EvCOWWrite) // qemu writes the grain around the data first
+	}
+	x.file.Event(image.EvWriteAIO)
 	return img.allocate(x, rel, buf)
 }
 
@@ -84,7 +94,19 @@ func (img *Image) allocate(x *extent, rel int64, data []byte) error {
 		return err
 	}
 	x.nextGrain = host + x.grainSize()
-	return x.setEntry(rel, uint32(host/sectorSize))
+	return asErrno(x.setEntry(rel, uint32(host/sectorSize)), syscall.EIO)
+}
+
+// asErrno turns a failed read or write of the image file into the errno
+// qemu's driver reports for that step (EINVAL when finding or filling a
+// grain fails, EIO when its table entry cannot be written), whatever
+// the file said; other errors keep their words.
+func asErrno(err error, errno syscall.Errno) error {
+	var e syscall.Errno
+	if err == nil || !errors.As(err, &e) {
+		return err
+	}
+	return image.Errorf(errno, "%s", image.Strerror(errno))
 }
 
 // setEntry writes the grain table entry of rel in the table and in the
@@ -99,6 +121,7 @@ func (x *extent) setEntry(rel int64, value uint32) error {
 	}
 	var e [4]byte
 	binary.LittleEndian.PutUint32(e[:], value)
+	x.file.Event(image.EvL2Update)
 	if _, err := x.file.WriteAt(e[:], int64(gt)*sectorSize+index*4); err != nil {
 		return err
 	}
@@ -132,7 +155,7 @@ func (img *Image) WriteZeroes(off, length int64, unmap bool) error {
 			err = nil
 		} else if !x.flat && x.zeroGrain && rel%x.grainSize() == 0 && n == x.grainSize() {
 			img.writeMu.Lock()
-			err = x.setEntry(rel, 1)
+			err = asErrno(x.setEntry(rel, 1), syscall.EIO)
 			if err == nil {
 				err = img.updateCID()
 			}
