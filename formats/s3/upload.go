@@ -79,12 +79,16 @@ type Upload struct {
 
 // Create checks that the bucket exists and the keys are accepted, then
 // starts a new object; nothing reaches the bucket before the first part.
-func Create(name string, _ image.ProtocolOptions) (image.Driver, error) {
+func Create(name string, o image.ProtocolOptions) (image.Driver, error) {
 	obj, err := parseName(name)
 	if err != nil {
 		return nil, err
 	}
-	client, ep, err := newClient()
+	s, err := settingsFrom(o.Options)
+	if err != nil {
+		return nil, err
+	}
+	client, ep, err := newClient(s)
 	if err != nil {
 		return nil, err
 	}
@@ -117,8 +121,8 @@ func newUpload(obj object, client *minio.Core, id string) *Upload {
 // openUpload opens for writing an object this process is creating; any
 // other object is refused, naming the convert that does the job of the
 // command (user) that asked.
-func openUpload(obj object, user string) (image.Driver, error) {
-	u, err := endpoint()
+func openUpload(obj object, o image.ProtocolOptions) (image.Driver, error) {
+	u, _, err := endpointFrom(o.Options)
 	if err != nil {
 		return nil, err
 	}
@@ -127,7 +131,7 @@ func openUpload(obj object, user string) (image.Driver, error) {
 	if up := pending[identity(endpointID(u), obj)]; up != nil {
 		return up, nil
 	}
-	return nil, inPlaceRefusal(obj, user)
+	return nil, inPlaceRefusal(obj, o.User)
 }
 
 // inPlaceRefusal says why a command cannot change an object and which
