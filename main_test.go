@@ -25,7 +25,7 @@ package main
 //	stallserve VAR          accept TCP connections on 127.0.0.1 and never answer; $VAR is the port
 //	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
 //	                        their files) and set the AWS variables for it (s3serve_test.go); gofakes3,
-//	                        and versitygw when TestS3Versitygw runs the s3_* scripts again
+//	                        and versitygw when TestS3Servers runs the s3_* scripts again
 //	s3uploads N             require N multipart uploads open on that server
 //	tmpfs DIR SIZE          mount a tmpfs of SIZE bytes on DIR (made if missing), unmounted
 //	                        when the script ends: a small file system that really fills up

@@ -1,7 +1,7 @@
 package main
 
 // s3serve: an S3 server on loopback for the scripts (gofakes3 over
-// s3fake.Dir, or versitygw under TestS3Versitygw), whose buckets are the
+// s3fake.Dir, or versitygw under TestS3Servers), whose buckets are the
 // folders of $WORK/s3 and whose objects are plain files there, so that
 // qemu-img reads what qimg wrote to a bucket and qimg reads from a bucket
 // what qemu-img wrote. Faults are injected in front.

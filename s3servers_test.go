@@ -1,9 +1,10 @@
 package main
 
-// The S3 scripts again against a real S3 server: versitygw (a Go S3
+// The S3 scripts again against real S3 servers: versitygw (a Go S3
 // gateway) with its posix backend on $WORK/s3, where each object is a
-// plain file as with the tests' gofakes3, behind the same fault injector.
-// test.sh and .ci/run install it (go install …/versitygw@v1.8.0).
+// plain file as with the tests' gofakes3, behind the same fault injector
+// (test.sh and .ci/run install it: go install …/versitygw@v1.8.0); or
+// any server the scripts' folder is mirrored to (s3mirror_test.go).
 
 import (
 	"bytes"
@@ -22,16 +23,27 @@ import (
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
-// s3ServerVar names the server s3serve starts: "versitygw", else gofakes3.
-const s3ServerVar = "QIMG_S3_SERVER"
+// s3ServerVar names the server s3serve starts: "versitygw", "remote"
+// (the server at s3RemoteVar's URL), else gofakes3.
+const (
+	s3ServerVar = "QIMG_S3_SERVER"
+	s3RemoteVar = "QIMG_S3_REMOTE"
+)
 
-func TestS3Versitygw(t *testing.T) {
+// TestS3Servers runs the S3 scripts against versitygw, or with
+// QIMG_S3_REMOTE=URL against the S3 server there (testdata/ceph/run.sh:
+// Ceph's RADOS Gateway), one script at a time (go test -parallel 1):
+// the scripts' buckets are emptied there when each starts.
+func TestS3Servers(t *testing.T) {
 	qemu := haveQemu()
 	required := os.Getenv("QIMG_REQUIRE_QEMU") == "1"
 	if !qemu && required {
 		t.Fatal("QIMG_REQUIRE_QEMU=1 but qemu-img or qemu-io is not on PATH (install qemu-utils)")
 	}
-	if versitygwPath = findVersitygw(); versitygwPath == "" {
+	server := "versitygw"
+	if remote := os.Getenv(s3RemoteVar); remote != "" {
+		server = "remote"
+	} else if versitygwPath = findVersitygw(); versitygwPath == "" {
 		if required {
 			t.Fatal("QIMG_REQUIRE_QEMU=1 but versitygw is neither on PATH nor in Go's bin folder (./test.sh installs it)")
 		}
@@ -45,13 +57,13 @@ func TestS3Versitygw(t *testing.T) {
 	p.Dir, p.Files = "", scripts
 	setup := p.Setup
 	p.Setup = func(env *testscript.Env) error {
-		env.Setenv(s3ServerVar, "versitygw")
+		env.Setenv(s3ServerVar, server)
 		return setup(env)
 	}
 	testscript.Run(t, p)
 }
 
-// versitygwPath is the gateway's program, found by TestS3Versitygw.
+// versitygwPath is the gateway's program, found by TestS3Servers.
 var versitygwPath string
 
 // findVersitygw looks on PATH, then where go install puts programs.
@@ -78,6 +90,8 @@ func s3Backend(ts *testscript.TestScript, root string, gofakes3 func() http.Hand
 		return gofakes3()
 	case "versitygw":
 		return versitygwProxy(ts, root)
+	case "remote":
+		return remoteMirror(ts, root, os.Getenv(s3RemoteVar))
 	default:
 		ts.Fatalf("%s=%s: no such S3 server", s3ServerVar, server)
 		return nil
