@@ -7,20 +7,17 @@ package main
 // any server the scripts' folder is mirrored to (s3mirror_test.go).
 
 import (
-	"bytes"
-	"go/build"
-	"net"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+
+	"qimg/internal/s3fake"
 )
 
 // s3ServerVar names the server s3serve starts: "versitygw", "remote"
@@ -43,7 +40,7 @@ func TestS3Servers(t *testing.T) {
 	server := "versitygw"
 	if remote := os.Getenv(s3RemoteVar); remote != "" {
 		server = "remote"
-	} else if versitygwPath = findVersitygw(); versitygwPath == "" {
+	} else if versitygwPath = s3fake.FindVersitygw(); versitygwPath == "" {
 		if required {
 			t.Fatal("QIMG_REQUIRE_QEMU=1 but versitygw is neither on PATH nor in Go's bin folder (./test.sh installs it)")
 		}
@@ -65,22 +62,6 @@ func TestS3Servers(t *testing.T) {
 
 // versitygwPath is the gateway's program, found by TestS3Servers.
 var versitygwPath string
-
-// findVersitygw looks on PATH, then where go install puts programs.
-func findVersitygw() string {
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	dir := os.Getenv("GOBIN")
-	if dir == "" {
-		dir = filepath.Join(build.Default.GOPATH, "bin")
-	}
-	p := filepath.Join(dir, "versitygw")
-	if _, err := os.Stat(p); err != nil {
-		return ""
-	}
-	return p
-}
 
 // s3Backend is the server behind s3serve's fault injector for the
 // script: gofakes3 in this process, or versitygw.
@@ -122,49 +103,11 @@ func versitygwProxy(ts *testscript.TestScript, root string) http.Handler {
 	}
 }
 
-// startVersitygw runs versitygw's posix backend on root with the
-// scripts' keys on a free loopback port, and waits until it answers.
+// startVersitygw runs versitygw on root with the scripts' keys until
+// the script ends.
 func startVersitygw(ts *testscript.TestScript, root string) string {
-	addr := freeLoopbackAddr(ts)
-	cmd := exec.Command(versitygwPath, "--port", addr, "--quiet", "posix", root)
-	cmd.Env = append(os.Environ(), "ROOT_ACCESS_KEY="+s3TestKeyID, "ROOT_SECRET_KEY="+s3TestSecret)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	ts.Check(cmd.Start())
-	exited := make(chan struct{})
-	go func() {
-		cmd.Wait()
-		close(exited)
-	}()
-	ts.Defer(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		select {
-		case <-exited:
-			ts.Fatalf("versitygw ended before it served: %s", out.String())
-		default:
-		}
-		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
-			c.Close()
-			return addr
-		}
-		if time.Now().After(deadline) {
-			cmd.Process.Kill()
-			<-exited
-			ts.Fatalf("versitygw does not answer on %s within 30s: %s", addr, out.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// freeLoopbackAddr is a loopback port free a moment ago, for a server
-// that cannot be handed a listener.
-func freeLoopbackAddr(ts *testscript.TestScript) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	v, err := s3fake.StartVersitygw(versitygwPath, root, s3TestKeyID, s3TestSecret)
 	ts.Check(err)
-	defer ln.Close()
-	return ln.Addr().String()
+	ts.Defer(v.Stop)
+	return v.Addr
 }

@@ -10,6 +10,10 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +25,7 @@ import (
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
 
 	"qimg/image"
+	"qimg/internal/s3fake"
 )
 
 // faultServer is an S3 server (gofakes3 over memory) behind a proxy that
@@ -52,6 +57,42 @@ func newFaultServer(t *testing.T, fault func(w http.ResponseWriter, r *http.Requ
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "s/do-not-print")
 	t.Setenv("AWS_REGION", "us-east-1")
 	return f
+}
+
+// newVersitygwFaultServer is a faultServer in front of versitygw, for
+// what the in-memory server does not check; its objects are the files
+// of the returned folder's bkt.
+func newVersitygwFaultServer(t *testing.T, fault func(w http.ResponseWriter, r *http.Request) bool) (*faultServer, string) {
+	t.Helper()
+	program := s3fake.FindVersitygw()
+	if program == "" {
+		if os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
+			t.Fatal("QIMG_REQUIRE_QEMU=1 but versitygw is neither on PATH nor in Go's bin folder (./test.sh installs it)")
+		}
+		t.Skip("versitygw is neither on PATH nor in Go's bin folder (./test.sh installs it)")
+	}
+	root := t.TempDir()
+	if err := os.Mkdir(filepath.Join(root, "bkt"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s3fake.StartVersitygw(program, root, "k", "s/do-not-print")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Stop)
+	target := &url.URL{Scheme: "http", Host: v.Addr}
+	f := &faultServer{fault: fault, next: &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) {
+		r.SetURL(target)
+		r.Out.Host = r.In.Host // signed by the client
+	}}}
+	f.start(t)
+	t.Cleanup(f.kill)
+	t.Setenv("AWS_ENDPOINT_URL", "http://"+f.addr)
+	t.Setenv("AWS_ENDPOINT_URL_S3", "")
+	t.Setenv("AWS_ACCESS_KEY_ID", "k")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "s/do-not-print")
+	t.Setenv("AWS_REGION", "us-east-1")
+	return f, filepath.Join(root, "bkt")
 }
 
 // start serves on the server's address (a new one the first time).
@@ -319,5 +360,40 @@ func TestFaultServerKilledMidUpload(t *testing.T) {
 				t.Error("a half object is visible")
 			}
 		})
+	}
+}
+
+// A part damaged on its way is refused by the server, which checks its
+// CRC-32C: the upload fails in one line and no object appears.
+func TestFaultDamagedPart(t *testing.T) {
+	var damaged atomic.Bool
+	_, dir := newVersitygwFaultServer(t, func(w http.ResponseWriter, r *http.Request) bool {
+		if !isPart(r) || r.URL.Query().Get("partNumber") != "2" || damaged.Swap(true) {
+			return false
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+		body[len(body)/2] ^= 0x40
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return false
+	})
+	data := pattern(17 << 20)
+	err := upload(t, "s3://bkt/disk.raw", data)
+	checkOneLine(t, err)
+	if !strings.Contains(err.Error(), "'s3://bkt/disk.raw': uploading part 2: ") || !strings.Contains(err.Error(), "BadDigest") {
+		t.Errorf("error = %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "disk.raw")); !os.IsNotExist(err) {
+		t.Errorf("an object appeared: %v", err)
+	}
+	// undamaged, the same upload goes through: the checksums are right
+	if err := upload(t, "s3://bkt/disk.raw", data); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "disk.raw"))
+	if err != nil || !bytes.Equal(got, data) {
+		t.Errorf("the object differs from what was uploaded (%v)", err)
 	}
 }
