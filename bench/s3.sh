@@ -19,6 +19,8 @@
 #   SIZE=1G        size of the image (the issue's case is 4G)
 #   REPS=3         runs per case (the best counts; a first run warms the cache)
 #   SERVER=versitygw  or gofakes3
+#   FS=xfs         put the bucket on an XFS loop mount (root only): versitygw joins
+#                  the parts of an upload by reflink there; on ext4 it copies them
 #   DIR=…          where the images and the bucket go (default: a new directory under /var/tmp)
 #   QIMG=…         the qimg binary (default: built from this repository)
 #   KEEP=1         keep DIR afterwards
@@ -31,6 +33,21 @@ SERVER=${SERVER:-versitygw}
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$DIR/gen" ./bench/gen && CGO_ENABLED=0 go build -o "$DIR/s3serve" ./bench/s3serve)
 "$DIR/gen" halfrandom "$DIR/src.raw" "$SIZE"
 qemu-img convert -f raw -O qcow2 "$DIR/src.raw" "$DIR/src.qcow2"
+mkdir -p "$DIR/s3"
+cleanup() {
+	if [[ -n "${srv_pid:-}" ]]; then kill "$srv_pid" 2>/dev/null; wait "$srv_pid" 2>/dev/null || true; fi
+	if [[ "${KEEP:-}" == 1 ]]; then return; fi
+	if mountpoint -q "$DIR/s3"; then umount "$DIR/s3"; fi
+	rm -rf "$DIR"
+}
+trap cleanup EXIT
+if [[ "${FS:-}" == xfs ]]; then
+	# the bucket on XFS, where versitygw joins the parts of an upload by
+	# reflink rather than copying them (as on ext4)
+	truncate -s $(($(numfmt --from=iec "$SIZE") * 6)) "$DIR/s3.xfs"
+	mkfs.xfs -q "$DIR/s3.xfs"
+	mount -o loop "$DIR/s3.xfs" "$DIR/s3"
+fi
 mkdir -p "$DIR/s3/bench"
 cp "$DIR/src.raw" "$DIR/src.qcow2" "$DIR/s3/bench/"
 
@@ -56,7 +73,6 @@ gofakes3)
 	exit 1
 	;;
 esac
-trap 'kill $srv_pid 2>/dev/null; if [[ "${KEEP:-}" != 1 ]]; then rm -rf "$DIR"; fi' EXIT
 export AWS_ENDPOINT_URL=$url AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
 local_out() { rm -f "$DIR/out.raw"; "$@"; }
@@ -70,7 +86,7 @@ curl_get() {
 }
 
 row() { printf '| %s | %s | %s s | %s s | %s |\n' "$1" "$2" "$3" "$4" "$(ratio "$3" "$4")"; }
-printf '| case (%s, %s) | reference | reference time | qimg | ratio |\n| --- | --- | --- | --- | --- |\n' "$SIZE" "$SERVER"
+printf '| case (%s, %s) | reference | reference time | qimg | ratio |\n| --- | --- | --- | --- | --- |\n' "$SIZE" "$SERVER${FS:+ on $FS}"
 
 # uploads: raw and qcow2 sources into a raw object
 q=$(best "$QIMG" convert -f raw -O raw "$DIR/src.raw" s3://bench/up.raw)
