@@ -453,11 +453,11 @@ func (u *Upload) ReadAt(p []byte, off int64) (int, error) {
 func (u *Upload) Complete() error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if u.err != nil {
+		return u.err // an upload aborted (by a signal) did not complete
+	}
 	if u.finished {
 		return nil
-	}
-	if u.err != nil {
-		return u.err
 	}
 	var err error
 	if u.uploadID == "" && u.parts() <= 1 {
@@ -523,6 +523,11 @@ func (u *Upload) Close() error {
 		u.mu.Lock()
 		done := u.finished
 		u.finished = true
+		if !done && u.err == nil {
+			// what still writes or completes (the command, while a
+			// signal aborts) fails rather than reports an object
+			u.err = image.Errorf(context.Canceled, "'%s': uploading: interrupted", u.obj.name)
+		}
 		u.mu.Unlock()
 		if !done {
 			u.abort()
