@@ -24,7 +24,8 @@ package main
 //	                        /moved/PATH redirects to /PATH
 //	stallserve VAR          accept TCP connections on 127.0.0.1 and never answer; $VAR is the port
 //	s3serve [FAULT…]        serve $WORK/s3 as S3 on 127.0.0.1 (buckets are its folders, objects
-//	                        their files) and set the AWS variables for it (s3serve_test.go)
+//	                        their files) and set the AWS variables for it (s3serve_test.go); gofakes3,
+//	                        and versitygw when TestS3Servers runs the s3_* scripts again
 //	s3uploads N             require N multipart uploads open on that server
 //	tmpfs DIR SIZE          mount a tmpfs of SIZE bytes on DIR (made if missing), unmounted
 //	                        when the script ends: a small file system that really fills up
@@ -97,7 +98,13 @@ func TestScripts(t *testing.T) {
 	if !qemu && os.Getenv("QIMG_REQUIRE_QEMU") == "1" {
 		t.Fatal("QIMG_REQUIRE_QEMU=1 but qemu-img or qemu-io is not on PATH (install qemu-utils)")
 	}
-	testscript.Run(t, testscript.Params{
+	testscript.Run(t, scriptParams(qemu))
+}
+
+// scriptParams run the scripts of testdata/script with the commands and
+// conditions above.
+func scriptParams(qemu bool) testscript.Params {
+	return testscript.Params{
 		Dir:                 "testdata/script",
 		UpdateScripts:       os.Getenv("QIMG_UPDATE_SCRIPTS") == "1",
 		RequireExplicitExec: true,
@@ -141,7 +148,7 @@ func TestScripts(t *testing.T) {
 			"s3uploads":  cmdS3Uploads,
 			"tmpfs":      cmdTmpfs,
 		},
-	})
+	}
 }
 
 func boolInt(b bool) int {

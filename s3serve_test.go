@@ -1,9 +1,10 @@
 package main
 
 // s3serve: an S3 server on loopback for the scripts (gofakes3 over
-// s3fake.Dir), whose buckets are the folders of $WORK/s3 and whose
-// objects are plain files there, so that qemu-img reads what qimg wrote to a bucket and qimg
-// reads from a bucket what qemu-img wrote. Faults are injected in front.
+// s3fake.Dir, or versitygw under TestS3Servers), whose buckets are the
+// folders of $WORK/s3 and whose objects are plain files there, so that
+// qemu-img reads what qimg wrote to a bucket and qimg reads from a bucket
+// what qemu-img wrote. Faults are injected in front.
 
 import (
 	"fmt"
@@ -67,8 +68,9 @@ func cmdS3Serve(ts *testscript.TestScript, neg bool, args []string) {
 			ts.Fatalf("s3serve: unknown fault %q", a)
 		}
 	}
-	fake := gofakes3.New(s3fake.NewDir(root), gofakes3.WithTimeSkewLimit(0))
-	f.next = fake.Server()
+	f.next = s3Backend(ts, root, func() http.Handler {
+		return gofakes3.New(s3fake.NewDir(root), gofakes3.WithTimeSkewLimit(0)).Server()
+	})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	ts.Check(err)
 	srv := &http.Server{Handler: f}

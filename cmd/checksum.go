@@ -117,7 +117,7 @@ func runChecksum(ctx context.Context, o *checksumOptions, files []string, stdout
 		}
 		results = append(results, r)
 		if mismatch == nil && !o.stored && o.snapshot == "" {
-			mismatch = compareStored(r)
+			mismatch = compareStored(o, r)
 		}
 	}
 	if o.output == "json" {
@@ -150,10 +150,14 @@ func checksumOf(ctx context.Context, o *checksumOptions, name string, stdout, st
 // storedChecksum is the digest an s3:// object carries; with --digest it
 // must be of that algorithm.
 func storedChecksum(o *checksumOptions, name string) (checksumResult, error) {
-	if !s3.IsObjectName(name) {
+	obj, err := s3.ObjectNamed(name, o.imageOpts)
+	if err != nil {
+		return checksumResult{}, err
+	}
+	if obj == nil {
 		return checksumResult{}, fmt.Errorf("'%s': --stored reads the checksum stored with an S3 object (s3://bucket/key); compute it without --stored", name)
 	}
-	stored, err := s3.StoredChecksum(name)
+	stored, err := obj.StoredChecksum()
 	if err != nil {
 		return checksumResult{}, err
 	}
@@ -169,11 +173,12 @@ func storedChecksum(o *checksumOptions, name string) (checksumResult, error) {
 
 // compareStored reports a computed digest that differs from the one the
 // object carries, when it carries one of the same algorithm.
-func compareStored(r checksumResult) error {
-	if !s3.IsObjectName(r.Filename) {
-		return nil
+func compareStored(o *checksumOptions, r checksumResult) error {
+	obj, err := s3.ObjectNamed(r.Filename, o.imageOpts)
+	if obj == nil || err != nil {
+		return err
 	}
-	stored, err := s3.StoredChecksum(r.Filename)
+	stored, err := obj.StoredChecksum()
 	if err != nil {
 		return err
 	}

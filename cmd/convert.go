@@ -233,7 +233,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 		req.Warn = func(msg string) { fmt.Fprintf(stderr, "%s: warning: %s\n", progName, msg) }
 	}
 	if o.cleanUploads {
-		if err := cleanupUploads(req.Target); err != nil {
+		if err := cleanupUploads(req.Target, req.TargetImageOpts); err != nil {
 			return err
 		}
 	}
@@ -255,9 +255,13 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	if s3.IsObjectName(req.Target) {
+	obj, err := s3.ObjectNamed(req.Target, req.TargetImageOpts)
+	if err != nil {
+		return err
+	}
+	if obj != nil {
 		// the object carries its digest, for checksum to compare or --stored to print
-		if err := s3.StoreChecksum(req.Target, o.checksum+":"+hex.EncodeToString(sum)); err != nil {
+		if err := obj.StoreChecksum(o.checksum + ":" + hex.EncodeToString(sum)); err != nil {
 			return err
 		}
 	}
@@ -266,11 +270,15 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 }
 
 // cleanupUploads aborts what killed uploads left behind at the target.
-func cleanupUploads(target string) error {
-	if !s3.IsObjectName(target) {
+func cleanupUploads(target string, imageOpts bool) error {
+	obj, err := s3.ObjectNamed(target, imageOpts)
+	if err != nil {
+		return err
+	}
+	if obj == nil {
 		return fmt.Errorf("--cleanup-uploads needs an s3:// target, not '%s'", target)
 	}
-	_, err := s3.AbortUploads(target)
+	_, err = obj.AbortUploads()
 	return err
 }
 

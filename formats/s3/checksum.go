@@ -14,15 +14,12 @@ const checksumMeta = "qimg-checksum"
 // maxCopySize is the largest object S3 copies in one request, 5 GiB.
 const maxCopySize = 5 << 30
 
-// IsObjectName reports whether name is an s3:// name.
-func IsObjectName(name string) bool { return strings.HasPrefix(name, "s3://") }
-
 // StoreChecksum records digest ("sha256:HEX") with the object. S3 takes
 // user metadata only when an object is written, and the digest is known
 // only once the upload completed: the object is copied onto itself on
 // the server, with the digest added; no data goes over the network.
-func StoreChecksum(name, digest string) error {
-	obj, c, err := objectClient(name)
+func (o *Object) StoreChecksum(digest string) error {
+	obj, c, err := o.client()
 	if err != nil {
 		return err
 	}
@@ -56,8 +53,8 @@ func StoreChecksum(name, digest string) error {
 
 // StoredChecksum is the digest stored with the object ("NAME:HEX"), ""
 // when it has none. Only the object's metadata is read.
-func StoredChecksum(name string) (string, error) {
-	obj, c, err := objectClient(name)
+func (o *Object) StoredChecksum() (string, error) {
+	obj, c, err := o.client()
 	if err != nil {
 		return "", err
 	}
@@ -73,13 +70,4 @@ func StoredChecksum(name string) (string, error) {
 		}
 	}
 	return "", nil
-}
-
-func objectClient(name string) (object, *minio.Core, error) {
-	obj, err := parseName(name)
-	if err != nil {
-		return object{}, nil, err
-	}
-	c, _, err := newClient()
-	return obj, c, err
 }

@@ -11,8 +11,8 @@ import (
 // bills) until someone aborts them. An upload another process is running
 // to the same key is aborted too, and fails. It returns how many it
 // aborted.
-func AbortUploads(name string) (int, error) {
-	obj, c, err := objectClient(name)
+func (o *Object) AbortUploads() (int, error) {
+	obj, c, err := o.client()
 	if err != nil {
 		return 0, err
 	}

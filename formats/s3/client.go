@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"qimg/image"
 )
@@ -32,26 +31,6 @@ func parseName(name string) (object, error) {
 		return object{}, image.Errorf(nil, "Could not open '%s': an S3 object is named s3://bucket/key", name)
 	}
 	return object{name: name, bucket: bucket, key: key}, nil
-}
-
-// endpoint is where requests go: AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL
-// as the AWS tools read them, else AWS S3 itself.
-func endpoint() (*url.URL, error) {
-	raw := os.Getenv("AWS_ENDPOINT_URL_S3")
-	if raw == "" {
-		raw = os.Getenv("AWS_ENDPOINT_URL")
-	}
-	if raw == "" {
-		return &url.URL{Scheme: "https", Host: "s3.amazonaws.com"}, nil
-	}
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") || u.User != nil {
-		return nil, image.Errorf(nil, "AWS_ENDPOINT_URL is not an http:// or https:// URL of a server")
-	}
-	if strings.Trim(u.Path, "/") != "" || u.RawQuery != "" {
-		return nil, image.Errorf(nil, "AWS_ENDPOINT_URL '%s://%s%s': an S3 endpoint has no path", u.Scheme, u.Host, u.Path)
-	}
-	return u, nil
 }
 
 // region is the signing region. A custom endpoint without one gets
@@ -76,38 +55,28 @@ func isLocal(host string) bool {
 	return net.ParseIP(h) != nil || h == "localhost" || strings.HasSuffix(h, ".localhost")
 }
 
-// credentialChain finds keys as the AWS tools do: the environment, then
-// the profile in ~/.aws/config and ~/.aws/credentials (AWS_PROFILE), then
-// web identity tokens and instance metadata.
-func credentialChain() *credentials.Credentials {
-	return credentials.NewChainCredentials([]credentials.Provider{
-		&credentials.EnvAWS{},
-		&credentials.FileAWSCredentials{},
-		&credentials.IAM{Client: &http.Client{Transport: http.DefaultTransport}},
-	})
-}
-
-// newClient makes the client of the configured endpoint; its identity
-// (scheme and host, never a key) tells two endpoints apart.
-func newClient() (*minio.Core, string, error) {
-	u, err := endpoint()
-	if err != nil {
-		return nil, "", err
-	}
+// newClient makes the client that reaches an object as s says; its
+// identity (scheme and host, never a key) tells two endpoints apart.
+func newClient(s settings) (*minio.Core, string, error) {
+	u := s.endpoint
 	lookup := minio.BucketLookupAuto
-	if isLocal(u.Hostname()) {
+	switch {
+	case s.pathStyle != nil && *s.pathStyle:
+		lookup = minio.BucketLookupPath
+	case s.pathStyle != nil:
+		lookup = minio.BucketLookupDNS
+	case isLocal(u.Hostname()):
 		lookup = minio.BucketLookupPath
 	}
-	custom := os.Getenv("AWS_ENDPOINT_URL_S3") != "" || os.Getenv("AWS_ENDPOINT_URL") != ""
-	transport, err := transportFor(u.Scheme == "https")
+	transport, err := transportFor(u.Scheme == "https", s.caFile)
 	if err != nil {
 		return nil, "", err
 	}
 	c, err := minio.NewCore(u.Host, &minio.Options{
-		Creds:        credentialChain(),
+		Creds:        s.creds,
 		Transport:    transport,
 		Secure:       u.Scheme == "https",
-		Region:       region(custom),
+		Region:       s.region,
 		BucketLookup: lookup,
 		MaxRetries:   maxRetries,
 	})
@@ -117,32 +86,37 @@ func newClient() (*minio.Core, string, error) {
 	return c, endpointID(u), nil
 }
 
+// clientFor is the client of an object opened with opts.
+func clientFor(obj object, opts map[string]string) (*minio.Core, string, error) {
+	s, err := settingsFrom(optionsFor(obj, opts))
+	if err != nil {
+		return nil, "", err
+	}
+	return newClient(s)
+}
+
 // endpointID tells endpoints apart in object identities: the scheme and
 // host, never a key.
 func endpointID(u *url.URL) string { return u.Scheme + "://" + u.Host }
 
-// transportFor is the client's transport; AWS_CA_BUNDLE adds the
-// certificates a server of one's own is signed by, as the AWS tools take
-// them.
-func transportFor(secure bool) (*http.Transport, error) {
+// transportFor is the client's transport; a CA file (ca-file, or
+// AWS_CA_BUNDLE as the AWS tools take it) adds the certificates a server
+// of one's own is signed by.
+func transportFor(secure bool, caFile string) (*http.Transport, error) {
 	tr, err := minio.DefaultTransport(secure)
-	if err != nil || !secure {
+	if err != nil || !secure || caFile == "" {
 		return tr, err
 	}
-	bundle := os.Getenv("AWS_CA_BUNDLE")
-	if bundle == "" {
-		return tr, nil
-	}
-	pem, err := os.ReadFile(bundle)
+	pem, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, image.Errorf(err, "AWS_CA_BUNDLE '%s': %v", bundle, errors.Unwrap(err))
+		return nil, image.Errorf(err, "CA file '%s': %v", caFile, errors.Unwrap(err))
 	}
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, image.Errorf(nil, "AWS_CA_BUNDLE '%s': no PEM certificate in it", bundle)
+		return nil, image.Errorf(nil, "CA file '%s': no PEM certificate in it", caFile)
 	}
 	tr.TLSClientConfig.RootCAs = pool
 	return tr, nil

@@ -4,8 +4,10 @@
 // a new object is written once, front to back, as a multipart upload
 // that becomes visible only when the writer completes it (upload.go).
 //
-// The endpoint, region and keys come from the AWS environment variables
-// and ~/.aws profiles, as the AWS tools take them (client.go).
+// The endpoint, region and keys come from the options of --image-opts
+// and json: names (driver=s3,bucket=B,key=K,endpoint=…), else from the
+// AWS environment variables and ~/.aws profiles, as the AWS tools take
+// them (options.go, client.go).
 package s3
 
 import (
@@ -22,7 +24,8 @@ import (
 )
 
 func init() {
-	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open, CreateProtocol: Create})
+	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open, CreateProtocol: Create,
+		OpenOptions: openOptions, NameOptions: nameOptions, ProtocolFilename: protocolFilename})
 }
 
 const (
@@ -48,6 +51,7 @@ type Reader struct {
 	endpoint string
 	size     int64
 	user     string // the operation that opened it, for a refused reopen
+	plain    bool   // opened by its name alone: no endpoint option
 
 	mu     sync.Mutex
 	ranges []fetched // most recent last
@@ -66,9 +70,9 @@ func Open(name string, o image.ProtocolOptions) (image.Driver, error) {
 		return nil, err
 	}
 	if o.Writable {
-		return openUpload(obj, o.User)
+		return openUpload(obj, o)
 	}
-	client, ep, err := newClient()
+	client, ep, err := clientFor(obj, o.Options)
 	if err != nil {
 		return nil, err
 	}
@@ -78,7 +82,8 @@ func Open(name string, o image.ProtocolOptions) (image.Driver, error) {
 	if err != nil {
 		return nil, openError(client, obj, err)
 	}
-	return &Reader{obj: obj, client: client, endpoint: ep, size: st.Size, user: o.User}, nil
+	_, named := o.Options["endpoint"]
+	return &Reader{obj: obj, client: client, endpoint: ep, size: st.Size, user: o.User, plain: !named}, nil
 }
 
 // Reopen refuses to make the object writable (commit into a backing file
@@ -95,6 +100,10 @@ func (r *Reader) Size() int64 { return r.size }
 
 // CanonicalName is the s3:// name; the endpoint is not part of it.
 func (r *Reader) CanonicalName() string { return r.obj.name }
+
+// PlainName: the s3:// name says which object is read unless an endpoint
+// option named another server than the environment's.
+func (r *Reader) PlainName() bool { return r.plain }
 
 // InfoLess: an object has no protocol-level information to show.
 func (r *Reader) InfoLess() {}

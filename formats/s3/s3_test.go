@@ -78,7 +78,17 @@ func TestEndpoint(t *testing.T) {
 		"http://host:9000/?x=y":   "",
 	} {
 		t.Setenv("AWS_ENDPOINT_URL", raw)
-		u, err := endpoint()
+		u, _, err := endpointFrom(nil)
+		if raw != "" {
+			// the option gives the same answers as the variable
+			o, _, oerr := endpointFrom(map[string]string{"endpoint": raw})
+			if (oerr == nil) != (err == nil) || oerr == nil && o.String() != u.String() {
+				t.Errorf("endpoint option %q = %v (%v), variable = %v (%v)", raw, o, oerr, u, err)
+			}
+			if oerr != nil && strings.Contains(oerr.Error(), "secret") {
+				t.Errorf("endpoint option %q shows the secret: %v", raw, oerr)
+			}
+		}
 		got := ""
 		if err == nil {
 			got = u.Scheme + "://" + u.Host

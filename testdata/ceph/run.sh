@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# testdata/ceph/run.sh: run the S3 scripts (testdata/script/s3_*.txtar)
+# against Ceph's RADOS Gateway on a one-node Ceph cluster on loopback,
+# then tear the cluster down.
+#
+# It installs Debian's ceph-mon, ceph-osd and radosgw when missing (as
+# root directly, otherwise through sudo), and starts one monitor, one OSD
+# on memstore (its objects in memory, MEMSTORE bytes of them), pools of
+# size 1 and no authentication between the daemons, then radosgw on
+# 127.0.0.1 with a user holding the scripts' keys. The scripts then run
+# one at a time (TestS3Servers with QIMG_S3_REMOTE: s3serve's fault
+# injector forwards to the gateway and mirrors the script's s3/ folder
+# into its buckets, see s3servers_test.go).
+#
+# Environment:
+#   DIR=…          where the cluster lives (default: a new directory under /var/tmp)
+#   MEMSTORE=2G    the OSD's room
+#   PORT=7480      the gateway's port
+#   KEEP=1         leave the cluster running and DIR in place
+#   RUN=REGEXP     which scripts (go test -run TestS3Servers/REGEXP; default all)
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+MEMSTORE=${MEMSTORE:-2G}
+PORT=${PORT:-7480}
+DIR=${DIR:-$(mktemp -d /var/tmp/qimg-ceph.XXXXXX)}
+KEY=qimgtestkey
+SECRET=qimgtestsecret/do-not-print
+
+if ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null || ! command -v radosgw >/dev/null; then
+	if [ "$(id -u)" -eq 0 ]; then sudo=; else sudo=sudo; fi
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q
+	$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ceph-mon ceph-osd radosgw ceph-common
+fi
+
+started=$(date +%s)
+mkdir -p "$DIR"/{run,log,mon,osd}
+conf=$DIR/ceph.conf
+fsid=$(cat /proc/sys/kernel/random/uuid)
+
+teardown() {
+	if [[ "${KEEP:-}" == 1 ]]; then
+		echo "cluster left running: ceph -c $conf -s; DIR=$DIR" >&2
+		return
+	fi
+	for pidfile in "$DIR"/run/*.pid; do
+		[[ -s "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+	done
+	for pidfile in "$DIR"/run/*.pid; do
+		[[ -s "$pidfile" ]] || continue
+		pid=$(cat "$pidfile")
+		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$pid" 2>/dev/null || true
+	done
+	rm -rf "$DIR"
+}
+trap teardown EXIT
+
+cat >"$conf" <<EOF
+[global]
+fsid = $fsid
+mon host = v1:127.0.0.1:6789
+mon initial members = a
+public network = 127.0.0.0/8
+auth cluster required = none
+auth service required = none
+auth client required = none
+auth supported = none
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+mon max pg per osd = 1000
+ms bind msgr2 = false
+run dir = $DIR/run
+pid file = $DIR/run/\$name.pid
+admin socket = $DIR/run/\$name.asok
+log file = $DIR/log/\$name.log
+keyring = $DIR/keyring
+[mon]
+mon data = $DIR/mon/\$name
+[osd]
+osd data = $DIR/osd/\$name
+osd objectstore = memstore
+memstore device bytes = $(numfmt --from=iec "$MEMSTORE")
+osd max object name len = 460
+osd max object namespace len = 64
+[client.rgw.qimg]
+rgw frontends = beast endpoint=127.0.0.1:$PORT
+rgw data = $DIR/rgw
+rgw dns name = localhost
+EOF
+ceph-authtool --create-keyring "$DIR/keyring" --gen-key -n mon. --cap mon 'allow *' >/dev/null
+monmaptool --create --addv a "[v1:127.0.0.1:6789]" --fsid "$fsid" "$DIR/monmap" >/dev/null
+ceph-mon -c "$conf" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/keyring"
+ceph-mon -c "$conf" -i a
+osd_uuid=$(cat /proc/sys/kernel/random/uuid)
+id=$(ceph -c "$conf" osd new "$osd_uuid")
+mkdir -p "$DIR/osd/osd.$id"
+ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" 2>/dev/null
+ceph-osd -c "$conf" -i "$id" 2>>"$DIR/log/osd.start.log"
+for _ in $(seq 600); do
+	ceph -c "$conf" osd stat 2>/dev/null | grep -q '1 up' && break
+	sleep 0.2
+done
+radosgw -c "$conf" -n client.rgw.qimg
+for _ in $(seq 900); do
+	curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
+	sleep 0.2
+done
+radosgw-admin -c "$conf" user create --uid=qimg --display-name=qimg --access-key="$KEY" --secret-key="$SECRET" >/dev/null
+echo "== Ceph RGW on 127.0.0.1:$PORT, up in $(($(date +%s) - started)) s" >&2
+
+cd "$ROOT"
+status=0
+QIMG_REQUIRE_QEMU=1 QIMG_S3_REMOTE=http://127.0.0.1:$PORT CGO_ENABLED=0 \
+	go test -count=1 -parallel 1 -run "TestS3Servers/${RUN:-}" -v . >"$DIR/test.log" 2>&1 || status=$?
+grep -E '^\s*--- |^(ok|FAIL)|FAIL:' "$DIR/test.log" || true
+if [[ $status != 0 ]]; then
+	cp "$DIR/test.log" "${TMPDIR:-/tmp}/qimg-ceph-test.log"
+	echo "== failed; the whole output is in ${TMPDIR:-/tmp}/qimg-ceph-test.log" >&2
+fi
+echo "== done in $(($(date +%s) - started)) s" >&2
+exit $status
