@@ -15,11 +15,13 @@ var fileProtocols = map[string]bool{"file": true, "host_device": true, "host_cdr
 
 // qemuProtocols are protocol names qemu-img 7.2 knows that qimg does not
 // implement: naming one is "not supported yet", not "Unknown protocol".
+// (json: names a node only when opened: as a place to create, qemu knows
+// no protocol "json" either.)
 var qemuProtocols = map[string]bool{
 	"ftp": true, "ftps": true, "ssh": true,
 	"nfs": true, "iscsi": true, "iser": true, "rbd": true, "gluster": true,
 	"gluster+tcp": true, "gluster+unix": true, "gluster+rdma": true,
-	"blkverify": true, "json": true,
+	"blkverify": true,
 }
 
 // protocolPrefix returns the protocol a filename names, as qemu's
