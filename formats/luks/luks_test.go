@@ -120,17 +120,17 @@ var qimgVariants = []struct{ name, opts string }{
 }
 
 // qemuMadeCiphers are cipher options qemu-img 7.2 creates images with
-// and TestReadQemuMade reads: Serpent in every mode and IV generator
-// qemu takes (serpent-192 only in XTS: qemu aborts on its key material
-// elsewhere), and XTS with ESSIV.
+// and TestReadQemuMade reads: Serpent in each key size, in the modes and
+// IV generators that its seed (cbc-essiv) does not cover (serpent-192
+// only in XTS: qemu aborts on its key material elsewhere; ECB is the
+// same code for every cipher), and XTS with ESSIV. Each qemu-img create
+// costs seconds of PBKDF2 timing, so the list stays short.
 var qemuMadeCiphers = []string{
 	"cipher-alg=serpent-128,cipher-mode=xts,ivgen-alg=plain",
-	"cipher-alg=serpent-128,cipher-mode=ecb",
 	"cipher-alg=serpent-192,cipher-mode=xts,ivgen-alg=essiv",
 	"cipher-alg=serpent-256,cipher-mode=cbc,ivgen-alg=essiv,ivgen-hash-alg=sha256",
 	"cipher-alg=serpent-256,cipher-mode=ctr,ivgen-alg=plain64",
 	"cipher-alg=aes-256,cipher-mode=xts,ivgen-alg=essiv",
-	"cipher-alg=twofish-256,cipher-mode=xts,ivgen-alg=essiv",
 }
 
 // TestReadQemuMade: what qemu-img writes into images of these ciphers,
