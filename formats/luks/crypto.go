@@ -16,7 +16,8 @@ import (
 	"golang.org/x/crypto/cast5"
 	"golang.org/x/crypto/ripemd160" //nolint:staticcheck // LUKS headers may name it
 	"golang.org/x/crypto/twofish"
-	"golang.org/x/crypto/xts"
+
+	"qimg/formats/luks/serpent"
 )
 
 // cipherAlg is one of qemu's cipher algorithms that LUKS can name.
@@ -25,8 +26,6 @@ type cipherAlg struct {
 	family   string // the LUKS header's name, "aes"
 	keyLen   int
 	blockLen int
-	// newBlock is nil for algorithms qemu offers and Go's libraries do
-	// not (serpent): such images show in info and are refused for data.
 	newBlock func(key []byte) (cipher.Block, error)
 }
 
@@ -39,9 +38,9 @@ var cipherAlgs = []*cipherAlg{
 	{"aes-192", "aes", 24, 16, aes.NewCipher},
 	{"aes-256", "aes", 32, 16, aes.NewCipher},
 	{"cast5-128", "cast5", 16, 8, newCast5},
-	{"serpent-128", "serpent", 16, 16, nil},
-	{"serpent-192", "serpent", 24, 16, nil},
-	{"serpent-256", "serpent", 32, 16, nil},
+	{"serpent-128", "serpent", 16, 16, serpent.NewCipher},
+	{"serpent-192", "serpent", 24, 16, serpent.NewCipher},
+	{"serpent-256", "serpent", 32, 16, serpent.NewCipher},
 	{"twofish-128", "twofish", 16, 16, newTwofish},
 	{"twofish-192", "twofish", 24, 16, newTwofish},
 	{"twofish-256", "twofish", 32, 16, newTwofish},
@@ -151,43 +150,31 @@ func essivCipher(c *cipherAlg, h *hashAlg) (*cipherAlg, error) {
 type sectorCipher struct {
 	mode  string
 	block cipher.Block // cbc, ecb, ctr
-	xts   *xts.Cipher
+	xts   *xtsCipher
 	ivgen func(sector uint64, iv []byte)
 	niv   int
-	// plain: the XTS tweak is the sector number's low 32 bits
-	plain32 bool
 }
 
 // newSectorCipher keys the data cipher and its IV generator.
 func newSectorCipher(a *algorithms, key []byte) (*sectorCipher, error) {
 	c := a.cipher
-	if c.newBlock == nil {
-		return nil, fmt.Errorf("cipher %s is not supported by qimg", c.name)
-	}
 	sc := &sectorCipher{mode: a.mode}
+	var err error
 	if a.mode == "xts" {
-		if c.blockLen != 16 {
+		if c.blockLen != xtsBlock {
 			return nil, fmt.Errorf("Unsupported cipher mode xts")
 		}
-		if a.ivgen == "essiv" {
-			return nil, fmt.Errorf("cipher mode xts with IV generator essiv is not supported by qimg")
-		}
-		x, err := xts.NewCipher(c.newBlock, key)
-		if err != nil {
+		if sc.xts, err = newXTS(c.newBlock, key); err != nil {
 			return nil, err
 		}
-		sc.xts, sc.plain32 = x, a.ivgen == "plain"
-		return sc, nil
-	}
-	b, err := c.newBlock(key)
-	if err != nil {
+	} else if sc.block, err = c.newBlock(key); err != nil {
 		return nil, err
 	}
-	sc.block = b
 	if a.mode == "ecb" {
 		return sc, nil
 	}
 	sc.niv = c.blockLen
+	// qemu hashes the whole key for ESSIV, both halves in XTS mode
 	sc.ivgen, err = newIVGen(a, key)
 	return sc, err
 }
@@ -207,9 +194,6 @@ func newIVGen(a *algorithms, key []byte) (func(uint64, []byte), error) {
 			binary.LittleEndian.PutUint64(iv[:min(8, len(iv))], s)
 		}, nil
 	}
-	if a.essivCiph.newBlock == nil {
-		return nil, fmt.Errorf("cipher %s is not supported by qimg", a.essivCiph.name)
-	}
 	hh := a.ivHash.new()
 	hh.Write(key)
 	salt := hh.Sum(nil)
@@ -220,8 +204,8 @@ func newIVGen(a *algorithms, key []byte) (func(uint64, []byte), error) {
 	}
 	n := eb.BlockSize()
 	return func(s uint64, iv []byte) {
-		data := make([]byte, max(n, 8))
-		binary.LittleEndian.PutUint64(data, s)
+		var data [16]byte
+		binary.LittleEndian.PutUint64(data[:], s)
 		eb.Encrypt(data[:n], data[:n])
 		clear(iv)
 		copy(iv, data[:n])
@@ -230,18 +214,6 @@ func newIVGen(a *algorithms, key []byte) (func(uint64, []byte), error) {
 
 // cryptSector encrypts or decrypts one sector in place.
 func (c *sectorCipher) cryptSector(s []byte, sector uint64, encrypt bool) {
-	if c.xts != nil {
-		tweak := sector
-		if c.plain32 {
-			tweak &= 0xffffffff
-		}
-		if encrypt {
-			c.xts.Encrypt(s, s, tweak)
-		} else {
-			c.xts.Decrypt(s, s, tweak)
-		}
-		return
-	}
 	if c.mode == "ecb" {
 		bs := c.block.BlockSize()
 		for i := 0; i < len(s); i += bs {
@@ -257,6 +229,8 @@ func (c *sectorCipher) cryptSector(s []byte, sector uint64, encrypt bool) {
 	iv := ivb[:c.niv]
 	c.ivgen(sector, iv)
 	switch {
+	case c.xts != nil:
+		c.xts.crypt(s, &ivb, encrypt)
 	case c.mode == "ctr":
 		cipher.NewCTR(c.block, iv).XORKeyStream(s, s)
 	case encrypt:

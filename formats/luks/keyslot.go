@@ -1,6 +1,7 @@
 package luks
 
 import (
+	"bytes"
 	"crypto/subtle"
 	"fmt"
 	"unicode/utf8"
@@ -16,7 +17,8 @@ func password(objs *image.Objects, id string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if !utf8.Valid(pw) {
+	// qemu's g_utf8_validate takes a NUL inside the length as invalid
+	if !utf8.Valid(pw) || bytes.IndexByte(pw, 0) >= 0 {
 		return nil, fmt.Errorf("Data from secret %s is not valid UTF-8", id)
 	}
 	return pw, nil

@@ -3,16 +3,16 @@ package luks
 import "qimg/image"
 
 // QcowAES is the legacy qcow/qcow2 AES encryption (encrypt.format=aes,
-// qemu's "qcow" block crypto): AES-128-CBC over 512-byte sectors with
-// the sector number as IV (plain64), keyed by the first 16 bytes of the
-// secret's passphrase, zero-padded. Nothing checks the key: a wrong
-// passphrase reads noise, as in qemu.
+// qemu's "qcow" block crypto), which the qcow and qcow2 drivers share:
+// AES-128-CBC over 512-byte sectors with the sector number as IV
+// (plain64), keyed by the secret's passphrase (valid UTF-8 without NUL)
+// up to its 16th byte, zero-padded. Nothing checks the key: a wrong passphrase reads noise, as in
+// qemu. The caller counts sectors: qcow and qcow2 both count guest ones.
 func QcowAES(objs *image.Objects, id string) (*Cipher, error) {
 	pw, err := password(objs, id)
 	if err != nil {
 		return nil, err
 	}
-	defer clear(pw)
 	key := make([]byte, 16)
 	defer clear(key)
 	copy(key, pw)

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"qimg/formats/file"
+	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -95,7 +96,7 @@ func Create(c *image.CreateContext) error {
 	if encrypted(c.Options) {
 		// qemu looks the secret up before it writes the header
 		id, _ := c.Options.Get("encrypt.key-secret")
-		if _, err := c.Objects.Secret(id); err != nil {
+		if _, err := luks.QcowAES(c.Objects, id); err != nil {
 			return image.Errorf(nil, "%v", err)
 		}
 		be.PutUint32(hdr[36:], cryptAES)

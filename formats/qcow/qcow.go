@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 
+	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -119,7 +120,7 @@ type Image struct {
 	l1      []uint64 // the entries inside the file; those past it are 0
 
 	backingName string
-	crypt       *sectorCipher // nil: not encrypted, or no key given
+	crypt       *luks.Cipher // nil: not encrypted, or no key given
 
 	wmu     sync.Mutex // serialises writes
 	fileEnd int64      // where the next allocation goes, guarded by wmu

@@ -53,7 +53,7 @@ func (q *Image) allocateCluster(p []byte, pos, into int64) error {
 	}
 	copy(buf[into:], p)
 	if q.crypt != nil {
-		q.crypt.encrypt(start, buf)
+		q.crypt.Encrypt(buf, uint64(start)/cryptSector)
 	}
 	l2off, err := q.l2ForWrite(pos)
 	if err != nil {

@@ -203,7 +203,7 @@ func (q *Image) WriteCompressed(off int64, compressed []byte) error {
 		return err
 	}
 	q.event(image.EvWriteCompressed)
-	if err := q.writeData(compressed, host, true); err != nil {
+	if err := q.writeData(compressed, host, off, true); err != nil {
 		return err
 	}
 	idx := int((off >> q.clusterBits) & (1<<q.l2Bits - 1))

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"qimg/formats/file"
-	"qimg/formats/luks"
 	"qimg/image"
 )
 
@@ -68,7 +67,7 @@ func init() {
 
 // createParams are validated creation options.
 type createParams struct {
-	encryptLUKS   bool // encrypt.format=luks: the encrypt.* options (encrypt.go)
+	encryptFormat string // "aes", "luks" or none: the encrypt.* options (encrypt.go)
 	version       uint32
 	clusterBits   uint32
 	refcountOrder uint32
@@ -86,14 +85,9 @@ type createParams struct {
 // wording and in its order, before anything is written.
 func parseCreateOptions(o image.Options) (*createParams, error) {
 	p := &createParams{version: 3, clusterBits: defaultClusterBits, refcountOrder: defaultRefcountOrder}
-	if v, ok := o.Get("encrypt.format"); ok || o.Bool("encryption", false) {
-		if v == "" {
-			v = "aes"
-		}
-		if v != "luks" {
-			return nil, image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=%s) is not supported yet", v)
-		}
-		p.encryptLUKS = true
+	var err error
+	if p.encryptFormat, err = encryptFormat(o); err != nil { // encrypt.go
+		return nil, err
 	}
 	if err := p.readEnums(o); err != nil {
 		return nil, err
@@ -236,10 +230,8 @@ func checkCreate(o image.Options, size int64) (*createParams, int64, error) {
 	if l1Entries(size, p.clusterBits, l2Bits)*8 > maxL1Bytes || size > 1<<62 {
 		return nil, 0, image.Errorf(nil, "The image size is too large for file format 'qcow2' (try using a larger cluster size)")
 	}
-	if p.encryptLUKS {
-		if _, err := luks.PrepareEmbedded(o, "encrypt.", image.CommandObjects()); err != nil {
-			return nil, 0, err
-		}
+	if err := checkEncryption(p.encryptFormat, o, image.CommandObjects()); err != nil { // encrypt.go
+		return nil, 0, err
 	}
 	return p, size, nil
 }
@@ -291,10 +283,8 @@ func Create(c *image.CreateContext) error {
 	if err := q.grow(size, p.prealloc); err != nil {
 		return err
 	}
-	if p.encryptLUKS {
-		if err := q.createEncryption(c); err != nil { // encrypt.go
-			return err
-		}
+	if err := q.createEncryption(c, p.encryptFormat); err != nil { // encrypt.go
+		return err
 	}
 	return q.finishCreate()
 }

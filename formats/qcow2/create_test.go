@@ -109,19 +109,21 @@ func TestCreateMatchesQemu(t *testing.T) {
 
 func TestCreateErrors(t *testing.T) {
 	cases := map[string]string{
-		"compat=x":                          "Parameter 'version' does not accept value 'x'",
-		"cluster_size=1000":                 "Cluster size must be a power of two between 512 and 2048k",
-		"cluster_size=4M":                   "Cluster size must be a power of two between 512 and 2048k",
-		"refcount_bits=3":                   "Refcount width must be a power of two and may not exceed 64 bits",
-		"compression_type=lz4":              "Parameter 'compression-type' does not accept value 'lz4'",
-		"extended_l2=on,cluster_size=4k":    "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
-		"extended_l2=on,compat=0.10":        "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)",
-		"compat=0.10,refcount_bits=8":       "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)",
-		"compat=0.10,lazy_refcounts=on":     "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
-		"data_file_raw=on":                  "data-file-raw requires data-file",
-		"preallocation=foo":                 "Parameter 'preallocation' does not accept value 'foo'",
-		"encrypt.format=aes":                "not supported yet",
-		"compat=0.10,compression_type=zstd": "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+		"compat=x":                                "Parameter 'version' does not accept value 'x'",
+		"cluster_size=1000":                       "Cluster size must be a power of two between 512 and 2048k",
+		"cluster_size=4M":                         "Cluster size must be a power of two between 512 and 2048k",
+		"refcount_bits=3":                         "Refcount width must be a power of two and may not exceed 64 bits",
+		"compression_type=lz4":                    "Parameter 'compression-type' does not accept value 'lz4'",
+		"extended_l2=on,cluster_size=4k":          "Extended L2 entries are only supported with cluster sizes of at least 16384 bytes",
+		"extended_l2=on,compat=0.10":              "Extended L2 entries are only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+		"compat=0.10,refcount_bits=8":             "Different refcount widths than 16 bits require compatibility level 1.1 or above (use version=v3 or greater)",
+		"compat=0.10,lazy_refcounts=on":           "Lazy refcounts only supported with compatibility level 1.1 and above (use version=v3 or greater)",
+		"data_file_raw=on":                        "data-file-raw requires data-file",
+		"preallocation=foo":                       "Parameter 'preallocation' does not accept value 'foo'",
+		"encrypt.format=aes,encrypt.iter-time=10": "Parameter 'encrypt.iter-time' is unexpected",
+		"encrypt.key-secret=s0":                   "Parameter 'encrypt.format' is missing",
+		"encrypt.format=foo":                      "Parameter 'format' does not accept value 'foo'",
+		"compat=0.10,compression_type=zstd":       "Non-zlib compression type is only supported with compatibility level 1.1 and above (use version=v3 or greater)",
 	}
 	for opts, want := range cases {
 		o, err := image.ParseOptions(opts)

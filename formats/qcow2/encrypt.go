@@ -2,6 +2,7 @@ package qcow2
 
 import (
 	"errors"
+	"strings"
 
 	"qimg/formats/luks"
 	"qimg/image"
@@ -42,10 +43,6 @@ func (q *Image) openEncryption(o *image.OpenContext, h *header) error {
 	return err
 }
 
-// errAESWrite refuses to write legacy AES-encrypted images, which qimg
-// only reads (qemu deprecates the format).
-var errAESWrite = image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=aes) is not supported for writing")
-
 // aesInfo is info's "encrypt" of a legacy AES-encrypted image.
 type aesInfo struct {
 	Format string `json:"format"`
@@ -64,8 +61,7 @@ func (q *Image) openAES(o *image.OpenContext, id string) error {
 }
 
 // readDecrypted reads guest data at host offset off (guest offset guest)
-// and decrypts it: each sector is keyed by its host offset, as qemu keys
-// LUKS in qcow2, or by its guest offset for legacy AES.
+// and decrypts it.
 func (q *Image) readDecrypted(buf []byte, off, guest int64) error {
 	const ss = luks.SectorSize
 	start, end := off&^(ss-1), (off+int64(len(buf))+ss-1)&^(ss-1)
@@ -76,19 +72,91 @@ func (q *Image) readDecrypted(buf []byte, off, guest int64) error {
 	if err := q.readHost(whole, start); err != nil {
 		return err
 	}
-	iv := start
-	if q.guestIV {
-		iv = guest - (off - start)
-	}
-	q.crypt.Decrypt(whole, uint64(iv/ss))
+	q.crypt.Decrypt(whole, q.firstSector(start, guest-(off-start)))
 	copy(buf, whole[off-start:])
 	return nil
 }
 
-// createEncryption writes a new LUKS header (the encrypt.* options) into
+// firstSector is the sector number that keys the sector at host offset
+// host (guest offset guest): its host sector, as qemu keys LUKS in qcow2,
+// or its guest sector for legacy AES.
+func (q *Image) firstSector(host, guest int64) uint64 {
+	if q.guestIV {
+		return uint64(guest / luks.SectorSize)
+	}
+	return uint64(host / luks.SectorSize)
+}
+
+// encryptFormat reads encrypt.format and its alias encryption=on, and
+// refuses, in qemu's words, what its option visitor refuses: both names,
+// an unknown format, encrypt.* without a format, and LUKS options for
+// the legacy AES format, which takes only a key-secret.
+func encryptFormat(o image.Options) (string, error) {
+	format, hasFormat := o.Get("encrypt.format")
+	if o.Bool("encryption", false) {
+		if hasFormat {
+			return "", image.Errorf(nil, "'encrypt.format' and its alias 'encryption' can't be used at the same time")
+		}
+		format, hasFormat = "aes", true
+	}
+	if !hasFormat {
+		for _, k := range o.Keys() {
+			if strings.HasPrefix(k, "encrypt.") {
+				return "", image.Errorf(nil, "Parameter 'encrypt.format' is missing")
+			}
+		}
+		return "", nil
+	}
+	switch format {
+	case "luks":
+	case "aes":
+		for _, opt := range createOptions {
+			if _, set := o.Get(opt.Name); set && strings.HasPrefix(opt.Name, "encrypt.") &&
+				opt.Name != "encrypt.format" && opt.Name != "encrypt.key-secret" {
+				return "", image.Errorf(nil, "Parameter '%s' is unexpected", opt.Name)
+			}
+		}
+	default:
+		return "", image.Errorf(nil, "Parameter 'format' does not accept value '%s'", format)
+	}
+	return format, nil
+}
+
+// checkEncryption checks what encryption needs from the secrets, as
+// qemu's block crypto does when create sets it up.
+func checkEncryption(format string, o image.Options, objs *image.Objects) error {
+	switch format {
+	case "luks":
+		_, err := luks.PrepareEmbedded(o, "encrypt.", objs)
+		return err
+	case "aes":
+		id, ok := o.Get("encrypt.key-secret")
+		if !ok {
+			return image.Errorf(nil, "Parameter 'encrypt.key-secret' is required for cipher")
+		}
+		_, err := luks.QcowAES(objs, id)
+		return err
+	}
+	return nil
+}
+
+// createEncryption sets up the encryption of a new image: legacy AES is
+// only the header's crypt method (the key is the passphrase), LUKS a
+// header of its own.
+func (q *Image) createEncryption(c *image.CreateContext, format string) error {
+	switch format {
+	case "aes":
+		q.h.cryptMethod = cryptAES
+	case "luks":
+		return q.createLUKS(c)
+	}
+	return nil
+}
+
+// createLUKS writes a new LUKS header (the encrypt.* options) into
 // clusters after the L1 table and points the crypto header extension at
 // it, as qemu's qcow2_set_up_encryption lays it out.
-func (q *Image) createEncryption(c *image.CreateContext) error {
+func (q *Image) createLUKS(c *image.CreateContext) error {
 	e, err := luks.PrepareEmbedded(c.Options, "encrypt.", c.Objects)
 	if err != nil {
 		return err
@@ -115,22 +183,24 @@ func (q *Image) createEncryption(c *image.CreateContext) error {
 	return nil
 }
 
-// writeEncrypted encrypts guest data for host offset host and writes it;
-// sectors the write covers only in part are read and decrypted first
-// (under rmw, so that two such writes cannot interleave).
-func (q *Image) writeEncrypted(p []byte, host int64, locked bool) error {
+// writeEncrypted encrypts guest data (at guest offset guest) for host
+// offset host and writes it; sectors the write covers only in part are
+// read and decrypted first (under rmw, so that two such writes cannot
+// interleave).
+func (q *Image) writeEncrypted(p []byte, host, guest int64, locked bool) error {
 	const ss = luks.SectorSize
 	start, end := host&^(ss-1), (host+int64(len(p))+ss-1)&^(ss-1)
+	guestStart := guest - (host - start)
 	buf := make([]byte, end-start)
 	if start != host || end != host+int64(len(p)) {
 		q.cryptRMW.Lock()
 		defer q.cryptRMW.Unlock()
-		if err := q.readDecrypted(buf, start, -1); err != nil {
+		if err := q.readDecrypted(buf, start, guestStart); err != nil {
 			return err
 		}
 	}
 	copy(buf[host-start:], p)
-	q.crypt.Encrypt(buf, uint64(start/ss))
+	q.crypt.Encrypt(buf, q.firstSector(start, guestStart))
 	return q.writePlain(buf, start, locked)
 }
 

@@ -57,12 +57,30 @@ func TestLUKSInfo(t *testing.T) {
 		t.Fatalf("open for check: %v", err)
 	}
 	testLUKSRead(t, path)
-	testLUKSWrite(t, path)
+	testEncryptedWrite(t, path)
 }
 
-// testLUKSWrite writes through qimg, aligned and not, into new and
+// TestAESWrite: qimg writes legacy AES-encrypted images (the IV the
+// guest sector) that qemu reads as qimg wrote them, with every cluster
+// layout the writes go through: new clusters, allocated ones, subclusters,
+// preallocated ones.
+func TestAESWrite(t *testing.T) {
+	qemutest.Need(t, "qemu-img")
+	for _, opts := range []string{"", ",compat=0.10", ",extended_l2=on", ",preallocation=metadata", ",extended_l2=on,preallocation=metadata"} {
+		t.Run(strings.NewReplacer(",", "_", "=", "-").Replace(opts), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "aes.qcow2")
+			qemutest.Run(t, "qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s,data=pw",
+				"-o", "encrypt.format=aes,encrypt.key-secret=s"+opts, path, "1M")
+			qemutest.Run(t, "qemu-io", "--object", "secret,id=s,data=pw", "--image-opts",
+				"driver=qcow2,encrypt.key-secret=s,file.filename="+path, "-c", "write -P 0x11 0 4k", "-c", "write -P 0x22 66000 1000")
+			testEncryptedWrite(t, path)
+		})
+	}
+}
+
+// testEncryptedWrite writes through qimg, aligned and not, into new and
 // allocated clusters; qemu reads it back and checks the image clean.
-func testLUKSWrite(t *testing.T, path string) {
+func testEncryptedWrite(t *testing.T, path string) {
 	secret := "--object=secret,id=s,data=pw"
 	opts := "driver=qcow2,encrypt.key-secret=s,file.filename=" + path
 	raw := filepath.Join(t.TempDir(), "before.raw")

@@ -156,11 +156,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 // loads the L1 table.
 func (q *Image) init(h *header) error {
 	switch h.cryptMethod {
-	case cryptNone:
-	case cryptAES:
-		if q.writable {
-			return errAESWrite
-		}
+	case cryptNone, cryptAES:
 	case cryptLUKS:
 		if q.encrypt == nil {
 			return image.Errorf(image.ErrUnsupported, "qcow2 encryption (encrypt.format=luks) is not supported yet")

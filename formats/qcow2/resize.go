@@ -392,7 +392,7 @@ func (q *Image) copyTail(e l2Entry, to, host int64) error {
 			return err
 		}
 	}
-	return q.writeData(tail, host, true)
+	return q.writeData(tail, host, to, true)
 }
 
 // zeroReused makes the host clusters [host, host+n) that lie inside the
@@ -526,7 +526,7 @@ func (q *Image) preallocate(from, to int64, mode image.Prealloc) error {
 				return err
 			}
 			if head != nil && c == from>>q.clusterBits {
-				if err := q.writeData(head, host+from&(cs-1)-int64(len(head)), true); err != nil {
+				if err := q.writeData(head, host+from&(cs-1)-int64(len(head)), from-int64(len(head)), true); err != nil {
 					return err
 				}
 			}
@@ -614,7 +614,7 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated b
 		return err
 	}
 	if head != nil {
-		if err := q.writeData(head, start, true); err != nil {
+		if err := q.writeData(head, start, from-int64(len(head)), true); err != nil {
 			return err
 		}
 	}

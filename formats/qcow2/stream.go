@@ -57,7 +57,7 @@ func inOrder(o image.Options) error {
 	}
 	var what string
 	switch {
-	case p.encryptLUKS:
+	case p.encryptFormat != "":
 		what = "encryption"
 	case p.dataFile != "":
 		what = "an external data file"

@@ -127,7 +127,7 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 		}
 		if m.typ == ctNormal && m.entry&oflagCopied != 0 {
 			chunk := p[done : done+int(m.length)]
-			if err := q.writeData(chunk, m.host, false); err != nil {
+			if err := q.writeData(chunk, m.host, pos, false); err != nil {
 				return done, err
 			}
 			done += len(chunk)
@@ -144,13 +144,14 @@ func (q *Image) WriteAt(p []byte, off int64) (int, error) {
 	return done, nil
 }
 
-// writeData writes guest data at a host offset, refusing (and marking the
-// image corrupt) when the range overlaps metadata. locked says whether the
-// caller holds the metadata lock for writing.
-func (q *Image) writeData(p []byte, host int64, locked bool) error {
+// writeData writes guest data (at guest offset guest) at a host offset,
+// refusing (and marking the image corrupt) when the range overlaps
+// metadata. locked says whether the caller holds the metadata lock for
+// writing.
+func (q *Image) writeData(p []byte, host, guest int64, locked bool) error {
 	q.dataNode().Event(image.EvWriteAIO)
 	if q.crypt != nil {
-		return q.writeEncrypted(p, host, locked)
+		return q.writeEncrypted(p, host, guest, locked)
 	}
 	return q.writePlain(p, host, locked)
 }
@@ -239,7 +240,7 @@ func (q *Image) allocWrite(p []byte, off int64) (int, error) {
 		if m.typ == ctNormal {
 			// allocated meanwhile: write in place, never read-modify-write
 			// what a writer outside the lock may be writing
-			return int(m.length), q.writeData(p[:m.length], m.host, true)
+			return int(m.length), q.writeData(p[:m.length], m.host, off, true)
 		}
 		return q.writeOwned(t, idx0, p[:m.length], off)
 	}
@@ -314,7 +315,7 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 	// clusters proceed; writers of these clusters wait (inflight)
 	ch := q.markInflight(c0, k)
 	q.meta.Unlock()
-	werr := q.writeAllocated(buf, host, bitmaps)
+	werr := q.writeAllocated(buf, host, off, bitmaps)
 	q.meta.Lock()
 	q.clearInflight(c0, k, ch)
 	if werr != nil {
@@ -348,13 +349,13 @@ func (q *Image) allocWriteWhole(t *l2Table, idx0 int, buf []byte, c0, k int64, b
 	return nil
 }
 
-// writeAllocated writes buf, new clusters at host, without the metadata
-// lock. With extended L2 entries only the allocated subclusters of their
+// writeAllocated writes buf, new clusters at host for guest offset
+// guest, without the metadata lock. With extended L2 entries only the allocated subclusters of their
 // bitmaps are written: the others read from their bitmap, so their bytes
 // in the file stay holes (qemu writes no more either).
-func (q *Image) writeAllocated(buf []byte, host int64, bitmaps []uint64) error {
+func (q *Image) writeAllocated(buf []byte, host, guest int64, bitmaps []uint64) error {
 	if !q.extendedL2 {
-		return q.writeData(buf, host, false)
+		return q.writeData(buf, host, guest, false)
 	}
 	us := q.clusterSize / subclusters
 	lo := int64(-1)
@@ -365,7 +366,7 @@ func (q *Image) writeAllocated(buf []byte, host int64, bitmaps []uint64) error {
 			case on && lo < 0:
 				lo = pos
 			case !on && lo >= 0:
-				if err := q.writeData(buf[lo:pos], host+lo, false); err != nil {
+				if err := q.writeData(buf[lo:pos], host+lo, guest+lo, false); err != nil {
 					return err
 				}
 				lo = -1
@@ -373,7 +374,7 @@ func (q *Image) writeAllocated(buf []byte, host int64, bitmaps []uint64) error {
 		}
 	}
 	if lo >= 0 {
-		return q.writeData(buf[lo:], host+lo, false)
+		return q.writeData(buf[lo:], host+lo, guest+lo, false)
 	}
 	return nil
 }
@@ -393,7 +394,7 @@ func (q *Image) writeOwned(t *l2Table, idx int, p []byte, off int64) (int, error
 			return 0, err
 		}
 		copy(buf[off-cStart:], p[:wEnd-off])
-		if err := q.writeData(buf, host, true); err != nil {
+		if err := q.writeData(buf, host, cStart, true); err != nil {
 			return 0, err
 		}
 		t.entries[idx] = uint64(e) &^ oflagZero
@@ -413,7 +414,7 @@ func (q *Image) writeOwned(t *l2Table, idx int, p []byte, off int64) (int, error
 		}
 	}
 	copy(buf[off-cStart-lo:], p[:wEnd-off])
-	if err := q.writeData(buf, host+lo, true); err != nil {
+	if err := q.writeData(buf, host+lo, cStart+lo, true); err != nil {
 		return 0, err
 	}
 	touched := unitMask(off-cStart, wEnd-cStart, cs)
