@@ -604,15 +604,7 @@ func TestDigestReadsOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		n, err := image.Open(src, image.OpenOptions{Format: "raw", Claim: image.ClaimRead})
-		if err != nil {
-			t.Fatal(err)
-		}
-		want, err := checksum.Sum(context.Background(), n, checksum.Options{})
-		n.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := rawChecksum(t, src)
 		if !bytes.Equal(got, want) {
 			t.Fatalf("checksum during the copy %x, of the source %x", got, want)
 		}
@@ -661,16 +653,22 @@ func TestDigestOverHoles(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	n, err := image.Open(src, image.OpenOptions{Format: "raw", Claim: image.ClaimRead})
+	if want := rawChecksum(t, src); !bytes.Equal(got, want) {
+		t.Fatalf("checksum during the copy %x, of the source %x", got, want)
+	}
+}
+
+// rawChecksum is qimg checksum of the raw file at path.
+func rawChecksum(t *testing.T, path string) []byte {
+	t.Helper()
+	n, err := image.Open(path, image.OpenOptions{Format: "raw", Claim: image.ClaimRead})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer n.Close()
-	want, err := checksum.Sum(context.Background(), n, checksum.Options{})
+	sum, err := checksum.Sum(context.Background(), n, checksum.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(got, want) {
-		t.Fatalf("checksum during the copy %x, of the source %x", got, want)
-	}
+	return sum
 }
