@@ -118,7 +118,7 @@ cd "$ROOT"
 status=0
 QIMG_REQUIRE_QEMU=1 QIMG_S3_REMOTE=http://127.0.0.1:$PORT CGO_ENABLED=0 \
 	go test -count=1 -parallel 1 -run "TestS3Servers/${RUN:-}" -v . >"$DIR/test.log" 2>&1 || status=$?
-grep -E '^\s*--- |^(ok|FAIL)|FAIL:' "$DIR/test.log" || true
+grep -a -E '^\s*--- |^(ok|FAIL)|FAIL:' "$DIR/test.log" || true
 if [[ $status != 0 ]]; then
 	cp "$DIR/test.log" "${TMPDIR:-/tmp}/qimg-ceph-test.log"
 	echo "== failed; the whole output is in ${TMPDIR:-/tmp}/qimg-ceph-test.log" >&2
