@@ -54,6 +54,13 @@ teardown() {
 	rm -rf "$DIR"
 }
 trap teardown EXIT
+# a step that fails says which, with the daemons' last words
+failed() {
+	local status=$1 line=$2 cmd=$3
+	echo "ceph/run.sh: line $line: '$cmd' failed with status $status" >&2
+	tail -n 15 "$DIR"/log/*.log >&2 2>/dev/null || true
+}
+trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
 
 cat >"$conf" <<EOF
 [global]
