@@ -52,7 +52,7 @@ type result struct {
 }
 
 // toolPrefix starts a message of either tool.
-var toolPrefix = regexp.MustCompile(`(qemu-img|qimg): `)
+var toolPrefix = regexp.MustCompile(`(qemu-img|qemu-io|qimg): `)
 
 func (r result) outcome() outcome {
 	// the first message that is not a warning: warnings come from the
@@ -61,10 +61,13 @@ func (r result) outcome() outcome {
 	// run over two lines, the second without a newline at its end
 	text := string(r.stderr)
 	line, _, _ := strings.Cut(text, "\n")
-	for _, m := range toolPrefix.FindAllStringIndex(text, -1) {
-		if rest := text[m[0]:]; !strings.HasPrefix(text[m[1]:], "warning: ") {
-			line, _, _ = strings.Cut(rest, "\n")
-			break
+	if ms := toolPrefix.FindAllStringIndex(text, -1); len(ms) > 0 {
+		line = "" // nothing but warnings
+		for _, m := range ms {
+			if rest := text[m[0]:]; !strings.HasPrefix(text[m[1]:], "warning: ") {
+				line, _, _ = strings.Cut(rest, "\n")
+				break
+			}
 		}
 	}
 	// qimg names itself in its messages; qemu-img's words are what count.
@@ -338,14 +341,15 @@ var nodeName = regexp.MustCompile(`'#block[0-9]+'`)
 
 // compressedCount is the refcount amend -o refcount_bits names when it
 // cannot narrow them: the number of compressed clusters in a host cluster.
-var compressedCount = regexp.MustCompile(`(has a refcount of )[0-9]+`)
+// Which host cluster it names first depends on the same sizes.
+var compressedCount = regexp.MustCompile(`(Cluster at offset )0x[0-9a-f]+( has a refcount of )[0-9]+`)
 
 // sameWords reports whether qimg's message a says what qemu-img's b (its
 // first line) says, any quoted name standing for a node name of qemu's.
 func sameWords(a, b string) bool {
 	// how many compressed clusters share a host cluster depends on the
 	// deflate implementation's output sizes (zlib's against klauspost's)
-	a, b = compressedCount.ReplaceAllString(a, "${1}N"), compressedCount.ReplaceAllString(b, "${1}N")
+	a, b = compressedCount.ReplaceAllString(a, "${1}X${2}N"), compressedCount.ReplaceAllString(b, "${1}X${2}N")
 	// qemu-img's hint on a second line is on the same line in qimg's
 	// (every error is one line): its first line is what must agree
 	if a == b || strings.HasPrefix(a, b+". ") || strings.HasPrefix(a, b+" ") {
@@ -428,7 +432,11 @@ func qemuRefusedWrongly(qimg, qemu outcome) bool {
 // whose zero clusters qemu-img's convert -B allocated: "Could not create
 // snapshot 's2': -22 (Invalid argument)").
 func keptAllocOverflow(k *kept, s step, qimg, qemu outcome) bool {
-	if qimg.code != 0 || qemu.code == 0 || !strings.Contains(qemu.message, "(Invalid argument)") {
+	overflow := strings.Contains(qemu.message, "(Invalid argument)") || strings.Contains(qemu.message, "Cannot decrease refcount entry width")
+	// both refusing to narrow the refcounts, over different clusters,
+	// counts too: which cluster is shared first depends on the allocation
+	bothNarrowing := qimg.code != 0 && strings.Contains(qimg.message, "Cannot decrease refcount entry width")
+	if qimg.code != 0 && !bothNarrowing || qemu.code == 0 || !overflow {
 		return false
 	}
 	for _, name := range s.writes {
