@@ -430,21 +430,19 @@ func qemuRefusedWrongly(qimg, qemu outcome) bool {
 // a refcount would overflow there: qemu-img's image holds tables and
 // clusters that qimg's does not (snapshot -c of a refcount_bits=1 image
 // whose zero clusters qemu-img's convert -B allocated: "Could not create
-// snapshot 's2': -22 (Invalid argument)").
+// snapshot 's2': -22 (Invalid argument)", or amend -o refcount_bits=1's
+// "Cannot decrease refcount entry width").
 func keptAllocOverflow(k *kept, s step, qimg, qemu outcome) bool {
-	overflow := strings.Contains(qemu.message, "(Invalid argument)") || strings.Contains(qemu.message, "Cannot decrease refcount entry width")
-	// both refusing to narrow the refcounts, over different clusters,
-	// counts too: which cluster is shared first depends on the allocation
-	bothNarrowing := qimg.code != 0 && strings.Contains(qimg.message, "Cannot decrease refcount entry width")
-	if qimg.code != 0 && !bothNarrowing || qemu.code == 0 || !overflow {
-		return false
-	}
-	for _, name := range s.writes {
-		if _, ok := k.alloc[name]; ok {
-			return true
-		}
-	}
-	return false
+	const narrowing = "Cannot decrease refcount entry width"
+	qemuOverflows := qemu.code != 0 &&
+		(strings.Contains(qemu.message, "(Invalid argument)") || strings.Contains(qemu.message, narrowing))
+	// qimg succeeds, or refuses to narrow the refcounts over another
+	// cluster: which one is shared first follows the allocation
+	qimgFine := qimg.code == 0 || strings.Contains(qimg.message, narrowing)
+	return qemuOverflows && qimgFine && slices.ContainsFunc(s.writes, func(name string) bool {
+		_, ok := k.alloc[name]
+		return ok
+	})
 }
 
 // qemuStaleGrow: after a grow from size old, the twins agree up to old
