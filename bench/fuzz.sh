@@ -5,7 +5,12 @@
 #   bench/fuzz.sh                 every target, FUZZTIME each (default 20s:
 #                                 cheap enough before each release)
 #   FUZZTIME=30m bench/fuzz.sh    long runs, in the background
-#   bench/fuzz.sh FuzzCheck ...   only the targets named (regexps)
+#   bench/fuzz.sh FuzzCheck ...   only the targets named (regexps, matched
+#                                 against the target's name and against
+#                                 PACKAGE.TARGET, e.g. 'qcow2.FuzzOpen')
+#   PARALLEL=1 …                  one fuzzing worker per target (the default
+#                                 is one per core): for several lanes side by
+#                                 side
 #
 # What a target finds stays where go test puts it: a failing input in the
 # package's testdata/fuzz/<target>/ (commit it with the fix, it becomes a
@@ -21,11 +26,11 @@ PARALLEL=${PARALLEL:-$(nproc 2>/dev/null || echo 2)}
 LOG=${LOG:-$(mktemp -d /var/tmp/qimg-fuzz.XXXXXX)}
 
 wanted() {
+	local name=$1 qualified=$2
+	shift 2
 	[[ $# -eq 0 ]] && return 0
-	local name=$1
-	shift
 	for re in "$@"; do
-		[[ $name =~ ^($re)$ ]] && return 0
+		[[ $name =~ ^($re)$ || $qualified =~ ^($re)$ ]] && return 0
 	done
 	return 1
 }
@@ -33,7 +38,7 @@ wanted() {
 failed=0
 for pkg in $(go list ./...); do
 	for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz'); do
-		wanted "$target" "$@" || continue
+		wanted "$target" "$(basename "$pkg").$target" "$@" || continue
 		log="$LOG/$(basename "$pkg").$target.log"
 		if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel "$PARALLEL" >"$log" 2>&1; then
 			status=ok
