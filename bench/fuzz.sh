@@ -23,6 +23,11 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 FUZZTIME=${FUZZTIME:-20s}
 PARALLEL=${PARALLEL:-$(nproc 2>/dev/null || echo 2)}
+# go test spends up to a minute minimising each new input by running it
+# again and again: for targets whose runs are slow (FuzzCheck repairs on
+# disk) that took most of a 30-minute run; a few seconds keeps the corpus
+# small enough
+MINIMIZE=${MINIMIZE:-5s}
 LOG=${LOG:-$(mktemp -d /var/tmp/qimg-fuzz.XXXXXX)}
 
 wanted() {
@@ -40,7 +45,7 @@ for pkg in $(go list ./...); do
 	for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz'); do
 		wanted "$target" "$(basename "$pkg").$target" "$@" || continue
 		log="$LOG/$(basename "$pkg").$target.log"
-		if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -parallel "$PARALLEL" >"$log" 2>&1; then
+		if go test "$pkg" -run '^$' -fuzz "^${target}\$" -fuzztime "$FUZZTIME" -fuzzminimizetime "$MINIMIZE" -parallel "$PARALLEL" >"$log" 2>&1; then
 			status=ok
 		else
 			status=FAILED
