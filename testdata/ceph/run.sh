@@ -42,12 +42,14 @@ teardown() {
 		echo "cluster left running: ceph -c $conf -s; DIR=$DIR" >&2
 		return
 	fi
+	# the pids are read before any is signalled: a daemon removes its pid
+	# file as it exits
+	local pids=() pidfile pid
 	for pidfile in "$DIR"/run/*.pid; do
-		[[ -s "$pidfile" ]] && kill "$(cat "$pidfile")" 2>/dev/null || true
+		pid=$(cat "$pidfile" 2>/dev/null) && [[ -n $pid ]] && pids+=("$pid")
 	done
-	for pidfile in "$DIR"/run/*.pid; do
-		[[ -s "$pidfile" ]] || continue
-		pid=$(cat "$pidfile")
+	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+	for pid in "${pids[@]}"; do
 		for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$pid" 2>/dev/null || true
 	done
@@ -61,6 +63,28 @@ failed() {
 	tail -n 15 "$DIR"/log/*.log >&2 2>/dev/null || true
 }
 trap 'failed $? $LINENO "$BASH_COMMAND"' ERR
+
+# wait_until SECONDS WHAT COMMAND...: run COMMAND until it succeeds; after
+# SECONDS, say which state was not reached and fail
+wait_until() {
+	local seconds=$1 what=$2
+	shift 2
+	local deadline=$((SECONDS + seconds))
+	until "$@"; do
+		if ((SECONDS >= deadline)); then
+			echo "ceph/run.sh: $what not reached in $seconds s" >&2
+			return 1
+		fi
+		sleep 0.2
+	done
+}
+# ceph_cli ARGS...: the ceph command line on this cluster, its complaints
+# in the log. A librados client that sends a command before the monitor's
+# map reaches it sends a zero fsid, which the monitor refuses ('wrong
+# fsid', EPERM), so its commands go through wait_until: all are idempotent
+ceph_cli() { ceph -c "$conf" "$@" 2>>"$DIR/log/cli.log"; }
+osd_up() { ceph_cli osd stat --format=json | grep -q '"num_up_osds":1,'; }
+gateway_up() { curl -s -o /dev/null "http://127.0.0.1:$PORT/"; }
 
 cat >"$conf" <<EOF
 [global]
@@ -105,19 +129,18 @@ monmaptool --create --addv a "[v1:127.0.0.1:6789]" --fsid "$fsid" "$DIR/monmap" 
 ceph-mon -c "$conf" -i a --mkfs --monmap "$DIR/monmap" --keyring "$DIR/keyring"
 ceph-mon -c "$conf" -i a
 osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-id=$(ceph -c "$conf" osd new "$osd_uuid")
+id=$(wait_until 60 "an id for the OSD ('ceph osd new')" ceph_cli osd new "$osd_uuid")
 mkdir -p "$DIR/osd/osd.$id"
-ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" 2>/dev/null
-ceph-osd -c "$conf" -i "$id" 2>>"$DIR/log/osd.start.log"
-for _ in $(seq 600); do
-	ceph -c "$conf" osd stat 2>/dev/null | grep -q '1 up' && break
-	sleep 0.2
-done
+ceph-osd -c "$conf" -i "$id" --mkfs --osd-uuid "$osd_uuid" 2>>"$DIR/log/osd.mkfs.log"
+# --no-mon-config: the OSD's map of the monitors then keeps the cluster's
+# fsid; one fetched with the monitors' config has none until the
+# monitor's map arrives, and the OSD's first commands (set-device-class,
+# create-or-move) go out before then often enough that the monitor
+# refuses them ('wrong fsid') and the OSD exits (status 250)
+ceph-osd -c "$conf" -i "$id" --no-mon-config 2>>"$DIR/log/osd.start.log"
+wait_until 120 "the OSD up" osd_up
 radosgw -c "$conf" -n client.rgw.qimg
-for _ in $(seq 900); do
-	curl -s -o /dev/null "http://127.0.0.1:$PORT/" && break
-	sleep 0.2
-done
+wait_until 180 "the gateway answering on 127.0.0.1:$PORT" gateway_up
 radosgw-admin -c "$conf" user create --uid=qimg --display-name=qimg --access-key="$KEY" --secret-key="$SECRET" >/dev/null
 echo "== Ceph RGW on 127.0.0.1:$PORT, up in $(($(date +%s) - started)) s" >&2
 
