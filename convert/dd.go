@@ -62,12 +62,14 @@ func (d *DD) Run(ctx context.Context) error {
 		return err
 	}
 	opts, _ := image.ParseOptions("")
+	// refusals of the format or the protocol are unprefixed, failures of
+	// the creation itself say so, as qemu-img dd words them
 	p, err := create.Prepare(create.Request{Filename: d.Output, Format: d.OutputFormat, Size: outSize, Options: opts, Continued: true})
 	if err != nil {
-		return fmt.Errorf("%s: %w", d.Output, err)
+		return err
 	}
 	if err := p.Run(); err != nil {
-		return fmt.Errorf("%s: %w", d.Output, err)
+		return fmt.Errorf("%s: error while creating output image: %w", d.Output, err)
 	}
 	out, err := image.Open(d.Output, image.OpenOptions{Format: d.OutputFormat, Writable: true, Claim: TargetClaim, User: "dd output"})
 	if err != nil {
@@ -107,12 +109,18 @@ func finishOutput(out *image.Node) error {
 
 // ddError words the engine's I/O errors as qemu-img dd does.
 func ddError(err error) error {
+	var statusErr *StatusError
+	if errors.As(err, &statusErr) {
+		// qemu-img dd reads without asking for block status first
+		return image.Errorf(statusErr.Err, "error while reading from input image file: %s", image.Strerror(statusErr.Err))
+	}
 	var ioErr *IOError
 	if !errors.As(err, &ioErr) {
 		return err
 	}
+	// the errno's words alone, not Go's "write FILE: …" around them
 	if ioErr.Op == "reading" {
-		return fmt.Errorf("error while reading from input image file: %w", ioErr.Err)
+		return image.Errorf(ioErr.Err, "error while reading from input image file: %s", image.Strerror(ioErr.Err))
 	}
-	return fmt.Errorf("error while writing to output image file: %w", ioErr.Err)
+	return image.Errorf(ioErr.Err, "error while writing to output image file: %s", image.Strerror(ioErr.Err))
 }

@@ -145,6 +145,20 @@ func (e *IOError) Error() string {
 
 func (e *IOError) Unwrap() error { return e.Err }
 
+// StatusError is a failed block status query of a source at byte Off of
+// the copy (dd words it as the read it stands for).
+type StatusError struct {
+	Off int64
+	Err error
+}
+
+// Error words it as qemu-img convert does, by the errno alone.
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("error while reading block status at offset %d: %s", e.Off, image.Strerror(e.Err))
+}
+
+func (e *StatusError) Unwrap() error { return e.Err }
+
 // engine is the state of one Copy run.
 type engine struct {
 	*Copy
@@ -433,10 +447,10 @@ func (e *engine) status(i int, off, pos int64, quiet bool) (piece, error) {
 	}
 	if err != nil {
 		if !e.Salvage {
-			return piece{}, fmt.Errorf("error while reading block status at offset %d: %w", pos, err)
+			return piece{}, &StatusError{Off: pos, Err: err}
 		}
 		if !quiet {
-			e.warn(fmt.Sprintf("error while reading block status at offset %d: %v", pos, err))
+			e.warn((&StatusError{Off: pos, Err: err}).Error())
 		}
 		// read it instead; unreadable bytes become zeroes
 		return piece{n: min(e.sizes[i]-off, 64<<10), kind: kData, src: i, srcOff: off}, nil

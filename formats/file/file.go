@@ -587,7 +587,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	switch {
 	case prealloc == image.PreallocFull && size > old:
 		if err := writeZeroBuffers(d, old, size-old); err != nil {
-			return fmt.Errorf("Could not write zeros for preallocation: %w", err)
+			return image.Errorf(err, "Could not write zeros for preallocation: %s", image.Strerror(err))
 		}
 		return d.Flush()
 	case old == 0 && size > 0:

@@ -101,7 +101,7 @@ func Create(c *image.CreateContext) error {
 		f.SetNoCOW()
 	}
 	if err := c.File.WriteGrowing(l.header(), 0); err != nil {
-		return err
+		return createError(err)
 	}
 	// qemu's length is (bat_sectors - 1) << 9 in 32 bits
 	zeroes := int64(uint32((l.batSectors - 1) << 9))
@@ -109,7 +109,15 @@ func Create(c *image.CreateContext) error {
 		return nil
 	}
 	if err := c.File.Truncate(sectorSize+zeroes, image.PreallocOff); err != nil {
-		return err
+		return createError(err)
 	}
-	return c.File.WriteZeroes(sectorSize, zeroes, false)
+	if err := c.File.WriteZeroes(sectorSize, zeroes, false); err != nil {
+		return createError(err)
+	}
+	return nil
+}
+
+// createError words a failed write of a new image in qemu's words.
+func createError(err error) error {
+	return image.Errorf(err, "Failed to create Parallels image: %s", image.Strerror(err))
 }

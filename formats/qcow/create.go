@@ -103,18 +103,24 @@ func Create(c *image.CreateContext) error {
 	}
 	l1Bytes := (l1Size*8 + 511) &^ 511
 	if err := c.File.Truncate(int64(l1Offset+l1Bytes), image.PreallocOff); err != nil {
-		return err
+		return createError(err)
 	}
 	if _, err := c.File.WriteAt(hdr, 0); err != nil {
-		return err
+		return createError(err)
 	}
 	zero := make([]byte, min(l1Bytes, 1<<20))
 	for done := uint64(0); done < l1Bytes; {
 		n := min(uint64(len(zero)), l1Bytes-done)
 		if _, err := c.File.WriteAt(zero[:n], int64(l1Offset+done)); err != nil {
-			return err
+			return createError(err)
 		}
 		done += n
 	}
 	return nil
+}
+
+// createError words a failed write of a new image as qemu does for a
+// driver that says nothing itself: "Could not create image: <errno>".
+func createError(err error) error {
+	return image.Errorf(err, "Could not create image: %s", image.Strerror(err))
 }

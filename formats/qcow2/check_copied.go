@@ -93,7 +93,7 @@ func (c *checker) checkCopied() error {
 		// once (what a repair writes is written from this copy too)
 		if l2off != tableOff {
 			if err := c.readPadded(table, l2off); err != nil {
-				c.logf("ERROR: Could not read L2 table: %v", err)
+				c.logf("ERROR: Could not read L2 table: %s", image.Strerror(err))
 				c.res.checkErrors++
 				return err
 			}

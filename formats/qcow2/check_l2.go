@@ -1,8 +1,6 @@
 package qcow2
 
 import (
-	"fmt"
-
 	"qimg/image"
 )
 
@@ -207,7 +205,10 @@ func (c *checker) readPadded(p []byte, off int64) error {
 	if off < 0 || uint64(off)+uint64(len(p)) > maxReadOffset {
 		return errIO // beyond what qemu reads (BDRV_MAX_LENGTH)
 	}
-	return c.q.file.ReadPadded(p, off)
+	if err := c.q.file.ReadPadded(p, off); err != nil {
+		return errnoError(err)
+	}
+	return nil
 }
 
 // usedL2Entries appends the indexes of the used entries of table t.
@@ -400,11 +401,11 @@ func (c *checker) fixUnalignedZero(l2off int64, i int, off int64, active bool) (
 	c.l2Writes++
 	if err := c.q.writeMeta(e[:step], at); err != nil {
 		c.res.checkErrors++
-		c.logf("ERROR: Failed to overwrite L2 table entry: %v", err)
+		c.logf("ERROR: Failed to overwrite L2 table entry: %s", image.Strerror(err))
 		return false, nil
 	}
-	if err := c.q.file.Flush(); err != nil {
-		return false, fmt.Errorf("Could not flush: %w", err)
+	if err := c.flushFile(); err != nil {
+		return false, err
 	}
 	c.res.corruptions--
 	c.res.corruptionsFixed++

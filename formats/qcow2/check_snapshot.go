@@ -115,9 +115,9 @@ func (c *checker) readCheckSnapshots() ([]checkSnapshot, int64, error) {
 		// the header counts the snapshots kept
 		var b [4]byte
 		be.PutUint32(b[:], uint32(len(snaps)))
-		err := c.q.writeMeta(b[:], offNbSnapshots)
+		err := c.writeMeta(b[:], offNbSnapshots)
 		if err == nil {
-			err = c.q.file.Flush()
+			err = c.flushFile()
 		}
 		if err != nil {
 			c.res.checkErrors++
@@ -185,22 +185,22 @@ func (c *checker) writeSnapshotTable(buf []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := q.file.Flush(); err != nil {
+	if err := c.flushFile(); err != nil {
 		return err
 	}
 	if err := c.writeMeta(buf, off); err != nil {
 		return err
 	}
-	if err := q.file.Flush(); err != nil {
+	if err := c.flushFile(); err != nil {
 		return err
 	}
 	var hdr [12]byte
 	be.PutUint32(hdr[:], uint32(len(c.snapTable)))
 	be.PutUint64(hdr[4:], uint64(off))
 	if err := q.writeMeta(hdr[:], offNbSnapshots); err != nil {
-		return err
+		return errnoError(err)
 	}
-	if err := q.file.Flush(); err != nil {
+	if err := c.flushFile(); err != nil {
 		return err
 	}
 	oldOff, oldSize := int64(h.snapshotsOffset), c.snapshotsSize
@@ -216,5 +216,5 @@ func (c *checker) writeSnapshotTable(buf []byte) error {
 			}
 		}
 	}
-	return q.file.Flush()
+	return c.flushFile()
 }

@@ -22,7 +22,14 @@ type storedRefs struct {
 	// one block cached for lookups (check_copied.go walks in order)
 	cacheIndex int64
 	cacheBuf   []byte
+	cacheOK    bool
 	cacheErr   error
+	// repairs held in the cached block, bytes [dirtyLo, dirtyHi), not
+	// yet written (repair.go); writeErr is the first write of such
+	// repairs that failed
+	dirty            bool
+	dirtyLo, dirtyHi int64
+	writeErr         error
 }
 
 // loadStoredRefs reads the refcount table named by the header; the header
@@ -71,14 +78,27 @@ func (s *storedRefs) readBlock(ti int64, buf []byte) (bool, error) {
 		// beyond the largest offset qemu reads (BDRV_MAX_LENGTH)
 		return false, errIO
 	}
-	return true, s.q.file.ReadPadded(buf, int64(uoff))
+	if err := s.q.file.ReadPadded(buf, int64(uoff)); err != nil {
+		return false, errnoError(err)
+	}
+	return true, nil
 }
 
 // get returns the stored refcount of cluster ci (qemu's
 // qcow2_get_refcount).
 func (s *storedRefs) get(ci int64) (uint64, error) {
-	ti := ci >> s.fmt.blockBits
+	if _, err := s.load(ci >> s.fmt.blockBits); err != nil {
+		return 0, err
+	}
+	return s.fmt.get1(s.cacheBuf, ci&(s.fmt.perBlock-1)), nil
+}
+
+// load makes refcount block ti the cached one, writing back the repairs
+// of the block it replaces; it reports false when the table has no block
+// there (all refcounts zero).
+func (s *storedRefs) load(ti int64) (bool, error) {
 	if ti != s.cacheIndex {
+		s.writeBack()
 		if s.cacheBuf == nil {
 			s.cacheBuf = make([]byte, s.q.clusterSize)
 		}
@@ -86,16 +106,17 @@ func (s *storedRefs) get(ci int64) (uint64, error) {
 		if err == nil && !ok {
 			clear(s.cacheBuf)
 		}
-		s.cacheIndex, s.cacheErr = ti, err
+		s.cacheIndex, s.cacheOK, s.cacheErr = ti, ok, err
 	}
-	if s.cacheErr != nil {
-		return 0, s.cacheErr
-	}
-	return s.fmt.get1(s.cacheBuf, ci&(s.fmt.perBlock-1)), nil
+	return s.cacheOK, s.cacheErr
 }
 
-// invalidate forgets the cached block (after a repair wrote refcounts).
-func (s *storedRefs) invalidate() { s.cacheIndex = -1 }
+// invalidate forgets the cached block (after a repair wrote refcounts),
+// writing back the repairs it holds first.
+func (s *storedRefs) invalidate() {
+	s.writeBack()
+	s.cacheIndex = -1
+}
 
 // compare compares the stored refcounts with the counted ones (qemu's
 // compare_refcounts), repairing what fix allows, and finds the highest
@@ -107,21 +128,20 @@ func (c *checker) compare(fix image.CheckFix) {
 	f := s.fmt
 	n := c.refs.len()
 	per := f.perBlock
-	buf := make([]byte, c.cs)
 	c.highest = 0
 	for ti := int64(0); ti*per < n; ti++ {
-		ok, err := s.readBlock(ti, buf)
+		// read into the cache, where repairs change it (as qemu reads
+		// through its cache): a repair reads no block again
+		_, err := s.load(ti)
+		buf := s.cacheBuf
 		lo := ti * per
 		hi := min(lo+per, n)
 		if err != nil {
 			for ci := lo; ci < hi; ci++ {
-				c.logf("Can't get refcount for cluster %d: %v", ci, err)
+				c.logf("Can't get refcount for cluster %d: %s", ci, image.Strerror(err))
 				c.res.checkErrors++
 			}
 			continue
-		}
-		if !ok {
-			clear(buf)
 		}
 		for ci := lo; ci < hi; ci++ {
 			have := c.storedAt(buf, ci-lo)
@@ -139,7 +159,6 @@ func (c *checker) compare(fix image.CheckFix) {
 			c.noteCopied(ci, have)
 		}
 	}
-	s.invalidate()
 }
 
 // storedAt decodes entry i of a refcount block, fast for 16 bits.

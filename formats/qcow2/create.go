@@ -1,6 +1,8 @@
 package qcow2
 
 import (
+	"fmt"
+
 	"math"
 	"math/bits"
 	"slices"
@@ -281,7 +283,7 @@ func Create(c *image.CreateContext) error {
 	}
 	q.data = dataNode
 	if err := q.grow(size, p.prealloc); err != nil {
-		return err
+		return fmt.Errorf("Could not resize image: %w", err)
 	}
 	if err := q.createEncryption(c, p.encryptFormat); err != nil { // encrypt.go
 		return err
@@ -366,9 +368,14 @@ func newImageForCreate(c *image.CreateContext, h *header) (*Image, error) {
 	}
 	tbl := make([]byte, cs)
 	be.PutUint64(tbl, uint64(2*cs))
-	// cluster 0 stays a hole until the header is written
+	// cluster 0 is taken first, as qemu writes its header first (a full
+	// file system fails there, in qemu's words), but holds zeroes until
+	// the header is written last
+	if err := q.writeMeta(make([]byte, cs), 0); err != nil {
+		return nil, ioError("Could not write qcow2 header", err)
+	}
 	if err := q.writeMeta(append(tbl, block.buf...), cs); err != nil {
-		return nil, err
+		return nil, ioError("Could not write refcount table", err)
 	}
 	q.rc.blocks.put(block.offset, block)
 	return q, nil

@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"syscall"
 
@@ -30,7 +29,10 @@ func (c *checker) writeMetaIgnoring(p []byte, off int64, ignoreL2 bool) error {
 		c.signalCorruption("Preventing invalid write on metadata (overlaps with %s)", what)
 		return errIO
 	}
-	return c.q.writeMeta(p, off)
+	if err := c.q.writeMeta(p, off); err != nil {
+		return errnoError(err)
+	}
+	return nil
 }
 
 // overlaps names the structure [off, off+n) would overwrite among the
@@ -76,9 +78,13 @@ func (c *checker) overlaps(off, n int64, ignoreL2 bool) string {
 	return ""
 }
 
-// setStored writes the stored refcount of cluster ci, whose refcount
-// block exists.
+// setStored changes the stored refcount of cluster ci, whose refcount
+// block exists, in the cached block; it is written back when the check
+// moves to another block or flushes its repairs (qemu's update_refcount
+// through its refcount block cache, with the events it raises).
 func (c *checker) setStored(ci int64, v uint64) error {
+	c.q.event(image.EvRefblockAlloc)
+	c.q.event(image.EvRefblockLoad)
 	s := c.stored
 	f := s.fmt
 	if _, err := s.get(ci); err != nil {
@@ -87,12 +93,35 @@ func (c *checker) setStored(ci int64, v uint64) error {
 	i := ci & (f.perBlock - 1)
 	f.set1(s.cacheBuf, i, v)
 	lo, hi := f.byteRange(i, i+1)
-	off := int64(s.table[ci>>f.blockBits]&refcountTableOffsetMask) + lo
-	if err := c.q.writeMeta(s.cacheBuf[lo:hi], off); err != nil {
-		s.invalidate()
-		return err
+	if !s.dirty {
+		s.dirty, s.dirtyLo, s.dirtyHi = true, lo, hi
 	}
+	s.dirtyLo, s.dirtyHi = min(s.dirtyLo, lo), max(s.dirtyHi, hi)
 	return nil
+}
+
+// writeBack writes the repairs held in the cached refcount block. A
+// write that fails is tried once more, as qemu's cache keeps a block
+// whose write failed and writes it again at the next flush (a passing
+// fault leaves the repair complete); when that fails too, the block's
+// repairs are dropped and the error kept for flushRepairs.
+func (s *storedRefs) writeBack() {
+	if !s.dirty {
+		return
+	}
+	s.dirty = false
+	off := int64(s.table[s.cacheIndex]&refcountTableOffsetMask) + s.dirtyLo
+	var err error
+	for range 2 {
+		s.q.event(image.EvRefblockUpdatePart)
+		if err = s.q.writeMeta(s.cacheBuf[s.dirtyLo:s.dirtyHi], off); err == nil {
+			return
+		}
+	}
+	s.cacheIndex = -1
+	if s.writeErr == nil {
+		s.writeErr = errnoError(err)
+	}
 }
 
 // discard drops a cluster the repair freed, as qemu does (best effort:
@@ -110,8 +139,9 @@ func (c *checker) writeL1Entry(i int, e uint64) error {
 	var b [8]byte
 	be.PutUint64(b[:], e)
 	off := int64(q.h.l1TableOffset) + int64(i)*8
+	q.event(image.EvL1Update)
 	if err := q.writeMeta(b[:], off); err != nil {
-		return err
+		return errnoError(err)
 	}
 	q.l1[i] = e
 	q.l2cache.clear()
@@ -128,13 +158,41 @@ func (c *checker) writeL2Table(t []byte, off int64) error {
 	return nil
 }
 
-// flushRepairs makes the repaired refcounts durable and drops what the
-// image had cached of them.
+// flushRepairs writes the repaired refcounts and makes them durable, as
+// qemu's flush of the image writes its refcount block cache between its
+// two flush events, then drops what the image had cached of them.
 func (c *checker) flushRepairs() error {
-	if err := c.q.file.Flush(); err != nil {
-		return fmt.Errorf("Could not flush: %w", err)
+	c.q.event(image.EvFlushToOS)
+	c.stored.writeBack()
+	if err := c.stored.writeErr; err != nil {
+		return err
+	}
+	c.q.event(image.EvFlushToDisk)
+	if err := c.flushFile(); err != nil {
+		return err
 	}
 	return c.refresh()
+}
+
+// flushFile flushes the image file, twice if the first fails (qemu
+// flushes again when it closes the image: a passing fault costs the
+// repair nothing); a failure is told by its errno's words alone, as
+// qemu-img's "Check failed: Input/output error".
+func (c *checker) flushFile() error {
+	err := c.q.file.Flush()
+	if err != nil {
+		err = c.q.file.Flush()
+	}
+	if err != nil {
+		return errnoError(err)
+	}
+	return nil
+}
+
+// errnoError words a failed read or write of a repair as qemu does: the
+// errno's text alone, still matching err with errors.Is.
+func errnoError(err error) error {
+	return image.Errorf(err, "%s", image.Strerror(err))
 }
 
 // refresh reloads what a writable image caches of the metadata a repair
@@ -158,8 +216,8 @@ func (c *checker) refresh() error {
 // error (qemu's qcow2_mark_clean and qcow2_mark_consistent).
 func (c *checker) markClean() error {
 	q := c.q
-	if err := q.file.Flush(); err != nil {
-		return fmt.Errorf("Could not flush: %w", err)
+	if err := c.flushFile(); err != nil {
+		return err
 	}
 	if err := c.refresh(); err != nil {
 		return err
@@ -171,10 +229,10 @@ func (c *checker) markClean() error {
 	var b [8]byte
 	be.PutUint64(b[:], q.h.incompatible)
 	if err := q.writeMeta(b[:], offIncompatibleFeatures); err != nil {
-		return err
+		return errnoError(err)
 	}
 	q.corrupt = false
-	return q.file.Flush()
+	return c.flushFile()
 }
 
 // growFileFor extends the file so that the refcount block at off lies in

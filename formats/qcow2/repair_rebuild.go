@@ -95,17 +95,17 @@ func (c *checker) writeNewRefcounts() error {
 		return err
 	}
 	// the new structure is complete on disk before the header names it
-	if err := q.file.Flush(); err != nil {
-		return fmt.Errorf("Could not flush: %w", err)
+	if err := c.flushFile(); err != nil {
+		return err
 	}
 	var hdr [12]byte
 	be.PutUint64(hdr[:], uint64(tableOffset))
 	be.PutUint32(hdr[8:], uint32(tableClusters))
 	if err := q.writeMeta(hdr[:], offRefcountTableOffset); err != nil {
-		return fmt.Errorf("ERROR setting reftable: %w", err)
+		return fmt.Errorf("ERROR setting reftable: %w", errnoError(err))
 	}
-	if err := q.file.Flush(); err != nil {
-		return fmt.Errorf("Could not flush: %w", err)
+	if err := c.flushFile(); err != nil {
+		return err
 	}
 	q.h.refcountTableOffset, q.h.refcountTableClusters = uint64(tableOffset), uint32(tableClusters)
 	c.stored.table, c.stored.tableOffset = table, tableOffset

@@ -243,7 +243,7 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 		}
 	default:
 		if err := q.preallocate(old, size, prealloc); err != nil {
-			return err
+			return ioError("Allocating clusters failed", err)
 		}
 	}
 	if zero {
@@ -602,15 +602,17 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated b
 	nL2 := (nData+perTable-1)/perTable + 1
 	start, err := r.area(oldEnd, nData+nL2, true, 0, 0)
 	if err != nil {
-		return err
-	}
-	if err := r.update(start>>q.clusterBits, nData, 1); err != nil {
-		return err
+		return ioError("Failed to resize refcount structures", err)
 	}
 	if err := q.zeroReused(start, nData*cs); err != nil {
 		return err
 	}
 	if err := q.file.Truncate(start+nData*cs, mode); err != nil {
+		return image.Errorf(err, "Failed to resize underlying file: %v", err)
+	}
+	// counted once the file holds them: a file system too full for them
+	// leaves no leak, as qemu's order leaves none
+	if err := r.update(start>>q.clusterBits, nData, 1); err != nil {
 		return err
 	}
 	if head != nil {

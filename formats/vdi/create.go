@@ -72,12 +72,13 @@ func Create(c *image.CreateContext) error {
 		}
 		return err
 	}
+	// qemu's words, without the errno
 	if _, err := c.File.WriteAt(h.encode(), 0); err != nil {
-		return err
+		return image.Errorf(err, "Error writing header")
 	}
 	if len(bmap) > 0 {
 		if _, err := c.File.WriteAt(bmap, headerSize); err != nil {
-			return err
+			return image.Errorf(err, "Error writing block map")
 		}
 	}
 	return nil

@@ -99,7 +99,11 @@ func Create(c *image.CreateContext) error {
 		_, err := c.File.WriteAt(f, p.size)
 		return err
 	}
-	return writeDynamic(c.File, f, p.size/512)
+	if err := writeDynamic(c.File, f, p.size/512); err != nil {
+		// qemu's words for any failed step, without the errno
+		return image.Errorf(err, "Unable to create or write VHD header")
+	}
+	return nil
 }
 
 // footer builds the footer of a new image.
