@@ -233,6 +233,9 @@ func (p *Prepared) Run() error {
 
 // Check runs the driver's own checks of the options and size.
 func (p *Prepared) Check() error {
+	if p.sizesProtocol() && image.CreatesByOpening(p.req.Filename) {
+		return checkOpenedPrealloc(p.req.Options)
+	}
 	if p.format.CheckCreate == nil {
 		return nil
 	}
@@ -250,7 +253,11 @@ func (p *Prepared) formatFile(file *image.Node) error {
 			return err
 		}
 	}
-	if err := file.Truncate(0, image.PreallocOff); err != nil {
+	if image.CreatesByOpening(r.Filename) {
+		if err := p.prepareOpened(file); err != nil || p.sizesProtocol() {
+			return err
+		}
+	} else if err := file.Truncate(0, image.PreallocOff); err != nil {
 		return err
 	}
 	ctx := &image.CreateContext{File: file, Filename: r.Filename, Size: r.Size, Options: r.Options, Objects: image.CommandObjects(),
@@ -284,5 +291,46 @@ func removeLocal(name string) {
 	path, ok := image.LocalPath(name)
 	if st, err := os.Lstat(path); ok && err == nil && st.Mode().IsRegular() {
 		os.Remove(path)
+	}
+}
+
+// sizesProtocol reports whether the format's create is its protocol
+// object's create, with the image's size and preallocation (raw); every
+// other format asks its protocol for an empty object and lays itself out
+// on it.
+func (p *Prepared) sizesProtocol() bool { return p.format.Name == "raw" }
+
+// prepareOpened readies what create opened rather than made (an NBD
+// export) as qemu's bdrv_co_create_opts_simple does: it must already be
+// as large as a raw image asks (the driver refuses to grow it), and its
+// first sector is zeroed, so that it no longer probes as what it held;
+// the rest keeps its old content.
+func (p *Prepared) prepareOpened(file *image.Node) error {
+	var minSize int64
+	if p.sizesProtocol() {
+		minSize = p.req.Size
+	}
+	if err := file.Truncate(minSize, image.PreallocOff); err != nil {
+		return err
+	}
+	if n := min(file.Size(), 512); n > 0 {
+		if err := file.WriteZeroes(0, n, true); err != nil {
+			return image.Errorf(err, "Failed to clear the new image's first sector: %s", image.Strerror(err))
+		}
+	}
+	return nil
+}
+
+// checkOpenedPrealloc refuses, before anything is opened, a preallocation
+// mode other than off for an object that create only opens: qemu's
+// bdrv_co_create_opts_simple has no other.
+func checkOpenedPrealloc(o image.Options) error {
+	switch v := o.String("preallocation", "off"); image.Prealloc(v) {
+	case image.PreallocOff:
+		return nil
+	case image.PreallocMetadata, image.PreallocFalloc, image.PreallocFull:
+		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", v)
+	default:
+		return image.Errorf(image.ErrUnsupported, "invalid parameter value: %s", v)
 	}
 }

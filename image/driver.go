@@ -123,10 +123,22 @@ type ZeroInitLess interface {
 	ZeroInitLess()
 }
 
+// ZeroInitOfFile is implemented by formats whose new images read as
+// their protocol object does (raw): zeroes on a new file, what was there
+// on an NBD export that create only opened.
+type ZeroInitOfFile interface {
+	ZeroInitOfFile()
+}
+
 // HasZeroInit reports whether a new image on n reads as zeroes.
 func HasZeroInit(n *Node) bool {
-	_, less := n.drv.(ZeroInitLess)
-	return !less
+	if _, less := n.drv.(ZeroInitLess); less {
+		return false
+	}
+	if _, ofFile := n.drv.(ZeroInitOfFile); ofFile && n.File() != nil {
+		return HasZeroInit(n.File())
+	}
+	return true
 }
 
 // HoleBlocks is implemented by formats that allocate a block as a hole

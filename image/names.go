@@ -120,7 +120,14 @@ func CheckProtocol(filename string) error {
 // simpleCreators are protocols that qemu "creates" on by opening what is
 // there (bdrv_co_create_opts_simple): its create goes on to say why the
 // open failed.
-var simpleCreators = map[string]bool{"nbd": true}
+var simpleCreators = map[string]bool{"nbd": true, "nbd+tcp": true, "nbd+unix": true}
+
+// CreatesByOpening reports whether create opens what filename names
+// rather than making it (an NBD export): it is neither emptied nor grown.
+func CreatesByOpening(filename string) bool {
+	name, _ := protocolFor(filename)
+	return simpleCreators[name]
+}
 
 // CheckProtocolCreates refuses, as qemu-img create does before it prints
 // anything, a filename whose protocol cannot create images (http,

@@ -54,7 +54,8 @@ type Format struct {
 	// opens it read/write; protocol drivers only.
 	CreateProtocol func(filename string, o ProtocolOptions) (Driver, error)
 	// Create formats a protocol node that create/ has opened, locked and
-	// truncated to zero; format drivers only.
+	// truncated to zero (or, where it only opens, as an NBD export, whose
+	// first sector it zeroed); format drivers only.
 	Create func(c *CreateContext) error
 	// CheckCreate validates the options and size of a create with the
 	// driver's words before any file is touched; nil when the option
@@ -110,7 +111,7 @@ type ProtocolOptions struct {
 
 // CreateContext is what a format driver's Create gets.
 type CreateContext struct {
-	File     *Node // protocol node: empty, writable, locked
+	File     *Node // protocol node: writable, locked, empty (an NBD export: as it was but its first sector)
 	Filename string
 	Size     int64
 	Options  Options // validated against CreateOptions

@@ -459,7 +459,7 @@ func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload,
 	sock, reader := c.c, c.done
 	c.mu.Unlock()
 
-	h := make([]byte, 28, 28+len(payload))
+	h := make([]byte, 28)
 	binary.BigEndian.PutUint32(h[0:], magicRequest)
 	binary.BigEndian.PutUint16(h[4:], flags)
 	binary.BigEndian.PutUint16(h[6:], cmd)
@@ -467,7 +467,7 @@ func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload,
 	binary.BigEndian.PutUint64(h[16:], uint64(off))
 	binary.BigEndian.PutUint32(h[24:], length)
 	c.wmu.Lock()
-	_, err := sock.Write(append(h, payload...))
+	err := writeRequest(sock, h, payload)
 	c.wmu.Unlock()
 	if err != nil {
 		c.broke(sock, c.protoErr("sending a request", err))
@@ -479,6 +479,19 @@ func (c *Conn) requestOnce(cmd, flags uint16, off int64, length uint32, payload,
 		<-reader
 	}
 	return cl, cl.err
+}
+
+// writeRequest sends a request's header and payload together: one
+// writev on a socket (the payload is not copied), one buffer elsewhere
+// (one TLS record).
+func writeRequest(sock net.Conn, h, payload []byte) error {
+	if _, isSocket := sock.(syscall.Conn); isSocket && len(payload) > 0 {
+		msg := net.Buffers{h, payload}
+		_, err := msg.WriteTo(sock)
+		return err
+	}
+	_, err := sock.Write(append(h, payload...))
+	return err
 }
 
 // gaveUp reports whether sock is no longer the connection's socket.

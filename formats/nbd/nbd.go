@@ -25,7 +25,7 @@ import (
 // nbd://), "nbd+tcp://" and "nbd+unix://".
 func init() {
 	for _, name := range []string{"nbd", "nbd+tcp", "nbd+unix"} {
-		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open,
+		image.Register(&image.Format{Name: name, Protocol: true, OpenProtocol: Open, CreateProtocol: createOpen,
 			OpenOptions: allOpenOptions, ProtocolFilename: FilenameFromOptions})
 	}
 }
@@ -35,6 +35,9 @@ type Driver struct {
 	conn     *Conn
 	writable bool
 	readers  *readPool // conn, and more with multi-conn on a read-only open
+	// creating: opened by create, whose formats may truncate the export
+	// to less than its size (create.go)
+	creating bool
 
 	// the last block status reply, answering the walks that follow it
 	statusMu    sync.Mutex

@@ -92,6 +92,46 @@ func (ss *socketServer) addr(delay time.Duration) Address {
 	return Address{Network: "unix", Addr: ss.path, reconnectDelay: delay}
 }
 
+// patternedServer serves a patterned disk of size bytes with structured
+// replies, as qemu-nbd does.
+func patternedServer(size int) *fakeServer {
+	return &fakeServer{structured: true, disk: patterned(size)}
+}
+
+// serveAndOpen serves s on a Unix socket and opens a driver on it whose
+// requests wait up to delay for a lost connection to come back.
+func serveAndOpen(t *testing.T, s *fakeServer, delay time.Duration, writable bool) (*socketServer, *Driver) {
+	t.Helper()
+	ss := newSocketServer(t, s)
+	return ss, openAt(t, ss.addr(delay), writable)
+}
+
+// openAt opens a driver on the export at a, closed when the test ends
+// (a second Close does nothing).
+func openAt(t *testing.T, a Address, writable bool) *Driver {
+	t.Helper()
+	c, err := Dial(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDriver(c, writable)
+	t.Cleanup(func() { d.Close() })
+	return d
+}
+
+// requireReadsDisk reads the whole export in chunks, several at once,
+// and fails the test unless it reads as the server's disk.
+func requireReadsDisk(t *testing.T, d *Driver, s *fakeServer, chunk int) {
+	t.Helper()
+	got, err := readAll(d, chunk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, s.disk) {
+		t.Fatal("the data read differs from the export's")
+	}
+}
+
 // patterned is a disk whose every 4 KiB block differs from the others.
 func patterned(size int) []byte {
 	disk := make([]byte, size)
@@ -105,45 +145,43 @@ func patterned(size int) []byte {
 // as the copy engine's workers do.
 func readAll(d *Driver, chunk int) ([]byte, error) {
 	got := make([]byte, d.Size())
+	err := eachChunkAtOnce(len(got), chunk, func(off int) error {
+		_, err := d.ReadAt(got[off:off+chunk], int64(off))
+		return err
+	})
+	return got, err
+}
+
+// eachChunkAtOnce calls fn for every chunk of size bytes, eight at once,
+// and returns the first error.
+func eachChunkAtOnce(size, chunk int, fn func(off int) error) error {
 	var wg sync.WaitGroup
-	errs := make(chan error, len(got)/chunk+1)
+	errs := make(chan error, size/chunk+1)
 	sem := make(chan struct{}, 8)
-	for off := 0; off < len(got); off += chunk {
+	for off := 0; off < size; off += chunk {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func(off int) {
 			defer wg.Done()
 			defer func() { <-sem }()
-			if _, err := d.ReadAt(got[off:off+chunk], int64(off)); err != nil {
+			if err := fn(off); err != nil {
 				errs <- err
 			}
 		}(off)
 	}
 	wg.Wait()
 	close(errs)
-	return got, <-errs
+	return <-errs
 }
 
 // With reconnect-delay, a server that drops the connection in the middle
 // of a copy and takes the next one serves every request: the ones in
 // flight are sent again on the new connection.
 func TestReconnectAfterDrop(t *testing.T) {
-	s := &fakeServer{structured: true, disk: patterned(4 << 20)}
-	ss := newSocketServer(t, s)
+	s := patternedServer(4 << 20)
 	s.drop = func(n int64) bool { return n == 20 || n == 45 }
-	c, err := Dial(ss.addr(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
-	defer d.Close()
-	got, err := readAll(d, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, s.disk) {
-		t.Fatal("the data read differs from the export's")
-	}
+	ss, d := serveAndOpen(t, s, 5*time.Second, false)
+	requireReadsDisk(t, d, s, 64<<10)
 	if n := atomic.LoadInt64(&ss.count); n < 3 {
 		t.Errorf("%d connections, want a reconnection after each drop", n)
 	}
@@ -152,29 +190,17 @@ func TestReconnectAfterDrop(t *testing.T) {
 // A server that goes away and comes back on the same socket within the
 // delay: the requests made meanwhile wait for it.
 func TestReconnectWaitsForServer(t *testing.T) {
-	s := &fakeServer{structured: true, disk: patterned(1 << 20)}
-	ss := newSocketServer(t, s)
-	c, err := Dial(ss.addr(10 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
-	defer d.Close()
+	s := patternedServer(1 << 20)
+	ss, d := serveAndOpen(t, s, 10*time.Second, false)
 	ss.stop()
 	// once the client knows the connection is lost, the server is back
 	go func() {
-		for !c.reconnecting() {
+		for !d.conn.reconnecting() {
 			time.Sleep(time.Millisecond)
 		}
 		ss.listen()
 	}()
-	got, err := readAll(d, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, s.disk) {
-		t.Fatal("the data read differs from the export's")
-	}
+	requireReadsDisk(t, d, s, 64<<10)
 	if _, err := d.BlockStatus(0, 1<<20); err != nil {
 		t.Fatal(err)
 	}
@@ -191,16 +217,10 @@ func (c *Conn) reconnecting() bool {
 // they fail at once.
 func TestReconnectGivesUp(t *testing.T) {
 	for _, delay := range []time.Duration{0, 500 * time.Millisecond} {
-		s := &fakeServer{structured: true, disk: patterned(1 << 20)}
-		ss := newSocketServer(t, s)
-		c, err := Dial(ss.addr(delay))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := newDriver(c, false)
+		ss, d := serveAndOpen(t, patternedServer(1<<20), delay, false)
 		start := time.Now()
 		ss.stop()
-		_, err = readAll(d, 64<<10)
+		_, err := readAll(d, 64<<10)
 		took := time.Since(start)
 		if !errors.Is(err, syscall.EIO) {
 			t.Errorf("delay %v: error %v, want EIO", delay, err)
@@ -208,27 +228,19 @@ func TestReconnectGivesUp(t *testing.T) {
 		if took < delay || took > delay+5*time.Second {
 			t.Errorf("delay %v: gave up after %v", delay, took)
 		}
-		d.Close()
 	}
 }
 
 // A server that comes back with another export (here: another size) is
 // not used: the requests fail.
 func TestReconnectRefusesAnotherExport(t *testing.T) {
-	s := &fakeServer{structured: true, disk: patterned(1 << 20)}
-	ss := newSocketServer(t, s)
-	c, err := Dial(ss.addr(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
-	defer d.Close()
+	ss, d := serveAndOpen(t, patternedServer(1<<20), 5*time.Second, false)
 	ss.stop()
 	ss.mu.Lock()
-	ss.s = &fakeServer{structured: true, disk: patterned(2 << 20)}
+	ss.s = patternedServer(2 << 20)
 	ss.mu.Unlock()
 	ss.listen()
-	_, err = d.ReadAt(make([]byte, 4096), 0)
+	_, err := d.ReadAt(make([]byte, 4096), 0)
 	if !errors.Is(err, syscall.EIO) {
 		t.Fatalf("error %v, want EIO", err)
 	}
@@ -237,7 +249,8 @@ func TestReconnectRefusesAnotherExport(t *testing.T) {
 // Multi-conn: every connection of the pool reconnects on its own when
 // the server drops them all.
 func TestReconnectPool(t *testing.T) {
-	s := &fakeServer{structured: true, multiConn: true, disk: patterned(8 << 20)}
+	s := patternedServer(8 << 20)
+	s.multiConn = true
 	ss := newSocketServer(t, s)
 	var dropped atomic.Int64
 	s.drop = func(n int64) bool {
@@ -247,19 +260,8 @@ func TestReconnectPool(t *testing.T) {
 		}
 		return false
 	}
-	c, err := Dial(ss.addr(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
-	defer d.Close()
-	got, err := readAll(d, 32<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, s.disk) {
-		t.Fatal("the data read differs from the export's")
-	}
+	d := openAt(t, ss.addr(5*time.Second), false)
+	requireReadsDisk(t, d, s, 32<<10)
 	// every connection of the pool serves again, those idle at the drop
 	// too
 	d.readers.mu.Lock()
@@ -283,25 +285,13 @@ func TestReconnectPool(t *testing.T) {
 // A reconnection redoes the TLS negotiation.
 func TestReconnectTLS(t *testing.T) {
 	roots, cert := testCA(t)
-	s := &fakeServer{structured: true, disk: patterned(1 << 20),
-		tls: &tls.Config{Certificates: []tls.Certificate{cert}}}
-	ss := newSocketServer(t, s)
+	s := patternedServer(1 << 20)
+	s.tls = &tls.Config{Certificates: []tls.Certificate{cert}}
 	s.drop = func(n int64) bool { return n == 3 }
+	ss := newSocketServer(t, s)
 	a := ss.addr(5 * time.Second)
 	a.tls = &tlsSettings{roots: roots, verifyPeer: true, hostname: "localhost"}
-	c, err := Dial(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
-	defer d.Close()
-	got, err := readAll(d, 64<<10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, s.disk) {
-		t.Fatal("the data read differs from the export's")
-	}
+	requireReadsDisk(t, openAt(t, a, false), s, 64<<10)
 	if n := atomic.LoadInt64(&ss.count); n < 2 {
 		t.Errorf("%d connections, want a reconnection", n)
 	}
@@ -311,28 +301,14 @@ func TestReconnectTLS(t *testing.T) {
 // with every byte written.
 func TestReconnectWrites(t *testing.T) {
 	s := &fakeServer{structured: true, disk: make([]byte, 2<<20)}
-	ss := newSocketServer(t, s)
 	s.drop = func(n int64) bool { return n == 7 }
-	c, err := Dial(ss.addr(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, true)
+	_, d := serveAndOpen(t, s, 5*time.Second, true)
 	want := patterned(len(s.disk))
-	var wg sync.WaitGroup
-	errs := make(chan error, 32)
-	for off := 0; off < len(want); off += 64 << 10 {
-		wg.Add(1)
-		go func(off int) {
-			defer wg.Done()
-			if _, err := d.WriteAt(want[off:off+64<<10], int64(off)); err != nil {
-				errs <- err
-			}
-		}(off)
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	err := eachChunkAtOnce(len(want), 64<<10, func(off int) error {
+		_, err := d.WriteAt(want[off:off+64<<10], int64(off))
+		return err
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Close(); err != nil {
@@ -346,20 +322,14 @@ func TestReconnectWrites(t *testing.T) {
 // Closing a connection that waits for its server ends the wait: the
 // requests fail and Close returns, long before the delay has passed.
 func TestCloseDuringReconnect(t *testing.T) {
-	s := &fakeServer{structured: true, disk: patterned(1 << 20)}
-	ss := newSocketServer(t, s)
-	c, err := Dial(ss.addr(time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := newDriver(c, false)
+	ss, d := serveAndOpen(t, patternedServer(1<<20), time.Hour, false)
 	ss.stop()
 	read := make(chan error, 1)
 	go func() {
 		_, err := d.ReadAt(make([]byte, 4096), 0)
 		read <- err
 	}()
-	for !c.reconnecting() {
+	for !d.conn.reconnecting() {
 		time.Sleep(time.Millisecond)
 	}
 	closed := make(chan struct{})

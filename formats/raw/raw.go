@@ -60,6 +60,9 @@ func Create(c *image.CreateContext) error {
 	return err
 }
 
+// ZeroInitOfFile: a new raw image reads as its protocol object does.
+func (r *Raw) ZeroInitOfFile() {}
+
 func (r *Raw) Size() int64 {
 	if r.window.size >= 0 {
 		return r.window.size
