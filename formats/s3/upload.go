@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"net/http"
+	"runtime"
 	"sort"
 	"sync"
 
@@ -22,27 +23,44 @@ const (
 	maxParts    = 10000
 	// maxObjectSize is S3's largest object, 5 TiB.
 	maxObjectSize = 5 << 40
-	// maxInFlight is how many parts go up at once at most.
-	maxInFlight = 4
-	// memoryBudget is what the parts in flight may hold: with larger
-	// parts (images over 50 GB) fewer go up at once, one at least.
-	memoryBudget = 64 << 20
 )
 
-// inFlight is how many parts of a part size go up at once. Memory stays
-// within that many parts plus two: the one being written and the first,
-// which is sent last.
-func inFlight(part int64) int {
-	return int(max(1, min(maxInFlight, memoryBudget/part-2)))
+// How an upload is cut. Each part costs the server a file it creates
+// and later joins, and the client a request: an image goes up in about
+// partsWanted parts of at most fastPartSize (16 MiB for 1 GiB, 32 MiB
+// from 2 GiB on), larger only where 10,000 parts of it would not hold
+// the image (over 312.5 GiB). Memory stays within memoryBudget up to
+// there: the parts in flight, the one waiting for a place among them,
+// the one being written and the first, which is sent last.
+const (
+	partsWanted  = 64
+	fastPartSize = 32 << 20
+	memoryBudget = 256 << 20
+	// minInFlight and maxInFlight bound the parts that go up at once;
+	// between them, one per core.
+	minInFlight = 4
+	maxInFlight = 8
+)
+
+// inFlight is how many parts of a part size go up at once on cores
+// cores: one a core, at least minInFlight, within the memory budget
+// (one at least, for the large parts of images over 312.5 GiB).
+func inFlight(part int64, cores int) int {
+	want := int64(min(max(cores, minInFlight), maxInFlight))
+	return int(max(1, min(want, memoryBudget/part-3)))
 }
 
-// partSize is the smallest whole number of MiB, at least S3's minimum,
-// that splits size into at most maxParts parts.
+// partSize is the part size of an object of size bytes: a whole number
+// of MiB, the size split in partsWanted parts within S3's minimum and
+// fastPartSize, and larger where maxParts parts need it.
 func partSize(size int64) int64 {
 	const mib = 1 << 20
-	per := (size + maxParts - 1) / maxParts
-	return max(minPartSize, (per+mib-1)/mib*mib)
+	part := min(max(ceilDiv(size, partsWanted), minPartSize), fastPartSize)
+	part = max(part, ceilDiv(size, maxParts))
+	return ceilDiv(part, mib) * mib
 }
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 // pending are the objects this process is creating, by identity: the
 // create step makes one, the open for writing that follows finds it.
@@ -69,7 +87,9 @@ type Upload struct {
 	sizeSet  bool
 	part     int64 // part size, fixed by Truncate
 	open     map[int]*[]byte
-	nextSend int // parts below it (except the first) were sent
+	free     []*[]byte // part buffers sent, for the parts to come
+	made     int       // part buffers allocated
+	nextSend int       // parts below it (except the first) were sent
 	uploadID string
 	done     []minio.CompletePart
 	inflight sync.WaitGroup
@@ -208,7 +228,7 @@ func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 		// the largest size set before the first write sizes the parts
 		u.size, u.sizeSet = size, true
 		u.part = max(u.part, partSize(size))
-		u.slots = make(chan struct{}, inFlight(u.part))
+		u.slots = make(chan struct{}, inFlight(u.part, runtime.GOMAXPROCS(0)))
 		return nil
 	}
 	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || size > u.part*maxParts {
@@ -302,9 +322,23 @@ func (u *Upload) buffer(i int) (*[]byte, error) {
 	if i != 0 && i < u.nextSend {
 		return nil, u.sentError(i)
 	}
-	b := make([]byte, u.part) // whole: the object may grow
-	u.open[i] = &b
-	return &b, nil
+	u.open[i] = u.newBuffer()
+	return u.open[i], nil
+}
+
+// newBuffer is a zeroed part buffer, whole (the object may grow): one a
+// sent part left when there is one, so that an upload reuses a few
+// buffers rather than asking the system for fresh memory each part.
+func (u *Upload) newBuffer() *[]byte {
+	if n := len(u.free); n > 0 {
+		b := u.free[n-1]
+		u.free = u.free[:n-1]
+		clear(*b)
+		return b
+	}
+	u.made++
+	b := make([]byte, u.part)
+	return &b
 }
 
 func (u *Upload) sentError(i int) error {
@@ -339,11 +373,9 @@ func (u *Upload) send(i int) error {
 	}
 	buf := u.open[i]
 	delete(u.open, i)
-	var data []byte
+	data := zeroes(u.partLen(i))
 	if buf != nil {
 		data = (*buf)[:u.partLen(i)]
-	} else {
-		data = zeroes(u.partLen(i))
 	}
 	u.mu.Unlock()
 	select {
@@ -358,7 +390,7 @@ func (u *Upload) send(i int) error {
 		return u.ctx.Err()
 	}
 	u.inflight.Add(1)
-	go u.put(i, data)
+	go u.put(i, data, buf)
 	return nil
 }
 
@@ -395,8 +427,9 @@ func (u *Upload) start() error {
 	return nil
 }
 
-// put uploads part i (S3 numbers parts from 1) and records its ETag.
-func (u *Upload) put(i int, data []byte) {
+// put uploads part i (S3 numbers parts from 1) and records its ETag;
+// its buffer (nil for zeroes) then serves a part to come.
+func (u *Upload) put(i int, data []byte, buf *[]byte) {
 	defer u.inflight.Done()
 	defer func() { <-u.slots }()
 	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
@@ -405,6 +438,9 @@ func (u *Upload) put(i int, data []byte) {
 		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: bodyChecksum(data), DisableContentSha256: true})
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if buf != nil && len(*buf) == int(u.part) {
+		u.free = append(u.free, buf)
+	}
 	if err != nil {
 		if u.err == nil {
 			u.err = u.requestError(fmt.Sprintf("uploading part %d", i+1), err)

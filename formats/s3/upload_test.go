@@ -178,6 +178,35 @@ func TestUploadZeroesAllocateNothing(t *testing.T) {
 	}
 }
 
+// An upload of many parts reuses the buffers of the parts it sent, each
+// zeroed again: memory stays within the parts in flight, the one waiting
+// for a place among them, the one written and the first.
+func TestUploadReusesBuffers(t *testing.T) {
+	backend := testBucket(t)
+	const part, parts = 5 << 20, 24
+	const size = part * parts
+	u := newUploadOf(t, "s3://bkt/many.raw", size)
+	defer u.Close()
+	want := make([]byte, size)
+	for i := range parts {
+		// half of each part written: the rest reads as zeroes
+		p := bytes.Repeat([]byte{byte(i + 1)}, part/2)
+		if _, err := u.WriteAt(p, int64(i)*part); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[i*part:], p)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if limit := cap(u.slots) + 3; u.made > limit {
+		t.Errorf("%d part buffers made for %d parts, want at most %d", u.made, parts, limit)
+	}
+	if got := objectBytes(t, backend, "many.raw"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from what was written")
+	}
+}
+
 // Closing without Complete leaves the key as it was.
 func TestUploadCloseAborts(t *testing.T) {
 	backend := testBucket(t)
