@@ -7,10 +7,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"net/http"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/minio/minio-go/v7"
 
@@ -82,21 +85,23 @@ type Upload struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	size     int64
-	sizeSet  bool
-	part     int64 // part size, fixed by Truncate
-	open     map[int]*[]byte
-	free     []*[]byte // part buffers sent, for the parts to come
-	made     int       // part buffers allocated
-	nextSend int       // parts below it (except the first) were sent
-	uploadID string
-	done     []minio.CompletePart
-	inflight sync.WaitGroup
-	slots    chan struct{}
-	err      error
-	finished bool
-	closing  sync.Once
+	mu      sync.Mutex
+	size    int64
+	sizeSet bool
+	part    int64 // part size, fixed by Truncate
+	open    map[int]*[]byte
+	free    []*[]byte // part buffers sent, for the parts to come
+	made    int       // part buffers allocated
+	// limitGrown is what the part buffers added to the soft memory limit
+	limitGrown atomic.Int64
+	nextSend   int // parts below it (except the first) were sent
+	uploadID   string
+	done       []minio.CompletePart
+	inflight   sync.WaitGroup
+	slots      chan struct{}
+	err        error
+	finished   bool
+	closing    sync.Once
 }
 
 // Create checks that the bucket exists and the keys are accepted, then
@@ -337,8 +342,21 @@ func (u *Upload) newBuffer() *[]byte {
 		return b
 	}
 	u.made++
+	u.limitGrown.Add(u.part)
+	growMemoryLimit(u.part)
 	b := make([]byte, u.part)
 	return &b
+}
+
+// growMemoryLimit adds n bytes to the process's soft memory limit, where
+// the command set one (convert does, for the copy engine's buffers): the
+// part buffers an upload holds are its own bound, reused rather than
+// freed, and a heap kept above the limit by them would keep the garbage
+// collector running back to back for as long as the upload lasts.
+func growMemoryLimit(n int64) {
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		debug.SetMemoryLimit(limit + n)
+	}
 }
 
 func (u *Upload) sentError(i int) error {
@@ -615,6 +633,7 @@ func (u *Upload) abort() {
 
 func (u *Upload) forget() {
 	unwatch(u)
+	growMemoryLimit(-u.limitGrown.Swap(0))
 	pendingMu.Lock()
 	defer pendingMu.Unlock()
 	if pending[u.id] == u {

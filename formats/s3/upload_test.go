@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -204,6 +205,32 @@ func TestUploadReusesBuffers(t *testing.T) {
 	}
 	if got := objectBytes(t, backend, "many.raw"); !bytes.Equal(got, want) {
 		t.Errorf("the object differs from what was written")
+	}
+}
+
+// The part buffers an upload holds raise the soft memory limit convert
+// sets, by what they hold, until the upload ends.
+func TestUploadGrowsMemoryLimit(t *testing.T) {
+	testBucket(t)
+	const limit = 64 << 20
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+	const part = 5 << 20
+	u := newUploadOf(t, "s3://bkt/limit.raw", 3*part)
+	defer u.Close()
+	for i := range 3 {
+		if _, err := u.WriteAt([]byte{1}, int64(i)*part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := debug.SetMemoryLimit(-1), int64(limit+u.made*part); got != want || u.made == 0 {
+		t.Errorf("with %d part buffers the soft memory limit is %d, want %d", u.made, got, want)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	u.Close()
+	if got := debug.SetMemoryLimit(-1); got != limit {
+		t.Errorf("after the upload the soft memory limit is %d, want %d", got, limit)
 	}
 }
 
