@@ -91,6 +91,7 @@ type Upload struct {
 	part    int64 // part size, fixed by Truncate
 	open    map[int]*[]byte
 	free    []*[]byte // part buffers sent, for the parts to come
+	end     int64     // the end of the furthest write
 	made    int       // part buffers allocated
 	// limitGrown is what the part buffers added to the soft memory limit
 	limitGrown atomic.Int64
@@ -219,24 +220,24 @@ func (u *Upload) Identity() string { return u.id }
 // written front to back. A format laid out in file order (qcow2, vpc)
 // sizes the object for its largest layout first, then to what it wrote:
 // the part size, chosen by the largest size set before the first write,
-// stays, and parts already sent stay whole.
+// stays, and parts already sent stay whole. The largest layout of an
+// image over 5 TiB virtual passes S3's largest object where what is
+// written need not (a sparse image): the size may, the writes and the
+// completed object may not (tooLarge).
 func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if prealloc != image.PreallocOff {
 		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
 	}
-	if size > maxObjectSize {
-		return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
-	}
 	if len(u.open) == 0 && u.uploadID == "" {
 		// the largest size set before the first write sizes the parts
 		u.size, u.sizeSet = size, true
-		u.part = max(u.part, partSize(size))
+		u.part = max(u.part, partSize(min(size, maxObjectSize)))
 		u.slots = make(chan struct{}, inFlight(u.part, runtime.GOMAXPROCS(0)))
 		return nil
 	}
-	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || size > u.part*maxParts {
+	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || min(size, maxObjectSize) > u.part*maxParts {
 		return image.Errorf(image.ErrUnsupported, "'%s': an object in S3 cannot be resized to %d bytes once %d were sent",
 			u.obj.name, size, int64(u.nextSend)*u.part)
 	}
@@ -253,9 +254,22 @@ func (u *Upload) dropBeyond(size int64) {
 		switch {
 		case base >= size && i != 0:
 			delete(u.open, i)
-		case base+int64(len(*buf)) > size:
-			clear((*buf)[max(size-base, 0):])
+		default:
+			u.zeroPart(i, buf, size, base+int64(len(*buf)))
 		}
+	}
+	u.end = min(u.end, size)
+}
+
+// zeroPart clears what part i's buffer holds of the object's bytes from
+// off to end. Past the end of the furthest write buffers hold zeroes
+// already: a large part (images over 312.5 GiB) is not touched there,
+// so that its memory stays untouched.
+func (u *Upload) zeroPart(i int, buf *[]byte, off, end int64) {
+	base := int64(i) * u.part
+	from, to := max(off, base)-base, min(end, u.end, base+int64(len(*buf)))-base
+	if from < to {
+		clear((*buf)[from:to])
 	}
 }
 
@@ -280,6 +294,7 @@ func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
 		}
 		n += copy((*buf)[off+int64(n)-int64(i)*u.part:], p[n:])
 	}
+	u.end = max(u.end, off+int64(len(p)))
 	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 1)
 }
 
@@ -299,8 +314,7 @@ func (u *Upload) WriteZeroes(off, length int64, _ bool) error {
 		if i < first || i > last {
 			continue
 		}
-		base := int64(i) * u.part
-		clear((*buf)[max(off, base)-base : min(off+length, base+int64(len(*buf)))-base])
+		u.zeroPart(i, buf, off, off+length)
 	}
 	return u.sendBefore(last - 1)
 }
@@ -311,6 +325,9 @@ func (u *Upload) checkWrite(off, length int64) error {
 	}
 	if u.finished {
 		return image.ErrReadOnly
+	}
+	if off+length > maxObjectSize {
+		return u.tooLarge(off + length)
 	}
 	if !u.sizeSet || off < 0 || off+length > u.size {
 		return image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d lies beyond the object's %d bytes: "+
@@ -357,6 +374,12 @@ func growMemoryLimit(n int64) {
 	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
 		debug.SetMemoryLimit(limit + n)
 	}
+}
+
+// tooLarge refuses an object that would pass S3's largest object; the
+// command fails, and its close aborts the upload.
+func (u *Upload) tooLarge(size int64) error {
+	return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
 }
 
 func (u *Upload) sentError(i int) error {
@@ -536,6 +559,9 @@ func (u *Upload) Complete() error {
 	}
 	if u.finished {
 		return nil
+	}
+	if u.size > maxObjectSize {
+		return u.tooLarge(u.size)
 	}
 	var err error
 	if u.uploadID == "" && u.parts() <= 1 {

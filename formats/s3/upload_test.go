@@ -234,6 +234,38 @@ func TestUploadGrowsMemoryLimit(t *testing.T) {
 	}
 }
 
+// An object may be sized past S3's largest object (the largest layout of
+// an image over 5 TiB virtual) but not written or completed there: the
+// write that would pass 5 TiB and the Complete of such an object fail,
+// and an object sized back to what was written completes.
+func TestUploadPastLargestObject(t *testing.T) {
+	backend := testBucket(t)
+	u := newUploadOf(t, "s3://bkt/huge.qcow2", 6<<40)
+	defer u.Close()
+	if _, err := u.WriteAt([]byte("head"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.WriteAt([]byte{1, 2}, maxObjectSize-1); err == nil || !strings.Contains(err.Error(), "S3's largest object (5 TiB)") {
+		t.Errorf("a write across 5 TiB: %v", err)
+	}
+	if err := u.Complete(); err == nil || !strings.Contains(err.Error(), "S3's largest object (5 TiB)") {
+		t.Errorf("Complete of a 6 TiB object: %v", err)
+	}
+	if _, err := backend.HeadObject("bkt", "huge.qcow2"); err == nil {
+		t.Fatalf("a refused object is visible")
+	}
+	if err := u.Truncate(4096, image.PreallocOff); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("head"), make([]byte, 4092)...)
+	if got := objectBytes(t, backend, "huge.qcow2"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from what was written (%d bytes)", len(got))
+	}
+}
+
 // Closing without Complete leaves the key as it was.
 func TestUploadCloseAborts(t *testing.T) {
 	backend := testBucket(t)
