@@ -28,6 +28,7 @@
 # Environment:
 #   SIZE=1G        size of the image (the issue's case is 4G)
 #   REPS=3         runs of each tool per case
+#   ONLY=upload    only the uploads (or ONLY=download)
 #   SERVER=versitygw  or gofakes3
 #   FS=xfs         put the bucket on an XFS loop mount (root only)
 #   DIR=…          where the images and the bucket go (default: a new directory under /var/tmp)
@@ -147,11 +148,15 @@ printf '| case (%s, %s) | reference | reference best / median | qimg best / medi
 	"$SIZE" "$SERVER${FS:+ on $FS}"
 printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 
-pair "raw → s3 raw" "curl PUT" curl_put -- "$QIMG" convert -f raw -O raw "$DIR/src.raw" s3://bench/up.raw
-cmp "$DIR/src.raw" "$DIR/s3/bench/up.raw"
-pair "raw → s3 qcow2" "curl PUT (raw)" curl_put -- "$QIMG" convert -f raw -O qcow2 "$DIR/src.raw" s3://bench/up.qcow2
-qemu-img compare -q "$DIR/src.raw" "$DIR/s3/bench/up.qcow2"
-pair "s3 raw → raw" "curl GET" curl_get -- "$QIMG" convert -f raw -O raw s3://bench/src.raw "$DIR/out.raw"
-cmp "$DIR/src.raw" "$DIR/out.raw"
-pair "s3 qcow2 → raw" "curl GET (raw)" curl_get -- "$QIMG" convert -f qcow2 -O raw s3://bench/src.qcow2 "$DIR/out.raw"
-cmp "$DIR/src.raw" "$DIR/out.raw"
+if [[ "${ONLY:-upload}" == upload ]]; then
+	pair "raw → s3 raw" "curl PUT" curl_put -- "$QIMG" convert -f raw -O raw "$DIR/src.raw" s3://bench/up.raw
+	cmp "$DIR/src.raw" "$DIR/s3/bench/up.raw"
+	pair "raw → s3 qcow2" "curl PUT (raw)" curl_put -- "$QIMG" convert -f raw -O qcow2 "$DIR/src.raw" s3://bench/up.qcow2
+	qemu-img compare -q "$DIR/src.raw" "$DIR/s3/bench/up.qcow2"
+fi
+if [[ "${ONLY:-download}" == download ]]; then
+	pair "s3 raw → raw" "curl GET" curl_get -- "$QIMG" convert -f raw -O raw s3://bench/src.raw "$DIR/out.raw"
+	cmp "$DIR/src.raw" "$DIR/out.raw"
+	pair "s3 qcow2 → raw" "curl GET (raw)" curl_get -- "$QIMG" convert -f qcow2 -O raw s3://bench/src.qcow2 "$DIR/out.raw"
+	cmp "$DIR/src.raw" "$DIR/out.raw"
+fi
