@@ -93,6 +93,14 @@ An s3:// target keeps it as user metadata (x-amz-meta-qimg-checksum:
 digest:HEX), which "qimg checksum" compares and "qimg checksum --stored"
 prints.
 
+An s3:// target goes up as a multipart upload that makes the object
+visible only when it completes: parts of 5 to 32 MiB (an image in about 64
+parts; larger past 312.5 GiB, within S3's 10,000 parts), one in flight per
+core (4 to 8). Memory: (parts in flight + 3) x part size, at most 256 MiB
+up to 312.5 GiB (224 MiB for a 4 GiB image on 2 cores); past that fewer
+parts go up at once, one from 500 GiB, in parts of up to 525 MiB (2.1 GiB
+of memory at S3's largest object, 5 TiB).
+
 --cleanup-uploads, with an s3:// target, first aborts the unfinished
 multipart uploads of that key: the parts a convert killed before it could
 abort its own upload (SIGKILL, a crash, a lost machine), which the bucket

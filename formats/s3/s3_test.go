@@ -29,15 +29,19 @@ func TestPartSize(t *testing.T) {
 	for _, tc := range []struct{ size, want int64 }{
 		{0, 5 * mib},
 		{1, 5 * mib},
-		{4 << 30, 5 * mib},
-		{50000 * mib, 5 * mib},
-		{50000*mib + 1, 6 * mib},
+		{320 * mib, 5 * mib},
+		{1 << 30, 16 * mib},
+		{1<<30 + 1, 17 * mib},
+		{2 << 30, 32 * mib},
+		{4 << 30, 32 * mib},
+		{10000 * 32 * mib, 32 * mib},
+		{10000*32*mib + 1, 33 * mib},
 		{1 << 40, 105 * mib},
 		{maxObjectSize, 525 * mib},
 	} {
 		got := partSize(tc.size)
 		if got != tc.want {
-			t.Errorf("partSize(%d) = %d, want %d", tc.size, got, tc.want)
+			t.Errorf("partSize(%d) = %d MiB, want %d MiB", tc.size, got/mib, tc.want/mib)
 		}
 		if (tc.size+got-1)/got > maxParts {
 			t.Errorf("partSize(%d) = %d makes more than %d parts", tc.size, got, maxParts)
@@ -58,9 +62,23 @@ func TestIsLocal(t *testing.T) {
 
 func TestInFlight(t *testing.T) {
 	const mib = 1 << 20
-	for part, want := range map[int64]int{5 * mib: 4, 10 * mib: 4, 13 * mib: 2, 20 * mib: 1, 105 * mib: 1, 525 * mib: 1} {
-		if got := inFlight(part); got != want {
-			t.Errorf("inFlight(%d MiB) = %d, want %d", part/mib, got, want)
+	for _, tc := range []struct {
+		part  int64
+		cores int
+		want  int
+	}{
+		{5 * mib, 1, 4}, {5 * mib, 2, 4}, {5 * mib, 6, 6}, {5 * mib, 64, 8},
+		{16 * mib, 2, 4}, {16 * mib, 64, 8},
+		{32 * mib, 2, 4}, {32 * mib, 64, 5},
+		{105 * mib, 2, 1}, {525 * mib, 64, 1},
+	} {
+		got := inFlight(tc.part, tc.cores)
+		if got != tc.want {
+			t.Errorf("inFlight(%d MiB, %d cores) = %d, want %d", tc.part/mib, tc.cores, got, tc.want)
+		}
+		// memory: the parts in flight, one waiting, the one written and the first
+		if mem := int64(got+3) * tc.part; got > 1 && mem > memoryBudget {
+			t.Errorf("inFlight(%d MiB, %d cores) = %d holds %d MiB", tc.part/mib, tc.cores, got, mem/mib)
 		}
 	}
 }

@@ -7,9 +7,13 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/minio/minio-go/v7"
 
@@ -22,27 +26,44 @@ const (
 	maxParts    = 10000
 	// maxObjectSize is S3's largest object, 5 TiB.
 	maxObjectSize = 5 << 40
-	// maxInFlight is how many parts go up at once at most.
-	maxInFlight = 4
-	// memoryBudget is what the parts in flight may hold: with larger
-	// parts (images over 50 GB) fewer go up at once, one at least.
-	memoryBudget = 64 << 20
 )
 
-// inFlight is how many parts of a part size go up at once. Memory stays
-// within that many parts plus two: the one being written and the first,
-// which is sent last.
-func inFlight(part int64) int {
-	return int(max(1, min(maxInFlight, memoryBudget/part-2)))
+// How an upload is cut. Each part costs the server a file it creates
+// and later joins, and the client a request: an image goes up in about
+// partsWanted parts of at most fastPartSize (16 MiB for 1 GiB, 32 MiB
+// from 2 GiB on), larger only where 10,000 parts of it would not hold
+// the image (over 312.5 GiB). Memory stays within memoryBudget up to
+// there: the parts in flight, the one waiting for a place among them,
+// the one being written and the first, which is sent last.
+const (
+	partsWanted  = 64
+	fastPartSize = 32 << 20
+	memoryBudget = 256 << 20
+	// minInFlight and maxInFlight bound the parts that go up at once;
+	// between them, one per core.
+	minInFlight = 4
+	maxInFlight = 8
+)
+
+// inFlight is how many parts of a part size go up at once on cores
+// cores: one a core, at least minInFlight, within the memory budget
+// (one at least, for the large parts of images over 312.5 GiB).
+func inFlight(part int64, cores int) int {
+	want := int64(min(max(cores, minInFlight), maxInFlight))
+	return int(max(1, min(want, memoryBudget/part-3)))
 }
 
-// partSize is the smallest whole number of MiB, at least S3's minimum,
-// that splits size into at most maxParts parts.
+// partSize is the part size of an object of size bytes: a whole number
+// of MiB, the size split in partsWanted parts within S3's minimum and
+// fastPartSize, and larger where maxParts parts need it.
 func partSize(size int64) int64 {
 	const mib = 1 << 20
-	per := (size + maxParts - 1) / maxParts
-	return max(minPartSize, (per+mib-1)/mib*mib)
+	part := min(max(ceilDiv(size, partsWanted), minPartSize), fastPartSize)
+	part = max(part, ceilDiv(size, maxParts))
+	return ceilDiv(part, mib) * mib
 }
+
+func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
 // pending are the objects this process is creating, by identity: the
 // create step makes one, the open for writing that follows finds it.
@@ -64,19 +85,24 @@ type Upload struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 
-	mu       sync.Mutex
-	size     int64
-	sizeSet  bool
-	part     int64 // part size, fixed by Truncate
-	open     map[int]*[]byte
-	nextSend int // parts below it (except the first) were sent
-	uploadID string
-	done     []minio.CompletePart
-	inflight sync.WaitGroup
-	slots    chan struct{}
-	err      error
-	finished bool
-	closing  sync.Once
+	mu      sync.Mutex
+	size    int64
+	sizeSet bool
+	part    int64 // part size, fixed by Truncate
+	open    map[int]*[]byte
+	free    []*[]byte // part buffers sent, for the parts to come
+	end     int64     // the end of the furthest write
+	made    int       // part buffers allocated
+	// limitGrown is what the part buffers added to the soft memory limit
+	limitGrown atomic.Int64
+	nextSend   int // parts below it (except the first) were sent
+	uploadID   string
+	done       []minio.CompletePart
+	inflight   sync.WaitGroup
+	slots      chan struct{}
+	err        error
+	finished   bool
+	closing    sync.Once
 }
 
 // Create checks that the bucket exists and the keys are accepted, then
@@ -194,24 +220,24 @@ func (u *Upload) Identity() string { return u.id }
 // written front to back. A format laid out in file order (qcow2, vpc)
 // sizes the object for its largest layout first, then to what it wrote:
 // the part size, chosen by the largest size set before the first write,
-// stays, and parts already sent stay whole.
+// stays, and parts already sent stay whole. The largest layout of an
+// image over 5 TiB virtual passes S3's largest object where what is
+// written need not (a sparse image): the size may, the writes and the
+// completed object may not (tooLarge).
 func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if prealloc != image.PreallocOff {
 		return image.Errorf(image.ErrUnsupported, "Unsupported preallocation mode '%s'", prealloc)
 	}
-	if size > maxObjectSize {
-		return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
-	}
 	if len(u.open) == 0 && u.uploadID == "" {
 		// the largest size set before the first write sizes the parts
 		u.size, u.sizeSet = size, true
-		u.part = max(u.part, partSize(size))
-		u.slots = make(chan struct{}, inFlight(u.part))
+		u.part = max(u.part, partSize(min(size, maxObjectSize)))
+		u.slots = make(chan struct{}, inFlight(u.part, runtime.GOMAXPROCS(0)))
 		return nil
 	}
-	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || size > u.part*maxParts {
+	if u.nextSend > 1 && size < int64(u.nextSend)*u.part || min(size, maxObjectSize) > u.part*maxParts {
 		return image.Errorf(image.ErrUnsupported, "'%s': an object in S3 cannot be resized to %d bytes once %d were sent",
 			u.obj.name, size, int64(u.nextSend)*u.part)
 	}
@@ -228,9 +254,22 @@ func (u *Upload) dropBeyond(size int64) {
 		switch {
 		case base >= size && i != 0:
 			delete(u.open, i)
-		case base+int64(len(*buf)) > size:
-			clear((*buf)[max(size-base, 0):])
+		default:
+			u.zeroPart(i, buf, size, base+int64(len(*buf)))
 		}
+	}
+	u.end = min(u.end, size)
+}
+
+// zeroPart clears what part i's buffer holds of the object's bytes from
+// off to end. Past the end of the furthest write buffers hold zeroes
+// already: a large part (images over 312.5 GiB) is not touched there,
+// so that its memory stays untouched.
+func (u *Upload) zeroPart(i int, buf *[]byte, off, end int64) {
+	base := int64(i) * u.part
+	from, to := max(off, base)-base, min(end, u.end, base+int64(len(*buf)))-base
+	if from < to {
+		clear((*buf)[from:to])
 	}
 }
 
@@ -255,6 +294,7 @@ func (u *Upload) WriteAt(p []byte, off int64) (int, error) {
 		}
 		n += copy((*buf)[off+int64(n)-int64(i)*u.part:], p[n:])
 	}
+	u.end = max(u.end, off+int64(len(p)))
 	return len(p), u.sendBefore(int((off+int64(len(p))-1)/u.part) - 1)
 }
 
@@ -274,8 +314,7 @@ func (u *Upload) WriteZeroes(off, length int64, _ bool) error {
 		if i < first || i > last {
 			continue
 		}
-		base := int64(i) * u.part
-		clear((*buf)[max(off, base)-base : min(off+length, base+int64(len(*buf)))-base])
+		u.zeroPart(i, buf, off, off+length)
 	}
 	return u.sendBefore(last - 1)
 }
@@ -286,6 +325,9 @@ func (u *Upload) checkWrite(off, length int64) error {
 	}
 	if u.finished {
 		return image.ErrReadOnly
+	}
+	if off+length > maxObjectSize {
+		return u.tooLarge(off + length)
 	}
 	if !u.sizeSet || off < 0 || off+length > u.size {
 		return image.Errorf(image.ErrUnsupported, "'%s': a write at offset %d lies beyond the object's %d bytes: "+
@@ -302,9 +344,42 @@ func (u *Upload) buffer(i int) (*[]byte, error) {
 	if i != 0 && i < u.nextSend {
 		return nil, u.sentError(i)
 	}
-	b := make([]byte, u.part) // whole: the object may grow
-	u.open[i] = &b
-	return &b, nil
+	u.open[i] = u.newBuffer()
+	return u.open[i], nil
+}
+
+// newBuffer is a zeroed part buffer, whole (the object may grow): one a
+// sent part left when there is one, so that an upload reuses a few
+// buffers rather than asking the system for fresh memory each part.
+func (u *Upload) newBuffer() *[]byte {
+	if n := len(u.free); n > 0 {
+		b := u.free[n-1]
+		u.free = u.free[:n-1]
+		clear(*b)
+		return b
+	}
+	u.made++
+	u.limitGrown.Add(u.part)
+	growMemoryLimit(u.part)
+	b := make([]byte, u.part)
+	return &b
+}
+
+// growMemoryLimit adds n bytes to the process's soft memory limit, where
+// the command set one (convert does, for the copy engine's buffers): the
+// part buffers an upload holds are its own bound, reused rather than
+// freed, and a heap kept above the limit by them would keep the garbage
+// collector running back to back for as long as the upload lasts.
+func growMemoryLimit(n int64) {
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		debug.SetMemoryLimit(limit + n)
+	}
+}
+
+// tooLarge refuses an object that would pass S3's largest object; the
+// command fails, and its close aborts the upload.
+func (u *Upload) tooLarge(size int64) error {
+	return image.Errorf(nil, "'%s': %d bytes is larger than S3's largest object (5 TiB)", u.obj.name, size)
 }
 
 func (u *Upload) sentError(i int) error {
@@ -339,11 +414,9 @@ func (u *Upload) send(i int) error {
 	}
 	buf := u.open[i]
 	delete(u.open, i)
-	var data []byte
+	data := zeroes(u.partLen(i))
 	if buf != nil {
 		data = (*buf)[:u.partLen(i)]
-	} else {
-		data = zeroes(u.partLen(i))
 	}
 	u.mu.Unlock()
 	select {
@@ -358,7 +431,7 @@ func (u *Upload) send(i int) error {
 		return u.ctx.Err()
 	}
 	u.inflight.Add(1)
-	go u.put(i, data)
+	go u.put(i, data, buf)
 	return nil
 }
 
@@ -395,8 +468,9 @@ func (u *Upload) start() error {
 	return nil
 }
 
-// put uploads part i (S3 numbers parts from 1) and records its ETag.
-func (u *Upload) put(i int, data []byte) {
+// put uploads part i (S3 numbers parts from 1) and records its ETag;
+// its buffer (nil for zeroes) then serves a part to come.
+func (u *Upload) put(i int, data []byte, buf *[]byte) {
 	defer u.inflight.Done()
 	defer func() { <-u.slots }()
 	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
@@ -405,6 +479,9 @@ func (u *Upload) put(i int, data []byte) {
 		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: bodyChecksum(data), DisableContentSha256: true})
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	if buf != nil && len(*buf) == int(u.part) {
+		u.free = append(u.free, buf)
+	}
 	if err != nil {
 		if u.err == nil {
 			u.err = u.requestError(fmt.Sprintf("uploading part %d", i+1), err)
@@ -482,6 +559,9 @@ func (u *Upload) Complete() error {
 	}
 	if u.finished {
 		return nil
+	}
+	if u.size > maxObjectSize {
+		return u.tooLarge(u.size)
 	}
 	var err error
 	if u.uploadID == "" && u.parts() <= 1 {
@@ -579,6 +659,7 @@ func (u *Upload) abort() {
 
 func (u *Upload) forget() {
 	unwatch(u)
+	growMemoryLimit(-u.limitGrown.Swap(0))
 	pendingMu.Lock()
 	defer pendingMu.Unlock()
 	if pending[u.id] == u {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -175,6 +176,93 @@ func TestUploadZeroesAllocateNothing(t *testing.T) {
 	}
 	if got := objectBytes(t, backend, "zero.raw"); !bytes.Equal(got, make([]byte, size)) {
 		t.Errorf("the object is not %d zeroes", size)
+	}
+}
+
+// An upload of many parts reuses the buffers of the parts it sent, each
+// zeroed again: memory stays within the parts in flight, the one waiting
+// for a place among them, the one written and the first.
+func TestUploadReusesBuffers(t *testing.T) {
+	backend := testBucket(t)
+	const part, parts = 5 << 20, 24
+	const size = part * parts
+	u := newUploadOf(t, "s3://bkt/many.raw", size)
+	defer u.Close()
+	want := make([]byte, size)
+	for i := range parts {
+		// half of each part written: the rest reads as zeroes
+		p := bytes.Repeat([]byte{byte(i + 1)}, part/2)
+		if _, err := u.WriteAt(p, int64(i)*part); err != nil {
+			t.Fatal(err)
+		}
+		copy(want[i*part:], p)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	if limit := cap(u.slots) + 3; u.made > limit {
+		t.Errorf("%d part buffers made for %d parts, want at most %d", u.made, parts, limit)
+	}
+	if got := objectBytes(t, backend, "many.raw"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from what was written")
+	}
+}
+
+// The part buffers an upload holds raise the soft memory limit convert
+// sets, by what they hold, until the upload ends.
+func TestUploadGrowsMemoryLimit(t *testing.T) {
+	testBucket(t)
+	const limit = 64 << 20
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
+	const part = 5 << 20
+	u := newUploadOf(t, "s3://bkt/limit.raw", 3*part)
+	defer u.Close()
+	for i := range 3 {
+		if _, err := u.WriteAt([]byte{1}, int64(i)*part); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got, want := debug.SetMemoryLimit(-1), int64(limit+u.made*part); got != want || u.made == 0 {
+		t.Errorf("with %d part buffers the soft memory limit is %d, want %d", u.made, got, want)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	u.Close()
+	if got := debug.SetMemoryLimit(-1); got != limit {
+		t.Errorf("after the upload the soft memory limit is %d, want %d", got, limit)
+	}
+}
+
+// An object may be sized past S3's largest object (the largest layout of
+// an image over 5 TiB virtual) but not written or completed there: the
+// write that would pass 5 TiB and the Complete of such an object fail,
+// and an object sized back to what was written completes.
+func TestUploadPastLargestObject(t *testing.T) {
+	backend := testBucket(t)
+	u := newUploadOf(t, "s3://bkt/huge.qcow2", 6<<40)
+	defer u.Close()
+	if _, err := u.WriteAt([]byte("head"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := u.WriteAt([]byte{1, 2}, maxObjectSize-1); err == nil || !strings.Contains(err.Error(), "S3's largest object (5 TiB)") {
+		t.Errorf("a write across 5 TiB: %v", err)
+	}
+	if err := u.Complete(); err == nil || !strings.Contains(err.Error(), "S3's largest object (5 TiB)") {
+		t.Errorf("Complete of a 6 TiB object: %v", err)
+	}
+	if _, err := backend.HeadObject("bkt", "huge.qcow2"); err == nil {
+		t.Fatalf("a refused object is visible")
+	}
+	if err := u.Truncate(4096, image.PreallocOff); err != nil {
+		t.Fatal(err)
+	}
+	if err := u.Complete(); err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte("head"), make([]byte, 4092)...)
+	if got := objectBytes(t, backend, "huge.qcow2"); !bytes.Equal(got, want) {
+		t.Errorf("the object differs from what was written (%d bytes)", len(got))
 	}
 }
 
