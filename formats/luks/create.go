@@ -166,9 +166,13 @@ func Create(c *image.CreateContext) error {
 	if err := c.File.Truncate(int64(h.payloadOffset)*sectorSize+c.Size, p.prealloc); err != nil {
 		return err
 	}
+	// qemu's block/crypto.c words every failed write of the header and
+	// key material alike
 	write := func(b []byte, off int64) error {
-		_, err := c.File.WriteAt(b, off)
-		return err
+		if _, err := c.File.WriteAt(b, off); err != nil {
+			return image.Errorf(err, "Could not write encryption header: %s", image.Strerror(err))
+		}
+		return nil
 	}
 	if err := writeNewHeader(write, 0, h, p, pw); err != nil {
 		return err

@@ -159,16 +159,22 @@ func Create(c *image.CreateContext) error {
 	if err != nil {
 		return err
 	}
-	steps := []func() error{
-		func() error { return writeFileID(c.File) },
-		func() error { return writeNewHeaders(c.File, p.logSize) },
-		func() error { return writeNewBAT(c.File, p, m, l) },
-		func() error { return writeRegionTables(c.File, l) },
-		func() error { return writeMetadata(c.File, m, l.metaOffset) },
+	regions := regionTable(l)
+	// each step fails in qemu's words for it
+	steps := []struct {
+		failure string
+		write   func() error
+	}{
+		{"Failed to write file signature", func() error { return writeFileID(c.File) }},
+		{"Failed to write image headers", func() error { return writeNewHeaders(c.File, p.logSize) }},
+		{"Failed to write the BAT", func() error { return writeNewBAT(c.File, p, m, l) }},
+		{"Failed to write first region table", func() error { return writeAt(c.File, regions, regionTableOffset) }},
+		{"Failed to write second region table", func() error { return writeAt(c.File, regions, regionTableOffset+regionTableSize) }},
+		{"Failed to initialize metadata", func() error { return writeMetadata(c.File, m, l.metaOffset) }},
 	}
 	for _, step := range steps {
-		if err := step(); err != nil {
-			return err
+		if err := step.write(); err != nil {
+			return image.Errorf(err, "%s: %s", step.failure, image.Strerror(err))
 		}
 	}
 	return nil
@@ -257,7 +263,7 @@ func writeNewBAT(n *image.Node, p *createParams, m *metadata, l layout) error {
 	}
 	// QEMU writes the BAT in one request, which cannot reach 2 GiB
 	if l.batLength > maxRequest {
-		return image.Errorf(syscall.EIO, "Failed to write the BAT: Input/output error")
+		return syscall.EIO
 	}
 	ratio := m.chunkRatio()
 	buf := make([]byte, min(l.batLength, batWriteChunk))
@@ -290,9 +296,8 @@ const (
 	maxRequest    = 1<<31 - 512 // QEMU's BDRV_REQUEST_MAX_BYTES
 )
 
-// writeRegionTables writes the region table (BAT and metadata) and its
-// copy.
-func writeRegionTables(n *image.Node, l layout) error {
+// regionTable makes the region table (BAT and metadata), written twice.
+func regionTable(l layout) []byte {
 	b := make([]byte, regionTableSize)
 	copy(b, "regi")
 	le.PutUint32(b[8:], 2)
@@ -308,10 +313,7 @@ func writeRegionTables(n *image.Node, l layout) error {
 		// QEMU leaves the entries' Required bit clear
 	}
 	le.PutUint32(b[4:], crc32c(b))
-	if err := writeAt(n, b, regionTableOffset); err != nil {
-		return err
-	}
-	return writeAt(n, b, regionTableOffset+regionTableSize)
+	return b
 }
 
 // writeMetadata writes the metadata table and its five items.
