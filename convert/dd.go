@@ -112,7 +112,7 @@ func ddError(err error) error {
 	var statusErr *StatusError
 	if errors.As(err, &statusErr) {
 		// qemu-img dd reads without asking for block status first
-		return image.Errorf(statusErr.Err, "error while reading from input image file: %s", image.Strerror(statusErr.Err))
+		return image.IOError("error while reading from input image file", statusErr.Err)
 	}
 	var ioErr *IOError
 	if !errors.As(err, &ioErr) {
@@ -120,7 +120,7 @@ func ddError(err error) error {
 	}
 	// the errno's words alone, not Go's "write FILE: …" around them
 	if ioErr.Op == "reading" {
-		return image.Errorf(ioErr.Err, "error while reading from input image file: %s", image.Strerror(ioErr.Err))
+		return image.IOError("error while reading from input image file", ioErr.Err)
 	}
-	return image.Errorf(ioErr.Err, "error while writing to output image file: %s", image.Strerror(ioErr.Err))
+	return image.IOError("error while writing to output image file", ioErr.Err)
 }

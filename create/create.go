@@ -315,7 +315,7 @@ func (p *Prepared) prepareOpened(file *image.Node) error {
 	}
 	if n := min(file.Size(), 512); n > 0 {
 		if err := file.WriteZeroes(0, n, true); err != nil {
-			return image.Errorf(err, "Failed to clear the new image's first sector: %s", image.Strerror(err))
+			return image.IOError("Failed to clear the new image's first sector", err)
 		}
 	}
 	return nil

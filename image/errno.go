@@ -20,3 +20,9 @@ func Strerror(err error) string {
 	r, n := utf8.DecodeRuneInString(s)
 	return string(unicode.ToUpper(r)) + s[n:]
 }
+
+// IOError words a failed step as qemu does, "WHAT: <strerror>", and still
+// matches err with errors.Is.
+func IOError(what string, err error) error {
+	return Errorf(err, "%s: %s", what, Strerror(err))
+}

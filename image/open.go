@@ -367,7 +367,7 @@ func openChain(parent *Edge, spec nodeSpec, o OpenOptions, writable bool, seen [
 			head := make([]byte, min(ProbeSize, file.Size()))
 			if _, err := file.drv.ReadAt(head, 0); err != nil {
 				closeFile()
-				return nil, Errorf(err, "Could not read image for determining its format: %s", Strerror(err))
+				return nil, IOError("Could not read image for determining its format", err)
 			}
 			if format, err = Probe(head, filename); err != nil {
 				closeFile()

@@ -170,7 +170,7 @@ func Create(c *image.CreateContext) error {
 	// key material alike
 	write := func(b []byte, off int64) error {
 		if _, err := c.File.WriteAt(b, off); err != nil {
-			return image.Errorf(err, "Could not write encryption header: %s", image.Strerror(err))
+			return image.IOError("Could not write encryption header", err)
 		}
 		return nil
 	}

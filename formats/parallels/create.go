@@ -119,5 +119,5 @@ func Create(c *image.CreateContext) error {
 
 // createError words a failed write of a new image in qemu's words.
 func createError(err error) error {
-	return image.Errorf(err, "Failed to create Parallels image: %s", image.Strerror(err))
+	return image.IOError("Failed to create Parallels image", err)
 }

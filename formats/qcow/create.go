@@ -122,5 +122,5 @@ func Create(c *image.CreateContext) error {
 // createError words a failed write of a new image as qemu does for a
 // driver that says nothing itself: "Could not create image: <errno>".
 func createError(err error) error {
-	return image.Errorf(err, "Could not create image: %s", image.Strerror(err))
+	return image.IOError("Could not create image", err)
 }

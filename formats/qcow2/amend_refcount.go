@@ -96,7 +96,7 @@ func (q *Image) changeRefcountOrder(order uint32, steps *amendProgress) error {
 		tableEntries = int64(len(c.table))
 		if tableOffset, err = q.rc.allocDeferred(tableEntries * 8 >> q.clusterBits); err != nil {
 			c.abandon(0, 0)
-			return ioError("Failed to allocate the new reftable", err)
+			return image.IOError("Failed to allocate the new reftable", err)
 		}
 	}
 	if _, err := c.walk(true, walk, walk+1); err != nil {
@@ -105,11 +105,11 @@ func (q *Image) changeRefcountOrder(order uint32, steps *amendProgress) error {
 	}
 	if err := q.writeMeta(encodeL1(c.table), tableOffset); err != nil {
 		c.abandon(tableOffset, tableEntries)
-		return ioError("Failed to write the new reftable", err)
+		return image.IOError("Failed to write the new reftable", err)
 	}
 	if err := q.rc.flushPending(); err != nil {
 		c.abandon(tableOffset, tableEntries)
-		return ioError("Failed to flush the refblock cache", err)
+		return image.IOError("Failed to flush the refblock cache", err)
 	}
 	return c.switchTo(order, tableOffset)
 }
@@ -149,7 +149,7 @@ func (c *refcountChange) walk(write bool, index, total int64) (bool, error) {
 		c.steps.status(index*size+ti, total*size)
 		b, err := r.block(ti)
 		if err != nil {
-			return false, ioError("Failed to retrieve refblock", err)
+			return false, image.IOError("Failed to retrieve refblock", err)
 		}
 		if b == nil {
 			// no block: zero refcounts, skipped a new block's worth at a
@@ -211,7 +211,7 @@ func (c *refcountChange) allocBlock(i int64, empty bool) (bool, error) {
 	// qemu's refcount cache holds it (the block's own write fails first)
 	off, err := q.rc.allocDeferred(1)
 	if err != nil {
-		return false, ioError("Failed to allocate refblock", err)
+		return false, image.IOError("Failed to allocate refblock", err)
 	}
 	c.table[i] = uint64(off)
 	return true, nil
@@ -221,7 +221,7 @@ func (c *refcountChange) allocBlock(i int64, empty bool) (bool, error) {
 func (c *refcountChange) writeBlock(i int64, buf []byte, empty bool) error {
 	if i < int64(len(c.table)) && c.table[i] != 0 {
 		if err := c.q.writeMeta(buf, int64(c.table[i])); err != nil {
-			return ioError("Failed to write refblock", err)
+			return image.IOError("Failed to write refblock", err)
 		}
 		return nil
 	}
@@ -241,7 +241,7 @@ func (c *refcountChange) switchTo(order uint32, tableOffset int64) error {
 	nh.refcountTableClusters = uint32(int64(len(c.table)) * 8 >> q.clusterBits)
 	if err := q.switchHeader(nh); err != nil {
 		c.abandon(tableOffset, int64(len(c.table)))
-		return ioError("Failed to update the qcow2 header", err)
+		return image.IOError("Failed to update the qcow2 header", err)
 	}
 	old := q.rc
 	q.rc = newRefcounts(q)

@@ -28,7 +28,7 @@ func openForCheck(o *image.OpenContext, h *header) (image.Driver, error) {
 	q.writable = true
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
-		return nil, ioError("Could not initialize refcount handling", err)
+		return nil, image.IOError("Could not initialize refcount handling", err)
 	}
 	return q, nil
 }

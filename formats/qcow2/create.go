@@ -372,10 +372,10 @@ func newImageForCreate(c *image.CreateContext, h *header) (*Image, error) {
 	// file system fails there, in qemu's words), but holds zeroes until
 	// the header is written last
 	if err := q.writeMeta(make([]byte, cs), 0); err != nil {
-		return nil, ioError("Could not write qcow2 header", err)
+		return nil, image.IOError("Could not write qcow2 header", err)
 	}
 	if err := q.writeMeta(append(tbl, block.buf...), cs); err != nil {
-		return nil, ioError("Could not write refcount table", err)
+		return nil, image.IOError("Could not write refcount table", err)
 	}
 	q.rc.blocks.put(block.offset, block)
 	return q, nil

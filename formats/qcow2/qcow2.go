@@ -99,7 +99,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	fileSize := file.Size()
 	first := make([]byte, min(fileSize, int64(headerV3MinLength)))
 	if _, err := file.ReadAt(first, 0); err != nil {
-		return nil, ioError("Could not read qcow2 header", err)
+		return nil, image.IOError("Could not read qcow2 header", err)
 	}
 	if len(first) < headerV2Length || string(first[:4]) != magic {
 		return nil, image.Errorf(image.ErrWrongFormat, "Image is not in qcow2 format")
@@ -111,7 +111,7 @@ func Open(o *image.OpenContext) (image.Driver, error) {
 	// the first cluster, and what a backing name starting in it may use
 	head := make([]byte, min(fileSize, int64(1)<<bits+maxBackingNameSize))
 	if _, err := file.ReadAt(head, 0); err != nil {
-		return nil, ioError("Could not read qcow2 header", err)
+		return nil, image.IOError("Could not read qcow2 header", err)
 	}
 	h, err := parseHeader(head)
 	if err != nil {
@@ -189,7 +189,7 @@ func (q *Image) init(h *header) error {
 	l1Off := int64(h.l1TableOffset)
 	l1, err := q.readTable(l1Off, int(min(int64(h.l1Size), max(0, q.file.Size()-l1Off)/8)))
 	if err != nil {
-		return ioError("Could not read L1 table", err)
+		return image.IOError("Could not read L1 table", err)
 	}
 	q.l1 = l1
 	q.l2cache = newLRU[*l2Table](l2CacheTables(q.size, q.clusterBits, q.l2Bits))

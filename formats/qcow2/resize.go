@@ -226,7 +226,7 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 	}
 	if need := l1Entries(size, q.clusterBits, q.l2Bits); need > int64(len(q.l1)) {
 		if err := q.growL1(need); err != nil {
-			return ioError("Failed to grow the L1 table", err)
+			return image.IOError("Failed to grow the L1 table", err)
 		}
 	}
 	q.size = size
@@ -243,7 +243,7 @@ func (q *Image) grow(size int64, prealloc image.Prealloc) error {
 		}
 	default:
 		if err := q.preallocate(old, size, prealloc); err != nil {
-			return ioError("Allocating clusters failed", err)
+			return image.IOError("Allocating clusters failed", err)
 		}
 	}
 	if zero {
@@ -268,7 +268,7 @@ func (q *Image) recordSize(size int64) error {
 	var b [8]byte
 	be.PutUint64(b[:], uint64(size))
 	if err := q.writeHeaderBytes(b[:], offSize); err != nil {
-		return ioError("Failed to update the image size", err)
+		return image.IOError("Failed to update the image size", err)
 	}
 	return nil
 }
@@ -602,7 +602,7 @@ func (q *Image) preallocateFile(from, to int64, mode image.Prealloc, allocated b
 	nL2 := (nData+perTable-1)/perTable + 1
 	start, err := r.area(oldEnd, nData+nL2, true, 0, 0)
 	if err != nil {
-		return ioError("Failed to resize refcount structures", err)
+		return image.IOError("Failed to resize refcount structures", err)
 	}
 	if err := q.zeroReused(start, nData*cs); err != nil {
 		return err

@@ -30,7 +30,7 @@ func (q *Image) openWritable() error {
 	}
 	q.rc = newRefcounts(q)
 	if err := q.rc.load(); err != nil {
-		return ioError("Could not initialize refcount handling", err)
+		return image.IOError("Could not initialize refcount handling", err)
 	}
 	if h.incompatible&incompatDirty != 0 {
 		if err := q.repairDirty(); err != nil {

@@ -14,7 +14,11 @@ package qcow2
 //
 // Flush (and Close) runs it; so does a write once too much is pending.
 
-import "errors"
+import (
+	"errors"
+
+	"qimg/image"
+)
 
 // maxDirtyBytes bounds the L2 tables pinned in memory by pending entries.
 const maxDirtyBytes = 8 << 20
@@ -71,16 +75,16 @@ func (q *Image) flushMetaLocked() error {
 	}
 	if q.rc != nil {
 		if err := q.rc.flushPending(); err != nil {
-			return ioError("Failed to flush the refcount block cache", err)
+			return image.IOError("Failed to flush the refcount block cache", err)
 		}
 	}
 	if err := q.syncFiles(); err != nil {
-		return ioError("Failed to flush the refcount block cache", err)
+		return image.IOError("Failed to flush the refcount block cache", err)
 	}
 	for off, t := range q.dirtyL2 {
 		if t.dirtyLo < t.dirtyHi {
 			if err := q.writeL2Now(t, t.dirtyLo, t.dirtyHi); err != nil {
-				return ioError("Failed to flush the L2 table cache", err)
+				return image.IOError("Failed to flush the L2 table cache", err)
 			}
 		}
 		t.dirtyLo, t.dirtyHi = 0, 0
@@ -90,7 +94,7 @@ func (q *Image) flushMetaLocked() error {
 	for i := range q.dirtyL1 {
 		if i < int64(len(q.l1)) {
 			if err := q.writeL1Now(i); err != nil {
-				return ioError("Failed to flush the L2 table cache", err)
+				return image.IOError("Failed to flush the L2 table cache", err)
 			}
 		}
 		delete(q.dirtyL1, i)

@@ -115,7 +115,7 @@ func createError(err error) error {
 	if err == nil {
 		return nil
 	}
-	return image.Errorf(err, "Could not create image: %s", image.Strerror(err))
+	return image.IOError("Could not create image", err)
 }
 
 // writeZeroTable writes (not punches) a table of zeroes, in pieces: a

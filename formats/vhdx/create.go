@@ -174,7 +174,7 @@ func Create(c *image.CreateContext) error {
 	}
 	for _, step := range steps {
 		if err := step.write(); err != nil {
-			return image.Errorf(err, "%s: %s", step.failure, image.Strerror(err))
+			return image.IOError(step.failure, err)
 		}
 	}
 	return nil
