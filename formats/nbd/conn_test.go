@@ -35,6 +35,7 @@ type fakeServer struct {
 	// connection instead, as a server that goes away does.
 	drop     func(n int64) bool
 	requests int64 // atomic
+	largest  int64 // atomic: the longest read or write asked for
 }
 
 func (s *fakeServer) serve(c net.Conn) {
@@ -137,6 +138,11 @@ func (s *fakeServer) transmit(c net.Conn) {
 				C    uint64
 			}{magicSimpleReply, errno, r.Cookie})
 			writeSome(c, data)
+		}
+		if r.Type == cmdRead || r.Type == cmdWrite {
+			for l := atomic.LoadInt64(&s.largest); int64(r.Length) > l; l = atomic.LoadInt64(&s.largest) {
+				atomic.CompareAndSwapInt64(&s.largest, l, int64(r.Length))
+			}
 		}
 		end := r.Offset + uint64(r.Length)
 		switch r.Type {
@@ -271,6 +277,47 @@ func TestReadOnlyExportRefusesWrites(t *testing.T) {
 	d := newDriver(c, false)
 	if _, err := d.WriteAt([]byte{1}, 0); err == nil {
 		t.Fatal("a read-only open wrote")
+	}
+}
+
+// Reads and writes larger than requestPiece go to the server in pieces of
+// that size (servers allocate a buffer per request), whatever the
+// server's maximum.
+func TestRequestPieces(t *testing.T) {
+	disk := make([]byte, 3*requestPiece+4096)
+	for i := range disk {
+		disk[i] = byte(i / 4096)
+	}
+	s := &fakeServer{structured: true, disk: bytes.Clone(disk)}
+	c, err := connect(t, s, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.maxB = 32 << 20 // as qemu-nbd says
+	d := newDriver(c, true)
+	got := make([]byte, len(disk))
+	if _, err := d.ReadAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, disk) {
+		t.Fatal("read the wrong bytes")
+	}
+	if l := atomic.LoadInt64(&s.largest); l != requestPiece {
+		t.Fatalf("largest read %d, want %d", l, requestPiece)
+	}
+	atomic.StoreInt64(&s.largest, 0)
+	for i := range got {
+		got[i] = ^got[i]
+	}
+	if _, err := d.WriteAt(got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if l := atomic.LoadInt64(&s.largest); l != requestPiece {
+		t.Fatalf("largest write %d, want %d", l, requestPiece)
+	}
+	if !bytes.Equal(s.disk, got) {
+		t.Fatal("wrote the wrong bytes")
 	}
 }
 
