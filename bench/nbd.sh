@@ -8,6 +8,9 @@
 # The source is text (compressible as disks are) with zero runs, as qcow2.
 #
 # Environment:
+#   SERVER=nbdkit  serve a raw copy with nbdkit's file plugin instead
+#              (what KubeVirt CDI imports from); nbdcopy then writes qcow2
+#              through qemu-nbd as before
 #   SIZE=4G    size of the image
 #   REPS=3     runs per tool (the best counts; a first run warms the cache)
 #   DIR=…      where the images go (default: a new directory under /var/tmp)
@@ -22,10 +25,14 @@ command -v qemu-nbd >/dev/null || { echo "bench: qemu-nbd is not installed" >&2;
 (cd "$ROOT" && CGO_ENABLED=0 go build -o "$DIR/gen" ./bench/gen)
 "$DIR/gen" text "$DIR/src.raw" "$SIZE"
 qemu-img convert -f raw -O qcow2 "$DIR/src.raw" "$DIR/src.qcow2"
-rm "$DIR/src.raw"
 
 sock=$DIR/nbd.sock
-qemu-nbd -r -e 8 -f qcow2 -k "$sock" --persistent "$DIR/src.qcow2" &
+if [[ ${SERVER:-qemu-nbd} == nbdkit ]]; then
+	nbdkit -f -U "$sock" file "$DIR/src.raw" &
+else
+	rm "$DIR/src.raw"
+	qemu-nbd -r -e 8 -f qcow2 -k "$sock" --persistent "$DIR/src.qcow2" &
+fi
 nbd_pid=$!
 trap 'kill $nbd_pid 2>/dev/null; if [[ "${KEEP:-}" != 1 ]]; then rm -rf "$DIR"; fi' EXIT
 for _ in $(seq 100); do [[ -S "$sock" ]] && break; sleep 0.1; done
@@ -38,7 +45,7 @@ nbdcopy_qcow2() {
 	nbdcopy "$url" -- [ qemu-nbd -f qcow2 "$DIR/out.img" ]
 }
 row() { printf '| %s | %s | %s s | %s s | %s |\n' "$1" "$2" "$3" "$4" "$(ratio "$3" "$4")"; }
-printf '| case (%s) | reference | reference time | qimg | ratio |\n| --- | --- | --- | --- | --- |\n' "$SIZE"
+printf '| case (%s, %s) | reference | reference time | qimg | ratio |\n| --- | --- | --- | --- | --- |\n' "$SIZE" "${SERVER:-qemu-nbd}"
 for fmt in qcow2 raw; do
 	q=$(best copy "$QIMG" convert -f raw -O "$fmt" "$url" "$DIR/out.img")
 	qemu-img compare -f qcow2 -F "$fmt" "$DIR/src.qcow2" "$DIR/out.img" >/dev/null
