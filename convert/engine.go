@@ -221,6 +221,7 @@ func Run(ctx context.Context, c *Copy) error {
 	if err := e.setup(); err != nil {
 		return err
 	}
+	defer e.pool.release()
 	if c.Progress != nil {
 		total := rebaseProgressTotal(e.size)
 		if !c.Rebase {
@@ -1104,10 +1105,7 @@ func spanCompares(span []piece, off, end int64) bool {
 // addDiffering writes only the grains of a data run whose bytes differ
 // from the target's backing file.
 func (e *engine) addDiffering(j *job, buf []byte, span []piece, off, n int64) error {
-	if int64(cap(j.buf.cmp)) < e.chunk {
-		j.buf.cmp = alignedBytes(e.chunk)
-	}
-	cmp := j.buf.cmp[:n]
+	cmp := j.buf.compareBytes(n, e.chunk)
 	if err := e.base.ReadPadded(cmp, off); err != nil {
 		return fmt.Errorf("error while reading from the backing file at byte %d: %w", off, err)
 	}

@@ -3,16 +3,15 @@ package convert
 import (
 	"context"
 	"sync"
-	"unsafe"
-)
 
-// bufAlign aligns buffers for O_DIRECT targets and sources (-t none).
-const bufAlign = 4096
+	"qimg/internal/bigbuf"
+)
 
 // buffer is one chunk of memory from the pool, allocated on first use and
 // kept for the next job, so that jobs that never read (zeroes, offloaded
 // copies) cost nothing.
 type buffer struct {
+	pool *pool
 	data []byte
 	out  []byte // compressed clusters of the job (-c)
 	cmp  []byte // the backing file's bytes, when data is compared with it
@@ -21,18 +20,18 @@ type buffer struct {
 // bytes returns the first n bytes of the buffer's data, allocating it.
 func (b *buffer) bytes(n, size int64) []byte {
 	if int64(cap(b.data)) < size {
-		b.data = alignedBytes(size)
+		b.data = b.pool.alloc(size)
 	}
 	return b.data[:n]
 }
 
-func alignedBytes(size int64) []byte {
-	raw := make([]byte, size+bufAlign)
-	off := int(uintptr(unsafe.Pointer(&raw[0])) & (bufAlign - 1))
-	if off != 0 {
-		off = bufAlign - off
+// compareBytes returns the first n bytes of the buffer for the backing
+// file's bytes, allocating it.
+func (b *buffer) compareBytes(n, size int64) []byte {
+	if int64(cap(b.cmp)) < size {
+		b.cmp = b.pool.alloc(size)
 	}
-	return raw[off : off+int(size) : off+int(size)]
+	return b.cmp[:n]
 }
 
 // pool hands out a fixed number of buffers: the producer takes one per
@@ -44,6 +43,7 @@ type pool struct {
 	tokens chan struct{} // one per buffer not handed out
 	mu     sync.Mutex
 	free   []*buffer
+	allocs [][]byte // every buffer's memory, for release
 }
 
 func newPool(count int) *pool {
@@ -67,7 +67,28 @@ func (p *pool) get(ctx context.Context) (*buffer, error) {
 		p.free = p.free[:n-1]
 		return b, nil
 	}
-	return &buffer{}, nil
+	return &buffer{pool: p}, nil
+}
+
+// alloc is size bytes aligned for O_DIRECT (-t none), outside the heap
+// (see bigbuf) until release.
+func (p *pool) alloc(size int64) []byte {
+	b := bigbuf.Alloc(int(size))
+	p.mu.Lock()
+	p.allocs = append(p.allocs, b)
+	p.mu.Unlock()
+	return b
+}
+
+// release gives back the memory of every buffer, once the copy is over
+// and nothing refers to it.
+func (p *pool) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, b := range p.allocs {
+		bigbuf.Free(b)
+	}
+	p.allocs, p.free = nil, nil
 }
 
 func (p *pool) put(b *buffer) {
