@@ -5,19 +5,18 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
-	"math"
 	"net/http"
 	"runtime"
-	"runtime/debug"
 	"sort"
 	"sync"
-	"sync/atomic"
 
 	"github.com/minio/minio-go/v7"
 
 	"qimg/image"
+	"qimg/internal/bigbuf"
 )
 
 // S3's multipart limits.
@@ -92,17 +91,17 @@ type Upload struct {
 	open    map[int]*[]byte
 	free    []*[]byte // part buffers sent, for the parts to come
 	end     int64     // the end of the furthest write
-	made    int       // part buffers allocated
-	// limitGrown is what the part buffers added to the soft memory limit
-	limitGrown atomic.Int64
-	nextSend   int // parts below it (except the first) were sent
-	uploadID   string
-	done       []minio.CompletePart
-	inflight   sync.WaitGroup
-	slots      chan struct{}
-	err        error
-	finished   bool
-	closing    sync.Once
+	// made are the part buffers allocated (outside the Go heap), given
+	// back when the upload completes or is aborted
+	made     [][]byte
+	nextSend int // parts below it (except the first) were sent
+	uploadID string
+	done     []minio.CompletePart
+	inflight sync.WaitGroup
+	slots    chan struct{}
+	err      error
+	finished bool
+	closing  sync.Once
 }
 
 // Create checks that the bucket exists and the keys are accepted, then
@@ -350,7 +349,10 @@ func (u *Upload) buffer(i int) (*[]byte, error) {
 
 // newBuffer is a zeroed part buffer, whole (the object may grow): one a
 // sent part left when there is one, so that an upload reuses a few
-// buffers rather than asking the system for fresh memory each part.
+// buffers rather than asking the system for fresh memory each part. The
+// buffers live outside the Go heap (bigbuf): they are the upload's own
+// bound, and in the heap they would hold it above the soft memory limit
+// convert sets, keeping the collector running back to back.
 func (u *Upload) newBuffer() *[]byte {
 	if n := len(u.free); n > 0 {
 		b := u.free[n-1]
@@ -358,22 +360,18 @@ func (u *Upload) newBuffer() *[]byte {
 		clear(*b)
 		return b
 	}
-	u.made++
-	u.limitGrown.Add(u.part)
-	growMemoryLimit(u.part)
-	b := make([]byte, u.part)
+	b := bigbuf.Alloc(int(u.part))
+	u.made = append(u.made, b)
 	return &b
 }
 
-// growMemoryLimit adds n bytes to the process's soft memory limit, where
-// the command set one (convert does, for the copy engine's buffers): the
-// part buffers an upload holds are its own bound, reused rather than
-// freed, and a heap kept above the limit by them would keep the garbage
-// collector running back to back for as long as the upload lasts.
-func growMemoryLimit(n int64) {
-	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
-		debug.SetMemoryLimit(limit + n)
+// releaseBuffers gives back the part buffers once no part is in flight;
+// nothing can be read back afterwards. Called with mu held.
+func (u *Upload) releaseBuffers() {
+	for _, b := range u.made {
+		bigbuf.Free(b)
 	}
+	u.made, u.free, u.open = nil, nil, nil
 }
 
 // tooLarge refuses an object that would pass S3's largest object; the
@@ -475,8 +473,10 @@ func (u *Upload) put(i int, data []byte, buf *[]byte) {
 	defer func() { <-u.slots }()
 	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
 	defer cancel()
+	body := newPartBody(data)
 	part, err := u.client.PutObjectPart(ctx, u.obj.bucket, u.obj.key, u.uploadID, i+1,
-		bytes.NewReader(data), int64(len(data)), minio.PutObjectPartOptions{CustomHeader: bodyChecksum(data), DisableContentSha256: true})
+		body, int64(len(data)), minio.PutObjectPartOptions{CustomHeader: bodyChecksum(data), DisableContentSha256: true})
+	body.cut()
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if buf != nil && len(*buf) == int(u.part) {
@@ -490,6 +490,45 @@ func (u *Upload) put(i int, data []byte, buf *[]byte) {
 		return
 	}
 	u.done = append(u.done, minio.CompletePart{PartNumber: i + 1, ETag: part.ETag, ChecksumCRC32C: part.ChecksumCRC32C})
+}
+
+// partBody is a part's bytes as a request body that can be cut off: the
+// HTTP transport may go on reading a body after its request returned (a
+// server that answers before it has read it all, as a refusal does),
+// when the part's buffer is reused or given back. Reads, and the seeks
+// a retry makes, fail once it is cut.
+type partBody struct {
+	mu sync.Mutex
+	r  *bytes.Reader
+}
+
+func newPartBody(data []byte) *partBody { return &partBody{r: bytes.NewReader(data)} }
+
+var errBodyCut = errors.New("the part's request is over")
+
+func (b *partBody) Read(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.r == nil {
+		return 0, errBodyCut
+	}
+	return b.r.Read(p)
+}
+
+func (b *partBody) Seek(off int64, whence int) (int64, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.r == nil {
+		return 0, errBodyCut
+	}
+	return b.r.Seek(off, whence)
+}
+
+// cut ends the body: it waits for a read under way.
+func (b *partBody) cut() {
+	b.mu.Lock()
+	b.r = nil
+	b.mu.Unlock()
 }
 
 // Each body carries its CRC-32C (x-amz-checksum-crc32c), which the
@@ -573,6 +612,7 @@ func (u *Upload) Complete() error {
 		return err
 	}
 	u.finished = true
+	u.releaseBuffers()
 	u.forget()
 	return nil
 }
@@ -587,8 +627,10 @@ func (u *Upload) putWhole() error {
 	}
 	ctx, cancel := context.WithTimeout(u.ctx, requestTimeout)
 	defer cancel()
-	_, err := u.client.PutObject(ctx, u.obj.bucket, u.obj.key, bytes.NewReader(data), int64(len(data)),
+	body := newPartBody(data)
+	_, err := u.client.PutObject(ctx, u.obj.bucket, u.obj.key, body, int64(len(data)),
 		"", "", minio.PutObjectOptions{DisableContentSha256: true, UserMetadata: singleValues(bodyChecksum(data))})
+	body.cut()
 	if err != nil {
 		return u.requestError("uploading", err)
 	}
@@ -647,7 +689,7 @@ func (u *Upload) abort() {
 	u.inflight.Wait()
 	u.mu.Lock()
 	id := u.uploadID
-	u.open = nil
+	u.releaseBuffers()
 	u.mu.Unlock()
 	if id == "" {
 		return
@@ -659,7 +701,6 @@ func (u *Upload) abort() {
 
 func (u *Upload) forget() {
 	unwatch(u)
-	growMemoryLimit(-u.limitGrown.Swap(0))
 	pendingMu.Lock()
 	defer pendingMu.Unlock()
 	if pending[u.id] == u {

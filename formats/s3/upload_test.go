@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -197,40 +196,45 @@ func TestUploadReusesBuffers(t *testing.T) {
 		}
 		copy(want[i*part:], p)
 	}
+	// every part is written: the upload makes no buffer from here on
+	if limit := cap(u.slots) + 3; len(u.made) > limit {
+		t.Errorf("%d part buffers made for %d parts, want at most %d", len(u.made), parts, limit)
+	}
 	if err := u.Complete(); err != nil {
 		t.Fatal(err)
-	}
-	if limit := cap(u.slots) + 3; u.made > limit {
-		t.Errorf("%d part buffers made for %d parts, want at most %d", u.made, parts, limit)
 	}
 	if got := objectBytes(t, backend, "many.raw"); !bytes.Equal(got, want) {
 		t.Errorf("the object differs from what was written")
 	}
 }
 
-// The part buffers an upload holds raise the soft memory limit convert
-// sets, by what they hold, until the upload ends.
-func TestUploadGrowsMemoryLimit(t *testing.T) {
+// The part buffers live outside the Go heap and go back when the upload
+// ends: completed, and aborted.
+func TestUploadReleasesBuffers(t *testing.T) {
 	testBucket(t)
-	const limit = 64 << 20
-	defer debug.SetMemoryLimit(debug.SetMemoryLimit(limit))
 	const part = 5 << 20
-	u := newUploadOf(t, "s3://bkt/limit.raw", 3*part)
-	defer u.Close()
-	for i := range 3 {
-		if _, err := u.WriteAt([]byte{1}, int64(i)*part); err != nil {
-			t.Fatal(err)
+	for _, complete := range []bool{true, false} {
+		u := newUploadOf(t, "s3://bkt/release.raw", 3*part)
+		for i := range 3 {
+			if _, err := u.WriteAt([]byte{1}, int64(i)*part); err != nil {
+				t.Fatal(err)
+			}
 		}
-	}
-	if got, want := debug.SetMemoryLimit(-1), int64(limit+u.made*part); got != want || u.made == 0 {
-		t.Errorf("with %d part buffers the soft memory limit is %d, want %d", u.made, got, want)
-	}
-	if err := u.Complete(); err != nil {
-		t.Fatal(err)
-	}
-	u.Close()
-	if got := debug.SetMemoryLimit(-1); got != limit {
-		t.Errorf("after the upload the soft memory limit is %d, want %d", got, limit)
+		if len(u.made) == 0 {
+			t.Fatal("no part buffer made")
+		}
+		if complete {
+			if err := u.Complete(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		u.Close()
+		if len(u.made) != 0 || u.open != nil {
+			t.Errorf("complete %v: %d part buffers kept after the upload", complete, len(u.made))
+		}
+		if _, err := u.ReadAt(make([]byte, 1), 0); err == nil {
+			t.Errorf("complete %v: a read after the upload succeeded", complete)
+		}
 	}
 }
 
@@ -356,5 +360,26 @@ func TestCABundle(t *testing.T) {
 	t.Setenv("AWS_CA_BUNDLE", t.TempDir()+"/missing.pem")
 	if _, err := Open("s3://bkt/a.raw", image.ProtocolOptions{}); err == nil || !strings.Contains(err.Error(), "no such file or directory") {
 		t.Errorf("a missing bundle: %v", err)
+	}
+}
+
+// A part's body, once cut, gives nothing more: the transport may read a
+// body after its request returned, when the buffer is another part's or
+// given back.
+func TestPartBodyCut(t *testing.T) {
+	b := newPartBody([]byte("abcdef"))
+	p := make([]byte, 3)
+	if n, err := b.Read(p); n != 3 || err != nil || string(p) != "abc" {
+		t.Fatalf("read %d %v %q", n, err, p)
+	}
+	if _, err := b.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	b.cut()
+	if n, err := b.Read(p); n != 0 || err == nil {
+		t.Fatalf("read after cut: %d, %v", n, err)
+	}
+	if _, err := b.Seek(0, io.SeekStart); err == nil {
+		t.Fatal("seek after cut succeeded")
 	}
 }
