@@ -122,14 +122,21 @@ func (r *Reader) BlockStatus(off, length int64) (image.Extent, error) {
 	return image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}, nil
 }
 
-// ReadAt serves p from a fetched range, or fetches at least minFetch.
+// ReadAt serves p from a fetched range, or fetches at least minFetch: a
+// read of that much or more (the copy engine's) goes straight into p.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	if r.fromCache(p, off) {
 		return len(p), nil
 	}
 	end := min(r.size, off+max(int64(len(p)), minFetch))
-	data, err := r.fetch(off, end)
-	if err != nil {
+	if end-off == int64(len(p)) {
+		if err := r.fetchInto(p, off); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	data := make([]byte, end-off)
+	if err := r.fetchInto(data, off); err != nil {
 		return 0, err
 	}
 	copy(p, data)
@@ -160,22 +167,22 @@ func (r *Reader) remember(off int64, data []byte) {
 	}
 }
 
-// fetch GETs [off, end), again when the body breaks off mid-way.
-func (r *Reader) fetch(off, end int64) ([]byte, error) {
-	data := make([]byte, end-off)
+// fetchInto GETs len(data) bytes at off into data, again when the body
+// breaks off mid-way.
+func (r *Reader) fetchInto(data []byte, off int64) error {
 	var err error
 	for attempt := range bodyAttempts {
 		if attempt > 0 {
 			time.Sleep(backoff(attempt))
 		}
 		if err = r.fetchOnce(data, off); err == nil {
-			return data, nil
+			return nil
 		}
 		if !retryable(err) {
 			break
 		}
 	}
-	return nil, fmt.Errorf("read of %s at offset %d: %s", r.obj.name, off, describe(nil, r.obj, err))
+	return fmt.Errorf("read of %s at offset %d: %s", r.obj.name, off, describe(nil, r.obj, err))
 }
 
 func (r *Reader) fetchOnce(data []byte, off int64) error {
