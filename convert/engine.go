@@ -272,7 +272,7 @@ func (e *engine) setup() error {
 		// it is smaller than the sparse size.
 		e.grain = max(e.cluster, sectorSize)
 	}
-	e.chunk = roundUp(max(e.ChunkSize, e.grain), e.grain)
+	e.chunk = roundUp(max(e.ChunkSize, e.grain, e.sourceReadChunk()), e.grain)
 	// Jobs never share a cluster, so that out-of-order writers never
 	// allocate the same one.
 	if c := max(e.fullCluster, e.cluster); c > 0 && e.chunk%c != 0 {
@@ -335,6 +335,29 @@ func (e *engine) setup() error {
 		return image.Errorf(nil, "the target is not in the backing chain of the source")
 	}
 	e.pool = newPool(e.Workers + 2)
+	return nil
+}
+
+// sourceReadChunk is the largest chunk a protocol under a source asks to
+// be read in (image.ReadChunker), 0 when none asks.
+func (e *engine) sourceReadChunk() int64 {
+	var chunk int64
+	for _, s := range e.Sources {
+		for _, n := range s.Chain() {
+			for _, d := range []image.Driver{n.Driver(), fileDriver(n)} {
+				if rc, ok := d.(image.ReadChunker); ok {
+					chunk = max(chunk, rc.ReadChunk())
+				}
+			}
+		}
+	}
+	return chunk
+}
+
+func fileDriver(n *image.Node) image.Driver {
+	if f := n.File(); f != nil {
+		return f.Driver()
+	}
 	return nil
 }
 

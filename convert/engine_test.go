@@ -672,3 +672,60 @@ func rawChecksum(t *testing.T, path string) []byte {
 	}
 	return sum
 }
+
+// chunked is a raw-like test format that asks to be read in chunks of
+// 4 MiB (image.ReadChunker), as an object store does, and records the
+// largest read.
+type chunked struct {
+	file *image.Node
+}
+
+var chunkedLargest atomic.Int64
+
+func init() {
+	image.Register(&image.Format{
+		Name:      "convtest-chunked",
+		FileClaim: image.PassThroughClaim,
+		Open: func(o *image.OpenContext) (image.Driver, error) {
+			return &chunked{file: o.File}, nil
+		},
+	})
+}
+
+func (c *chunked) Size() int64      { return c.file.Size() }
+func (c *chunked) Close() error     { return nil }
+func (c *chunked) ReadChunk() int64 { return 4 << 20 }
+func (c *chunked) BlockStatus(off, n int64) (image.Extent, error) {
+	return image.Extent{Offset: off, Length: n, Allocated: true, Data: true, HostOffset: -1}, nil
+}
+func (c *chunked) ReadAt(p []byte, off int64) (int, error) {
+	for l := chunkedLargest.Load(); int64(len(p)) > l && !chunkedLargest.CompareAndSwap(l, int64(len(p))); l = chunkedLargest.Load() {
+	}
+	return c.file.ReadAt(p, off)
+}
+
+// A source that asks for larger chunks is read in them, whatever the
+// engine's own chunk size.
+func TestSourceReadChunk(t *testing.T) {
+	dir := t.TempDir()
+	src := filepath.Join(dir, "src.img")
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = byte(i>>12) | 1
+	}
+	if err := os.WriteFile(src, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	dst := filepath.Join(dir, "dst.raw")
+	r := &Request{Sources: []string{src}, Target: dst, SourceFormat: "convtest-chunked",
+		Options: Options{Workers: 2, ChunkSize: 1 << 20}}
+	if err := r.Run(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := chunkedLargest.Load(); got != 4<<20 {
+		t.Errorf("largest read %d, want %d", got, 4<<20)
+	}
+	if !bytes.Equal(readFile(t, dst), data) {
+		t.Fatal("target differs from the source")
+	}
+}

@@ -149,6 +149,13 @@ type HoleBlocks interface {
 	HoleBlocks()
 }
 
+// ReadChunker is implemented by protocols where every request costs the
+// server something of its own besides the bytes (an object store's ranged
+// GET): a copy reads them in chunks of at least ReadChunk bytes.
+type ReadChunker interface {
+	ReadChunk() int64
+}
+
 // Informer fills the format-specific part of info and the cluster size.
 type Informer interface {
 	Info(info *Info) error

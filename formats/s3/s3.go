@@ -122,6 +122,15 @@ func (r *Reader) BlockStatus(off, length int64) (image.Extent, error) {
 	return image.Extent{Offset: off, Length: length, Allocated: true, Data: true, HostOffset: off}, nil
 }
 
+// ReadChunk: a ranged GET costs the server a request of its own (and
+// versitygw a buffered copy where a whole GET is a sendfile), so copies
+// read objects in chunks of 8 MiB rather than 2: 1 GiB from versitygw to
+// raw took 1.0-1.1 s and 1.1-1.2 s of the server's CPU in 2 MiB GETs,
+// 0.6 s and 0.6 s in 8 MiB ones.
+func (r *Reader) ReadChunk() int64 { return readChunk }
+
+const readChunk = 8 << 20
+
 // ReadAt serves p from a fetched range, or fetches at least minFetch: a
 // read of that much or more (the copy engine's) goes straight into p.
 func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
