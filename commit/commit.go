@@ -139,7 +139,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 // jobFailed words a failure of the copy into the base as qemu-img words
 // its commit job's: no message of the job's own, the errno's words only.
 func jobFailed(err error) error {
-	return image.Errorf(err, "Block job failed: %s", image.Strerror(err))
+	return image.IOError("Block job failed", err)
 }
 
 // FindBase returns the index in chain (top first) of the image that name

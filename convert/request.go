@@ -184,7 +184,7 @@ func (r *Request) Run(ctx context.Context) (err error) {
 		}
 	}
 	if err := target.Flush(); err != nil {
-		return image.Errorf(err, "error while flushing the target: %s", image.Strerror(err))
+		return image.IOError("error while flushing the target", err)
 	}
 	return target.Complete()
 }

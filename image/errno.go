@@ -26,3 +26,13 @@ func Strerror(err error) string {
 func IOError(what string, err error) error {
 	return Errorf(err, "%s: %s", what, Strerror(err))
 }
+
+// CreateError words a failed write of a new image as qemu does for a
+// driver that says nothing itself, "Could not create image: <strerror>";
+// nil stays nil.
+func CreateError(err error) error {
+	if err == nil {
+		return nil
+	}
+	return IOError("Could not create image", err)
+}

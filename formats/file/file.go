@@ -591,7 +591,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	switch prealloc {
 	case image.PreallocOff, "":
 		if err = d.f.Truncate(size); err != nil {
-			err = image.Errorf(err, "Could not resize file: %s", image.Strerror(err))
+			err = image.IOError("Could not resize file", err)
 		}
 	case image.PreallocFalloc:
 		if size > old {
@@ -616,7 +616,7 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	switch {
 	case prealloc == image.PreallocFull && size > old:
 		if err := writeZeroBuffers(d, old, size-old); err != nil {
-			return image.Errorf(err, "Could not write zeros for preallocation: %s", image.Strerror(err))
+			return image.IOError("Could not write zeros for preallocation", err)
 		}
 		return d.Flush()
 	case old == 0 && size > 0:

@@ -103,24 +103,18 @@ func Create(c *image.CreateContext) error {
 	}
 	l1Bytes := (l1Size*8 + 511) &^ 511
 	if err := c.File.Truncate(int64(l1Offset+l1Bytes), image.PreallocOff); err != nil {
-		return createError(err)
+		return image.CreateError(err)
 	}
 	if _, err := c.File.WriteAt(hdr, 0); err != nil {
-		return createError(err)
+		return image.CreateError(err)
 	}
 	zero := make([]byte, min(l1Bytes, 1<<20))
 	for done := uint64(0); done < l1Bytes; {
 		n := min(uint64(len(zero)), l1Bytes-done)
 		if _, err := c.File.WriteAt(zero[:n], int64(l1Offset+done)); err != nil {
-			return createError(err)
+			return image.CreateError(err)
 		}
 		done += n
 	}
 	return nil
-}
-
-// createError words a failed write of a new image as qemu does for a
-// driver that says nothing itself: "Could not create image: <errno>".
-func createError(err error) error {
-	return image.IOError("Could not create image", err)
 }

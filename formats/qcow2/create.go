@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"fmt"
-
 	"math"
 	"math/bits"
 	"slices"

@@ -101,21 +101,12 @@ func Create(c *image.CreateContext) error {
 		}
 	}
 	if err := c.File.Truncate(int64(p.clusterSize*(1+p.tableSize)), image.PreallocOff); err != nil {
-		return createError(err)
+		return image.CreateError(err)
 	}
 	if _, err := c.File.WriteAt(append(h.encode(), backing...), 0); err != nil {
-		return createError(err)
+		return image.CreateError(err)
 	}
-	return createError(writeZeroTable(c.File, int64(p.clusterSize), int64(p.clusterSize*p.tableSize)))
-}
-
-// createError words a failed write of a new image as qemu does for a
-// driver that says nothing itself: "Could not create image: <errno>".
-func createError(err error) error {
-	if err == nil {
-		return nil
-	}
-	return image.IOError("Could not create image", err)
+	return image.CreateError(writeZeroTable(c.File, int64(p.clusterSize), int64(p.clusterSize*p.tableSize)))
 }
 
 // writeZeroTable writes (not punches) a table of zeroes, in pieces: a
