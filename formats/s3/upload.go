@@ -252,7 +252,9 @@ func (u *Upload) dropBeyond(size int64) {
 		base := int64(i) * u.part
 		switch {
 		case base >= size && i != 0:
+			// its buffer serves a part to come (newBuffer clears it)
 			delete(u.open, i)
+			u.free = append(u.free, buf)
 		default:
 			u.zeroPart(i, buf, size, base+int64(len(*buf)))
 		}
