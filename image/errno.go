@@ -27,6 +27,12 @@ func IOError(what string, err error) error {
 	return Errorf(err, "%s: %s", what, Strerror(err))
 }
 
+// ErrnoError words a failed step as qemu does where it prints the errno's
+// text alone ("Input/output error"), still matching err with errors.Is.
+func ErrnoError(err error) error {
+	return Errorf(err, "%s", Strerror(err))
+}
+
 // CreateError words a failed write of a new image as qemu does for a
 // driver that says nothing itself, "Could not create image: <strerror>";
 // nil stays nil.

@@ -596,14 +596,14 @@ func (d *File) Truncate(size int64, prealloc image.Prealloc) error {
 	case image.PreallocFalloc:
 		if size > old {
 			if e := d.allocate(old, size-old); e != nil {
-				err = image.Errorf(e, "Could not preallocate new data: %s", image.Strerror(e))
+				err = image.IOError("Could not preallocate new data", e)
 			}
 		} else if e := d.f.Truncate(size); e != nil {
-			err = image.Errorf(e, "Could not resize file: %s", image.Strerror(e))
+			err = image.IOError("Could not resize file", e)
 		}
 	case image.PreallocFull:
 		if e := d.f.Truncate(size); e != nil {
-			err = image.Errorf(e, "Could not resize file: %s", image.Strerror(e))
+			err = image.IOError("Could not resize file", e)
 		}
 	}
 	if err == nil {

@@ -153,7 +153,7 @@ func (d *Driver) read(p []byte, off int64) error {
 		_, err := c.request(cmdRead, 0, off, uint32(n), nil, p[:n])
 		d.readers.put(i)
 		if err != nil {
-			return ioError(err)
+			return image.ErrnoError(err)
 		}
 		p, off = p[n:], off+int64(n)
 	}
@@ -178,7 +178,7 @@ func (d *Driver) WriteAt(p []byte, off int64) (int, error) {
 	for len(p) > 0 {
 		k := min(len(p), int(d.conn.maxB), requestPiece)
 		if _, err := d.conn.request(cmdWrite, 0, off, uint32(k), p[:k], nil); err != nil {
-			return 0, ioError(err)
+			return 0, image.ErrnoError(err)
 		}
 		p, off = p[k:], off+int64(k)
 	}
@@ -209,7 +209,7 @@ func (d *Driver) WriteZeroes(off, length int64, unmap bool) error {
 	}
 	return d.eachRange(off, length, func(o int64, n uint32) error {
 		if _, err := d.conn.request(cmdWriteZeroes, flags, o, n, nil, nil); err != nil {
-			return ioError(err)
+			return image.ErrnoError(err)
 		}
 		return nil
 	})
@@ -227,7 +227,7 @@ func (d *Driver) Discard(off, length int64) error {
 	d.forgetStatus()
 	return d.eachRange(off, length, func(o int64, n uint32) error {
 		if _, err := d.conn.request(cmdTrim, 0, o, n, nil, nil); err != nil {
-			return ioError(err)
+			return image.ErrnoError(err)
 		}
 		return nil
 	})
@@ -265,13 +265,6 @@ func (d *Driver) checkWrite() error {
 	return nil
 }
 
-// ioError is a failed request in qemu's words: its errno alone (EIO for
-// a lost connection, the server's error otherwise), which is all that
-// qemu-img prints after "error while reading at byte N: ".
-func ioError(err error) error {
-	return image.Errorf(err, "%s", image.Strerror(err))
-}
-
 // BlockStatus answers from base:allocation: holes read as zeroes and
 // have no data; every byte has its offset on the export, as a raw file
 // has. Without the context everything is data.
@@ -289,7 +282,7 @@ func (d *Driver) BlockStatus(off, length int64) (image.Extent, error) {
 	}
 	cl, err := d.conn.request(cmdBlockStatus, 0, off, uint32(req), nil, nil)
 	if err != nil {
-		return image.Extent{}, ioError(err)
+		return image.Extent{}, image.ErrnoError(err)
 	}
 	if len(cl.status) == 0 || cl.status[0].length == 0 {
 		return image.Extent{}, fmt.Errorf("Server %s sent no block status for offset %d", d.conn.addr, off)

@@ -206,7 +206,7 @@ func (c *checker) readPadded(p []byte, off int64) error {
 		return errIO // beyond what qemu reads (BDRV_MAX_LENGTH)
 	}
 	if err := c.q.file.ReadPadded(p, off); err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	return nil
 }

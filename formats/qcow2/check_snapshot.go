@@ -198,7 +198,7 @@ func (c *checker) writeSnapshotTable(buf []byte) error {
 	be.PutUint32(hdr[:], uint32(len(c.snapTable)))
 	be.PutUint64(hdr[4:], uint64(off))
 	if err := q.writeMeta(hdr[:], offNbSnapshots); err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	if err := c.flushFile(); err != nil {
 		return err

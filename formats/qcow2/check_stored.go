@@ -79,7 +79,7 @@ func (s *storedRefs) readBlock(ti int64, buf []byte) (bool, error) {
 		return false, errIO
 	}
 	if err := s.q.file.ReadPadded(buf, int64(uoff)); err != nil {
-		return false, errnoError(err)
+		return false, image.ErrnoError(err)
 	}
 	return true, nil
 }

@@ -30,7 +30,7 @@ func (c *checker) writeMetaIgnoring(p []byte, off int64, ignoreL2 bool) error {
 		return errIO
 	}
 	if err := c.q.writeMeta(p, off); err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	return nil
 }
@@ -120,7 +120,7 @@ func (s *storedRefs) writeBack() {
 	}
 	s.cacheIndex = -1
 	if s.writeErr == nil {
-		s.writeErr = errnoError(err)
+		s.writeErr = image.ErrnoError(err)
 	}
 }
 
@@ -141,7 +141,7 @@ func (c *checker) writeL1Entry(i int, e uint64) error {
 	off := int64(q.h.l1TableOffset) + int64(i)*8
 	q.event(image.EvL1Update)
 	if err := q.writeMeta(b[:], off); err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	q.l1[i] = e
 	q.l2cache.clear()
@@ -184,15 +184,9 @@ func (c *checker) flushFile() error {
 		err = c.q.file.Flush()
 	}
 	if err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	return nil
-}
-
-// errnoError words a failed read or write of a repair as qemu does: the
-// errno's text alone, still matching err with errors.Is.
-func errnoError(err error) error {
-	return image.Errorf(err, "%s", image.Strerror(err))
 }
 
 // refresh reloads what a writable image caches of the metadata a repair
@@ -229,7 +223,7 @@ func (c *checker) markClean() error {
 	var b [8]byte
 	be.PutUint64(b[:], q.h.incompatible)
 	if err := q.writeMeta(b[:], offIncompatibleFeatures); err != nil {
-		return errnoError(err)
+		return image.ErrnoError(err)
 	}
 	q.corrupt = false
 	return c.flushFile()

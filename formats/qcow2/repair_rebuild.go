@@ -102,7 +102,7 @@ func (c *checker) writeNewRefcounts() error {
 	be.PutUint64(hdr[:], uint64(tableOffset))
 	be.PutUint32(hdr[8:], uint32(tableClusters))
 	if err := q.writeMeta(hdr[:], offRefcountTableOffset); err != nil {
-		return fmt.Errorf("ERROR setting reftable: %w", errnoError(err))
+		return fmt.Errorf("ERROR setting reftable: %w", image.ErrnoError(err))
 	}
 	if err := c.flushFile(); err != nil {
 		return err

@@ -154,7 +154,7 @@ func (img *Image) logWriteAndFlush(sector []byte, at uint64) error {
 // log that still has a GUID (it empties the log after every entry).
 func (img *Image) logWrite(sector []byte, at uint64) error {
 	if img.header.logGUID != (guid{}) {
-		return image.Errorf(syscall.ENOTSUP, "%s", image.Strerror(syscall.ENOTSUP))
+		return image.ErrnoError(syscall.ENOTSUP)
 	}
 	logGUID := randomGUID()
 	if err := img.updateHeaders(false, &logGUID); err != nil {

@@ -106,7 +106,7 @@ func asErrno(err error, errno syscall.Errno) error {
 	if err == nil || !errors.As(err, &e) {
 		return err
 	}
-	return image.Errorf(errno, "%s", image.Strerror(errno))
+	return image.ErrnoError(errno)
 }
 
 // setEntry writes the grain table entry of rel in the table and in the
