@@ -97,11 +97,15 @@ curl_get() {
 # cpu_of PID: user + system seconds of a process so far
 cpu_of() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
 
-# run CMD…: one timed run (after removing the local output); prints
-# "wall client-cpu server-cpu", the client's from bash's times of its children
+# run CMD…: one timed run (after removing the local output, and after a
+# sync, so that no run pays for the writeback of the one before it: a
+# 4 GiB upload leaves gigabytes dirty, and the kernel throttles the next
+# writer once they pass its dirty limit); prints "wall client-cpu
+# server-cpu", the client's from bash's times of its children
 run() {
 	local s0 s1 t0 t1 c0 c1
 	rm -f "$DIR/out.raw"
+	sync
 	s0=$(cpu_of "$srv_pid")
 	times >"$DIR/times"
 	c0=$(child_cpu)
