@@ -334,8 +334,21 @@ func (e *engine) setup() error {
 	if e.IntoBase && e.keepDepth[0] < 1 {
 		return image.Errorf(nil, "the target is not in the backing chain of the source")
 	}
+	e.Workers = poolWorkers(e.Workers, e.chunk)
 	e.pool = newPool(e.Workers + 2)
 	return nil
+}
+
+// poolBudget bounds the copy buffers of one copy: the workers' and the
+// two that wait for them.
+const poolBudget = 256 << 20
+
+// poolWorkers is how many of the workers asked for the copy runs with
+// chunks of chunk bytes: all of them for the usual chunks, fewer for the
+// large ones a source protocol asks for (an S3 object's 32 MiB: 6), at
+// least one.
+func poolWorkers(workers int, chunk int64) int {
+	return int(max(1, min(int64(workers), poolBudget/chunk-2)))
 }
 
 // sourceReadChunk is the largest chunk a protocol under a source asks to

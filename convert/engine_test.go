@@ -729,3 +729,30 @@ func TestSourceReadChunk(t *testing.T) {
 		t.Fatal("target differs from the source")
 	}
 }
+
+// The copy's buffers stay within poolBudget: large chunks get fewer
+// workers, never none; usual chunks keep all that were asked for.
+func TestPoolWorkers(t *testing.T) {
+	for _, c := range []struct {
+		workers int
+		chunk   int64
+		want    int
+	}{
+		{8, 2 << 20, 8},
+		{16, 2 << 20, 16},
+		{8, 8 << 20, 8},
+		{8, 32 << 20, 6},
+		{2, 32 << 20, 2},
+		{8, 64 << 20, 2},
+		{8, 128 << 20, 1},
+		{8, 1 << 30, 1},
+	} {
+		got := poolWorkers(c.workers, c.chunk)
+		if got != c.want {
+			t.Errorf("poolWorkers(%d, %d) = %d, want %d", c.workers, c.chunk, got, c.want)
+		}
+		if c.chunk <= poolBudget/3 && int64(got+2)*c.chunk > poolBudget {
+			t.Errorf("poolWorkers(%d, %d) = %d: %d bytes of buffers", c.workers, c.chunk, got, int64(got+2)*c.chunk)
+		}
+	}
+}
