@@ -29,7 +29,12 @@
 #   SIZE=1G        size of the image (the issue's case is 4G)
 #   REPS=3         runs of each tool per case
 #   ONLY=upload    only the uploads (or ONLY=download)
-#   SERVER=versitygw  or gofakes3
+#   SERVER=versitygw  or gofakes3, or remote: a running server at
+#                  ENDPOINT with the keys KEY and SECRET (Ceph RGW from
+#                  KEEP=1 testdata/ceph/run.sh: a gateway that joins the
+#                  parts of an upload in its index, copying nothing);
+#                  the bucket "bench" is made there and the sources sent
+#                  up with curl
 #   FS=xfs         put the bucket on an XFS loop mount (root only)
 #   DIR=…          where the images and the bucket go (default: a new directory under /var/tmp)
 #   QIMG=…         the qimg binary (default: built from this repository)
@@ -58,10 +63,11 @@ if [[ "${FS:-}" == xfs ]]; then
 	mkfs.xfs -q "$DIR/s3.xfs"
 	mount -o loop "$DIR/s3.xfs" "$DIR/s3"
 fi
-mkdir -p "$DIR/s3/bench"
-cp "$DIR/src.raw" "$DIR/src.qcow2" "$DIR/s3/bench/"
-
-KEY=bench SECRET=bench/secret
+KEY=${KEY:-bench} SECRET=${SECRET:-bench/secret}
+if [[ $SERVER != remote ]]; then
+	mkdir -p "$DIR/s3/bench"
+	cp "$DIR/src.raw" "$DIR/src.qcow2" "$DIR/s3/bench/"
+fi
 case $SERVER in
 versitygw)
 	vgw=$(command -v versitygw || echo "$(go env GOPATH)/bin/versitygw")
@@ -78,24 +84,47 @@ gofakes3)
 	for _ in $(seq 100); do [[ -s "$DIR/url" ]] && break; sleep 0.1; done
 	url=$(cat "$DIR/url")
 	;;
+remote)
+	url=${ENDPOINT:?bench: SERVER=remote needs ENDPOINT}
+	# a Ceph cluster on this machine: its gateway's and OSDs' CPU
+	srv_pids=$(pgrep -x 'radosgw|ceph-osd' | tr '\n' ' ' || true)
+	;;
 *)
-	echo "bench: SERVER is versitygw or gofakes3" >&2
+	echo "bench: SERVER is versitygw, gofakes3 or remote" >&2
 	exit 1
 	;;
 esac
+srv_pids=${srv_pids-$srv_pid}
 export AWS_ENDPOINT_URL=$url AWS_ACCESS_KEY_ID=$KEY AWS_SECRET_ACCESS_KEY=$SECRET AWS_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 
-curl_put() {
-	curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$KEY:$SECRET" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
-		-T "$DIR/src.raw" "$url/bench/curl.raw" >/dev/null
+# s3curl ARGS…: curl signing as the bench's user
+s3curl() {
+	curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$KEY:$SECRET" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' "$@"
 }
-curl_get() {
-	curl -sf --aws-sigv4 aws:amz:us-east-1:s3 --user "$KEY:$SECRET" -H 'x-amz-content-sha256: UNSIGNED-PAYLOAD' \
-		-o "$DIR/out.raw" "$url/bench/src.raw"
+curl_put() { s3curl -T "$DIR/src.raw" "$url/bench/curl.raw" >/dev/null; }
+if [[ $SERVER == remote ]]; then
+	s3curl -X PUT "$url/bench" >/dev/null || true # there already, or made now
+	s3curl -T "$DIR/src.raw" "$url/bench/src.raw" >/dev/null
+	s3curl -T "$DIR/src.qcow2" "$url/bench/src.qcow2" >/dev/null
+fi
+# same OBJECT FILE: the object in the bucket holds the same image as FILE
+same() {
+	if [[ $SERVER == remote ]]; then
+		"$QIMG" compare -q "$2" "s3://bench/$1"
+	else
+		qemu-img compare -q "$2" "$DIR/s3/bench/$1"
+	fi
 }
+curl_get() { s3curl -o "$DIR/out.raw" "$url/bench/src.raw"; }
 
-# cpu_of PID: user + system seconds of a process so far
-cpu_of() { awk -v t="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / t }' "/proc/$1/stat"; }
+# cpu_of PID…: user + system seconds of the processes so far (0 for none)
+cpu_of() {
+	local pid sum=0
+	for pid in "$@"; do
+		sum=$(awk -v t="$(getconf CLK_TCK)" -v s="$sum" '{ printf "%.2f", s + ($14 + $15) / t }' "/proc/$pid/stat")
+	done
+	echo "$sum"
+}
 
 # run CMD…: one timed run (after removing the local output, and after a
 # sync, so that no run pays for the writeback of the one before it: a
@@ -106,7 +135,7 @@ run() {
 	local s0 s1 t0 t1 c0 c1
 	rm -f "$DIR/out.raw"
 	sync
-	s0=$(cpu_of "$srv_pid")
+	s0=$(cpu_of $srv_pids)
 	times >"$DIR/times"
 	c0=$(child_cpu)
 	t0=$(date +%s.%N)
@@ -114,7 +143,7 @@ run() {
 	t1=$(date +%s.%N)
 	times >"$DIR/times"
 	c1=$(child_cpu)
-	s1=$(cpu_of "$srv_pid")
+	s1=$(cpu_of $srv_pids)
 	awk -v t0="$t0" -v t1="$t1" -v c0="$c0" -v c1="$c1" -v s0="$s0" -v s1="$s1" \
 		'BEGIN { printf "%.2f %.2f %.2f\n", t1 - t0, c1 - c0, s1 - s0 }'
 }
@@ -154,9 +183,9 @@ printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 
 if [[ "${ONLY:-upload}" == upload ]]; then
 	pair "raw → s3 raw" "curl PUT" curl_put -- "$QIMG" convert -f raw -O raw "$DIR/src.raw" s3://bench/up.raw
-	cmp "$DIR/src.raw" "$DIR/s3/bench/up.raw"
+	same up.raw "$DIR/src.raw"
 	pair "raw → s3 qcow2" "curl PUT (raw)" curl_put -- "$QIMG" convert -f raw -O qcow2 "$DIR/src.raw" s3://bench/up.qcow2
-	qemu-img compare -q "$DIR/src.raw" "$DIR/s3/bench/up.qcow2"
+	same up.qcow2 "$DIR/src.raw"
 fi
 if [[ "${ONLY:-download}" == download ]]; then
 	pair "s3 raw → raw" "curl GET" curl_get -- "$QIMG" convert -f raw -O raw s3://bench/src.raw "$DIR/out.raw"
