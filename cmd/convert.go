@@ -99,7 +99,8 @@ parts; larger past 312.5 GiB, within S3's 10,000 parts), one in flight per
 core (4 to 8). Memory: (parts in flight + 3) x part size, at most 256 MiB
 up to 312.5 GiB (224 MiB for a 4 GiB image on 2 cores); past that fewer
 parts go up at once, one from 500 GiB, in parts of up to 525 MiB (2.1 GiB
-of memory at S3's largest object, 5 TiB).
+of memory at S3's largest object, 5 TiB). -o part-size=SIZE (5 MiB to
+1 GiB) sets the part size, beside the format's options.
 
 --cleanup-uploads, with an s3:// target, first aborts the unfinished
 multipart uploads of that key: the parts a convert killed before it could
@@ -157,7 +158,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
-		specs, err := create.OptionSpecs(o.targetFormat)
+		specs, err := create.OptionSpecs(o.targetFormat, lastArg(args))
 		if err != nil {
 			return err
 		}

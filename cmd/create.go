@@ -82,7 +82,7 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
-		specs, err := create.OptionSpecs(o.format)
+		specs, err := create.OptionSpecs(o.format, lastArg(args[:min(len(args), 1)]))
 		if err != nil {
 			return err
 		}
@@ -108,7 +108,7 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	}
 	if o.backingGiven && o.backing == "" {
 		// qemu-img takes -b '' as a backing file with an empty name.
-		specs, err := create.OptionSpecs(o.format)
+		specs, err := create.OptionSpecs(o.format, filename)
 		if err != nil {
 			return fmt.Errorf("%s: %w", filename, err)
 		}
@@ -131,6 +131,14 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 		return fmt.Errorf("%s: %w", filename, err)
 	}
 	return nil
+}
+
+// lastArg is the last of args (the target's name), "" for none.
+func lastArg(args []string) string {
+	if len(args) == 0 {
+		return ""
+	}
+	return args[len(args)-1]
 }
 
 // printOptionHelp lists create options as qemu-img's "-o help" does.

@@ -214,7 +214,7 @@ func (r *Request) checkConcatBacking(backing string) error {
 // createTarget creates the target of size bytes with the -o options and
 // the -B backing file, after the checks qemu-img makes.
 func (r *Request) createTarget(size int64) error {
-	specs, err := create.OptionSpecs(r.TargetFormat)
+	specs, err := create.OptionSpecs(r.TargetFormat, r.Target)
 	if err != nil {
 		return err
 	}

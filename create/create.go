@@ -32,14 +32,19 @@ type Prepared struct {
 	Summary string
 }
 
-// OptionSpecs lists the -o options of a format (including those of its
-// protocol), for -o help.
-func OptionSpecs(format string) ([]image.OptionSpec, error) {
+// OptionSpecs lists the -o options of a format (including those of the
+// file protocol) and, for a filename on another protocol, that
+// protocol's, as qemu-img joins them.
+func OptionSpecs(format, filename string) ([]image.OptionSpec, error) {
 	f, err := creator(format)
 	if err != nil {
 		return nil, err
 	}
-	return f.CreateOptions, nil
+	proto := image.ProtocolCreateOptions(filename)
+	if len(proto) == 0 {
+		return f.CreateOptions, nil
+	}
+	return append(append([]image.OptionSpec{}, f.CreateOptions...), proto...), nil
 }
 
 // readOnlyDrivers are qemu's drivers that cannot create images; qemu-img
@@ -75,10 +80,14 @@ func Prepare(r Request) (*Prepared, error) {
 	if err := image.CheckProtocolCreates(r.Filename); err != nil {
 		return nil, err
 	}
+	specs, err := OptionSpecs(r.Format, r.Filename)
+	if err != nil {
+		return nil, err
+	}
 	o := r.Options
 	// qemu-img's order of checks: -o names and values, size given twice,
 	// -b/-F on a format without backing files.
-	if err := o.Validate(f.CreateOptions); err != nil {
+	if err := o.Validate(specs); err != nil {
 		return nil, err
 	}
 	if _, ok := o.Get("size"); ok && r.Size >= 0 {
@@ -131,7 +140,7 @@ func Prepare(r Request) (*Prepared, error) {
 	o.Set("size", fmt.Sprint(size))
 	r.Size = size
 	r.Options = o
-	return &Prepared{req: r, format: f, Summary: summary(r.Format, f.CreateOptions, o)}, nil
+	return &Prepared{req: r, format: f, Summary: summary(r.Format, specs, o)}, nil
 }
 
 // checkBacking opens the backing file as qemu-img create does (probing its
@@ -217,7 +226,7 @@ func (p *Prepared) Run() error {
 	if p.format.Protocol {
 		protocol = r.Format
 	}
-	file, err := image.CreateProtocolAs(protocol, r.Filename, "create", image.ClaimCreate)
+	file, err := image.CreateProtocolAs(protocol, r.Filename, "create", image.ClaimCreate, protocolOptions(r))
 	if err != nil {
 		return err
 	}
@@ -229,6 +238,20 @@ func (p *Prepared) Run() error {
 		err = cerr
 	}
 	return err
+}
+
+// protocolOptions are the -o options that belong to the target's protocol.
+func protocolOptions(r Request) map[string]string {
+	var m map[string]string
+	for _, s := range image.ProtocolCreateOptions(r.Filename) {
+		if v, ok := r.Options.Get(s.Name); ok {
+			if m == nil {
+				m = map[string]string{}
+			}
+			m[s.Name] = v
+		}
+	}
+	return m
 }
 
 // Check runs the driver's own checks of the options and size.

@@ -132,6 +132,20 @@ func CreatesByOpening(filename string) bool {
 // CheckProtocolCreates refuses, as qemu-img create does before it prints
 // anything, a filename whose protocol cannot create images (http,
 // null-co).
+// ProtocolCreateOptions are the -o options of the protocol filename is
+// created on, which qemu-img takes beside the format's: nil for a local
+// file, whose options the formats declare themselves.
+func ProtocolCreateOptions(filename string) []OptionSpec {
+	name, _ := protocolFor(filename)
+	if fileProtocols[name] {
+		return nil
+	}
+	if f, ok := Lookup(name); ok && f.OpenProtocol != nil {
+		return f.CreateOptions
+	}
+	return nil
+}
+
 func CheckProtocolCreates(filename string) error {
 	name, _ := protocolFor(filename)
 	f, err := lookupProtocol(name)

@@ -610,12 +610,13 @@ func (e *LockError) Unwrap() error { return ErrLocked }
 // created if missing but not truncated), opens it read/write and grants
 // claim on it, so a file in use elsewhere is refused before it changes.
 func CreateProtocol(filename, user string, c Claim) (*Node, error) {
-	return CreateProtocolAs("", filename, user, c)
+	return CreateProtocolAs("", filename, user, c, nil)
 }
 
 // CreateProtocolAs is CreateProtocol with the protocol driver a command
-// named as the format ("create -f file"); "" picks it by the name.
-func CreateProtocolAs(driver, filename, user string, c Claim) (*Node, error) {
+// named as the format ("create -f file"; "" picks it by the name) and
+// the protocol's own -o options (ProtocolCreateOptions).
+func CreateProtocolAs(driver, filename, user string, c Claim, opts map[string]string) (*Node, error) {
 	name, path, shown := protocolOf(filename, driver)
 	f, err := lookupProtocol(name)
 	if err != nil {
@@ -624,7 +625,7 @@ func CreateProtocolAs(driver, filename, user string, c Claim) (*Node, error) {
 	if f.CreateProtocol == nil {
 		return nil, Errorf(ErrUnsupported, "Protocol driver '%s' does not support image creation", name)
 	}
-	drv, err := f.CreateProtocol(path, ProtocolOptions{Writable: true, Cache: CacheWriteback})
+	drv, err := f.CreateProtocol(path, ProtocolOptions{Writable: true, Cache: CacheWriteback, Options: opts})
 	if err != nil {
 		return nil, err
 	}

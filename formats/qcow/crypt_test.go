@@ -135,7 +135,7 @@ func TestAESCreateAndWrite(t *testing.T) {
 // with the secret as --object would give it.
 func createEncrypted(t *testing.T, path string, size int64) {
 	t.Helper()
-	file, err := image.CreateProtocolAs("", path, "create", image.ClaimCreate)
+	file, err := image.CreateProtocolAs("", path, "create", image.ClaimCreate, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

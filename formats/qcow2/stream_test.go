@@ -84,7 +84,7 @@ func newStreamTarget(t *testing.T, size, part int64, opts string) (*streamImage,
 	t.Helper()
 	f := &onceFile{part: part}
 	onceFiles.next = f
-	node, err := image.CreateProtocolAs("testonce", "once", "test", image.ClaimCreate)
+	node, err := image.CreateProtocolAs("testonce", "once", "test", image.ClaimCreate, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

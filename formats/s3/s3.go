@@ -24,7 +24,7 @@ import (
 )
 
 func init() {
-	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open, CreateProtocol: Create,
+	image.Register(&image.Format{Name: "s3", Protocol: true, OpenProtocol: Open, CreateProtocol: Create, CreateOptions: createOptions,
 		OpenOptions: openOptions, NameOptions: nameOptions, ProtocolFilename: protocolFilename})
 }
 

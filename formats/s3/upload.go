@@ -64,6 +64,36 @@ func partSize(size int64) int64 {
 
 func ceilDiv(a, b int64) int64 { return (a + b - 1) / b }
 
+// maxGivenPart bounds -o part-size below S3's 5 GiB: an upload holds
+// up to four parts in memory.
+const maxGivenPart = 1 << 30
+
+// createOptions are the -o options of an object created in S3, beside
+// its format's.
+var createOptions = []image.OptionSpec{
+	{Name: "part-size", Type: image.OptSize, Help: "Size of each part of the multipart upload, 5 MiB to 1 GiB (default: chosen from the image size)"},
+}
+
+// takePartSize reads -o part-size out of opts: the part size asked for
+// (0: none) and the other options.
+func takePartSize(opts map[string]string) (int64, map[string]string, error) {
+	v, ok := opts["part-size"]
+	if !ok {
+		return 0, opts, nil
+	}
+	rest := make(map[string]string, len(opts))
+	for k, x := range opts {
+		if k != "part-size" {
+			rest[k] = x
+		}
+	}
+	n, err := image.ParseSize(v)
+	if err != nil || n < minPartSize || n > maxGivenPart {
+		return 0, nil, image.Errorf(nil, "Parameter 'part-size' expects a size from 5 MiB to 1 GiB")
+	}
+	return n, rest, nil
+}
+
 // pending are the objects this process is creating, by identity: the
 // create step makes one, the open for writing that follows finds it.
 var (
@@ -88,9 +118,11 @@ type Upload struct {
 	size    int64
 	sizeSet bool
 	part    int64 // part size, fixed by Truncate
-	open    map[int]*[]byte
-	free    []*[]byte // part buffers sent, for the parts to come
-	end     int64     // the end of the furthest write
+	// partGiven is the part size -o part-size asked for, 0 for none
+	partGiven int64
+	open      map[int]*[]byte
+	free      []*[]byte // part buffers sent, for the parts to come
+	end       int64     // the end of the furthest write
 	// made are the part buffers allocated (outside the Go heap), given
 	// back when the upload completes or is aborted
 	made     [][]byte
@@ -111,7 +143,11 @@ func Create(name string, o image.ProtocolOptions) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := settingsFrom(o.Options)
+	part, opts, err := takePartSize(o.Options)
+	if err != nil {
+		return nil, err
+	}
+	s, err := settingsFrom(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +165,7 @@ func Create(name string, o image.ProtocolOptions) (image.Driver, error) {
 		return nil, image.Errorf(nil, "Could not create '%s': No such bucket '%s'", name, obj.bucket)
 	}
 	u := newUpload(obj, client, identity(ep, obj))
+	u.partGiven = part
 	pendingMu.Lock()
 	old := pending[u.id]
 	pending[u.id] = u
@@ -233,6 +270,13 @@ func (u *Upload) Truncate(size int64, prealloc image.Prealloc) error {
 		// the largest size set before the first write sizes the parts
 		u.size, u.sizeSet = size, true
 		u.part = max(u.part, partSize(min(size, maxObjectSize)))
+		if u.partGiven > 0 {
+			if min(size, maxObjectSize) > u.partGiven*maxParts {
+				return image.Errorf(nil, "Parameter 'part-size': %d parts of %d bytes cannot hold %d bytes; leave it out or give %d or more",
+					maxParts, u.partGiven, size, ceilDiv(min(size, maxObjectSize), maxParts))
+			}
+			u.part = u.partGiven
+		}
 		u.slots = make(chan struct{}, inFlight(u.part, runtime.GOMAXPROCS(0)))
 		return nil
 	}
