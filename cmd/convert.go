@@ -158,7 +158,7 @@ func runConvert(o *convertOptions, args []string, stdout, stderr io.Writer) erro
 	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
-		specs, err := create.OptionSpecs(o.targetFormat, lastArg(args))
+		specs, err := create.OptionSpecs(o.targetFormat, argAt(args, len(args)-1))
 		if err != nil {
 			return err
 		}

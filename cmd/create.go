@@ -82,7 +82,7 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	}
 	optString := strings.Join(o.options, ",")
 	if image.IsHelpOptions(optString) {
-		specs, err := create.OptionSpecs(o.format, lastArg(args[:min(len(args), 1)]))
+		specs, err := create.OptionSpecs(o.format, argAt(args, 0))
 		if err != nil {
 			return err
 		}
@@ -133,12 +133,13 @@ func runCreate(o *createOptions, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// lastArg is the last of args (the target's name), "" for none.
-func lastArg(args []string) string {
-	if len(args) == 0 {
+// argAt is args[i], "" when there is none (the name -o help lists a
+// protocol's options for).
+func argAt(args []string, i int) string {
+	if i < 0 || i >= len(args) {
 		return ""
 	}
-	return args[len(args)-1]
+	return args[i]
 }
 
 // printOptionHelp lists create options as qemu-img's "-o help" does.
