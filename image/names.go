@@ -129,9 +129,6 @@ func CreatesByOpening(filename string) bool {
 	return simpleCreators[name]
 }
 
-// CheckProtocolCreates refuses, as qemu-img create does before it prints
-// anything, a filename whose protocol cannot create images (http,
-// null-co).
 // ProtocolCreateOptions are the -o options of the protocol filename is
 // created on, which qemu-img takes beside the format's: nil for a local
 // file, whose options the formats declare themselves.
@@ -140,12 +137,15 @@ func ProtocolCreateOptions(filename string) []OptionSpec {
 	if fileProtocols[name] {
 		return nil
 	}
-	if f, ok := Lookup(name); ok && f.OpenProtocol != nil {
+	if f, err := lookupProtocol(name); err == nil {
 		return f.CreateOptions
 	}
 	return nil
 }
 
+// CheckProtocolCreates refuses, as qemu-img create does before it prints
+// anything, a filename whose protocol cannot create images (http,
+// null-co).
 func CheckProtocolCreates(filename string) error {
 	name, _ := protocolFor(filename)
 	f, err := lookupProtocol(name)
