@@ -71,11 +71,12 @@ func settingsFrom(opts map[string]string) (settings, error) {
 }
 
 // reachOptions are the options that say how to reach a server rather
-// than which object: what an object next to this one is reached with.
+// than which object, or how to write it (-o part-size): what an object
+// next to this one is reached with.
 func reachOptions(opts map[string]string) map[string]string {
 	var m map[string]string
 	for k, v := range opts {
-		if k == "filename" || k == "bucket" || k == "key" {
+		if k == "filename" || k == "bucket" || k == "key" || k == partSizeOption {
 			continue
 		}
 		if m == nil {

@@ -71,27 +71,22 @@ const maxGivenPart = 1 << 30
 // createOptions are the -o options of an object created in S3, beside
 // its format's.
 var createOptions = []image.OptionSpec{
-	{Name: "part-size", Type: image.OptSize, Help: "Size of each part of the multipart upload, 5 MiB to 1 GiB (default: chosen from the image size)"},
+	{Name: partSizeOption, Type: image.OptSize, Help: "Size of each part of the multipart upload, 5 MiB to 1 GiB (default: chosen from the image size)"},
 }
 
-// takePartSize reads -o part-size out of opts: the part size asked for
-// (0: none) and the other options.
-func takePartSize(opts map[string]string) (int64, map[string]string, error) {
-	v, ok := opts["part-size"]
+const partSizeOption = "part-size"
+
+// givenPartSize is the part size -o part-size asks for, 0 for none.
+func givenPartSize(opts map[string]string) (int64, error) {
+	v, ok := opts[partSizeOption]
 	if !ok {
-		return 0, opts, nil
-	}
-	rest := make(map[string]string, len(opts))
-	for k, x := range opts {
-		if k != "part-size" {
-			rest[k] = x
-		}
+		return 0, nil
 	}
 	n, err := image.ParseSize(v)
 	if err != nil || n < minPartSize || n > maxGivenPart {
-		return 0, nil, image.Errorf(nil, "Parameter 'part-size' expects a size from 5 MiB to 1 GiB")
+		return 0, image.Errorf(nil, "Parameter 'part-size' expects a size from 5 MiB to 1 GiB")
 	}
-	return n, rest, nil
+	return n, nil
 }
 
 // pending are the objects this process is creating, by identity: the
@@ -143,11 +138,11 @@ func Create(name string, o image.ProtocolOptions) (image.Driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	part, opts, err := takePartSize(o.Options)
+	part, err := givenPartSize(o.Options)
 	if err != nil {
 		return nil, err
 	}
-	s, err := settingsFrom(opts)
+	s, err := settingsFrom(o.Options)
 	if err != nil {
 		return nil, err
 	}
