@@ -5,6 +5,7 @@ package create
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 
 	"qimg/image"
@@ -40,11 +41,7 @@ func OptionSpecs(format, filename string) ([]image.OptionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	proto := image.ProtocolCreateOptions(filename)
-	if len(proto) == 0 {
-		return f.CreateOptions, nil
-	}
-	return append(append([]image.OptionSpec{}, f.CreateOptions...), proto...), nil
+	return slices.Concat(f.CreateOptions, image.ProtocolCreateOptions(filename)), nil
 }
 
 // readOnlyDrivers are qemu's drivers that cannot create images; qemu-img
